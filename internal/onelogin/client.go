@@ -1,0 +1,332 @@
+package onelogin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Endpoint names, as they appear in metrics.
+const (
+	EndpointToken            = "token"
+	EndpointAvailableFactors = "available_factors"
+	EndpointEnroll           = "enroll"
+	EndpointEnrolledFactors  = "enrolled_factors"
+	EndpointActivate         = "activate"
+	EndpointVerify           = "verify"
+	EndpointRemove           = "remove"
+	EndpointMFAToken         = "mfa_token"
+	EndpointRateLimit        = "rate_limit"
+)
+
+// Observer receives one call per HTTP exchange with OneLogin, for metrics.
+// code is the HTTP status, or "error" when no answer came back.
+type Observer interface {
+	ObserveRequest(endpoint, code string, d time.Duration)
+	ObserveRateLimit(r RateLimit)
+}
+
+// Config configures a Client.
+type Config struct {
+	// BaseURL is the API root, e.g. https://acme.onelogin.com. Use
+	// SubdomainURL to build it from a subdomain.
+	BaseURL      string
+	ClientID     string
+	ClientSecret string
+	// Timeout bounds one HTTP exchange (default 30s). Waiting for the
+	// budget is not part of it.
+	Timeout time.Duration
+	// UserAgent is sent on every request (default "mfa-worker").
+	UserAgent string
+	// MaxBodyBytes limits how much of a response is read (default 1 MiB).
+	MaxBodyBytes int64
+	// TokenEarlyExpiry refreshes the access token this long before OneLogin
+	// says it expires (default 5m).
+	TokenEarlyExpiry time.Duration
+	// TokenMaxElapsed bounds the retries of one token fetch (default 20s).
+	TokenMaxElapsed time.Duration
+	// Transport is the underlying round tripper (default a clone of
+	// http.DefaultTransport).
+	Transport http.RoundTripper
+	// Pacer is shared by every user of the account; NewClient makes one when
+	// nil.
+	Pacer *Pacer
+	// Observer receives request metrics; nil discards them.
+	Observer Observer
+}
+
+// SubdomainURL returns the base URL of a OneLogin account.
+func SubdomainURL(subdomain string) string {
+	return "https://" + subdomain + ".onelogin.com"
+}
+
+// Client talks to OneLogin's MFA API v1. It is safe for concurrent use.
+type Client struct {
+	base      *url.URL
+	http      *http.Client
+	tokens    *tokenSource
+	pacer     *Pacer
+	observer  Observer
+	userAgent string
+	maxBody   int64
+}
+
+// NewClient returns a client for cfg.
+func NewClient(cfg Config) (*Client, error) {
+	if cfg.BaseURL == "" {
+		return nil, errors.New("onelogin: base URL is empty")
+	}
+	base, err := url.Parse(strings.TrimRight(cfg.BaseURL, "/") + "/")
+	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" {
+		return nil, fmt.Errorf("onelogin: base URL %q is not an http(s) URL", cfg.BaseURL)
+	}
+	if cfg.ClientID == "" || cfg.ClientSecret == "" {
+		return nil, errors.New("onelogin: client id and client secret are required")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "mfa-worker"
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.TokenEarlyExpiry <= 0 {
+		cfg.TokenEarlyExpiry = 5 * time.Minute
+	}
+	if cfg.TokenMaxElapsed <= 0 {
+		cfg.TokenMaxElapsed = 20 * time.Second
+	}
+	if cfg.Transport == nil {
+		cfg.Transport = http.DefaultTransport.(*http.Transport).Clone()
+	}
+	if cfg.Pacer == nil {
+		cfg.Pacer = NewPacer(0)
+	}
+	c := &Client{
+		base:      base,
+		pacer:     cfg.Pacer,
+		observer:  cfg.Observer,
+		userAgent: cfg.UserAgent,
+		maxBody:   cfg.MaxBodyBytes,
+	}
+	c.tokens = newTokenSource(cfg, base.ResolveReference(&url.URL{Path: "auth/oauth2/v2/token"}).String(), c.observe)
+	c.http = &http.Client{
+		Timeout:   cfg.Timeout,
+		Transport: &authTransport{src: c.tokens, base: cfg.Transport},
+		// OneLogin does not redirect API calls; following one could leak the
+		// bearer token to another host.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return c, nil
+}
+
+// Pacer returns the client's pacer.
+func (c *Client) Pacer() *Pacer { return c.pacer }
+
+// Token fetches (or returns the cached) access token, proving that the
+// credentials work. The token itself is not returned.
+func (c *Client) Token(ctx context.Context) error {
+	_, err := c.tokens.token(ctx)
+	return err
+}
+
+// Response is a OneLogin answer with its rate-limit headers parsed.
+type Response struct {
+	*http.Response
+	Rate RateLimit
+	// body is the response body, already read (within the size limit).
+	body []byte
+}
+
+type requestIDKey struct{}
+
+// WithRequestID returns a context whose OneLogin calls carry id in an
+// X-Request-Id header, so that an effect can be traced to the job behind it.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
+// NewRequest builds a request for path (relative to the base URL) with body
+// encoded as JSON when not nil.
+func (c *Client) NewRequest(ctx context.Context, method, path string, body any) (*http.Request, error) {
+	u := c.base.ResolveReference(&url.URL{Path: strings.TrimLeft(path, "/")})
+	var buf []byte
+	if body != nil {
+		var err error
+		if buf, err = json.Marshal(body); err != nil {
+			return nil, &usageError{msg: fmt.Sprintf("encode %s body: %v", path, err)}
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(buf))
+	if err != nil {
+		return nil, &usageError{msg: fmt.Sprintf("build request: %v", err)}
+	}
+	if body == nil {
+		req.Body, req.GetBody, req.ContentLength = http.NoBody, nil, 0
+	} else {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.userAgent)
+	if id, ok := ctx.Value(requestIDKey{}).(string); ok && id != "" {
+		req.Header.Set("X-Request-Id", id)
+	}
+	return req, nil
+}
+
+// Do sends req, waiting for the budget first. A 401 refreshes the token and
+// re-sends the request once with its body intact; a second 401 is returned.
+// Non-2xx answers become *ErrorResponse or *RateLimitError.
+func (c *Client) Do(req *http.Request, endpoint string) (*Response, error) {
+	ctx := req.Context()
+	for attempt := 1; ; attempt++ {
+		resp, err := c.send(ctx, req, endpoint)
+		if err == nil {
+			return resp, nil
+		}
+		var er *ErrorResponse
+		if attempt == 1 && errors.As(err, &er) && er.StatusCode == http.StatusUnauthorized && !factorRejected(er) {
+			c.tokens.invalidate(resp.Request)
+			if req, err = rewind(req); err != nil {
+				return resp, err
+			}
+			continue
+		}
+		return resp, err
+	}
+}
+
+// factorRejected tells a 401 about the OTP (verify) from one about the token:
+// re-sending a wrong OTP would only spend another attempt on the user's device.
+func factorRejected(er *ErrorResponse) bool {
+	m := strings.ToLower(er.Status.Message.Description)
+	return strings.Contains(m, "with this factor") || strings.Contains(m, "pending")
+}
+
+func rewind(req *http.Request) (*http.Request, error) {
+	r := req.Clone(req.Context())
+	if req.GetBody != nil {
+		body, err := req.GetBody()
+		if err != nil {
+			return nil, &usageError{msg: fmt.Sprintf("rewind request body: %v", err)}
+		}
+		r.Body = body
+	}
+	return r, nil
+}
+
+func (c *Client) send(ctx context.Context, req *http.Request, endpoint string) (*Response, error) {
+	if err := c.pacer.Wait(ctx, priorityFrom(ctx)); err != nil {
+		return nil, fmt.Errorf("onelogin %s: waiting for rate-limit budget: %w", endpoint, err)
+	}
+	start := time.Now()
+	hr, err := c.http.Do(req)
+	if err != nil {
+		c.pacer.Observe(RateLimit{}, false)
+		c.observe(endpoint, "error", time.Since(start))
+		var te *TokenError
+		if errors.As(err, &te) {
+			return nil, te
+		}
+		return nil, fmt.Errorf("onelogin %s: %w", endpoint, scrubURLError(err))
+	}
+	body, readErr := readBody(hr.Body, c.maxBody)
+	resp := &Response{Response: hr, body: body}
+	rate, hasRate := parseRate(hr.Header, start)
+	if hr.StatusCode == http.StatusTooManyRequests {
+		if !hasRate {
+			rate = RateLimit{Limit: 1, Reset: retryAfter(hr.Header, start)}
+			hasRate = true
+		}
+		rate.Remaining = 0
+	}
+	resp.Rate = rate
+	c.pacer.Observe(rate, hasRate || readErr == nil)
+	c.observe(endpoint, strconv.Itoa(hr.StatusCode), time.Since(start))
+	if hasRate && c.observer != nil {
+		c.observer.ObserveRateLimit(rate)
+	}
+	if readErr != nil {
+		return resp, fmt.Errorf("onelogin %s: read response: %w", endpoint, readErr)
+	}
+	if hr.StatusCode == http.StatusTooManyRequests {
+		return resp, &RateLimitError{Endpoint: endpoint, Rate: rate}
+	}
+	status := decodeStatus(body)
+	if hr.StatusCode < 200 || hr.StatusCode > 299 || (status != nil && status.Error) {
+		er := &ErrorResponse{Endpoint: endpoint, StatusCode: hr.StatusCode}
+		if status != nil {
+			er.Status = *status
+			if er.StatusCode < 300 && status.Code >= 400 {
+				er.StatusCode = status.Code
+			}
+		} else {
+			er.Status.Message.Description = bareMessage(body)
+		}
+		return resp, er
+	}
+	return resp, nil
+}
+
+func (c *Client) observe(endpoint, code string, d time.Duration) {
+	if c.observer != nil {
+		c.observer.ObserveRequest(endpoint, code, d)
+	}
+}
+
+// scrubURLError drops the query string from a *url.Error: paths hold only
+// numeric ids, but a query could hold anything.
+func scrubURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if u, perr := url.Parse(ue.URL); perr == nil {
+			u.RawQuery, u.User = "", nil
+			return &url.Error{Op: ue.Op, URL: u.String(), Err: ue.Err}
+		}
+	}
+	return err
+}
+
+func readBody(r io.ReadCloser, limit int64) ([]byte, error) {
+	defer r.Close()
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, ErrBodyTooLarge
+	}
+	return b, nil
+}
+
+// parseRate reads X-RateLimit-*; Reset is seconds until the window resets,
+// counted from when the request was sent (the conservative end).
+func parseRate(h http.Header, sent time.Time) (RateLimit, bool) {
+	limit, err1 := strconv.Atoi(strings.TrimSpace(h.Get("X-RateLimit-Limit")))
+	remaining, err2 := strconv.Atoi(strings.TrimSpace(h.Get("X-RateLimit-Remaining")))
+	reset, err3 := strconv.ParseFloat(strings.TrimSpace(h.Get("X-RateLimit-Reset")), 64)
+	if err1 != nil || err2 != nil || err3 != nil || limit <= 0 || reset < 0 || reset > 7*24*3600 {
+		return RateLimit{}, false
+	}
+	if remaining < 0 {
+		remaining = 0
+	}
+	return RateLimit{Limit: limit, Remaining: remaining, Reset: sent.Add(time.Duration(reset * float64(time.Second)))}, true
+}
+
+func retryAfter(h http.Header, sent time.Time) time.Time {
+	if s, err := strconv.Atoi(strings.TrimSpace(h.Get("Retry-After"))); err == nil && s >= 0 && s < 24*3600 {
+		return sent.Add(time.Duration(s) * time.Second)
+	}
+	return sent.Add(time.Minute)
+}

@@ -1,0 +1,207 @@
+package onelogin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// ErrorResponse is a non-2xx answer from a resource endpoint (or a 2xx whose
+// status object says error).
+type ErrorResponse struct {
+	Endpoint   string
+	StatusCode int
+	Status     Status
+}
+
+func (e *ErrorResponse) Error() string {
+	typ := e.Status.Type
+	if typ == "" {
+		typ = strings.ToLower(http.StatusText(e.StatusCode))
+	}
+	msg := sanitize(e.Status.Message.String())
+	if msg == "" {
+		return fmt.Sprintf("onelogin %s: %d %s", e.Endpoint, e.StatusCode, typ)
+	}
+	return fmt.Sprintf("onelogin %s: %d %s: %s", e.Endpoint, e.StatusCode, typ, msg)
+}
+
+// Message returns OneLogin's message, made safe to log.
+func (e *ErrorResponse) Message() string { return sanitize(e.Status.Message.String()) }
+
+// RateLimitError is a 429: the account's budget is spent until Rate.Reset.
+type RateLimitError struct {
+	Endpoint string
+	Rate     RateLimit
+}
+
+func (e *RateLimitError) Error() string {
+	return fmt.Sprintf("onelogin %s: 429 rate limit exceeded, window resets at %s", e.Endpoint, e.Rate.Reset.UTC().Format(time.RFC3339))
+}
+
+// TokenError is a failed fetch of the OAuth2 access token. It never holds the
+// client secret or a token.
+type TokenError struct {
+	StatusCode int // 0 when no HTTP answer came back
+	Message    string
+	Err        error // the underlying transport error, if any
+}
+
+func (e *TokenError) Error() string {
+	switch {
+	case e.StatusCode != 0 && e.Message != "":
+		return fmt.Sprintf("onelogin token: %d: %s", e.StatusCode, e.Message)
+	case e.StatusCode != 0:
+		return fmt.Sprintf("onelogin token: %d %s", e.StatusCode, http.StatusText(e.StatusCode))
+	default:
+		return fmt.Sprintf("onelogin token: %v", e.Err)
+	}
+}
+
+func (e *TokenError) Unwrap() error { return e.Err }
+
+// DecodeError is a 2xx answer whose body could not be read as the endpoint's
+// documented shape. The call may have taken effect.
+type DecodeError struct {
+	Endpoint string
+	Err      error
+}
+
+func (e *DecodeError) Error() string {
+	return fmt.Sprintf("onelogin %s: decode response: %v", e.Endpoint, e.Err)
+}
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// ErrBodyTooLarge means a response body exceeded the client's size limit.
+var ErrBodyTooLarge = errors.New("response body exceeds the size limit")
+
+// Class says what a caller should do with an error.
+type Class int
+
+const (
+	// Permanent errors will fail the same way again: do not retry.
+	Permanent Class = iota
+	// Transient errors (network, time-out, 5xx, unreadable 2xx) may succeed
+	// on retry.
+	Transient
+	// RateLimited errors succeed after the window resets; waiting for it is
+	// not a failed attempt.
+	RateLimited
+)
+
+func (c Class) String() string {
+	switch c {
+	case Transient:
+		return "transient"
+	case RateLimited:
+		return "rate_limited"
+	default:
+		return "permanent"
+	}
+}
+
+// Classify is the one place that decides whether an error from this package
+// is worth retrying. A 401 reaching the caller is permanent: the client has
+// already refreshed the token once and re-sent the request.
+func Classify(err error) Class {
+	if err == nil {
+		return Permanent
+	}
+	var rl *RateLimitError
+	if errors.As(err, &rl) {
+		return RateLimited
+	}
+	var er *ErrorResponse
+	if errors.As(err, &er) {
+		if er.StatusCode >= 500 || er.StatusCode == http.StatusRequestTimeout {
+			return Transient
+		}
+		return Permanent
+	}
+	var te *TokenError
+	if errors.As(err, &te) {
+		if te.StatusCode == 0 || te.StatusCode >= 500 || te.StatusCode == http.StatusTooManyRequests || te.StatusCode == http.StatusRequestTimeout {
+			return Transient
+		}
+		return Permanent
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return Permanent
+	}
+	// Network failures, time-outs, cancelled contexts, unreadable bodies:
+	// nothing says the same call would fail again.
+	return Transient
+}
+
+// StatusCode returns the HTTP status behind err, or 0 when there was none.
+func StatusCode(err error) int {
+	var er *ErrorResponse
+	if errors.As(err, &er) {
+		return er.StatusCode
+	}
+	var rl *RateLimitError
+	if errors.As(err, &rl) {
+		return http.StatusTooManyRequests
+	}
+	var te *TokenError
+	if errors.As(err, &te) {
+		return te.StatusCode
+	}
+	return 0
+}
+
+// IsFactorNotFound reports whether OneLogin said the device does not exist:
+// 400 "Factor could not be found". For a removal this means already gone.
+func IsFactorNotFound(err error) bool {
+	var er *ErrorResponse
+	if !errors.As(err, &er) || (er.StatusCode != http.StatusBadRequest && er.StatusCode != http.StatusNotFound) {
+		return false
+	}
+	return strings.Contains(strings.ToLower(er.Status.Message.Description), "factor could not be found")
+}
+
+// IsUserNotFound reports whether OneLogin said the user does not exist
+// (404 "User for id N was not found", or 400 "User does not exist" on verify).
+func IsUserNotFound(err error) bool {
+	var er *ErrorResponse
+	if !errors.As(err, &er) {
+		return false
+	}
+	msg := strings.ToLower(er.Status.Message.Description)
+	return strings.Contains(msg, "user for id") || strings.Contains(msg, "user does not exist")
+}
+
+// IsUnauthorized reports a 401 that survived the token refresh: bad
+// credentials, missing scope, or a failed factor check on verify.
+func IsUnauthorized(err error) bool { return StatusCode(err) == http.StatusUnauthorized }
+
+// usageError is a mistake by the caller (bad argument), never retried.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return "onelogin: " + e.msg }
+
+func isContextErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// sanitize keeps a server-provided message to one printable line of bounded
+// length, so that a hostile or broken answer cannot forge log lines.
+func sanitize(s string) string {
+	const max = 200
+	var b strings.Builder
+	for _, r := range s {
+		if b.Len() >= max {
+			b.WriteString("...")
+			break
+		}
+		if r < 0x20 || r == 0x7f {
+			r = ' '
+		}
+		b.WriteRune(r)
+	}
+	return strings.TrimSpace(b.String())
+}

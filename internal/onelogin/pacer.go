@@ -1,0 +1,274 @@
+package onelogin
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Priority orders callers waiting for the OneLogin budget.
+type Priority int
+
+const (
+	// PriorityNormal is for onboarding and other routine work.
+	PriorityNormal Priority = iota
+	// PriorityUrgent is for removals: a leaver's factors go first.
+	PriorityUrgent
+	numPriorities
+)
+
+type priorityKey struct{}
+
+// WithPriority returns a context whose OneLogin calls queue for the budget
+// at priority p.
+func WithPriority(ctx context.Context, p Priority) context.Context {
+	return context.WithValue(ctx, priorityKey{}, p)
+}
+
+func priorityFrom(ctx context.Context) Priority {
+	if p, ok := ctx.Value(priorityKey{}).(Priority); ok && p >= 0 && p < numPriorities {
+		return p
+	}
+	return PriorityNormal
+}
+
+// Pacer spends OneLogin's account-wide request budget. Every request waits
+// for a grant and reports the rate-limit headers of its answer. The budget is
+// account-wide, so the headers also carry what other replicas spent.
+//
+// Policy:
+//   - Until the first answer, and again after a window has passed, one probe
+//     request at a time learns the budget.
+//   - While the budget is plentiful requests go at once, less the requests
+//     still in flight (they may not be counted in the last header yet).
+//   - Below the low-water mark one request is in flight at a time and grants
+//     are spread evenly over what is left of the window, so that replicas
+//     sharing the account converge instead of overshooting together.
+//   - With nothing left, everyone waits for the reset. Urgent waiters are
+//     granted before normal ones.
+//
+// The zero value is not usable; call NewPacer.
+type Pacer struct {
+	mu       sync.Mutex
+	now      func() time.Time
+	lowWater float64
+
+	rate     RateLimit // Remaining is the lowest seen in the current window
+	unpaced  bool      // answers carry no rate-limit headers: nothing to pace by
+	inflight int       // granted and not yet reported
+	nextAt   time.Time // earliest next grant while spacing
+
+	queues [numPriorities][]*waiter
+	timer  *time.Timer
+	timeAt time.Time
+}
+
+type waiter struct {
+	ch      chan struct{}
+	granted bool
+}
+
+// NewPacer returns a pacer. lowWater is the fraction of the limit below which
+// grants are spaced evenly (0.05 when zero or out of range).
+func NewPacer(lowWater float64) *Pacer {
+	if lowWater <= 0 || lowWater >= 1 {
+		lowWater = 0.05
+	}
+	return &Pacer{now: time.Now, lowWater: lowWater}
+}
+
+// Wait blocks until a request may be sent or ctx ends. Every nil return must
+// be followed by exactly one call to Observe.
+func (p *Pacer) Wait(ctx context.Context, prio Priority) error {
+	if prio < 0 || prio >= numPriorities {
+		prio = PriorityNormal
+	}
+	p.mu.Lock()
+	now := p.now()
+	if !p.queuedAtOrAbove(prio) {
+		if ok, _ := p.canGrant(now); ok {
+			p.grant(now)
+			p.mu.Unlock()
+			return nil
+		}
+	}
+	w := &waiter{ch: make(chan struct{})}
+	p.queues[prio] = append(p.queues[prio], w)
+	p.dispatch(now)
+	p.mu.Unlock()
+
+	select {
+	case <-w.ch:
+		return nil
+	case <-ctx.Done():
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if w.granted {
+			// Granted while we gave up: hand the grant back.
+			p.inflight--
+		} else {
+			q := p.queues[prio]
+			for i, x := range q {
+				if x == w {
+					p.queues[prio] = append(q[:i:i], q[i+1:]...)
+					break
+				}
+			}
+		}
+		p.dispatch(p.now())
+		return ctx.Err()
+	}
+}
+
+// Observe reports the answer to a granted request: its rate-limit headers
+// when it had them (ok), or nothing when the request failed without an
+// answer. A 429 is reported with Remaining 0.
+func (p *Pacer) Observe(r RateLimit, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	if p.inflight > 0 {
+		p.inflight--
+	}
+	switch {
+	case ok && r.known():
+		p.unpaced = false
+		newWindow := !p.rate.known() || !now.Before(p.rate.Reset) || r.Reset.Sub(p.rate.Reset) > 1500*time.Millisecond
+		if newWindow {
+			p.rate = r
+		} else {
+			p.rate.Limit = r.Limit
+			if r.Remaining < p.rate.Remaining {
+				p.rate.Remaining = r.Remaining
+			}
+			if r.Remaining == 0 && r.Reset.After(p.rate.Reset) {
+				p.rate.Reset = r.Reset
+			}
+		}
+	case ok:
+		// An answer without headers: whatever sits between us and OneLogin
+		// strips them, so there is nothing to pace by.
+		if !p.rate.known() {
+			p.unpaced = true
+		}
+	}
+	p.dispatch(now)
+}
+
+// Rate returns the budget as last reported, less the requests in flight.
+func (p *Pacer) Rate() RateLimit {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r := p.rate
+	return r
+}
+
+// Waiting returns how many callers are queued.
+func (p *Pacer) Waiting() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, q := range p.queues {
+		n += len(q)
+	}
+	return n
+}
+
+func (p *Pacer) queuedAtOrAbove(prio Priority) bool {
+	for q := numPriorities - 1; q >= prio; q-- {
+		if len(p.queues[q]) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// canGrant says whether a request may go now, and if not, when to look again
+// (zero: when an answer arrives).
+func (p *Pacer) canGrant(now time.Time) (bool, time.Time) {
+	if !p.rate.known() || !now.Before(p.rate.Reset) {
+		if p.unpaced || p.inflight == 0 {
+			return true, time.Time{}
+		}
+		return false, time.Time{}
+	}
+	left := p.rate.Remaining - p.inflight
+	if left <= 0 {
+		if p.rate.Remaining <= 0 {
+			return false, p.rate.Reset
+		}
+		return false, time.Time{}
+	}
+	if float64(p.rate.Remaining) > p.lowWater*float64(p.rate.Limit) {
+		return true, time.Time{}
+	}
+	if p.inflight > 0 {
+		return false, time.Time{}
+	}
+	if now.Before(p.nextAt) {
+		return false, p.nextAt
+	}
+	return true, time.Time{}
+}
+
+func (p *Pacer) grant(now time.Time) {
+	p.inflight++
+	if p.rate.known() && now.Before(p.rate.Reset) && float64(p.rate.Remaining) <= p.lowWater*float64(p.rate.Limit) {
+		left := p.rate.Remaining
+		if left < 1 {
+			left = 1
+		}
+		p.nextAt = now.Add(p.rate.Reset.Sub(now) / time.Duration(left))
+	}
+}
+
+// dispatch grants queued waiters in priority order while the budget allows,
+// then arms the timer for the next moment something can change.
+func (p *Pacer) dispatch(now time.Time) {
+	for {
+		var w *waiter
+		var prio Priority
+		for q := numPriorities - 1; q >= 0; q-- {
+			if len(p.queues[q]) > 0 {
+				w, prio = p.queues[q][0], q
+				break
+			}
+		}
+		if w == nil {
+			return
+		}
+		ok, at := p.canGrant(now)
+		if !ok {
+			if !at.IsZero() {
+				p.wakeAt(now, at)
+			}
+			return
+		}
+		p.queues[prio][0] = nil
+		p.queues[prio] = p.queues[prio][1:]
+		p.grant(now)
+		w.granted = true
+		close(w.ch)
+	}
+}
+
+func (p *Pacer) wakeAt(now, at time.Time) {
+	if p.timer != nil && p.timeAt.Equal(at) {
+		return
+	}
+	d := at.Sub(now)
+	if d < time.Millisecond {
+		d = time.Millisecond
+	}
+	p.timeAt = at
+	if p.timer == nil {
+		p.timer = time.AfterFunc(d, func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			p.timeAt = time.Time{}
+			p.dispatch(p.now())
+		})
+		return
+	}
+	p.timer.Reset(d)
+}

@@ -1,0 +1,396 @@
+package simulator
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	mrand "math/rand/v2"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Factor is an entry of the account's factor catalog.
+type Factor struct {
+	ID   int64
+	Name string
+	// Enrollable factors can be enrolled through the API (OneLogin SMS and
+	// Voice); the others appear only when seeded with EnrollDevice.
+	Enrollable bool
+	// NeedsTrigger factors send their OTP on Activate.
+	NeedsTrigger bool
+}
+
+// DefaultFactors is the catalog a new account has.
+func DefaultFactors() []Factor {
+	return []Factor{
+		{ID: 100001, Name: "OneLogin SMS", Enrollable: true, NeedsTrigger: true},
+		{ID: 100002, Name: "OneLogin Voice", Enrollable: true, NeedsTrigger: true},
+		{ID: 100003, Name: "Google Authenticator"},
+		{ID: 100004, Name: "OneLogin Protect"},
+	}
+}
+
+// Config configures a Server. Zero fields take the defaults noted.
+type Config struct {
+	ClientID     string        // default "sim-client"
+	ClientSecret string        // default "sim-secret"
+	TokenTTL     time.Duration // default 10h, as OneLogin
+	// Users FirstUser..LastUser exist (default 1..10,000,000); more can be
+	// added with AddUser.
+	FirstUser, LastUser int64
+	Factors             []Factor      // default DefaultFactors()
+	RateLimit           int           // calls per window, default 5000
+	RateWindow          time.Duration // default 1h
+	StateTokenTTL       time.Duration // default 120s
+	// MisspellReusable answers "resuable" in the MFA token reply, as the
+	// OpenAPI document spells it.
+	MisspellReusable bool
+	// Seed makes fault injection repeatable (0: random).
+	Seed uint64
+}
+
+// Faults are injected into answers; change them with SetFaults at any time.
+type Faults struct {
+	Latency time.Duration // added to every answer
+	Jitter  time.Duration // up to this much more, uniformly
+	// ErrorRate is the fraction of calls answered 500/502/503 before any
+	// effect.
+	ErrorRate float64
+	// DropRate is the fraction of calls whose connection is closed without
+	// an answer, before any effect.
+	DropRate float64
+	// LostReplyRate is the fraction of state-changing calls whose effect is
+	// applied and whose connection is then closed without an answer.
+	LostReplyRate float64
+	// Burst429 answers the next N resource calls with 429.
+	Burst429 int
+	// OutageUntil answers every call with 503 until then.
+	OutageUntil time.Time
+}
+
+// Effect is one state change made by a call.
+type Effect struct {
+	Seq       int64
+	Kind      string // enroll, activate, verify, remove, mfa_token
+	UserID    int64
+	DeviceID  int64
+	RequestID string // the X-Request-Id the caller sent
+	At        time.Time
+}
+
+// Effect kinds.
+const (
+	EffectEnroll   = "enroll"
+	EffectActivate = "activate"
+	EffectVerify   = "verify"
+	EffectRemove   = "remove"
+	EffectMFAToken = "mfa_token"
+)
+
+// Stats counts answers by kind.
+type Stats struct {
+	Requests    map[string]int // by endpoint name, every answered or dropped call
+	TooMany     int            // 429 answers
+	ServerError int            // injected 5xx answers
+	Dropped     int            // connections closed without an answer
+	Tokens      int            // tokens issued
+}
+
+// Device is a simulated enrolled factor.
+type Device struct {
+	ID              int64
+	FactorID        int64
+	AuthFactorName  string
+	UserDisplayName string
+	PhoneNumber     string
+	Active          bool
+	Default         bool
+	NeedsTrigger    bool
+
+	otp        string
+	stateToken string
+	stateUntil time.Time
+}
+
+type user struct {
+	devices map[int64]*Device
+}
+
+type mfaToken struct {
+	userID    int64
+	expiresAt time.Time
+	reusable  bool
+	used      bool
+}
+
+type window struct {
+	start, end time.Time
+	used       int
+}
+
+// Server is the simulated OneLogin account. It is an http.Handler.
+type Server struct {
+	cfg Config
+	now func() time.Time
+
+	mu         sync.Mutex
+	rng        *mrand.Rand
+	faults     Faults
+	users      map[int64]*user
+	extraUsers map[int64]bool
+	nextDevice int64
+	tokens     map[string]time.Time // access token -> expiry
+	current    string               // the token the credentials get now
+	denyScope  bool
+	mfaTokens  map[string]*mfaToken
+	win        window
+	effects    []Effect
+	stats      Stats
+}
+
+// New returns a simulator configured by cfg.
+func New(cfg Config) *Server {
+	if cfg.ClientID == "" {
+		cfg.ClientID = "sim-client"
+	}
+	if cfg.ClientSecret == "" {
+		cfg.ClientSecret = "sim-secret"
+	}
+	if cfg.TokenTTL <= 0 {
+		cfg.TokenTTL = 10 * time.Hour
+	}
+	if cfg.FirstUser == 0 && cfg.LastUser == 0 {
+		cfg.FirstUser, cfg.LastUser = 1, 10_000_000
+	}
+	if len(cfg.Factors) == 0 {
+		cfg.Factors = DefaultFactors()
+	}
+	if cfg.RateLimit <= 0 {
+		cfg.RateLimit = 5000
+	}
+	if cfg.RateWindow <= 0 {
+		cfg.RateWindow = time.Hour
+	}
+	if cfg.StateTokenTTL <= 0 {
+		cfg.StateTokenTTL = 120 * time.Second
+	}
+	seed := cfg.Seed
+	if seed == 0 {
+		seed = mrand.Uint64()
+	}
+	return &Server{
+		cfg:        cfg,
+		now:        time.Now,
+		rng:        mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		users:      map[int64]*user{},
+		extraUsers: map[int64]bool{},
+		nextDevice: 5_000_000,
+		tokens:     map[string]time.Time{},
+		mfaTokens:  map[string]*mfaToken{},
+		stats:      Stats{Requests: map[string]int{}},
+	}
+}
+
+// Config returns the configuration in force, defaults filled in.
+func (s *Server) Config() Config { return s.cfg }
+
+// SetFaults replaces the injected faults.
+func (s *Server) SetFaults(f Faults) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = f
+}
+
+// Faults returns the injected faults.
+func (s *Server) Faults() Faults {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.faults
+}
+
+// SetRateLimit changes the budget and window; the current window restarts.
+func (s *Server) SetRateLimit(limit int, every time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg.RateLimit, s.cfg.RateWindow = limit, every
+	s.win = window{}
+}
+
+// AddUser makes a user exist outside the configured range.
+func (s *Server) AddUser(id int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.extraUsers[id] = true
+}
+
+// ExpireTokens makes every issued access token invalid, as if it had
+// expired; the next token request gets a new one.
+func (s *Server) ExpireTokens() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tokens = map[string]time.Time{}
+	s.current = ""
+}
+
+// DenyScope makes every resource call answer 401 "Insufficient Permission",
+// as when the credential lacks the scope.
+func (s *Server) DenyScope(deny bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.denyScope = deny
+}
+
+// EnrollDevice seeds an enrolled device, as if the user had enrolled it in
+// OneLogin's UI, and returns its id. It records no effect.
+func (s *Server) EnrollDevice(userID int64, factorName, displayName string, active bool) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.userLocked(userID)
+	if u == nil {
+		return 0, fmt.Errorf("user %d does not exist", userID)
+	}
+	f, ok := s.factorByName(factorName)
+	if !ok {
+		return 0, fmt.Errorf("no factor %q in the catalog", factorName)
+	}
+	d := s.addDeviceLocked(u, f, displayName, "", active)
+	d.otp = s.otpLocked()
+	return d.ID, nil
+}
+
+// Devices returns a copy of the user's enrolled devices, by id.
+func (s *Server) Devices(userID int64) []Device {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.users[userID]
+	if u == nil {
+		return nil
+	}
+	out := make([]Device, 0, len(u.devices))
+	for _, d := range u.devices {
+		out = append(out, *d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// LastOTP returns the OTP the device would accept now: the one sent by the
+// last enroll or activate, or an authenticator's current code.
+func (s *Server) LastOTP(userID, deviceID int64) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if u := s.users[userID]; u != nil {
+		if d := u.devices[deviceID]; d != nil {
+			return d.otp
+		}
+	}
+	return ""
+}
+
+// Effects returns a copy of the effect log.
+func (s *Server) Effects() []Effect {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Effect(nil), s.effects...)
+}
+
+// Stats returns a copy of the answer counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats
+	st.Requests = make(map[string]int, len(s.stats.Requests))
+	for k, v := range s.stats.Requests {
+		st.Requests[k] = v
+	}
+	return st
+}
+
+// ResourceCalls returns how many MFA API calls were made in all.
+func (s *Server) ResourceCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for k, v := range s.stats.Requests {
+		if k != "token" && k != "rate_limit" {
+			n += v
+		}
+	}
+	return n
+}
+
+func (s *Server) userExists(id int64) bool {
+	return (id >= s.cfg.FirstUser && id <= s.cfg.LastUser) || s.extraUsers[id]
+}
+
+func (s *Server) userLocked(id int64) *user {
+	if !s.userExists(id) {
+		return nil
+	}
+	u := s.users[id]
+	if u == nil {
+		u = &user{devices: map[int64]*Device{}}
+		s.users[id] = u
+	}
+	return u
+}
+
+func (s *Server) factorByID(id int64) (Factor, bool) {
+	for _, f := range s.cfg.Factors {
+		if f.ID == id {
+			return f, true
+		}
+	}
+	return Factor{}, false
+}
+
+func (s *Server) factorByName(name string) (Factor, bool) {
+	for _, f := range s.cfg.Factors {
+		if strings.EqualFold(f.Name, name) {
+			return f, true
+		}
+	}
+	return Factor{}, false
+}
+
+func (s *Server) addDeviceLocked(u *user, f Factor, displayName, number string, active bool) *Device {
+	s.nextDevice++
+	d := &Device{
+		ID:              s.nextDevice,
+		FactorID:        f.ID,
+		AuthFactorName:  f.Name,
+		UserDisplayName: displayName,
+		PhoneNumber:     number,
+		Active:          active,
+		Default:         len(u.devices) == 0,
+		NeedsTrigger:    f.NeedsTrigger,
+	}
+	u.devices[d.ID] = d
+	return d
+}
+
+func (s *Server) otpLocked() string {
+	return fmt.Sprintf("%06d", s.rng.IntN(1_000_000))
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return hex.EncodeToString(b)
+}
+
+func (s *Server) recordLocked(kind string, userID, deviceID int64, r *http.Request) {
+	s.effects = append(s.effects, Effect{
+		Seq:       int64(len(s.effects) + 1),
+		Kind:      kind,
+		UserID:    userID,
+		DeviceID:  deviceID,
+		RequestID: r.Header.Get("X-Request-Id"),
+		At:        s.now(),
+	})
+}
