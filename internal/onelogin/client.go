@@ -227,7 +227,7 @@ func rewind(req *http.Request) (*http.Request, error) {
 
 func (c *Client) send(ctx context.Context, req *http.Request, endpoint string) (*Response, error) {
 	if err := c.pacer.Wait(ctx, priorityFrom(ctx)); err != nil {
-		return nil, fmt.Errorf("onelogin %s: waiting for rate-limit budget: %w", endpoint, err)
+		return nil, fmt.Errorf("onelogin %s: %w: %w", endpoint, ErrBudgetWait, err)
 	}
 	start := time.Now()
 	hr, err := c.http.Do(req)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -75,6 +77,10 @@ func (e *DecodeError) Error() string {
 }
 func (e *DecodeError) Unwrap() error { return e.Err }
 
+// ErrBudgetWait means the caller gave up while waiting for the rate-limit
+// budget; the request was never sent.
+var ErrBudgetWait = errors.New("gave up waiting for rate-limit budget")
+
 // ErrBodyTooLarge means a response body exceeded the client's size limit.
 var ErrBodyTooLarge = errors.New("response body exceeds the size limit")
 
@@ -135,6 +141,37 @@ func Classify(err error) Class {
 	// Network failures, time-outs, cancelled contexts, unreadable bodies:
 	// nothing says the same call would fail again.
 	return Transient
+}
+
+// MayHaveTakenEffect reports whether a failed call may still have reached
+// OneLogin and taken effect: it was (or may have been) sent and no answer
+// says it was refused. Answers 500, 502 and 503, 4xx, 429, failures to
+// connect, token failures and giving up on the budget are not ambiguous;
+// time-outs, resets, lost replies and 504 are.
+func MayHaveTakenEffect(err error) bool {
+	if err == nil || errors.Is(err, ErrBudgetWait) {
+		return false
+	}
+	var te *TokenError
+	if errors.As(err, &te) {
+		return false // the resource call was never sent
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return false
+	}
+	if s := StatusCode(err); s != 0 {
+		return s == http.StatusGatewayTimeout
+	}
+	var de *DecodeError
+	if errors.As(err, &de) {
+		return true // a 2xx whose body we could not read: it happened
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return false
+	}
+	return !errors.Is(err, syscall.ECONNREFUSED)
 }
 
 // StatusCode returns the HTTP status behind err, or 0 when there was none.

@@ -1,0 +1,133 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mfa-worker/mfa-worker/internal/ledger"
+)
+
+type claimKind int
+
+const (
+	claimRun       claimKind = iota // this delivery runs the job
+	claimDuplicate                  // the job finished; answer from the ledger
+	claimReused                     // the id belongs to a job with another body
+)
+
+type decision struct {
+	kind       claimKind
+	entry      *ledger.Entry
+	sentBefore bool
+}
+
+// claim takes ownership of the job id in the ledger. It runs under the
+// user's lock, so a live running record belongs to a replica that lost that
+// lock (stalled past its lease); it is waited out, then taken over.
+func (p *processor) claim(ctx context.Context, t *task) (decision, error) {
+	j := t.job
+	fresh := func() ledger.Record {
+		return ledger.Record{State: ledger.Running, Hash: j.Hash, Owner: p.owner, LeaseUntil: time.Now().Add(p.cfg.Lease), Replay: t.replay, UpdatedAt: time.Now()}
+	}
+	deadline := time.Now().Add(p.cfg.Lease + p.cfg.AckWait)
+	for {
+		rec := fresh()
+		rev, err := p.ledger.Create(ctx, j.ID, rec)
+		if err == nil {
+			p.setClaim(t, rec, rev)
+			return decision{kind: claimRun}, nil
+		}
+		if !errors.Is(err, ledger.ErrExists) {
+			return decision{}, err
+		}
+		e, err := p.ledger.Get(ctx, j.ID)
+		if errors.Is(err, ledger.ErrNotFound) {
+			continue // expired between the two calls
+		}
+		if err != nil {
+			return decision{}, err
+		}
+		if e.Hash != j.Hash {
+			return decision{kind: claimReused, entry: e}, nil
+		}
+		switch {
+		case e.State == ledger.Finished && t.replay != "" && e.Replay != t.replay && Outcome(e.Outcome).DeadLetters():
+			// A dead letter re-driven on purpose: run it again.
+			rev, err := p.ledger.Update(ctx, j.ID, rec, e.Revision)
+			if err == nil {
+				p.setClaim(t, rec, rev)
+				return decision{kind: claimRun}, nil
+			}
+			if !errors.Is(err, ledger.ErrConflict) {
+				return decision{}, err
+			}
+		case e.State == ledger.Finished:
+			return decision{kind: claimDuplicate, entry: e}, nil
+		case !time.Now().Before(e.LeaseUntil):
+			// The owner died or gave the job back: take it over, keeping
+			// the record of calls that may have been made.
+			rec.Sent = e.Sent
+			if rec.Replay == "" {
+				rec.Replay = e.Replay
+			}
+			rev, err := p.ledger.Update(ctx, j.ID, rec, e.Revision)
+			if err == nil {
+				p.setClaim(t, rec, rev)
+				return decision{kind: claimRun, sentBefore: e.Sent}, nil
+			}
+			if !errors.Is(err, ledger.ErrConflict) {
+				return decision{}, err
+			}
+		default:
+			if time.Now().After(deadline) {
+				return decision{}, fmt.Errorf("job is running elsewhere (lease until %s)", e.LeaseUntil.UTC().Format(time.RFC3339))
+			}
+			if !sleep(ctx, min(time.Until(e.LeaseUntil)+10*time.Millisecond, time.Second)) {
+				return decision{}, ctx.Err()
+			}
+		}
+	}
+}
+
+func (p *processor) setClaim(t *task, rec ledger.Record, rev uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.claim = &ledger.Entry{Record: rec, Revision: rev}
+}
+
+// markSent records, before a call that cannot be read back, that it may
+// have been made.
+func (p *processor) markSent(ctx context.Context, t *task) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.claim.Sent {
+		return nil
+	}
+	rec := t.claim.Record
+	rec.Sent, rec.UpdatedAt = true, time.Now()
+	rev, err := p.ledger.Update(ctx, t.job.ID, rec, t.claim.Revision)
+	if err != nil {
+		return fmt.Errorf("record call intent: %w", err)
+	}
+	t.claim = &ledger.Entry{Record: rec, Revision: rev}
+	return nil
+}
+
+// release gives the claim back before a nak, so that the next delivery takes
+// the job over at once instead of waiting for the lease.
+func (p *processor) release(t *task) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.claim == nil || t.claim.State != ledger.Running {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+	defer cancel()
+	rec := t.claim.Record
+	rec.LeaseUntil, rec.UpdatedAt = time.Now(), time.Now()
+	if rev, err := p.ledger.Update(ctx, t.job.ID, rec, t.claim.Revision); err == nil {
+		t.claim = &ledger.Entry{Record: rec, Revision: rev}
+	}
+}

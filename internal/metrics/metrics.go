@@ -1,0 +1,157 @@
+// Package metrics defines the worker's Prometheus metrics, exactly those of
+// the wire contract, on a registry the caller provides.
+//
+// Labels are bounded: job types, outcomes, error codes, endpoint names,
+// HTTP status codes and consumer names. No label ever holds a user id, a
+// device id, a job id or anything a publisher controls.
+package metrics
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/mfa-worker/mfa-worker/internal/onelogin"
+)
+
+// Names of every metric the worker registers besides the Go and process
+// collectors; dashboards and alert rules may use only these.
+var Names = []string{
+	"mfa_jobs_total",
+	"mfa_job_duration_seconds",
+	"mfa_jobs_in_flight",
+	"mfa_job_retries_total",
+	"mfa_dead_letters_total",
+	"mfa_duplicate_jobs_total",
+	"mfa_onelogin_requests_total",
+	"mfa_onelogin_request_duration_seconds",
+	"mfa_onelogin_rate_limit_remaining",
+	"mfa_consumer_pending_messages",
+}
+
+// Label values known up front, so that every series exists from the start.
+var (
+	JobTypes  = []string{"enroll", "activate", "verify", "remove", "offboard", "generate_token"}
+	Outcomes  = []string{"succeeded", "noop", "failed", "rejected", "expired"}
+	Endpoints = []string{"token", "available_factors", "enroll", "enrolled_factors", "activate", "verify", "remove", "mfa_token"}
+	Consumers = []string{"mfa-worker-urgent", "mfa-worker"}
+)
+
+// Metrics holds the worker's collectors.
+type Metrics struct {
+	jobs          *prometheus.CounterVec
+	jobDuration   *prometheus.HistogramVec
+	inFlight      *prometheus.GaugeVec
+	retries       *prometheus.CounterVec
+	deadLetters   *prometheus.CounterVec
+	duplicates    *prometheus.CounterVec
+	requests      *prometheus.CounterVec
+	reqDuration   *prometheus.HistogramVec
+	rateRemaining prometheus.Gauge
+	pending       *prometheus.GaugeVec
+}
+
+// New registers the metrics, plus the Go and process collectors, on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	f := promauto.With(reg)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &Metrics{
+		jobs: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "mfa_jobs_total", Help: "Jobs finished, by type and outcome.",
+		}, []string{"type", "outcome"}),
+		jobDuration: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "mfa_job_duration_seconds", Help: "Time from the start of a job's delivery to its result, by type and outcome.",
+			// OneLogin calls take milliseconds to seconds; a job that waits
+			// for the rate-limit window can take up to an hour.
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600},
+		}, []string{"type", "outcome"}),
+		inFlight: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mfa_jobs_in_flight", Help: "Jobs being executed now, by type.",
+		}, []string{"type"}),
+		retries: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "mfa_job_retries_total", Help: "Retries of OneLogin work after a transient failure, in a delivery or by redelivery, by job type.",
+		}, []string{"type"}),
+		deadLetters: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "mfa_dead_letters_total", Help: "Jobs copied to MFA_DLQ, by type and reason (error code).",
+		}, []string{"type", "reason"}),
+		duplicates: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "mfa_duplicate_jobs_total", Help: "Jobs whose id the ledger already held as finished; their stored result was published again.",
+		}, []string{"type"}),
+		requests: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "mfa_onelogin_requests_total", Help: "HTTP exchanges with OneLogin, by endpoint and status code (or error).",
+		}, []string{"endpoint", "code"}),
+		reqDuration: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "mfa_onelogin_request_duration_seconds", Help: "Duration of HTTP exchanges with OneLogin, by endpoint.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"endpoint"}),
+		rateRemaining: f.NewGauge(prometheus.GaugeOpts{
+			Name: "mfa_onelogin_rate_limit_remaining", Help: "OneLogin API calls left in the account's current rate-limit window, as last reported.",
+		}),
+		pending: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mfa_consumer_pending_messages", Help: "Job messages not yet delivered, by consumer (lane).",
+		}, []string{"consumer"}),
+	}
+	for _, t := range JobTypes {
+		m.inFlight.WithLabelValues(t)
+		m.retries.WithLabelValues(t)
+		m.duplicates.WithLabelValues(t)
+		for _, o := range Outcomes {
+			m.jobs.WithLabelValues(t, o)
+			m.jobDuration.WithLabelValues(t, o)
+		}
+	}
+	for _, e := range Endpoints {
+		m.reqDuration.WithLabelValues(e)
+	}
+	for _, c := range Consumers {
+		m.pending.WithLabelValues(c)
+	}
+	return m
+}
+
+// JobStarted counts a job as in flight until the returned func is called.
+func (m *Metrics) JobStarted(typ string) (done func()) {
+	g := m.inFlight.WithLabelValues(typ)
+	g.Inc()
+	return g.Dec
+}
+
+// JobFinished records a job's outcome and duration.
+func (m *Metrics) JobFinished(typ, outcome string, d time.Duration) {
+	m.jobs.WithLabelValues(typ, outcome).Inc()
+	m.jobDuration.WithLabelValues(typ, outcome).Observe(d.Seconds())
+}
+
+// Retry counts one retry of a job's OneLogin work.
+func (m *Metrics) Retry(typ string) { m.retries.WithLabelValues(typ).Inc() }
+
+// DeadLetter counts one copy to the dead-letter stream.
+func (m *Metrics) DeadLetter(typ, reason string) { m.deadLetters.WithLabelValues(typ, reason).Inc() }
+
+// Duplicate counts one job answered from the ledger.
+func (m *Metrics) Duplicate(typ string) { m.duplicates.WithLabelValues(typ).Inc() }
+
+// SetPending sets a consumer's backlog.
+func (m *Metrics) SetPending(consumer string, n uint64) {
+	m.pending.WithLabelValues(consumer).Set(float64(n))
+}
+
+// ObserveRequest implements onelogin.Observer.
+func (m *Metrics) ObserveRequest(endpoint, code string, d time.Duration) {
+	if endpoint == onelogin.EndpointRateLimit {
+		return // not one of the contract's endpoints; it is bookkeeping
+	}
+	m.requests.WithLabelValues(endpoint, code).Inc()
+	m.reqDuration.WithLabelValues(endpoint).Observe(d.Seconds())
+}
+
+// ObserveRateLimit implements onelogin.Observer.
+func (m *Metrics) ObserveRateLimit(r onelogin.RateLimit) {
+	m.rateRemaining.Set(float64(r.Remaining))
+}
+
+// Code formats an HTTP status for the code label.
+func Code(status int) string { return strconv.Itoa(status) }
