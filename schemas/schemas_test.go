@@ -1,3 +1,15 @@
 package schemas_test
-import ("testing"; "github.com/mfa-worker/mfa-worker/schemas")
-func TestCompile(t *testing.T){ if _,err:=schemas.Job();err!=nil{t.Fatal(err)}; if _,err:=schemas.Result();err!=nil{t.Fatal(err)} }
+
+import (
+	"github.com/mfa-worker/mfa-worker/schemas"
+	"testing"
+)
+
+func TestCompile(t *testing.T) {
+	if _, err := schemas.Job(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := schemas.Result(); err != nil {
+		t.Fatal(err)
+	}
+}

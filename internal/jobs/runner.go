@@ -54,6 +54,9 @@ func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *Objec
 	return r, nil
 }
 
+// Concurrency is how many jobs run at once in this replica.
+func (r *Runner) Concurrency() int { return r.cfg.Concurrency }
+
 type lane struct {
 	name string
 	cons jetstream.Consumer

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mfa-worker/mfa-worker/internal/jobs"
+)
+
+func cmdDLQ(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
+		return usageErr("dlq list | dlq replay (--seq N[,N...] | --all) [--type T] [--code C]")
+	}
+	fs := flag.NewFlagSet("dlq "+args[0], flag.ContinueOnError)
+	ncfg := natsFlags(fs)
+	typ := fs.String("type", "", "only this job type")
+	code := fs.String("code", "", "only this error code")
+	seqs := fs.String("seq", "", "only these DLQ sequence numbers, comma-separated")
+	limit := fs.Int("limit", 0, "list at most this many (0: all)")
+	asJSON := fs.Bool("json", false, "list: one JSON object per line")
+	all := fs.Bool("all", false, "replay: every dead letter that matches the filters")
+	dry := fs.Bool("dry-run", false, "replay: show what would be replayed")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	f := jobs.DeadLetterFilter{Type: *typ, Code: *code, Limit: *limit}
+	if *seqs != "" {
+		for _, s := range strings.Split(*seqs, ",") {
+			n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+			if err != nil {
+				return usageErr("--seq takes numbers, got %q", s)
+			}
+			f.Seqs = append(f.Seqs, n)
+		}
+	}
+	if args[0] == "replay" && !*all && len(f.Seqs) == 0 {
+		return usageErr("dlq replay needs --seq N[,N...] or --all")
+	}
+	nc, js, err := dial(ncfg)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	dls, err := jobs.ListDeadLetters(ctx, js, f)
+	if err != nil {
+		return err
+	}
+	if args[0] == "list" {
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			for _, d := range dls {
+				if err := enc.Encode(d); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SEQ\tTIME\tSUBJECT\tJOB ID\tREASON\tCODE\tDELIVERIES")
+		for _, d := range dls {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\n", d.Seq, d.Time.UTC().Format(time.RFC3339), d.Subject, d.JobID, d.Reason, d.ErrorCode, d.Deliveries)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%d dead letter(s)\n", len(dls))
+		return nil
+	}
+	n := 0
+	for _, d := range dls {
+		if *dry {
+			fmt.Fprintf(stdout, "would replay #%d %s %s\n", d.Seq, d.Subject, d.JobID)
+			continue
+		}
+		if err := jobs.Replay(ctx, js, d); err != nil {
+			return fmt.Errorf("%w (replayed %d before it)", err, n)
+		}
+		n++
+	}
+	if !*dry {
+		fmt.Fprintf(stdout, "replayed %d dead letter(s)\n", n)
+	}
+	return nil
+}

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/mfa-worker/mfa-worker/internal/simulator"
+)
+
+func cmdSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
+	addr := fs.String("addr", env("SIM_ADDR", ":8089"), "listen address (SIM_ADDR)")
+	var cfg simulator.Config
+	fs.StringVar(&cfg.ClientID, "client-id", env("SIM_CLIENT_ID", "sim-client"), "accepted client id (SIM_CLIENT_ID)")
+	cfg.ClientSecret = env("SIM_CLIENT_SECRET", "sim-secret")
+	fs.IntVar(&cfg.RateLimit, "rate-limit", 5000, "calls per window")
+	fs.DurationVar(&cfg.RateWindow, "rate-window", time.Hour, "rate-limit window")
+	fs.Int64Var(&cfg.FirstUser, "first-user", 1, "first existing user id")
+	fs.Int64Var(&cfg.LastUser, "last-user", 10_000_000, "last existing user id")
+	var f simulator.Faults
+	fs.DurationVar(&f.Latency, "latency", 0, "added to every answer")
+	fs.DurationVar(&f.Jitter, "jitter", 0, "up to this much more latency")
+	fs.Float64Var(&f.ErrorRate, "error-rate", 0, "fraction of calls answered 5xx")
+	fs.Float64Var(&f.DropRate, "drop-rate", 0, "fraction of calls whose connection is dropped")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	sim := simulator.New(cfg)
+	sim.SetFaults(f)
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *addr, err)
+	}
+	hs := &http.Server{Handler: sim, ReadHeaderTimeout: 5 * time.Second}
+	fmt.Fprintf(stdout, "OneLogin simulator listening on %s (client id %s, %d calls per %v)\n", ln.Addr(), cfg.ClientID, sim.Config().RateLimit, sim.Config().RateWindow)
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			fmt.Fprintln(stderr, "simulator shutdown:", err)
+		}
+		return nil
+	}
+}

@@ -1,0 +1,257 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mfa-worker/mfa-worker/internal/jobs"
+	"github.com/mfa-worker/mfa-worker/internal/metrics"
+	"github.com/mfa-worker/mfa-worker/internal/onelogin"
+)
+
+// Worker is a started worker; Wait blocks until it stopped.
+type Worker struct {
+	// HTTPAddr is where /metrics, /healthz and /readyz answer.
+	HTTPAddr string
+	done     chan error
+}
+
+// Wait returns when the worker has shut down.
+func (w *Worker) Wait() error { return <-w.done }
+
+// Run starts the worker and returns once it is consuming; it stops when ctx
+// ends. Call Wait for the shutdown to complete.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m := metrics.New(reg)
+	nc, err := Connect(cfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS: %w", err)
+	}
+	fail := func(err error) (*Worker, error) {
+		nc.Close()
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fail(err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	objs, err := jobs.Provision(pctx, js, cfg.Topology, cfg.Jobs)
+	cancel()
+	if err != nil {
+		return fail(err)
+	}
+	ol, err := onelogin.NewClient(onelogin.Config{
+		BaseURL: cfg.baseURL(), ClientID: cfg.OneLoginClientID, ClientSecret: cfg.OneLoginClientSecret,
+		UserAgent: "mfa-worker/" + cfg.Version, Observer: m,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	runner, err := jobs.NewRunner(cfg.Jobs, log, js, objs, ol, m)
+	if err != nil {
+		return fail(err)
+	}
+	q, err := jobs.StartQueryService(nc, ol, semver(cfg.Version), log)
+	if err != nil {
+		return fail(fmt.Errorf("start query service: %w", err))
+	}
+
+	var tokenOK atomic.Bool
+	h := newHealth(nc, js, &tokenOK)
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", h.healthz)
+	mux.HandleFunc("/readyz", h.readyz)
+	addr := cfg.HTTPAddr
+	if addr == "" {
+		addr = ":9464"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		_ = q.Stop()
+		return fail(&ConfigError{"WORKER_HTTP_ADDR", err.Error()})
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	w := &Worker{HTTPAddr: ln.Addr().String(), done: make(chan error, 1)}
+
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	httpDone := make(chan struct{})
+	go func() {
+		defer close(httpDone)
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server failed", "err", err)
+		}
+	}()
+	tokenDone := make(chan struct{})
+	go func() {
+		defer close(tokenDone)
+		obtainToken(bg, ol, &tokenOK, log)
+	}()
+	log.Info("worker started", "version", cfg.Version, "http_addr", w.HTTPAddr, "concurrency", runner.Concurrency(), "onelogin", cfg.baseURL())
+	go func() {
+		err := runner.Run(ctx)
+		stopBG()
+		<-tokenDone
+		_ = q.Stop()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = hs.Shutdown(sctx)
+		cancel()
+		<-httpDone
+		if derr := drain(nc); derr != nil && err == nil {
+			err = derr
+		}
+		log.Info("worker stopped")
+		w.done <- err
+	}()
+	return w, nil
+}
+
+// obtainToken proves the OneLogin credentials, retrying until it works; the
+// worker is ready only after that.
+func obtainToken(ctx context.Context, ol *onelogin.Client, ok *atomic.Bool, log *slog.Logger) {
+	for delay := time.Second; ; delay = min(delay*2, time.Minute) {
+		err := ol.Token(ctx)
+		if err == nil {
+			ok.Store(true)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("cannot obtain a OneLogin token yet", "err", err, "retry_in", delay.String())
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Connect opens a NATS connection with the configuration's servers, auth and
+// TLS, reconnecting forever.
+func Connect(cfg Config, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name("mfa-worker"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.RetryOnFailedConnect(false),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted()) }),
+	}
+	if cfg.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
+	}
+	if cfg.NATSNKey != "" {
+		o, err := nats.NkeyOptionFromSeed(cfg.NATSNKey)
+		if err != nil {
+			return nil, &ConfigError{"NATS_NKEY", "cannot read the seed file"}
+		}
+		opts = append(opts, o)
+	}
+	if cfg.NATSUser != "" {
+		opts = append(opts, nats.UserInfo(cfg.NATSUser, cfg.NATSPassword))
+	}
+	if cfg.NATSCA != "" {
+		opts = append(opts, nats.RootCAs(cfg.NATSCA))
+	}
+	if cfg.NATSCert != "" {
+		opts = append(opts, nats.ClientCert(cfg.NATSCert, cfg.NATSKey))
+	}
+	return nats.Connect(cfg.NATSURL, opts...)
+}
+
+func drain(nc *nats.Conn) error {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return nil
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		nc.Close()
+	}
+	return nil
+}
+
+var semverRE = regexp.MustCompile(`^v?(\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?)$`)
+
+// semver gives the micro service a valid version whatever the build says.
+func semver(v string) string {
+	if m := semverRE.FindStringSubmatch(v); m != nil {
+		return m[1]
+	}
+	return "0.0.0-dev"
+}
+
+// health answers /healthz and /readyz.
+type health struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	tokenOK *atomic.Bool
+}
+
+func newHealth(nc *nats.Conn, js jetstream.JetStream, tokenOK *atomic.Bool) *health {
+	return &health{nc: nc, js: js, tokenOK: tokenOK}
+}
+
+func (h *health) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// readyz: NATS connected, the streams and consumers present, a OneLogin
+// token obtained.
+func (h *health) readyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fail := func(why string) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not ready: " + why + "\n"))
+	}
+	if !h.nc.IsConnected() {
+		fail("NATS not connected")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	for _, s := range []string{jobs.StreamJobs, jobs.StreamResults, jobs.StreamDLQ} {
+		if _, err := h.js.Stream(ctx, s); err != nil {
+			fail("stream " + s + " missing")
+			return
+		}
+	}
+	for _, c := range []string{jobs.ConsumerUrgent, jobs.ConsumerNormal} {
+		if _, err := h.js.Consumer(ctx, jobs.StreamJobs, c); err != nil {
+			fail("consumer " + c + " missing")
+			return
+		}
+	}
+	if !h.tokenOK.Load() {
+		fail("no OneLogin token yet")
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
