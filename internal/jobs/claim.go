@@ -97,16 +97,16 @@ func (p *processor) setClaim(t *task, rec ledger.Record, rev uint64) {
 	t.claim = &ledger.Entry{Record: rec, Revision: rev}
 }
 
-// markSent records, before a call that cannot be read back, that it may
-// have been made.
-func (p *processor) markSent(ctx context.Context, t *task) error {
+// setSent records, before a call that cannot be read back, that it may
+// have been made (sent true), or that none was after all (false).
+func (p *processor) setSent(ctx context.Context, t *task, sent bool) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.claim.Sent {
+	if t.claim.Sent == sent {
 		return nil
 	}
 	rec := t.claim.Record
-	rec.Sent, rec.UpdatedAt = true, time.Now()
+	rec.Sent, rec.UpdatedAt = sent, time.Now()
 	rev, err := p.ledger.Update(ctx, t.job.ID, rec, t.claim.Revision)
 	if err != nil {
 		return fmt.Errorf("record call intent: %w", err)

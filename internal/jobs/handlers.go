@@ -19,8 +19,10 @@ type run struct {
 	// sentBefore is set when an earlier owner may already have made a call
 	// that cannot be read back.
 	sentBefore bool
-	// markSent records in the ledger that such a call is about to be made.
-	markSent func(ctx context.Context) error
+	// markSent records in the ledger that such a call is about to be made;
+	// clearSent takes that back when every such call of this delivery was
+	// refused outright.
+	markSent, clearSent func(ctx context.Context) error
 	// retried counts quick retries, for metrics.
 	retried func()
 }
@@ -116,7 +118,7 @@ func (h *handlers) atMostOnce(ctx context.Context, r *run, op string, fn func(ct
 	if r.sentBefore {
 		return &PermanentError{Code: CodeAmbiguousEffect, Message: op + ": an earlier delivery may already have made this call; not repeated (replay the job to run it again)"}
 	}
-	return h.retry(ctx, r, op, func(ctx context.Context) error {
+	err := h.retry(ctx, r, op, func(ctx context.Context) error {
 		if err := r.markSent(ctx); err != nil {
 			return err
 		}
@@ -126,6 +128,14 @@ func (h *handlers) atMostOnce(ctx context.Context, r *run, op string, fn func(ct
 		}
 		return err
 	})
+	var rl *RetryLaterError
+	if errors.As(err, &rl) && !errors.Is(err, context.Canceled) {
+		// Every attempt was refused (5xx, 429, no connection): nothing
+		// happened, so the next delivery may call again. If this write
+		// fails the next delivery errs on the side of not calling.
+		_ = r.clearSent(context.WithoutCancel(ctx))
+	}
+	return err
 }
 
 func (h *handlers) enroll(ctx context.Context, j *Job, r *run) (outcome, error) {

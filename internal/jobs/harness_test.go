@@ -3,17 +3,22 @@ package jobs
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mfa-worker/mfa-worker/internal/broker"
@@ -64,6 +69,40 @@ type worker struct {
 	cancel context.CancelFunc
 	done   chan error
 	nc     *nats.Conn
+	cut    *cuttable
+}
+
+// cuttable is a transport that can be cut off at once, as when the process
+// dies: nothing it sends after that reaches OneLogin, and an answer still
+// in flight is lost.
+type cuttable struct {
+	base http.RoundTripper
+	dead atomic.Bool
+}
+
+var errKilled = errors.New("worker killed")
+
+func (c *cuttable) RoundTrip(r *http.Request) (*http.Response, error) {
+	if c.dead.Load() {
+		return nil, errKilled
+	}
+	resp, err := c.base.RoundTrip(r)
+	if c.dead.Load() {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		return nil, errKilled
+	}
+	return resp, err
+}
+
+// kill stops the replica the hard way: OneLogin and NATS are cut off first,
+// so it can neither make another effect nor settle a message; only then do
+// its goroutines unwind.
+func (w *worker) kill(t *testing.T) {
+	w.cut.dead.Store(true)
+	w.nc.Close()
+	w.stop(t)
 }
 
 // testConfig is a pipeline config sized for tests.
@@ -89,9 +128,10 @@ func (e *env) start(cfg Config) *worker {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	cut := &cuttable{base: http.DefaultTransport.(*http.Transport).Clone()}
 	ol, err := onelogin.NewClient(onelogin.Config{
 		BaseURL: e.http.URL, ClientID: e.sim.Config().ClientID, ClientSecret: e.sim.Config().ClientSecret,
-		Timeout: 5 * time.Second, Observer: e.m,
+		Timeout: 5 * time.Second, Observer: e.m, Transport: cut, TokenMaxElapsed: time.Second,
 	})
 	if err != nil {
 		e.t.Fatal(err)
@@ -102,7 +142,7 @@ func (e *env) start(cfg Config) *worker {
 		e.t.Fatal(err)
 	}
 	rctx, cancel := context.WithCancel(ctx)
-	w := &worker{cancel: cancel, done: make(chan error, 1), nc: nc}
+	w := &worker{cancel: cancel, done: make(chan error, 1), nc: nc, cut: cut}
 	go func() { w.done <- r.Run(rctx) }()
 	e.t.Cleanup(func() { w.stop(e.t) })
 	return w
@@ -124,6 +164,14 @@ func (w *worker) stop(t *testing.T) {
 		t.Error("worker did not stop in 30s")
 	}
 	w.nc.Close()
+}
+
+// provision creates the streams, as a worker would at start.
+func (e *env) provision() {
+	e.t.Helper()
+	if _, err := Provision(context.Background(), e.js, Topology{}, testConfig()); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 // publish sends a job body to mfa.jobs.<typ> with Nats-Msg-Id msgID (none
@@ -271,3 +319,27 @@ func effectsByRequest(sim *simulator.Server) map[string]map[string]int {
 }
 
 var _ = strings.Contains
+
+func curveKey(t *testing.T) (nkeys.KeyPair, string) {
+	t.Helper()
+	kp, err := nkeys.CreateCurveKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	return kp, pub
+}
+
+// openToken opens a generate_token result's sealed token.
+func openToken(t *testing.T, kp nkeys.KeyPair, r Result) string {
+	t.Helper()
+	sealed, err := base64.StdEncoding.DecodeString(r.Data["sealed_mfa_token"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := kp.Open(sealed, r.Data["sender_xkey"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(tok)
+}

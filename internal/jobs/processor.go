@@ -172,7 +172,8 @@ func (p *processor) process(ctx context.Context, t *task) {
 	}
 	r := &run{
 		sentBefore: d.sentBefore,
-		markSent:   func(ctx context.Context) error { return p.markSent(ctx, t) },
+		markSent:   func(ctx context.Context) error { return p.setSent(ctx, t, true) },
+		clearSent:  func(ctx context.Context) error { return p.setSent(ctx, t, false) },
 		retried:    func() { p.m.Retry(string(j.Type)) },
 	}
 	out, err := p.h.run(ctx, j, r)

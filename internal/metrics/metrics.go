@@ -134,6 +134,16 @@ func (m *Metrics) DeadLetter(typ, reason string) { m.deadLetters.WithLabelValues
 // Duplicate counts one job answered from the ledger.
 func (m *Metrics) Duplicate(typ string) { m.duplicates.WithLabelValues(typ).Inc() }
 
+// DuplicateCounter returns the duplicate counter of a type, for tests.
+func (m *Metrics) DuplicateCounter(typ string) prometheus.Counter {
+	return m.duplicates.WithLabelValues(typ)
+}
+
+// RetryCounter returns the retry counter of a type, for tests.
+func (m *Metrics) RetryCounter(typ string) prometheus.Counter {
+	return m.retries.WithLabelValues(typ)
+}
+
 // SetPending sets a consumer's backlog.
 func (m *Metrics) SetPending(consumer string, n uint64) {
 	m.pending.WithLabelValues(consumer).Set(float64(n))

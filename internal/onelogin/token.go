@@ -28,6 +28,10 @@ type tokenSource struct {
 	sem chan struct{}
 	mu  sync.Mutex
 	tok *oauth2.Token
+	// lastErr is the failure of the last fetch: callers that queued behind
+	// it get it at once instead of each retrying the endpoint in turn.
+	lastErr   error
+	lastErrAt time.Time
 }
 
 func newTokenSource(cfg Config, tokenURL string, observe func(endpoint, code string, d time.Duration)) *tokenSource {
@@ -61,9 +65,21 @@ func (s *tokenSource) cached(now time.Time) *oauth2.Token {
 	return s.tok
 }
 
+// tokenCooldown is how long a failed fetch is answered from memory: while
+// the token endpoint is down, callers fail at once instead of queueing for
+// their own round of retries against it.
+const tokenCooldown = time.Second
+
 func (s *tokenSource) token(ctx context.Context) (*oauth2.Token, error) {
-	if t := s.cached(time.Now()); t != nil {
+	asked := time.Now()
+	if t := s.cached(asked); t != nil {
 		return t, nil
+	}
+	s.mu.Lock()
+	failed, failedAt := s.lastErr, s.lastErrAt
+	s.mu.Unlock()
+	if failed != nil && asked.Sub(failedAt) < tokenCooldown {
+		return nil, failed
 	}
 	select {
 	case s.sem <- struct{}{}:
@@ -73,6 +89,12 @@ func (s *tokenSource) token(ctx context.Context) (*oauth2.Token, error) {
 	defer func() { <-s.sem }()
 	if t := s.cached(time.Now()); t != nil {
 		return t, nil // another caller fetched it while we waited
+	}
+	s.mu.Lock()
+	failed, failedAt = s.lastErr, s.lastErrAt
+	s.mu.Unlock()
+	if failed != nil && failedAt.After(asked) {
+		return nil, failed // a fetch that started after we asked just failed
 	}
 	var tok *oauth2.Token
 	fetch := func() error {
@@ -94,13 +116,16 @@ func (s *tokenSource) token(ctx context.Context) (*oauth2.Token, error) {
 	)
 	if err := backoff.Retry(fetch, backoff.WithContext(b, ctx)); err != nil {
 		var te *TokenError
-		if errors.As(err, &te) {
-			return nil, te
+		if !errors.As(err, &te) {
+			te = &TokenError{Err: err}
 		}
-		return nil, &TokenError{Err: err}
+		s.mu.Lock()
+		s.lastErr, s.lastErrAt = te, time.Now()
+		s.mu.Unlock()
+		return nil, te
 	}
 	s.mu.Lock()
-	s.tok = tok
+	s.tok, s.lastErr = tok, nil
 	s.mu.Unlock()
 	return tok, nil
 }

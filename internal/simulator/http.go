@@ -189,6 +189,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	if exp, ok := s.tokens[s.current]; !ok || !now.Before(exp) {
 		s.current = randomHex(32)
 		s.tokens[s.current] = now.Add(s.cfg.TokenTTL)
+		s.issued = append(s.issued, s.current)
 		s.stats.Tokens++
 	}
 	tok, exp := s.current, s.tokens[s.current]

@@ -144,6 +144,7 @@ type Server struct {
 	nextDevice int64
 	tokens     map[string]time.Time // access token -> expiry
 	current    string               // the token the credentials get now
+	issued     []string
 	denyScope  bool
 	mfaTokens  map[string]*mfaToken
 	win        window
@@ -288,6 +289,14 @@ func (s *Server) LastOTP(userID, deviceID int64) string {
 		}
 	}
 	return ""
+}
+
+// IssuedTokens returns every access token issued so far, for tests that
+// check none leaks.
+func (s *Server) IssuedTokens() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.issued...)
 }
 
 // Effects returns a copy of the effect log.
