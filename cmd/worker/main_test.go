@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mfa-worker/mfa-worker/internal/app"
+)
+
+// clearEnv unsets every variable the worker reads.
+func clearEnv(t *testing.T) {
+	for _, v := range []string{"NATS_URL", "NATS_CREDS", "NATS_NKEY", "NATS_USER", "NATS_PASSWORD", "NATS_CA", "NATS_CERT", "NATS_KEY",
+		"ONELOGIN_SUBDOMAIN", "ONELOGIN_BASE_URL", "ONELOGIN_CLIENT_ID", "ONELOGIN_CLIENT_SECRET", "ONELOGIN_CLIENT_SECRET_FILE",
+		"WORKER_HTTP_ADDR", "WORKER_CONCURRENCY", "WORKER_MAX_DELIVER", "WORKER_ALLOW_PLAINTEXT_TOKENS"} {
+		t.Setenv(v, "")
+	}
+}
+
+func TestRunStopsOnBadConfigWithOneLine(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{}, "NATS_URL"},
+		{map[string]string{"NATS_URL": "nats://127.0.0.1:1", "ONELOGIN_CLIENT_SECRET": "hunter2-secret"}, "ONELOGIN_SUBDOMAIN"},
+		{map[string]string{"NATS_URL": "nats://127.0.0.1:1", "ONELOGIN_SUBDOMAIN": "acme", "ONELOGIN_CLIENT_SECRET": "hunter2-secret"}, "ONELOGIN_CLIENT_ID"},
+		{map[string]string{"NATS_URL": "nats://127.0.0.1:1", "ONELOGIN_SUBDOMAIN": "acme", "ONELOGIN_CLIENT_ID": "x", "ONELOGIN_CLIENT_SECRET": "hunter2-secret", "WORKER_CONCURRENCY": "many"}, "WORKER_CONCURRENCY"},
+		{map[string]string{"NATS_URL": "nats://127.0.0.1:1", "ONELOGIN_SUBDOMAIN": "acme", "ONELOGIN_CLIENT_ID": "x", "ONELOGIN_CLIENT_SECRET": "hunter2-secret", "WORKER_ALLOW_PLAINTEXT_TOKENS": "perhaps"}, "WORKER_ALLOW_PLAINTEXT_TOKENS"},
+	} {
+		clearEnv(t)
+		for k, v := range tc.env {
+			t.Setenv(k, v)
+		}
+		var out, errb bytes.Buffer
+		code := run([]string{"run"}, &out, &errb)
+		lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
+		if code != 2 || len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
+			t.Errorf("env %v: exit %d, stderr %q; want one line naming %s", tc.env, code, errb.String(), tc.want)
+		}
+		if strings.Contains(errb.String(), "hunter2") {
+			t.Errorf("the secret was printed: %q", errb.String())
+		}
+	}
+}
+
+func TestSubmitAndDLQCommands(t *testing.T) {
+	clearEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var banner strings.Builder
+	w, err := app.Dev(ctx, app.DevConfig{DataDir: t.TempDir(), NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Out: &banner},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cancel()
+		_ = w.Wait()
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		resp, err := http.Get("http://" + w.HTTPAddr + "/readyz")
+		if err == nil && resp.StatusCode == 200 {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("not ready")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var nurl string
+	for _, l := range strings.Split(banner.String(), "\n") {
+		if f := strings.Fields(l); len(f) >= 3 && f[0] == "NATS" {
+			nurl = f[2]
+		}
+	}
+	t.Setenv("NATS_URL", nurl)
+	sh := func(args ...string) (int, string) {
+		var out, errb bytes.Buffer
+		code := run(args, &out, &errb)
+		return code, out.String() + errb.String()
+	}
+	code, out := sh("submit", "enroll", "--user", "42", "--id", "cmd-1", "--factor-name", "OneLogin SMS", "--display-name", "Work", "--number", "+15551234567", "--wait", "--timeout", "10s")
+	if code != 0 || !strings.Contains(out, `"outcome": "succeeded"`) || !strings.Contains(out, "mfa.results.enroll.succeeded") {
+		t.Fatalf("submit enroll: exit %d\n%s", code, out)
+	}
+	// A job that fails lands in the DLQ; list shows it; replay re-drives it.
+	code, out = sh("submit", "remove", "--user", "99999999", "--id", "cmd-2", "--device", "5", "--wait", "--timeout", "10s")
+	if code != 1 || !strings.Contains(out, `"code": "user_not_found"`) {
+		t.Fatalf("submit failing remove: exit %d\n%s", code, out)
+	}
+	code, out = sh("dlq", "list")
+	if code != 0 || !strings.Contains(out, "cmd-2") || !strings.Contains(out, "user_not_found") || !strings.Contains(out, "1 dead letter(s)") {
+		t.Fatalf("dlq list: exit %d\n%s", code, out)
+	}
+	if code, out = sh("dlq", "replay"); code != 2 {
+		t.Fatalf("dlq replay without a selection: exit %d\n%s", code, out)
+	}
+	code, out = sh("dlq", "replay", "--all")
+	if code != 0 || !strings.Contains(out, "replayed 1 dead letter(s)") {
+		t.Fatalf("dlq replay: exit %d\n%s", code, out)
+	}
+	// It runs again (and fails again, into the DLQ again: the user does not exist).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, out = sh("dlq", "list", "--json")
+		if strings.Count(out, `"job_id":"cmd-2"`) == 1 && strings.Contains(out, `"deliveries":1`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replayed job did not come back to the DLQ:\n%s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, out = sh("submit", "nonsense", "--user", "1"); code != 2 {
+		t.Fatalf("unknown type: exit %d %s", code, out)
+	}
+	if code, out = sh("version"); code != 0 || !strings.Contains(out, "mfa-worker") {
+		t.Fatalf("version: %d %s", code, out)
+	}
+}
