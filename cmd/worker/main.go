@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	// CA roots compiled in, used when the system has none: the image is
+	// FROM scratch and still speaks TLS to OneLogin.
+	_ "golang.org/x/crypto/x509roots/fallback"
 
 	"github.com/mfa-worker/mfa-worker/internal/app"
 )
