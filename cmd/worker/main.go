@@ -213,6 +213,9 @@ func runConfig(args []string) (app.Config, slog.Level, error) {
 		{&cfg.Topology.LedgerTTL, "ledger-ttl", "WORKER_LEDGER_TTL", 7 * 24 * time.Hour, "how long job ids are remembered"},
 		{&cfg.Topology.DuplicateWindow, "duplicate-window", "WORKER_DUPLICATE_WINDOW", 10 * time.Minute, "JetStream duplicate window of jobs and results"},
 		{&cfg.Jobs.ShutdownGrace, "shutdown-grace", "WORKER_SHUTDOWN_GRACE", 20 * time.Second, "time running jobs get to finish on SIGTERM"},
+		{&cfg.Jobs.AckWait, "ack-wait", "WORKER_ACK_WAIT", 30 * time.Second, "consumers' ack wait; InProgress is sent every third of it"},
+		{&cfg.Jobs.Lease, "lease", "WORKER_LEASE", 30 * time.Second, "how long a dead replica's ledger claims and user locks outlive it"},
+		{&cfg.Jobs.NakMax, "retry-max-delay", "WORKER_RETRY_MAX_DELAY", 2 * time.Minute, "longest delay before a redelivery"},
 	}
 	for _, d := range durs {
 		def, e := envDuration(d.env, d.def)

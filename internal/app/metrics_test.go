@@ -82,7 +82,7 @@ func TestMetricsAfterAMixedRun(t *testing.T) {
 	send("remove", fmt.Sprintf(`{"id":"m5","type":"remove","user_id":%d,"params":{"device_id":%d}}`, user, dev+1000))
 	send("offboard", fmt.Sprintf(`{"id":"m6","type":"offboard","user_id":%d}`, user))
 	send("offboard", fmt.Sprintf(`{"id":"m6","type":"offboard","user_id":%d}`, user)) // duplicate
-	send("offboard", fmt.Sprintf(`{"id":"m7","type":"offboard","user_id":0}`))       // rejected
+	send("offboard", fmt.Sprintf(`{"id":"m7","type":"offboard","user_id":0}`))        // rejected
 
 	resp, err := http.Get("http://" + w.HTTPAddr + "/metrics")
 	if err != nil {
