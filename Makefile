@@ -1,6 +1,7 @@
 # mfa-worker. `make run` starts the worker with an embedded NATS JetStream
 # server and the built-in OneLogin simulator; `make test` runs every test.
 
+SHELL     := /bin/bash
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
@@ -12,7 +13,7 @@ NATS_IMAGE ?= mfa-nats:$(NATS_VERSION)
 NATS_VERSION := $(shell $(GO) list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)
 REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all build test test-unit fuzz lint run clean image image-nats image-smoke rules compose-config
+.PHONY: all build test test-unit fuzz lint run clean image image-nats image-smoke rules compose-config test-containers
 
 all: lint test
 
@@ -52,6 +53,11 @@ image-nats:
 image-smoke: image
 	docker run --rm $(IMAGE) version
 	scripts/image-smoke.sh $(IMAGE)
+
+## test-containers: the fault suite (NATS in containers built here, the worker as host processes).
+test-containers: build image-nats
+	TESTCONTAINERS_RYUK_DISABLED=true MFA_NATS_IMAGE=$(NATS_IMAGE) \
+		$(GO) test -tags containers -count=1 -timeout 25m -v ./test/containers/ 2>&1 | tee bin/containers.log | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|harness_test.go|scenarios_test.go'; exit $${PIPESTATUS[0]}
 
 ## rules: promtool checks and unit tests of the alert rules.
 rules:

@@ -184,25 +184,36 @@ func (c *Client) NewRequest(ctx context.Context, method, path string, body any) 
 	return req, nil
 }
 
-// Do sends req, waiting for the budget first. A 401 refreshes the token and
-// re-sends the request once with its body intact; a second 401 is returned.
-// Non-2xx answers become *ErrorResponse or *RateLimitError.
+// maxRateLimitWaits bounds how often Do waits out a 429 before returning it.
+const maxRateLimitWaits = 5
+
+// Do sends req, waiting for the budget first. A 429 is waited out (the pacer
+// holds the request until the window resets; OneLogin did not process it)
+// up to five times. A 401 refreshes the token and re-sends the request once
+// with its body intact; a second 401 is returned. Non-2xx answers become
+// *ErrorResponse or *RateLimitError.
 func (c *Client) Do(req *http.Request, endpoint string) (*Response, error) {
 	ctx := req.Context()
-	for attempt := 1; ; attempt++ {
+	refreshed, waits := false, 0
+	for {
 		resp, err := c.send(ctx, req, endpoint)
 		if err == nil {
 			return resp, nil
 		}
 		var er *ErrorResponse
-		if attempt == 1 && errors.As(err, &er) && er.StatusCode == http.StatusUnauthorized && !factorRejected(er) {
+		var rl *RateLimitError
+		switch {
+		case errors.As(err, &rl) && waits < maxRateLimitWaits && ctx.Err() == nil:
+			waits++
+		case !refreshed && errors.As(err, &er) && er.StatusCode == http.StatusUnauthorized && !factorRejected(er):
+			refreshed = true
 			c.tokens.invalidate(resp.Request)
-			if req, err = rewind(req); err != nil {
-				return resp, err
-			}
-			continue
+		default:
+			return resp, err
 		}
-		return resp, err
+		if req, err = rewind(req); err != nil {
+			return resp, err
+		}
 	}
 }
 

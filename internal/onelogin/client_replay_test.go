@@ -208,7 +208,7 @@ func TestReplayErrorShapes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &replay{status: tc.status, body: tc.body}
 			if tc.status == 429 {
-				r.headers = map[string]string{"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1"}
+				r.headers = map[string]string{"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "0"}
 			}
 			_, err := replayClient(t, r).RemoveFactor(ctx, 1, 2)
 			if err == nil {

@@ -6,6 +6,11 @@ import (
 	"time"
 )
 
+// resetMargin is added to every reset: OneLogin reports whole seconds and
+// the reset is counted from when the request was sent, so the window may
+// roll a moment after the computed instant.
+const resetMargin = 250 * time.Millisecond
+
 // Priority orders callers waiting for the OneLogin budget.
 type Priority int
 
@@ -133,16 +138,19 @@ func (p *Pacer) Observe(r RateLimit, ok bool) {
 	switch {
 	case ok && r.known():
 		p.unpaced = false
-		newWindow := !p.rate.known() || !now.Before(p.rate.Reset) || r.Reset.Sub(p.rate.Reset) > 1500*time.Millisecond
-		if newWindow {
+		// An answer whose reset differs from ours by more than the
+		// one-second rounding describes another window as the server sees
+		// it now: a new window (later), or a limit that clears sooner than
+		// we thought (earlier, e.g. a 429 with a short reset). Take it
+		// whole. Within the same window the lowest remaining is the
+		// freshest, since answers can arrive out of order.
+		drift := r.Reset.Sub(p.rate.Reset)
+		if !p.rate.known() || !now.Before(p.rate.Reset.Add(resetMargin)) || drift > 1500*time.Millisecond || drift < -1500*time.Millisecond {
 			p.rate = r
 		} else {
 			p.rate.Limit = r.Limit
 			if r.Remaining < p.rate.Remaining {
 				p.rate.Remaining = r.Remaining
-			}
-			if r.Remaining == 0 && r.Reset.After(p.rate.Reset) {
-				p.rate.Reset = r.Reset
 			}
 		}
 	case ok:
@@ -186,7 +194,8 @@ func (p *Pacer) queuedAtOrAbove(prio Priority) bool {
 // canGrant says whether a request may go now, and if not, when to look again
 // (zero: when an answer arrives).
 func (p *Pacer) canGrant(now time.Time) (bool, time.Time) {
-	if !p.rate.known() || !now.Before(p.rate.Reset) {
+	resetAt := p.rate.Reset.Add(resetMargin)
+	if !p.rate.known() || !now.Before(resetAt) {
 		if p.unpaced || p.inflight == 0 {
 			return true, time.Time{}
 		}
@@ -195,7 +204,7 @@ func (p *Pacer) canGrant(now time.Time) (bool, time.Time) {
 	left := p.rate.Remaining - p.inflight
 	if left <= 0 {
 		if p.rate.Remaining <= 0 {
-			return false, p.rate.Reset
+			return false, resetAt
 		}
 		return false, time.Time{}
 	}

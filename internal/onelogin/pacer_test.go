@@ -140,3 +140,26 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+func TestPacerTrustsAnEarlierResetFromA429(t *testing.T) {
+	p := onelogin.NewPacer(0)
+	if err := p.Wait(context.Background(), onelogin.PriorityNormal); err != nil {
+		t.Fatal(err)
+	}
+	// An hour-long window with plenty left...
+	p.Observe(onelogin.RateLimit{Limit: 5000, Remaining: 4000, Reset: time.Now().Add(time.Hour)}, true)
+	if err := p.Wait(context.Background(), onelogin.PriorityNormal); err != nil {
+		t.Fatal(err)
+	}
+	// ...then a 429 saying the limit clears in 200 ms.
+	p.Observe(onelogin.RateLimit{Limit: 5000, Remaining: 0, Reset: time.Now().Add(200 * time.Millisecond)}, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := p.Wait(ctx, onelogin.PriorityNormal); err != nil {
+		t.Fatalf("still waiting after %v: the short reset was ignored", time.Since(start))
+	}
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Fatalf("granted after %v, before the reset", d)
+	}
+}

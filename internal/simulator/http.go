@@ -252,9 +252,14 @@ func (s *Server) handleResource(w http.ResponseWriter, r *http.Request, rt route
 		writeEnvelope(w, http.StatusOK, "Success", map[string]int{"X-RateLimit-Limit": lim, "X-RateLimit-Remaining": rem, "X-RateLimit-Reset": reset})
 		return
 	}
-	if burst := s.faults.Burst429 > 0; burst || s.spentLocked(now) {
+	storm := now.Before(s.faults.StormUntil)
+	if burst := s.faults.Burst429 > 0; burst || storm || s.spentLocked(now) {
 		h := s.rateHeadersLocked(now)
-		if burst {
+		switch {
+		case storm:
+			h.Set("X-RateLimit-Remaining", "0")
+			h.Set("X-RateLimit-Reset", strconv.Itoa(int(math.Ceil(s.faults.StormUntil.Sub(now).Seconds()))))
+		case burst:
 			// A storm of 429s from an account that still has budget: it
 			// clears within a second.
 			s.faults.Burst429--
@@ -307,6 +312,9 @@ func (s *Server) handleResource(w http.ResponseWriter, r *http.Request, rt route
 // window management: a fixed window starts with the first counted call.
 func (s *Server) rollLocked(now time.Time) {
 	if s.win.end.IsZero() || !now.Before(s.win.end) {
+		if !s.win.end.IsZero() {
+			s.history = append(s.history, WindowStat{Start: s.win.start, Used: s.win.used})
+		}
 		s.win = window{start: now, end: now.Add(s.cfg.RateWindow)}
 	}
 }

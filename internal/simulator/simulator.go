@@ -65,8 +65,13 @@ type Faults struct {
 	// LostReplyRate is the fraction of state-changing calls whose effect is
 	// applied and whose connection is then closed without an answer.
 	LostReplyRate float64
-	// Burst429 answers the next N resource calls with 429.
+	// Burst429 answers the next N resource calls with 429, each saying the
+	// window resets in a second.
 	Burst429 int
+	// StormUntil answers every resource call with 429 until then, with
+	// X-RateLimit-Reset counting down to it: the account's budget spent by
+	// someone else.
+	StormUntil time.Time
 	// OutageUntil answers every call with 503 until then.
 	OutageUntil time.Time
 }
@@ -131,6 +136,13 @@ type window struct {
 	used       int
 }
 
+// WindowStat is one finished rate-limit window: when it started and how many
+// calls it counted.
+type WindowStat struct {
+	Start time.Time
+	Used  int
+}
+
 // Server is the simulated OneLogin account. It is an http.Handler.
 type Server struct {
 	cfg Config
@@ -148,6 +160,7 @@ type Server struct {
 	denyScope  bool
 	mfaTokens  map[string]*mfaToken
 	win        window
+	history    []WindowStat
 	effects    []Effect
 	stats      Stats
 }
@@ -297,6 +310,13 @@ func (s *Server) IssuedTokens() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.issued...)
+}
+
+// Windows returns the finished rate-limit windows, oldest first.
+func (s *Server) Windows() []WindowStat {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]WindowStat(nil), s.history...)
 }
 
 // Effects returns a copy of the effect log.

@@ -177,6 +177,10 @@ func TestFaults(t *testing.T) {
 	if status, _, _ := h.call("GET", "/api/1/users/1/otp_devices", ""); status != 200 {
 		t.Fatalf("after burst: %d", status)
 	}
+	h.sim.SetFaults(Faults{StormUntil: time.Now().Add(1500 * time.Millisecond)})
+	if status, _, hdr := h.call("GET", "/api/1/users/1/otp_devices", ""); status != 429 || hdr.Get("X-RateLimit-Reset") != "2" || hdr.Get("X-RateLimit-Remaining") != "0" {
+		t.Fatalf("storm: %d %v", status, hdr)
+	}
 	h.sim.SetFaults(Faults{Latency: 100 * time.Millisecond})
 	t0 := time.Now()
 	h.call("GET", "/api/1/users/1/otp_devices", "")
@@ -192,7 +196,7 @@ func TestFaults(t *testing.T) {
 	st := h.sim.Stats()
 	// Go's transport re-sends a GET once when a reused connection closes
 	// without an answer, so the dropped GET may count twice.
-	if st.ServerError != 2 || st.Dropped < 2 || st.Dropped > 3 || st.TooMany != 2 {
+	if st.ServerError != 2 || st.Dropped < 2 || st.Dropped > 3 || st.TooMany != 3 {
 		t.Fatalf("stats = %+v", st)
 	}
 }
