@@ -13,7 +13,7 @@ NATS_IMAGE ?= mfa-nats:$(NATS_VERSION)
 NATS_VERSION := $(shell $(GO) list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)
 REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all build test test-unit fuzz lint run clean image image-nats image-smoke rules compose-config test-containers
+.PHONY: all build test test-unit fuzz lint run clean image image-nats image-smoke rules compose-config test-containers bench
 
 all: lint test
 
@@ -53,6 +53,12 @@ image-nats:
 image-smoke: image
 	docker run --rm $(IMAGE) version
 	scripts/image-smoke.sh $(IMAGE)
+
+## bench: the benchmarks (about 10 minutes); regenerates docs/benchmarks.md.
+bench: build
+	mkdir -p docs
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 40m ./internal/bench/ \
+		-args -report $(CURDIR)/docs/benchmarks.md -worker $(CURDIR)/bin/worker
 
 ## test-containers: the fault suite (NATS in containers built here, the worker as host processes).
 test-containers: build image-nats

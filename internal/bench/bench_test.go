@@ -237,3 +237,24 @@ func sortStrings(s []string) {
 		}
 	}
 }
+
+// BenchmarkWorkerThroughput is the worker half of the floor comparison
+// alone, for profiling: go test -bench WorkerThroughput -cpuprofile cpu.out
+func BenchmarkWorkerThroughput(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		bed, err := NewBed(simulatorUnlimited())
+		if err != nil {
+			b.Fatal(err)
+		}
+		mix, err := Mix(bed.Sim, 5000, 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tp, _, err := bed.Throughput(mix, jobsConfig(16), 1)
+		bed.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(tp, "jobs/s")
+	}
+}

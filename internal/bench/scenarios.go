@@ -376,3 +376,7 @@ func freeAddr() string {
 }
 
 var _ = context.Background
+
+func simulatorUnlimited() simulator.Config { return simulator.Config{RateLimit: Unlimited} }
+
+func jobsConfig(concurrency int) jobs.Config { return jobs.Config{Concurrency: concurrency} }

@@ -107,7 +107,13 @@ func NewClient(cfg Config) (*Client, error) {
 		cfg.TokenMaxElapsed = 20 * time.Second
 	}
 	if cfg.Transport == nil {
-		cfg.Transport = http.DefaultTransport.(*http.Transport).Clone()
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		// Every call goes to one host: keep enough idle connections for
+		// the worker's concurrency, or most calls pay for a new TCP and
+		// TLS handshake (the default keeps two).
+		t.MaxIdleConnsPerHost = 128
+		t.MaxIdleConns = 128
+		cfg.Transport = t
 	}
 	if cfg.Pacer == nil {
 		cfg.Pacer = NewPacer(0)
