@@ -19,7 +19,7 @@ func cmdDLQ(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageErr("dlq list | dlq replay (--seq N[,N...] | --all) [--type T] [--code C]")
 	}
 	fs := flag.NewFlagSet("dlq "+args[0], flag.ContinueOnError)
-	ncfg := natsFlags(fs)
+	ncfg := natsFlags(fs, "nats://127.0.0.1:4222")
 	typ := fs.String("type", "", "only this job type")
 	code := fs.String("code", "", "only this error code")
 	seqs := fs.String("seq", "", "only these DLQ sequence numbers, comma-separated")

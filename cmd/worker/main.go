@@ -166,16 +166,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 // variable.
 func runConfig(args []string) (app.Config, slog.Level, error) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	var cfg app.Config
+	cfg := natsFlags(fs, "") // required for run: no default server
 	cfg.Version = version
-	fs.StringVar(&cfg.NATSURL, "nats-url", env("NATS_URL", ""), "NATS servers, comma-separated (NATS_URL)")
-	fs.StringVar(&cfg.NATSCreds, "nats-creds", env("NATS_CREDS", ""), "NATS credentials file (NATS_CREDS)")
-	fs.StringVar(&cfg.NATSNKey, "nats-nkey", env("NATS_NKEY", ""), "NATS nkey seed file (NATS_NKEY)")
-	fs.StringVar(&cfg.NATSUser, "nats-user", env("NATS_USER", ""), "NATS user (NATS_USER)")
-	cfg.NATSPassword = env("NATS_PASSWORD", "") // secrets only from the environment
-	fs.StringVar(&cfg.NATSCA, "nats-ca", env("NATS_CA", ""), "CA file for NATS TLS (NATS_CA)")
-	fs.StringVar(&cfg.NATSCert, "nats-cert", env("NATS_CERT", ""), "client certificate for NATS TLS (NATS_CERT)")
-	fs.StringVar(&cfg.NATSKey, "nats-key", env("NATS_KEY", ""), "client key for NATS TLS (NATS_KEY)")
 	fs.StringVar(&cfg.OneLoginSubdomain, "onelogin-subdomain", env("ONELOGIN_SUBDOMAIN", ""), "OneLogin account subdomain (ONELOGIN_SUBDOMAIN)")
 	fs.StringVar(&cfg.OneLoginBaseURL, "onelogin-base-url", env("ONELOGIN_BASE_URL", ""), "full OneLogin base URL (ONELOGIN_BASE_URL)")
 	fs.StringVar(&cfg.OneLoginClientID, "onelogin-client-id", env("ONELOGIN_CLIENT_ID", ""), "OneLogin API client id (ONELOGIN_CLIENT_ID)")
@@ -226,19 +218,20 @@ func runConfig(args []string) (app.Config, slog.Level, error) {
 	err = errors.Join(err, e)
 	fs.BoolVar(&cfg.Jobs.AllowPlainTokens, "allow-plaintext-tokens", plain, "allow generate_token without recipient_xkey (WORKER_ALLOW_PLAINTEXT_TOKENS)")
 	if err != nil {
-		return cfg, 0, firstErr(err)
+		return *cfg, 0, firstErr(err)
 	}
 	if err := fs.Parse(args); err != nil {
-		return cfg, 0, err
+		return *cfg, 0, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, 0, usageErr("run takes no arguments, got %q", fs.Args())
+		return *cfg, 0, usageErr("run takes no arguments, got %q", fs.Args())
 	}
 	l, err := parseLevel(*level)
 	if err != nil {
-		return cfg, 0, err
+		return *cfg, 0, err
 	}
-	return cfg, l, cfg.Validate()
+	err = cfg.Validate() // resolves ONELOGIN_CLIENT_SECRET_FILE into cfg
+	return *cfg, l, err
 }
 
 // firstErr keeps the promise of one clear line: the first problem only.

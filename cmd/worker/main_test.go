@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -124,5 +125,28 @@ func TestSubmitAndDLQCommands(t *testing.T) {
 	}
 	if code, out = sh("version"); code != 0 || !strings.Contains(out, "mfa-worker") {
 		t.Fatalf("version: %d %s", code, out)
+	}
+}
+
+func TestRunConfigReadsFlagsAndEnvironment(t *testing.T) {
+	clearEnv(t)
+	secret := t.TempDir() + "/secret"
+	if err := os.WriteFile(secret, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("ONELOGIN_CLIENT_ID", "env-id")
+	t.Setenv("WORKER_CONCURRENCY", "7")
+	cfg, _, err := runConfig([]string{"--nats-url", "nats://a:4222,nats://b:4222", "--nats-user", "svc", "--onelogin-subdomain", "acme", "--onelogin-client-secret-file", secret, "--max-deliver", "3"})
+	if err == nil {
+		t.Fatal("NATS_USER without NATS_PASSWORD passed validation")
+	}
+	t.Setenv("NATS_PASSWORD", "pw")
+	cfg, _, err = runConfig([]string{"--nats-url", "nats://a:4222,nats://b:4222", "--nats-user", "svc", "--onelogin-subdomain", "acme", "--onelogin-client-secret-file", secret, "--max-deliver", "3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NATSURL != "nats://a:4222,nats://b:4222" || cfg.NATSUser != "svc" || cfg.NATSPassword != "pw" || cfg.OneLoginClientID != "env-id" ||
+		cfg.OneLoginClientSecret != "from-file" || cfg.Jobs.Concurrency != 7 || cfg.Jobs.MaxDeliver != 3 || cfg.OneLoginSubdomain != "acme" {
+		t.Fatalf("config = %+v", cfg)
 	}
 }

@@ -21,10 +21,11 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 )
 
-// natsFlags registers the connection flags shared by the client commands.
-func natsFlags(fs *flag.FlagSet) *app.Config {
+// natsFlags registers the NATS connection flags every command shares; the
+// password is read only from the environment.
+func natsFlags(fs *flag.FlagSet, defaultURL string) *app.Config {
 	cfg := &app.Config{}
-	fs.StringVar(&cfg.NATSURL, "nats-url", env("NATS_URL", "nats://127.0.0.1:4222"), "NATS servers (NATS_URL)")
+	fs.StringVar(&cfg.NATSURL, "nats-url", env("NATS_URL", defaultURL), "NATS servers, comma-separated (NATS_URL)")
 	fs.StringVar(&cfg.NATSCreds, "nats-creds", env("NATS_CREDS", ""), "NATS credentials file (NATS_CREDS)")
 	fs.StringVar(&cfg.NATSNKey, "nats-nkey", env("NATS_NKEY", ""), "NATS nkey seed file (NATS_NKEY)")
 	fs.StringVar(&cfg.NATSUser, "nats-user", env("NATS_USER", ""), "NATS user (NATS_USER)")
@@ -57,7 +58,7 @@ func cmdSubmit(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageErr("unknown job type %q; one of %v", args[0], jobs.Types)
 	}
 	fs := flag.NewFlagSet("submit "+string(typ), flag.ContinueOnError)
-	ncfg := natsFlags(fs)
+	ncfg := natsFlags(fs, "nats://127.0.0.1:4222")
 	user := fs.Int64("user", 0, "OneLogin user id (required)")
 	id := fs.String("id", "", "job id, the idempotency key (default: generated)")
 	jsonFile := fs.String("json", "", "file holding the params object (- for stdin)")

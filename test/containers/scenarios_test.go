@@ -15,16 +15,23 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 )
 
+// singleNode is the common start of a scenario: one NATS container, the
+// streams, and the workload published, with OneLogin answering in 20-40 ms.
+func singleNode(t *testing.T, name string, base int64) (*world, *natsNode, []job) {
+	w := newWorld(t, simulator.Config{})
+	w.sim.SetFaults(simulator.Faults{Latency: 20 * time.Millisecond, Jitter: 20 * time.Millisecond})
+	n := w.startNATS(name, "")
+	w.connect()
+	w.provision(1)
+	planned := w.workload(jobsPerScenario, base)
+	w.publish(planned)
+	return w, n, planned
+}
+
 // A: the worker killed with SIGKILL at three random moments, restarted each
 // time.
 func TestWorkerKilledThreeTimes(t *testing.T) {
-	w := newWorld(t, simulator.Config{})
-	w.sim.SetFaults(simulator.Faults{Latency: 20 * time.Millisecond, Jitter: 20 * time.Millisecond})
-	w.startNATS("nats-a", "")
-	w.connect()
-	w.provision(1)
-	planned := w.workload(jobsPerScenario, 1_000_000)
-	w.publish(planned)
+	w, _, planned := singleNode(t, "nats-a", 1_000_000)
 	p := w.startWorker("w1")
 	var at []string
 	for i, frac := range []float64{0.1, 0.4, 0.7} {
@@ -40,13 +47,7 @@ func TestWorkerKilledThreeTimes(t *testing.T) {
 // B: the NATS container stopped and started mid-run, its JetStream store
 // kept.
 func TestNATSRestartedMidRun(t *testing.T) {
-	w := newWorld(t, simulator.Config{})
-	w.sim.SetFaults(simulator.Faults{Latency: 20 * time.Millisecond, Jitter: 20 * time.Millisecond})
-	n := w.startNATS("nats-b", "")
-	w.connect()
-	w.provision(1)
-	planned := w.workload(jobsPerScenario, 2_000_000)
-	w.publish(planned)
+	w, n, planned := singleNode(t, "nats-b", 2_000_000)
 	w.startWorker("w1")
 	w.progress(len(planned), 0.3)
 	before := w.count(jobs.StreamResults)
@@ -63,13 +64,7 @@ func TestNATSRestartedMidRun(t *testing.T) {
 
 // C: two replicas sharing the consumers; one killed for good mid-run.
 func TestReplicaKilledForGood(t *testing.T) {
-	w := newWorld(t, simulator.Config{})
-	w.sim.SetFaults(simulator.Faults{Latency: 20 * time.Millisecond, Jitter: 20 * time.Millisecond})
-	w.startNATS("nats-c", "")
-	w.connect()
-	w.provision(1)
-	planned := w.workload(jobsPerScenario, 3_000_000)
-	w.publish(planned)
+	w, _, planned := singleNode(t, "nats-c", 3_000_000)
 	w.startWorker("w1")
 	w2 := w.startWorker("w2")
 	w.progress(len(planned), 0.4)
