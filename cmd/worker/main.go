@@ -187,6 +187,7 @@ func runConfig(args []string) (app.Config, slog.Level, error) {
 		{&cfg.Jobs.Concurrency, "concurrency", "WORKER_CONCURRENCY", 16, "jobs executed at once per replica"},
 		{&cfg.Jobs.MaxDeliver, "max-deliver", "WORKER_MAX_DELIVER", 8, "deliveries before a job fails"},
 		{&cfg.Topology.Replicas, "stream-replicas", "WORKER_STREAM_REPLICAS", 1, "replicas of streams and buckets (3 in a cluster)"},
+		{&cfg.RateLimitReserve, "rate-limit-reserve", "WORKER_RATE_LIMIT_RESERVE", 0, "OneLogin calls per window left unspent; set to the number of other replicas"},
 	}
 	for _, i := range ints {
 		def, e := envInt(i.env, i.def)

@@ -58,7 +58,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	}
 	ol, err := onelogin.NewClient(onelogin.Config{
 		BaseURL: cfg.baseURL(), ClientID: cfg.OneLoginClientID, ClientSecret: cfg.OneLoginClientSecret,
-		UserAgent: "mfa-worker/" + cfg.Version, Observer: m,
+		UserAgent: "mfa-worker/" + cfg.Version, Observer: m, RateLimitReserve: cfg.RateLimitReserve,
 	})
 	if err != nil {
 		return fail(err)

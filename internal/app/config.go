@@ -35,9 +35,12 @@ type Config struct {
 	OneLoginClientSecretFile string // ONELOGIN_CLIENT_SECRET_FILE
 
 	HTTPAddr string // WORKER_HTTP_ADDR
-	Jobs     jobs.Config
-	Topology jobs.Topology
-	Version  string
+	// RateLimitReserve leaves calls of each OneLogin window unspent:
+	// WORKER_RATE_LIMIT_RESERVE, the number of other replicas.
+	RateLimitReserve int
+	Jobs             jobs.Config
+	Topology         jobs.Topology
+	Version          string
 }
 
 // ConfigError names the setting that is missing or wrong, in one line that
@@ -110,6 +113,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Jobs.MaxDeliver < 0 || c.Jobs.MaxDeliver > 1000 {
 		return &ConfigError{"WORKER_MAX_DELIVER", fmt.Sprintf("must be between 1 and 1000, got %d", c.Jobs.MaxDeliver)}
+	}
+	if c.RateLimitReserve < 0 || c.RateLimitReserve > 1000 {
+		return &ConfigError{"WORKER_RATE_LIMIT_RESERVE", fmt.Sprintf("must be between 0 and 1000, got %d", c.RateLimitReserve)}
 	}
 	if err := c.Topology.Validate(); err != nil {
 		return &ConfigError{"stream settings", err.Error()}

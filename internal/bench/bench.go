@@ -90,8 +90,9 @@ type Worker struct {
 	nc     *nats.Conn
 }
 
-// StartWorker runs a replica with its own connection and OneLogin client.
-func (b *Bed) StartWorker(cfg jobs.Config) (*Worker, error) {
+// StartWorker runs a replica with its own connection and OneLogin client;
+// reserve is its WORKER_RATE_LIMIT_RESERVE.
+func (b *Bed) StartWorker(cfg jobs.Config, reserve int) (*Worker, error) {
 	nc, err := nats.Connect(b.srv.ClientURL())
 	if err != nil {
 		return nil, err
@@ -103,7 +104,7 @@ func (b *Bed) StartWorker(cfg jobs.Config) (*Worker, error) {
 		return nil, err
 	}
 	m := metrics.New(prometheus.NewRegistry())
-	ol, err := onelogin.NewClient(onelogin.Config{BaseURL: b.hs.URL, ClientID: b.Sim.Config().ClientID, ClientSecret: b.Sim.Config().ClientSecret, Observer: m})
+	ol, err := onelogin.NewClient(onelogin.Config{BaseURL: b.hs.URL, ClientID: b.Sim.Config().ClientID, ClientSecret: b.Sim.Config().ClientSecret, Observer: m, RateLimitReserve: reserve})
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -357,7 +358,7 @@ func (b *Bed) Throughput(js []Job, cfg jobs.Config, replicas int) (float64, time
 	start := time.Now()
 	var ws []*Worker
 	for i := 0; i < replicas; i++ {
-		w, err := b.StartWorker(cfg)
+		w, err := b.StartWorker(cfg, replicas-1)
 		if err != nil {
 			return 0, 0, err
 		}

@@ -189,7 +189,7 @@ func render() string {
 	if len(collected.budget) > 0 {
 		b.WriteString("## 3 and 6. Budget-bound: 600 calls per 60 s window, 1,000 queued jobs\n\n950 enroll jobs are queued ahead of 50 offboard jobs (one factor each); the simulator enforces 600 calls per 60-second window with OneLogin's headers. Two whole windows are measured.\n\n| replicas | calls per window | use of the budget | 429 answers | jobs failed for rate limits | last offboard done | normal jobs done before the last offboard |\n|---|---|---|---|---|---|---|\n")
 		for _, r := range collected.budget {
-			fmt.Fprintf(&b, "| %d | %v | **%.2f** (target 0.9: %s) | %d (target 0: %s) | %d | %s | %d of %d |\n", r.Replicas, r.Windows, r.Use, mark(r.Use >= 0.9), r.TooMany, mark(r.TooMany == 0), r.RateFailed, r.UrgentDoneAt.Round(100*time.Millisecond), r.NormalBeforeUrgent, r.Normal)
+			fmt.Fprintf(&b, "| %d | %v | **%.2f** (target 0.9: %s) | %d (target 0: %s) | %d | %s | %d of %d |\n", r.Replicas, r.Windows, r.Use, mark(r.Use >= 0.9), r.TooMany, mark(r.TooMany == 0), r.RateFailed, r.UrgentDoneAt.Round(time.Millisecond), r.NormalBeforeUrgent, r.Normal)
 		}
 		b.WriteString("\nThe offboard jobs were published after the enroll jobs and finish first: urgent jobs get worker slots first and are first in line at the pacer.\n\n")
 	}

@@ -154,7 +154,7 @@ func BudgetBound(normal, urgent, budget int, window time.Duration, fullWindows, 
 	start := time.Now()
 	var ws []*Worker
 	for i := 0; i < replicas; i++ {
-		w, err := b.StartWorker(cfg)
+		w, err := b.StartWorker(cfg, replicas-1) // WORKER_RATE_LIMIT_RESERVE as the README advises
 		if err != nil {
 			return res, err
 		}

@@ -59,6 +59,9 @@ type Config struct {
 	// Pacer is shared by every user of the account; NewClient makes one when
 	// nil.
 	Pacer *Pacer
+	// RateLimitReserve is how many calls of each window the pacer leaves
+	// unspent: the number of other replicas sharing the account.
+	RateLimitReserve int
 	// Observer receives request metrics; nil discards them.
 	Observer Observer
 }
@@ -117,6 +120,9 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	if cfg.Pacer == nil {
 		cfg.Pacer = NewPacer(0)
+	}
+	if cfg.RateLimitReserve > 0 {
+		cfg.Pacer.SetReserve(cfg.RateLimitReserve)
 	}
 	c := &Client{
 		base:      base,

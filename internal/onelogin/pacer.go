@@ -44,11 +44,13 @@ func priorityFrom(ctx context.Context) Priority {
 // Policy:
 //   - Until the first answer, and again after a window has passed, one probe
 //     request at a time learns the budget.
-//   - While the budget is plentiful requests go at once, less the requests
-//     still in flight (they may not be counted in the last header yet).
-//   - Below the low-water mark one request is in flight at a time and grants
-//     are spread evenly over what is left of the window, so that replicas
-//     sharing the account converge instead of overshooting together.
+//   - Requests go at once while the budget lasts, less the requests still in
+//     flight (they may not be counted in the last header yet).
+//   - With a reserve set (other replicas share the account), bursts stop at
+//     a low-water mark; below it one request is in flight at a time, grants
+//     are spread evenly over what is left of the window, and the reserve is
+//     never spent, so that replicas converge instead of overshooting
+//     together.
 //   - With nothing left, everyone waits for the reset. Urgent waiters are
 //     granted before normal ones.
 //
@@ -57,6 +59,7 @@ type Pacer struct {
 	mu       sync.Mutex
 	now      func() time.Time
 	lowWater float64
+	reserve  int
 
 	rate     RateLimit // Remaining is the lowest seen in the current window
 	unpaced  bool      // answers carry no rate-limit headers: nothing to pace by
@@ -80,6 +83,15 @@ func NewPacer(lowWater float64) *Pacer {
 		lowWater = 0.05
 	}
 	return &Pacer{now: time.Now, lowWater: lowWater}
+}
+
+// SetReserve leaves n calls of every window unspent. Replicas sharing an
+// account pace on their own; at the end of a window two of them may both
+// spend the last call. With N replicas, a reserve of N-1 prevents that.
+func (p *Pacer) SetReserve(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.reserve = max(0, n)
 }
 
 // Wait blocks until a request may be sent or ctx ends. Every nil return must
@@ -201,14 +213,16 @@ func (p *Pacer) canGrant(now time.Time) (bool, time.Time) {
 		}
 		return false, time.Time{}
 	}
-	left := p.rate.Remaining - p.inflight
+	spendable := p.rate.Remaining - p.reserve
+	left := spendable - p.inflight
 	if left <= 0 {
-		if p.rate.Remaining <= 0 {
+		if spendable <= 0 {
 			return false, resetAt
 		}
 		return false, time.Time{}
 	}
-	if float64(p.rate.Remaining) > p.lowWater*float64(p.rate.Limit) {
+	low := p.lowWaterCount()
+	if left > low {
 		return true, time.Time{}
 	}
 	if p.inflight > 0 {
@@ -220,14 +234,22 @@ func (p *Pacer) canGrant(now time.Time) (bool, time.Time) {
 	return true, time.Time{}
 }
 
+// lowWaterCount is the remaining budget below which grants are spaced and
+// one at a time. Alone on the account (no reserve) the pacer knows every call
+// in flight and spends to the last one. Sharing it, a replica cannot see the
+// others' calls in flight: it stops bursting well before the end, at least
+// two replicas' worth of concurrency before it.
+func (p *Pacer) lowWaterCount() int {
+	if p.reserve == 0 {
+		return 0
+	}
+	return max(int(p.lowWater*float64(p.rate.Limit)), 32)
+}
+
 func (p *Pacer) grant(now time.Time) {
 	p.inflight++
-	if p.rate.known() && now.Before(p.rate.Reset) && float64(p.rate.Remaining) <= p.lowWater*float64(p.rate.Limit) {
-		left := p.rate.Remaining
-		if left < 1 {
-			left = 1
-		}
-		p.nextAt = now.Add(p.rate.Reset.Sub(now) / time.Duration(left))
+	if left := p.rate.Remaining - p.reserve; p.rate.known() && now.Before(p.rate.Reset) && left <= p.lowWaterCount() {
+		p.nextAt = now.Add(p.rate.Reset.Sub(now) / time.Duration(max(left, 1)))
 	}
 }
 

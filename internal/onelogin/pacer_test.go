@@ -163,3 +163,21 @@ func TestPacerTrustsAnEarlierResetFromA429(t *testing.T) {
 		t.Fatalf("granted after %v, before the reset", d)
 	}
 }
+
+func TestPacerLeavesTheReserveUnspent(t *testing.T) {
+	p := onelogin.NewPacer(0)
+	p.SetReserve(2)
+	if err := p.Wait(context.Background(), onelogin.PriorityNormal); err != nil {
+		t.Fatal(err)
+	}
+	p.Observe(onelogin.RateLimit{Limit: 100, Remaining: 3, Reset: time.Now().Add(time.Hour)}, true)
+	if err := p.Wait(context.Background(), onelogin.PriorityNormal); err != nil {
+		t.Fatal(err) // the third-to-last call may go
+	}
+	p.Observe(onelogin.RateLimit{Limit: 100, Remaining: 2, Reset: time.Now().Add(time.Hour)}, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := p.Wait(ctx, onelogin.PriorityUrgent); err == nil {
+		t.Fatal("the pacer spent a reserved call")
+	}
+}
