@@ -129,19 +129,29 @@ func startDev(t *testing.T) (*Worker, string, context.CancelFunc, time.Duration)
 	return w, nurl, cancel, ready
 }
 
+// resultsClient connects to NATS and subscribes to every result.
+func resultsClient(t *testing.T, url string) (*nats.Conn, jetstream.JetStream, *nats.Subscription) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	sub, err := nc.SubscribeSync("mfa.results.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js, sub
+}
+
 func TestDevIsReadyQuicklyAndRunsJobs(t *testing.T) {
 	_, nurl, _, ready := startDev(t)
 	t.Logf("dev ready in %v", ready)
 	if ready > 2*time.Second {
 		t.Errorf("dev took %v to be ready; the promise is under 2s", ready)
 	}
-	nc, err := nats.Connect(nurl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	sub, _ := nc.SubscribeSync("mfa.results.>")
+	_, js, sub := resultsClient(t, nurl)
 	if _, err := js.Publish(context.Background(), "mfa.jobs.offboard", []byte(`{"id":"dev-1","type":"offboard","user_id":5}`)); err != nil {
 		t.Fatal(err)
 	}

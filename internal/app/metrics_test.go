@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -40,13 +38,7 @@ var contractMetrics = map[string]struct {
 
 func TestMetricsAfterAMixedRun(t *testing.T) {
 	w, nurl, _, _ := startDev(t)
-	nc, err := nats.Connect(nurl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	sub, _ := nc.SubscribeSync("mfa.results.>")
+	_, js, sub := resultsClient(t, nurl)
 	ctx := context.Background()
 	const user = 424242
 	results := map[string]map[string]any{}
