@@ -76,15 +76,18 @@ func TestMetricsAfterAMixedRun(t *testing.T) {
 	send("offboard", fmt.Sprintf(`{"id":"m6","type":"offboard","user_id":%d}`, user)) // duplicate
 	send("offboard", fmt.Sprintf(`{"id":"m7","type":"offboard","user_id":0}`))        // rejected
 
-	resp, err := http.Get("http://" + w.HTTPAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatal(err)
+	// Metrics are counted just after a job's result and DLQ copy are
+	// published: wait until the last job (the rejection) shows.
+	var fams map[string]*dto.MetricFamily
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		fams = scrape(t, w.HTTPAddr)
+		if rejectedOffboards(fams) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the rejected job never reached the metrics")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	for name, want := range contractMetrics {
 		f, ok := fams[name]
@@ -178,4 +181,33 @@ func TestMetricsAfterAMixedRun(t *testing.T) {
 	if rem := value("mfa_onelogin_rate_limit_remaining", nil); rem <= 0 || rem >= 5000 {
 		t.Errorf("rate limit remaining = %v", rem)
 	}
+}
+
+func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fams
+}
+
+// rejectedOffboards reads mfa_jobs_total{type="offboard",outcome="rejected"}.
+func rejectedOffboards(fams map[string]*dto.MetricFamily) float64 {
+	for _, m := range fams["mfa_jobs_total"].GetMetric() {
+		l := map[string]string{}
+		for _, p := range m.GetLabel() {
+			l[p.GetName()] = p.GetValue()
+		}
+		if l["type"] == "offboard" && l["outcome"] == "rejected" {
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }
