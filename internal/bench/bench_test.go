@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -200,7 +201,7 @@ func render() string {
 			for ep, v := range r.Endpoints {
 				eps = append(eps, fmt.Sprintf("%s %.3f", ep, v))
 			}
-			sortStrings(eps)
+			sort.Strings(eps)
 			fmt.Fprintf(&b, "| %s | %.3f | %.0f | %s |\n", r.Type, r.PerJob, r.Naive, strings.Join(eps, ", "))
 		}
 		b.WriteString("\nEnroll needs Get Available Factors only to learn the account-wide factor ids, cached for an hour: once per worker, not once per job. Offboard is one listing plus one removal per factor (one here).\n\n")
@@ -228,33 +229,4 @@ func floats(xs []float64) string {
 		s = append(s, fmt.Sprintf("%.0f", x))
 	}
 	return strings.Join(s, ", ")
-}
-
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
-}
-
-// BenchmarkWorkerThroughput is the worker half of the floor comparison
-// alone, for profiling: go test -bench WorkerThroughput -cpuprofile cpu.out
-func BenchmarkWorkerThroughput(b *testing.B) {
-	for i := 0; i < b.N; i++ {
-		bed, err := NewBed(simulatorUnlimited())
-		if err != nil {
-			b.Fatal(err)
-		}
-		mix, err := Mix(bed.Sim, 5000, 1)
-		if err != nil {
-			b.Fatal(err)
-		}
-		tp, _, err := bed.Throughput(mix, jobsConfig(16), 1)
-		bed.Close()
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.ReportMetric(tp, "jobs/s")
-	}
 }

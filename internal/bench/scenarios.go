@@ -2,7 +2,6 @@ package bench
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -374,8 +373,6 @@ func freeAddr() string {
 	defer l.Close()
 	return l.Addr().String()
 }
-
-var _ = context.Background
 
 func simulatorUnlimited() simulator.Config { return simulator.Config{RateLimit: Unlimited} }
 

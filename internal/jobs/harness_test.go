@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -317,8 +316,6 @@ func effectsByRequest(sim *simulator.Server) map[string]map[string]int {
 	}
 	return out
 }
-
-var _ = strings.Contains
 
 func curveKey(t *testing.T) (nkeys.KeyPair, string) {
 	t.Helper()

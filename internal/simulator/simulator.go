@@ -6,7 +6,6 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"net/http"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -283,11 +282,10 @@ func (s *Server) Devices(userID int64) []Device {
 	if u == nil {
 		return nil
 	}
-	out := make([]Device, 0, len(u.devices))
-	for _, d := range u.devices {
+	var out []Device
+	for _, d := range sortedDevices(u) {
 		out = append(out, *d)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
 
