@@ -12,6 +12,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mfa-worker/mfa-worker/internal/jobs"
+	"github.com/mfa-worker/mfa-worker/internal/simulator"
 )
 
 var (
@@ -229,4 +232,25 @@ func floats(xs []float64) string {
 		s = append(s, fmt.Sprintf("%.0f", x))
 	}
 	return strings.Join(s, ", ")
+}
+
+// BenchmarkWorkerThroughput is the worker half of the floor comparison
+// alone, for profiling: go test -bench WorkerThroughput -cpuprofile cpu.out
+func BenchmarkWorkerThroughput(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		bed, err := NewBed(simulator.Config{RateLimit: Unlimited})
+		if err != nil {
+			b.Fatal(err)
+		}
+		mix, err := Mix(bed.Sim, 5000, 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tp, _, err := bed.Throughput(mix, jobs.Config{Concurrency: 16}, 1)
+		bed.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(tp, "jobs/s")
+	}
 }

@@ -373,7 +373,3 @@ func freeAddr() string {
 	defer l.Close()
 	return l.Addr().String()
 }
-
-func simulatorUnlimited() simulator.Config { return simulator.Config{RateLimit: Unlimited} }
-
-func jobsConfig(concurrency int) jobs.Config { return jobs.Config{Concurrency: concurrency} }

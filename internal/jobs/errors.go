@@ -1,7 +1,6 @@
 package jobs
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -65,8 +64,4 @@ func permanent(op string, err error) *PermanentError {
 		code = CodeUnauthorized
 	}
 	return &PermanentError{Code: code, Message: msg, HTTPStatus: status}
-}
-
-func isCtxErr(err error) bool {
-	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }

@@ -7,7 +7,6 @@
 package metrics
 
 import (
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -162,6 +161,3 @@ func (m *Metrics) ObserveRequest(endpoint, code string, d time.Duration) {
 func (m *Metrics) ObserveRateLimit(r onelogin.RateLimit) {
 	m.rateRemaining.Set(float64(r.Remaining))
 }
-
-// Code formats an HTTP status for the code label.
-func Code(status int) string { return strconv.Itoa(status) }

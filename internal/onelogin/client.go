@@ -142,9 +142,6 @@ func NewClient(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// Pacer returns the client's pacer.
-func (c *Client) Pacer() *Pacer { return c.pacer }
-
 // Token fetches (or returns the cached) access token, proving that the
 // credentials work. The token itself is not returned.
 func (c *Client) Token(ctx context.Context) error {

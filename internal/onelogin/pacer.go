@@ -175,14 +175,6 @@ func (p *Pacer) Observe(r RateLimit, ok bool) {
 	p.dispatch(now)
 }
 
-// Rate returns the budget as last reported, less the requests in flight.
-func (p *Pacer) Rate() RateLimit {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	r := p.rate
-	return r
-}
-
 // Waiting returns how many callers are queued.
 func (p *Pacer) Waiting() int {
 	p.mu.Lock()

@@ -217,21 +217,6 @@ func (s *Server) SetFaults(f Faults) {
 	s.faults = f
 }
 
-// Faults returns the injected faults.
-func (s *Server) Faults() Faults {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.faults
-}
-
-// SetRateLimit changes the budget and window; the current window restarts.
-func (s *Server) SetRateLimit(limit int, every time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.cfg.RateLimit, s.cfg.RateWindow = limit, every
-	s.win = window{}
-}
-
 // AddUser makes a user exist outside the configured range.
 func (s *Server) AddUser(id int64) {
 	s.mu.Lock()

@@ -132,7 +132,6 @@ type world struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	workers []*workerProc
-	env     []string
 	start   time.Time
 }
 
