@@ -64,6 +64,8 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 		{"bad http addr", func(c *Config) { c.HTTPAddr = "9464" }, "WORKER_HTTP_ADDR"},
 		{"concurrency", func(c *Config) { c.Jobs.Concurrency = 5000 }, "WORKER_CONCURRENCY"},
 		{"max deliver", func(c *Config) { c.Jobs.MaxDeliver = -1 }, "WORKER_MAX_DELIVER"},
+		{"ack wait", func(c *Config) { c.Jobs.AckWait = 100 * time.Millisecond }, "WORKER_ACK_WAIT"},
+		{"stream replicas", func(c *Config) { c.Topology.Replicas = 2 }, "WORKER_STREAM_REPLICAS"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig()

@@ -108,17 +108,17 @@ func (c *Config) Validate() error {
 			return &ConfigError{"WORKER_HTTP_ADDR", "must be host:port or :port"}
 		}
 	}
-	if c.Jobs.Concurrency < 0 || c.Jobs.Concurrency > 1024 {
-		return &ConfigError{"WORKER_CONCURRENCY", fmt.Sprintf("must be between 1 and 1024, got %d", c.Jobs.Concurrency)}
-	}
-	if c.Jobs.MaxDeliver < 0 || c.Jobs.MaxDeliver > 1000 {
-		return &ConfigError{"WORKER_MAX_DELIVER", fmt.Sprintf("must be between 1 and 1000, got %d", c.Jobs.MaxDeliver)}
-	}
 	if c.RateLimitReserve < 0 || c.RateLimitReserve > 1000 {
 		return &ConfigError{"WORKER_RATE_LIMIT_RESERVE", fmt.Sprintf("must be between 0 and 1000, got %d", c.RateLimitReserve)}
 	}
-	if err := c.Topology.Validate(); err != nil {
-		return &ConfigError{"stream settings", err.Error()}
+	for _, err := range []error{c.Jobs.Validate(), c.Topology.Validate()} {
+		var se *jobs.SettingError
+		if errors.As(err, &se) {
+			return &ConfigError{se.Setting, se.Problem}
+		}
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }

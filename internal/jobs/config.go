@@ -1,7 +1,6 @@
 package jobs
 
 import (
-	"errors"
 	"fmt"
 	"time"
 )
@@ -67,30 +66,38 @@ func (c *Config) setDefaults() {
 	def(&c.FactorCacheTTL, time.Hour)
 }
 
-func (c *Config) validate() error {
-	var errs []error
-	if c.Concurrency < 1 || c.Concurrency > 1024 {
-		errs = append(errs, fmt.Errorf("WORKER_CONCURRENCY must be between 1 and 1024, got %d", c.Concurrency))
+// SettingError is a setting out of range, named as the operator sets it.
+type SettingError struct {
+	Setting string
+	Problem string
+}
+
+func (e *SettingError) Error() string { return e.Setting + ": " + e.Problem }
+
+// Validate checks the configuration with its defaults applied and returns
+// the first problem as a *SettingError.
+func (c Config) Validate() error {
+	c.setDefaults()
+	bad := func(setting, format string, a ...any) error {
+		return &SettingError{Setting: setting, Problem: fmt.Sprintf(format, a...)}
 	}
-	if c.MaxDeliver < 1 || c.MaxDeliver > 1000 {
-		errs = append(errs, fmt.Errorf("WORKER_MAX_DELIVER must be between 1 and 1000, got %d", c.MaxDeliver))
+	switch {
+	case c.Concurrency < 1 || c.Concurrency > 1024:
+		return bad("WORKER_CONCURRENCY", "must be between 1 and 1024, got %d", c.Concurrency)
+	case c.MaxDeliver < 1 || c.MaxDeliver > 1000:
+		return bad("WORKER_MAX_DELIVER", "must be between 1 and 1000, got %d", c.MaxDeliver)
+	case c.MaxJobBytes < 1024:
+		return bad("max job size", "must be at least 1024 bytes, got %d", c.MaxJobBytes)
+	case c.AckWait < time.Second:
+		return bad("WORKER_ACK_WAIT", "must be at least 1s, got %v", c.AckWait)
+	case c.Lease < c.AckWait/3*2:
+		return bad("WORKER_LEASE", "%v must be at least two heartbeats (2 x ack wait / 3 = %v)", c.Lease, c.AckWait/3*2)
+	case c.RetryInitial <= 0 || c.RetryMax < c.RetryInitial:
+		return bad("retry backoff", "initial %v must be positive and at most max %v", c.RetryInitial, c.RetryMax)
+	case c.NakBase <= 0 || c.NakMax < c.NakBase:
+		return bad("WORKER_RETRY_MAX_DELAY", "%v must be at least the first delay %v", c.NakMax, c.NakBase)
 	}
-	if c.MaxJobBytes < 1024 {
-		errs = append(errs, fmt.Errorf("max job size must be at least 1024 bytes, got %d", c.MaxJobBytes))
-	}
-	if c.AckWait < time.Second {
-		errs = append(errs, fmt.Errorf("ack wait must be at least 1s, got %v", c.AckWait))
-	}
-	if c.Lease < c.AckWait/3*2 {
-		errs = append(errs, fmt.Errorf("lease (%v) must be at least two heartbeats (2 x ack wait / 3 = %v)", c.Lease, c.AckWait/3*2))
-	}
-	if c.RetryInitial <= 0 || c.RetryMax < c.RetryInitial {
-		errs = append(errs, fmt.Errorf("retry backoff: initial %v must be positive and at most max %v", c.RetryInitial, c.RetryMax))
-	}
-	if c.NakBase <= 0 || c.NakMax < c.NakBase {
-		errs = append(errs, fmt.Errorf("nak delay: base %v must be positive and at most max %v", c.NakBase, c.NakMax))
-	}
-	return errors.Join(errs...)
+	return nil
 }
 
 func (c *Config) heartbeat() time.Duration { return c.AckWait / 3 }

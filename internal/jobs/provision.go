@@ -48,16 +48,21 @@ func (t *Topology) setDefaults() {
 	}
 }
 
-// Validate checks the topology after defaults.
+// Validate checks the topology after defaults and returns the first problem
+// as a *SettingError.
 func (t Topology) Validate() error {
 	t.setDefaults()
 	switch {
 	case t.Replicas != 1 && t.Replicas != 3 && t.Replicas != 5:
-		return fmt.Errorf("stream replicas must be 1, 3 or 5, got %d", t.Replicas)
+		return &SettingError{"WORKER_STREAM_REPLICAS", fmt.Sprintf("must be 1, 3 or 5, got %d", t.Replicas)}
 	case t.DuplicateWindow < 10*time.Minute:
-		return fmt.Errorf("duplicate window must be at least 10m, got %v", t.DuplicateWindow)
-	case t.ResultsMaxAge < time.Hour || t.DLQMaxAge < time.Hour || t.LedgerTTL < time.Hour:
-		return fmt.Errorf("results max age, DLQ max age and ledger TTL must each be at least 1h")
+		return &SettingError{"WORKER_DUPLICATE_WINDOW", fmt.Sprintf("must be at least 10m, got %v", t.DuplicateWindow)}
+	case t.ResultsMaxAge < time.Hour:
+		return &SettingError{"WORKER_RESULTS_MAX_AGE", fmt.Sprintf("must be at least 1h, got %v", t.ResultsMaxAge)}
+	case t.DLQMaxAge < time.Hour:
+		return &SettingError{"WORKER_DLQ_MAX_AGE", fmt.Sprintf("must be at least 1h, got %v", t.DLQMaxAge)}
+	case t.LedgerTTL < time.Hour:
+		return &SettingError{"WORKER_LEDGER_TTL", fmt.Sprintf("must be at least 1h, got %v", t.LedgerTTL)}
 	}
 	return nil
 }

@@ -31,10 +31,10 @@ type Runner struct {
 
 // NewRunner builds a runner over provisioned objects.
 func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *Objects, ol *onelogin.Client, m *metrics.Metrics) (*Runner, error) {
-	cfg.setDefaults()
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.setDefaults()
 	if cfg.Owner == "" {
 		b := make([]byte, 6)
 		_, _ = rand.Read(b)
