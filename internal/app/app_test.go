@@ -249,6 +249,36 @@ func runWorker(t *testing.T, srv *broker.Server, sim *simulator.Server, simURL s
 	return w, cancel
 }
 
+// offboardsInFlight publishes n offboard jobs (ids prefix-0...) for users
+// from base on, one factor each, and returns once every one of them is
+// inside its first OneLogin call.
+func offboardsInFlight(t *testing.T, srv *broker.Server, sim *simulator.Server, prefix string, base int64, n int) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	for i := 0; i < n; i++ {
+		user := base + int64(i)
+		if _, err := sim.EnrollDevice(user, "Google Authenticator", "GA", true); err != nil {
+			t.Fatal(err)
+		}
+		body := fmt.Sprintf(`{"id":"%s-%d","type":"offboard","user_id":%d}`, prefix, i, user)
+		if _, err := js.Publish(context.Background(), "mfa.jobs.offboard", []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); sim.Stats().Requests["enrolled_factors"] < n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d jobs reached OneLogin", sim.Stats().Requests["enrolled_factors"], n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return js
+}
+
 func resultsByJob(t *testing.T, js jetstream.JetStream) map[string][]string {
 	t.Helper()
 	s, err := js.Stream(context.Background(), jobs.StreamResults)
@@ -272,21 +302,8 @@ func resultsByJob(t *testing.T, js jetstream.JetStream) map[string][]string {
 func TestGracefulShutdownLetsRunningJobsFinish(t *testing.T) {
 	srv, sim, url := shutdownWorld(t, 400*time.Millisecond)
 	w, stop := runWorker(t, srv, sim, url, 10*time.Second)
-	nc, _ := nats.Connect(srv.ClientURL())
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	for i := 0; i < 5; i++ {
-		user := int64(100 + i)
-		sim.EnrollDevice(user, "Google Authenticator", "GA", true)
-		if _, err := js.Publish(context.Background(), "mfa.jobs.offboard", []byte(fmt.Sprintf(`{"id":"g-%d","type":"offboard","user_id":%d}`, i, user))); err != nil {
-			t.Fatal(err)
-		}
-	}
 	// Stop while the jobs are inside their OneLogin calls.
-	deadline := time.Now().Add(10 * time.Second)
-	for sim.Stats().Requests["enrolled_factors"] < 5 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	js := offboardsInFlight(t, srv, sim, "g", 100, 5)
 	stop()
 	if err := w.Wait(); err != nil {
 		t.Fatal(err)
@@ -302,20 +319,7 @@ func TestGracefulShutdownLetsRunningJobsFinish(t *testing.T) {
 func TestShutdownPastGraceNaksAndAFreshWorkerFinishes(t *testing.T) {
 	srv, sim, url := shutdownWorld(t, 1500*time.Millisecond)
 	w, stop := runWorker(t, srv, sim, url, 100*time.Millisecond)
-	nc, _ := nats.Connect(srv.ClientURL())
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	for i := 0; i < 3; i++ {
-		user := int64(200 + i)
-		sim.EnrollDevice(user, "Google Authenticator", "GA", true)
-		if _, err := js.Publish(context.Background(), "mfa.jobs.offboard", []byte(fmt.Sprintf(`{"id":"n-%d","type":"offboard","user_id":%d}`, i, user))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for sim.Stats().Requests["enrolled_factors"] < 3 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	js := offboardsInFlight(t, srv, sim, "n", 200, 3)
 	stop()
 	if err := w.Wait(); err != nil {
 		t.Fatal(err)
@@ -325,7 +329,7 @@ func TestShutdownPastGraceNaksAndAFreshWorkerFinishes(t *testing.T) {
 	}
 	sim.SetFaults(simulator.Faults{})
 	w2, stop2 := runWorker(t, srv, sim, url, 10*time.Second)
-	deadline = time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for len(resultsByJob(t, js)) < 3 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
