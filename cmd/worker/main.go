@@ -96,41 +96,31 @@ func env(name, def string) string {
 	return def
 }
 
-// envInt parses an integer environment variable, reporting a bad one by name.
-func envInt(name string, def int) (int, error) {
+// envParsed reads a typed environment variable, reporting a bad one by name;
+// unset or empty gives def.
+func envParsed[T any](name string, def T, parse func(string) (T, error), want string) (T, error) {
 	v, ok := os.LookupEnv(name)
 	if !ok || v == "" {
 		return def, nil
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(v))
+	x, err := parse(strings.TrimSpace(v))
 	if err != nil {
-		return 0, &app.ConfigError{Setting: name, Problem: "must be an integer"}
+		var zero T
+		return zero, &app.ConfigError{Setting: name, Problem: "must be " + want}
 	}
-	return n, nil
+	return x, nil
+}
+
+func envInt(name string, def int) (int, error) {
+	return envParsed(name, def, strconv.Atoi, "an integer")
 }
 
 func envBool(name string, def bool) (bool, error) {
-	v, ok := os.LookupEnv(name)
-	if !ok || v == "" {
-		return def, nil
-	}
-	b, err := strconv.ParseBool(strings.TrimSpace(v))
-	if err != nil {
-		return false, &app.ConfigError{Setting: name, Problem: "must be true or false"}
-	}
-	return b, nil
+	return envParsed(name, def, strconv.ParseBool, "true or false")
 }
 
 func envDuration(name string, def time.Duration) (time.Duration, error) {
-	v, ok := os.LookupEnv(name)
-	if !ok || v == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(strings.TrimSpace(v))
-	if err != nil {
-		return 0, &app.ConfigError{Setting: name, Problem: "must be a duration such as 168h"}
-	}
-	return d, nil
+	return envParsed(name, def, time.ParseDuration, "a duration such as 168h")
 }
 
 func newLogger(w io.Writer, json bool, level slog.Level) *slog.Logger {

@@ -1,7 +1,6 @@
 package simulator
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"io"
 	"math"
@@ -402,10 +401,4 @@ func decodeBody(r *http.Request, v any) error {
 		return nil
 	}
 	return json.Unmarshal(body, v)
-}
-
-// basicAuthHeader builds an HTTP Basic header value, for tests of the token
-// endpoint.
-func basicAuthHeader(id, secret string) string {
-	return "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id)+":"+url.QueryEscape(secret)))
 }
