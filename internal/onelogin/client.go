@@ -25,6 +25,7 @@ const (
 	EndpointRemove           = "remove"
 	EndpointMFAToken         = "mfa_token"
 	EndpointRateLimit        = "rate_limit"
+	EndpointUsers            = "users"
 )
 
 // Observer receives one call per HTTP exchange with OneLogin, for metrics.
@@ -41,6 +42,14 @@ type Config struct {
 	BaseURL      string
 	ClientID     string
 	ClientSecret string
+	// ClientSecretFunc, when set, is called for the secret on every token
+	// fetch instead of using ClientSecret, so that a rotated secret (for
+	// instance a file that an operator fixed) is picked up without a
+	// restart. Its error is reported as a credentials failure.
+	ClientSecretFunc func() (string, error)
+	// Now is the clock for token expiry (default time.Now); tests inject
+	// one to cross a token's end of life without waiting.
+	Now func() time.Time
 	// Timeout bounds one HTTP exchange (default 30s). Waiting for the
 	// budget is not part of it.
 	Timeout time.Duration
@@ -91,8 +100,11 @@ func NewClient(cfg Config) (*Client, error) {
 	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" {
 		return nil, fmt.Errorf("onelogin: base URL %q is not an http(s) URL", cfg.BaseURL)
 	}
-	if cfg.ClientID == "" || cfg.ClientSecret == "" {
+	if cfg.ClientID == "" || (cfg.ClientSecret == "" && cfg.ClientSecretFunc == nil) {
 		return nil, errors.New("onelogin: client id and client secret are required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
@@ -143,16 +155,27 @@ func NewClient(cfg Config) (*Client, error) {
 }
 
 // Token fetches (or returns the cached) access token, proving that the
-// credentials work. The token itself is not returned.
+// credentials work. The token itself is not returned. A refused credential
+// is a *TokenError for which errors.Is(err, ErrCredentials) holds.
 func (c *Client) Token(ctx context.Context) error {
 	_, err := c.tokens.token(ctx)
 	return err
 }
 
+// TokenStatus says, without a request, whether the client holds a valid
+// access token and why not: for a readiness check or a credentials gauge.
+func (c *Client) TokenStatus() TokenStatus { return c.tokens.status() }
+
 // Response is a OneLogin answer with its rate-limit headers parsed.
 type Response struct {
 	*http.Response
 	Rate RateLimit
+	// RequestID is OneLogin's own X-Request-Id of the answer, for support
+	// cases; empty when OneLogin sent none.
+	RequestID string
+	// AfterCursor is the After-Cursor header of a v2 list answer: pass it
+	// back to get the next page; empty on the last page.
+	AfterCursor string
 	// body is the response body, already read (within the size limit).
 	body []byte
 }
@@ -199,9 +222,15 @@ const maxRateLimitWaits = 5
 // Do sends req, waiting for the budget first. A 429 is waited out (the pacer
 // holds the request until the window resets; OneLogin did not process it)
 // up to five times. A 401 refreshes the token and re-sends the request once
-// with its body intact; a second 401 is returned. Non-2xx answers become
-// *ErrorResponse or *RateLimitError.
+// with its body intact; a second 401 is returned. A verify (endpoint
+// EndpointVerify) is never re-sent on a 401: VerifyFactor tells a stale
+// token from a wrong OTP without sending the OTP twice. Non-2xx answers
+// become *ErrorResponse or *RateLimitError.
 func (c *Client) Do(req *http.Request, endpoint string) (*Response, error) {
+	return c.do(req, endpoint, endpoint != EndpointVerify)
+}
+
+func (c *Client) do(req *http.Request, endpoint string, resend401 bool) (*Response, error) {
 	ctx := req.Context()
 	refreshed, waits := false, 0
 	for {
@@ -214,9 +243,10 @@ func (c *Client) Do(req *http.Request, endpoint string) (*Response, error) {
 		switch {
 		case errors.As(err, &rl) && waits < maxRateLimitWaits && ctx.Err() == nil:
 			waits++
-		case !refreshed && errors.As(err, &er) && er.StatusCode == http.StatusUnauthorized && !factorRejected(er):
+		case resend401 && !refreshed && errors.As(err, &er) && er.StatusCode == http.StatusUnauthorized:
+			// Never judged by the message: OneLogin's 401 wording varies.
 			refreshed = true
-			c.tokens.invalidate(resp.Request)
+			c.tokens.invalidate(sentToken(resp))
 		default:
 			return resp, err
 		}
@@ -224,13 +254,6 @@ func (c *Client) Do(req *http.Request, endpoint string) (*Response, error) {
 			return resp, err
 		}
 	}
-}
-
-// factorRejected tells a 401 about the OTP (verify) from one about the token:
-// re-sending a wrong OTP would only spend another attempt on the user's device.
-func factorRejected(er *ErrorResponse) bool {
-	m := strings.ToLower(er.Status.Message.Description)
-	return strings.Contains(m, "with this factor") || strings.Contains(m, "pending")
 }
 
 func rewind(req *http.Request) (*http.Request, error) {
@@ -261,7 +284,7 @@ func (c *Client) send(ctx context.Context, req *http.Request, endpoint string) (
 		return nil, fmt.Errorf("onelogin %s: %w", endpoint, scrubURLError(err))
 	}
 	body, readErr := readBody(hr.Body, c.maxBody)
-	resp := &Response{Response: hr, body: body}
+	resp := &Response{Response: hr, body: body, RequestID: requestIDOf(hr.Header), AfterCursor: strings.TrimSpace(hr.Header.Get("After-Cursor"))}
 	rate, hasRate := parseRate(hr.Header, start)
 	if hr.StatusCode == http.StatusTooManyRequests {
 		if !hasRate {
@@ -280,11 +303,11 @@ func (c *Client) send(ctx context.Context, req *http.Request, endpoint string) (
 		return resp, fmt.Errorf("onelogin %s: read response: %w", endpoint, readErr)
 	}
 	if hr.StatusCode == http.StatusTooManyRequests {
-		return resp, &RateLimitError{Endpoint: endpoint, Rate: rate}
+		return resp, &RateLimitError{Endpoint: endpoint, Rate: rate, RequestID: resp.RequestID}
 	}
 	status := decodeStatus(body)
 	if hr.StatusCode < 200 || hr.StatusCode > 299 || (status != nil && status.Error) {
-		er := &ErrorResponse{Endpoint: endpoint, StatusCode: hr.StatusCode}
+		er := &ErrorResponse{Endpoint: endpoint, StatusCode: hr.StatusCode, RequestID: resp.RequestID}
 		if status != nil {
 			er.Status = *status
 			if er.StatusCode < 300 && status.Code >= 400 {
@@ -296,6 +319,15 @@ func (c *Client) send(ctx context.Context, req *http.Request, endpoint string) (
 		return resp, er
 	}
 	return resp, nil
+}
+
+// requestIDOf returns OneLogin's X-Request-Id, made safe to log.
+func requestIDOf(h http.Header) string {
+	id := h.Get("X-Request-Id")
+	if len(id) > 128 {
+		id = id[:128]
+	}
+	return sanitize(id)
 }
 
 func (c *Client) observe(endpoint, code string, d time.Duration) {

@@ -17,6 +17,8 @@ type ErrorResponse struct {
 	Endpoint   string
 	StatusCode int
 	Status     Status
+	// RequestID is OneLogin's X-Request-Id of the answer (may be empty).
+	RequestID string
 }
 
 func (e *ErrorResponse) Error() string {
@@ -38,6 +40,8 @@ func (e *ErrorResponse) Message() string { return sanitize(e.Status.Message.Stri
 type RateLimitError struct {
 	Endpoint string
 	Rate     RateLimit
+	// RequestID is OneLogin's X-Request-Id of the answer (may be empty).
+	RequestID string
 }
 
 func (e *RateLimitError) Error() string {
@@ -50,6 +54,13 @@ type TokenError struct {
 	StatusCode int // 0 when no HTTP answer came back
 	Message    string
 	Err        error // the underlying transport error, if any
+	// Credentials is true when the credentials themselves were refused
+	// (a 4xx other than 408/429, or the 500 that OneLogin documents for
+	// credentials whose owner was deleted) or the secret could not be
+	// read: retrying soon will not help, fixing the credentials will.
+	Credentials bool
+	// RequestID is OneLogin's X-Request-Id of the answer (may be empty).
+	RequestID string
 }
 
 func (e *TokenError) Error() string {
@@ -65,11 +76,22 @@ func (e *TokenError) Error() string {
 
 func (e *TokenError) Unwrap() error { return e.Err }
 
+// Is makes errors.Is(err, ErrCredentials) hold for a credentials failure.
+func (e *TokenError) Is(target error) bool { return target == ErrCredentials && e.Credentials }
+
+// ErrCredentials matches (with errors.Is) a *TokenError that says the
+// worker's own OneLogin credentials are refused. It is not the failure of
+// the job that happened to need a token: stop taking jobs until a token is
+// obtained again.
+var ErrCredentials = errors.New("onelogin credentials refused")
+
 // DecodeError is a 2xx answer whose body could not be read as the endpoint's
 // documented shape. The call may have taken effect.
 type DecodeError struct {
 	Endpoint string
 	Err      error
+	// RequestID is OneLogin's X-Request-Id of the answer (may be empty).
+	RequestID string
 }
 
 func (e *DecodeError) Error() string {
@@ -120,16 +142,30 @@ func Classify(err error) Class {
 	if errors.As(err, &rl) {
 		return RateLimited
 	}
-	var er *ErrorResponse
-	if errors.As(err, &er) {
-		if er.StatusCode >= 500 || er.StatusCode == http.StatusRequestTimeout {
+	var ve *VerifyError
+	if errors.As(err, &ve) {
+		if ve.Code == CodeVerificationPending {
 			return Transient
 		}
 		return Permanent
 	}
+	var ue2 *UserLookupError
+	if errors.As(err, &ue2) {
+		return Permanent
+	}
 	var te *TokenError
 	if errors.As(err, &te) {
+		if te.Credentials {
+			return Permanent
+		}
 		if te.StatusCode == 0 || te.StatusCode >= 500 || te.StatusCode == http.StatusTooManyRequests || te.StatusCode == http.StatusRequestTimeout {
+			return Transient
+		}
+		return Permanent
+	}
+	var er *ErrorResponse
+	if errors.As(err, &er) {
+		if er.StatusCode >= 500 || er.StatusCode == http.StatusRequestTimeout {
 			return Transient
 		}
 		return Permanent
@@ -156,6 +192,14 @@ func MayHaveTakenEffect(err error) bool {
 	if errors.As(err, &te) {
 		return false // the resource call was never sent
 	}
+	var ve *VerifyError
+	if errors.As(err, &ve) {
+		return false // OneLogin answered: pending, wrong OTP, expired state token
+	}
+	var le *UserLookupError
+	if errors.As(err, &le) {
+		return false
+	}
 	var ue *usageError
 	if errors.As(err, &ue) {
 		return false
@@ -176,6 +220,10 @@ func MayHaveTakenEffect(err error) bool {
 
 // StatusCode returns the HTTP status behind err, or 0 when there was none.
 func StatusCode(err error) int {
+	var ve *VerifyError
+	if errors.As(err, &ve) {
+		return ve.StatusCode
+	}
 	var er *ErrorResponse
 	if errors.As(err, &er) {
 		return er.StatusCode
@@ -213,8 +261,117 @@ func IsUserNotFound(err error) bool {
 }
 
 // IsUnauthorized reports a 401 that survived the token refresh: bad
-// credentials, missing scope, or a failed factor check on verify.
+// credentials or missing scope; on verify, a wrong OTP (a *VerifyError with
+// CodeVerificationFailed, which keeps the 401 status).
 func IsUnauthorized(err error) bool { return StatusCode(err) == http.StatusUnauthorized }
+
+// Error codes that this package's typed errors carry, named as a job result
+// reports them.
+const (
+	// CodeVerificationFailed: OneLogin refused the OTP (a 401 on verify
+	// while the token was shown good by a read call).
+	CodeVerificationFailed = "verification_failed"
+	// CodeStateTokenExpired: the state token of a verify expired or is no
+	// longer the device's (a 400 on verify).
+	CodeStateTokenExpired = "state_token_expired"
+	// CodeVerificationPending: OneLogin answered 200 with status type
+	// "pending" (a push not yet approved, or no OTP given): not verified.
+	CodeVerificationPending = "verification_pending"
+	// CodeUserNotFound: no OneLogin user matches a UserSelector exactly.
+	CodeUserNotFound = "user_not_found"
+	// CodeIdentityAmbiguous: several OneLogin users match a UserSelector.
+	CodeIdentityAmbiguous = "identity_ambiguous"
+	// CodeCredentials: the worker's own OneLogin credentials are refused.
+	CodeCredentials = "credentials"
+)
+
+// ErrVerificationPending matches (with errors.Is) a verify answered
+// "pending": the device is not verified yet.
+var ErrVerificationPending = errors.New("verification pending")
+
+// VerifyError is a verify that OneLogin answered without verifying: Code is
+// CodeVerificationPending (retryable: poll again later), or
+// CodeVerificationFailed or CodeStateTokenExpired (permanent).
+type VerifyError struct {
+	Code       string
+	StatusCode int    // the HTTP status: 200 for pending, 401, 400
+	Message    string // OneLogin's message, safe to log
+	RequestID  string // OneLogin's X-Request-Id (may be empty)
+	Err        error  // the *ErrorResponse behind it, if any
+}
+
+func (e *VerifyError) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("onelogin verify: %s (%d)", e.Code, e.StatusCode)
+	}
+	return fmt.Sprintf("onelogin verify: %s (%d): %s", e.Code, e.StatusCode, e.Message)
+}
+
+func (e *VerifyError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrVerificationPending) hold for a pending answer.
+func (e *VerifyError) Is(target error) bool {
+	return target == ErrVerificationPending && e.Code == CodeVerificationPending
+}
+
+// UserLookupError says that a UserSelector did not name exactly one
+// OneLogin user. Code is CodeUserNotFound or CodeIdentityAmbiguous. It never
+// holds the value looked up.
+type UserLookupError struct {
+	Code    string
+	Field   string // email, username or external_id
+	Matches int    // exact matches found (0, or 2 and more)
+}
+
+func (e *UserLookupError) Error() string {
+	if e.Code == CodeUserNotFound {
+		return fmt.Sprintf("onelogin users: no user has this %s", e.Field)
+	}
+	return fmt.Sprintf("onelogin users: %d users have this %s", e.Matches, e.Field)
+}
+
+// ErrorCode returns the result code that a typed error of this package
+// stands for (one of the Code constants), or "" when the error has none and
+// the caller decides by status and Classify.
+func ErrorCode(err error) string {
+	var ve *VerifyError
+	if errors.As(err, &ve) {
+		return ve.Code
+	}
+	var le *UserLookupError
+	if errors.As(err, &le) {
+		return le.Code
+	}
+	if errors.Is(err, ErrCredentials) {
+		return CodeCredentials
+	}
+	return ""
+}
+
+// RequestIDOf returns OneLogin's X-Request-Id carried by err, or "".
+func RequestIDOf(err error) string {
+	var ve *VerifyError
+	if errors.As(err, &ve) && ve.RequestID != "" {
+		return ve.RequestID
+	}
+	var er *ErrorResponse
+	if errors.As(err, &er) {
+		return er.RequestID
+	}
+	var rl *RateLimitError
+	if errors.As(err, &rl) {
+		return rl.RequestID
+	}
+	var te *TokenError
+	if errors.As(err, &te) {
+		return te.RequestID
+	}
+	var de *DecodeError
+	if errors.As(err, &de) {
+		return de.RequestID
+	}
+	return ""
+}
 
 // usageError is a mistake by the caller (bad argument), never retried.
 type usageError struct{ msg string }

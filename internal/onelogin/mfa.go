@@ -2,8 +2,10 @@ package onelogin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -34,8 +36,12 @@ func (c *Client) call(ctx context.Context, endpoint, method, path string, body a
 	return c.Do(req, endpoint)
 }
 
-func decodeFailed(endpoint string, err error) error {
-	return &DecodeError{Endpoint: endpoint, Err: err}
+func decodeFailed(endpoint string, resp *Response, err error) error {
+	de := &DecodeError{Endpoint: endpoint, Err: err}
+	if resp != nil {
+		de.RequestID = resp.RequestID
+	}
+	return de
 }
 
 // AvailableFactors lists the factors the user can still enroll (Get
@@ -50,12 +56,21 @@ func (c *Client) AvailableFactors(ctx context.Context, userID int64) ([]Factor, 
 	}
 	factors, err := parseFactors(resp.body)
 	if err != nil {
-		return nil, resp, decodeFailed(EndpointAvailableFactors, err)
+		return nil, resp, decodeFailed(EndpointAvailableFactors, resp, err)
 	}
 	return factors, resp, nil
 }
 
-// EnrolledFactors lists the user's enrolled devices (Get Enrolled Factors).
+// EnrolledFactors lists the user's enrolled devices (Get Enrolled Factors),
+// each device once: OneLogin can list a device twice (a push-and-pull factor
+// "should appear twice", per its spec), and acting on both listings would
+// remove or count one device twice. A device listed active in either listing
+// is active.
+//
+// It is also how a verify whose reply was lost is read back: the first
+// successful verify makes the device active, so the device's Active flag
+// says whether the lost verify took effect (a temporary MFA token, device 0,
+// cannot be read back this way).
 func (c *Client) EnrolledFactors(ctx context.Context, userID int64) ([]Device, *Response, error) {
 	if err := checkUser(userID); err != nil {
 		return nil, nil, err
@@ -66,9 +81,24 @@ func (c *Client) EnrolledFactors(ctx context.Context, userID int64) ([]Device, *
 	}
 	devices, err := parseDevices(resp.body)
 	if err != nil {
-		return nil, resp, decodeFailed(EndpointEnrolledFactors, err)
+		return nil, resp, decodeFailed(EndpointEnrolledFactors, resp, err)
 	}
-	return devices, resp, nil
+	return dedupeDevices(devices), resp, nil
+}
+
+func dedupeDevices(devices []Device) []Device {
+	out := devices[:0:0]
+	at := make(map[ID]int, len(devices))
+	for _, d := range devices {
+		if i, ok := at[d.ID]; ok {
+			out[i].Active = out[i].Active || d.Active
+			out[i].NeedsTrigger = out[i].NeedsTrigger || d.NeedsTrigger
+			continue
+		}
+		at[d.ID] = len(out)
+		out = append(out, d)
+	}
+	return out
 }
 
 // EnrollFactor enrolls a device for the user (Enroll a Factor).
@@ -85,7 +115,7 @@ func (c *Client) EnrollFactor(ctx context.Context, userID int64, r EnrollRequest
 	}
 	d, err := parseDevice(resp.body)
 	if err != nil {
-		return nil, resp, decodeFailed(EndpointEnroll, err)
+		return nil, resp, decodeFailed(EndpointEnroll, resp, err)
 	}
 	return d, resp, nil
 }
@@ -109,7 +139,7 @@ func (c *Client) ActivateFactor(ctx context.Context, userID, deviceID int64, r *
 	}
 	a, err := parseActivation(resp.body)
 	if err != nil {
-		return nil, resp, decodeFailed(EndpointActivate, err)
+		return nil, resp, decodeFailed(EndpointActivate, resp, err)
 	}
 	if a.DeviceID == 0 {
 		a.DeviceID = ID(deviceID)
@@ -119,6 +149,21 @@ func (c *Client) ActivateFactor(ctx context.Context, userID, deviceID int64, r *
 
 // VerifyFactor checks an OTP (Verify a Factor). deviceID 0 verifies a
 // temporary MFA token given as the OTP.
+//
+// Only an answer with status type "success" is success. A 200 of type
+// "pending" (a push not yet approved, or no OTP sent) is a *VerifyError with
+// CodeVerificationPending (errors.Is ErrVerificationPending, Transient).
+// A 400 while a state token was sent (and neither the user nor the device
+// is missing) is CodeStateTokenExpired, permanent.
+//
+// The OTP is sent at most once with a given access token, and a 401 is never
+// judged by its wording. After a 401, a read call (Get Enrolled Factors)
+// with the same token tells the two causes apart: if the read succeeds the
+// token is good and the OTP was refused (CodeVerificationFailed, status 401,
+// permanent); if the read is refused too the token was stale, so a new
+// token is fetched and the verify is sent once more with it. A caller that
+// retries a verify should do so in a later delivery, since each call may
+// send the OTP once per token.
 func (c *Client) VerifyFactor(ctx context.Context, userID, deviceID int64, r VerifyRequest) (*Response, error) {
 	if err := checkUser(userID); err != nil {
 		return nil, err
@@ -126,7 +171,81 @@ func (c *Client) VerifyFactor(ctx context.Context, userID, deviceID int64, r Ver
 	if deviceID < 0 {
 		return nil, &usageError{msg: fmt.Sprintf("device id %d is negative", deviceID)}
 	}
-	return c.call(ctx, EndpointVerify, http.MethodPost, userPath(userID, fmt.Sprintf("/otp_devices/%d/verify", deviceID)), r)
+	path := userPath(userID, fmt.Sprintf("/otp_devices/%d/verify", deviceID))
+	sendCtx := ctx
+	for resent := false; ; resent = true {
+		req, err := c.NewRequest(sendCtx, http.MethodPost, path, r)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.do(req, EndpointVerify, false)
+		if err == nil {
+			return resp, verifyOutcome(resp)
+		}
+		var er *ErrorResponse
+		if !errors.As(err, &er) {
+			return resp, err
+		}
+		switch {
+		case er.StatusCode == http.StatusBadRequest && r.StateToken != "" && !IsUserNotFound(err) && !IsFactorNotFound(err):
+			return resp, &VerifyError{Code: CodeStateTokenExpired, StatusCode: er.StatusCode, Message: er.Message(), RequestID: er.RequestID, Err: err}
+		case er.StatusCode != http.StatusUnauthorized:
+			return resp, err
+		}
+		used := sentToken(resp)
+		probe := c.checkToken(ctx, userID, used)
+		switch {
+		case probe == nil:
+			return resp, &VerifyError{Code: CodeVerificationFailed, StatusCode: er.StatusCode, Message: er.Message(), RequestID: er.RequestID, Err: err}
+		case StatusCode(probe) != http.StatusUnauthorized || resent || used == "":
+			// The read failed otherwise (nothing known), or a fresh token
+			// is refused too (scope or credentials): a permanent 401.
+			return resp, err
+		}
+		c.tokens.invalidate(used)
+		fresh, terr := c.tokens.token(ctx)
+		if terr != nil {
+			return resp, terr
+		}
+		if fresh == used {
+			return resp, err // OneLogin hands out the refused token again
+		}
+		sendCtx = withToken(ctx, fresh)
+	}
+}
+
+// checkToken makes a read call with tok to learn whether OneLogin accepts
+// it: nil when it does (any answer but a 401 means the token was accepted).
+func (c *Client) checkToken(ctx context.Context, userID int64, tok string) error {
+	if tok != "" {
+		ctx = withToken(ctx, tok)
+	}
+	req, err := c.NewRequest(ctx, http.MethodGet, userPath(userID, "/otp_devices"), nil)
+	if err != nil {
+		return err
+	}
+	_, err = c.do(req, EndpointEnrolledFactors, false)
+	var er *ErrorResponse
+	if err == nil || (errors.As(err, &er) && er.StatusCode != http.StatusUnauthorized) {
+		return nil
+	}
+	return err
+}
+
+// verifyOutcome reads a 2xx verify answer: only status type "success" is
+// success.
+func verifyOutcome(resp *Response) error {
+	st := decodeStatus(resp.body)
+	switch {
+	case st == nil:
+		return decodeFailed(EndpointVerify, resp, errors.New("answer has no status object"))
+	case strings.EqualFold(strings.TrimSpace(st.Type), "success"):
+		return nil
+	case strings.Contains(strings.ToLower(st.Type), "pending"):
+		return &VerifyError{Code: CodeVerificationPending, StatusCode: resp.StatusCode, Message: sanitize(st.Message.String()), RequestID: resp.RequestID}
+	default:
+		return decodeFailed(EndpointVerify, resp, fmt.Errorf("status type %q is not success", sanitize(st.Type)))
+	}
 }
 
 // RemoveFactor deletes an enrolled device (Remove an Enrolled Factor). A
@@ -142,7 +261,10 @@ func (c *Client) RemoveFactor(ctx context.Context, userID, deviceID int64) (*Res
 }
 
 // GenerateMFAToken creates a temporary MFA token (Generate Temp MFA Token).
-// The reply has no envelope; an enveloped one is accepted too.
+// OneLogin answers 201 (the official Ruby SDK) or 200 (other sources): both
+// are success. The reply has no envelope; an enveloped one is accepted too.
+// A call whose reply was lost may be retried: nobody saw the lost token, and
+// it expires.
 func (c *Client) GenerateMFAToken(ctx context.Context, userID int64, r MFATokenRequest) (*MFAToken, *Response, error) {
 	if err := checkUser(userID); err != nil {
 		return nil, nil, err
@@ -153,7 +275,7 @@ func (c *Client) GenerateMFAToken(ctx context.Context, userID int64, r MFATokenR
 	}
 	t, err := parseMFAToken(resp.body)
 	if err != nil {
-		return nil, resp, decodeFailed(EndpointMFAToken, err)
+		return nil, resp, decodeFailed(EndpointMFAToken, resp, err)
 	}
 	return t, resp, nil
 }
@@ -167,7 +289,7 @@ func (c *Client) RateLimitStatus(ctx context.Context) (RateLimit, *Response, err
 	}
 	rl, err := parseRateLimit(resp.body, sent)
 	if err != nil {
-		return RateLimit{}, resp, decodeFailed(EndpointRateLimit, err)
+		return RateLimit{}, resp, decodeFailed(EndpointRateLimit, resp, err)
 	}
 	return rl, resp, nil
 }

@@ -1,47 +1,79 @@
 package onelogin
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/clientcredentials"
 )
 
 // tokenSource fetches OneLogin access tokens with the client-credentials
-// grant, caches one until shortly before it expires, and retries transient
+// grant and caches one until shortly before it expires. It retries transient
 // failures of the token endpoint (users report EOFs and time-outs there).
+//
+// The request is one of OneLogin's documented forms: a JSON body
+// {"grant_type":"client_credentials"} with the credentials as HTTP Basic.
+// (x/oauth2 sends a form body and HTTP Basic together, which no OneLogin
+// sample does.)
+//
+// OneLogin hands out the same token until it expires, with expires_in the
+// full lifetime and created_at the moment it was made: the expiry is
+// created_at + expires_in. Getting the same token back from an early refresh
+// is normal; the source then keeps it until it expires instead of asking
+// again on every call.
 type tokenSource struct {
-	cfg        clientcredentials.Config
+	url        string
+	clientID   string
+	secret     func() (string, error)
 	httpClient *http.Client
 	early      time.Duration
 	maxElapsed time.Duration
+	maxBody    int64
+	now        func() time.Time
 
 	// sem serialises fetches so that a burst of callers waiting for a new
 	// token causes one fetch, while each can still give up on its context.
 	sem chan struct{}
-	mu  sync.Mutex
-	tok *oauth2.Token
+
+	mu        sync.Mutex
+	tok       string
+	expiry    time.Time // zero: unknown, kept until a 401
+	refreshAt time.Time // zero: never
 	// lastErr is the failure of the last fetch: callers that queued behind
 	// it get it at once instead of each retrying the endpoint in turn.
-	lastErr   error
+	lastErr   *TokenError
 	lastErrAt time.Time
+	fetches   int
 }
 
+// minRefetch is the shortest time between two fetches that returned the same
+// token, should clocks disagree about when it expires.
+const minRefetch = time.Second
+
+// tokenCooldown is how long a failed fetch is answered from memory: while
+// the token endpoint is down, callers fail at once instead of queueing for
+// their own round of retries against it.
+const tokenCooldown = time.Second
+
 func newTokenSource(cfg Config, tokenURL string, observe func(endpoint, code string, d time.Duration)) *tokenSource {
+	secret := cfg.ClientSecretFunc
+	if secret == nil {
+		s := cfg.ClientSecret
+		secret = func() (string, error) { return s, nil }
+	}
 	return &tokenSource{
-		cfg: clientcredentials.Config{
-			ClientID:     cfg.ClientID,
-			ClientSecret: cfg.ClientSecret,
-			TokenURL:     tokenURL,
-			AuthStyle:    oauth2.AuthStyleInHeader,
-		},
+		url:      tokenURL,
+		clientID: cfg.ClientID,
+		secret:   secret,
 		httpClient: &http.Client{
 			Timeout:       cfg.Timeout,
 			Transport:     &observedTransport{base: cfg.Transport, userAgent: cfg.UserAgent, observe: observe},
@@ -49,64 +81,57 @@ func newTokenSource(cfg Config, tokenURL string, observe func(endpoint, code str
 		},
 		early:      cfg.TokenEarlyExpiry,
 		maxElapsed: cfg.TokenMaxElapsed,
+		maxBody:    cfg.MaxBodyBytes,
+		now:        cfg.Now,
 		sem:        make(chan struct{}, 1),
 	}
 }
 
-func (s *tokenSource) cached(now time.Time) *oauth2.Token {
+func (s *tokenSource) cached(now time.Time) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.tok == nil || s.tok.AccessToken == "" {
-		return nil
-	}
-	if !s.tok.Expiry.IsZero() && !now.Add(s.early).Before(s.tok.Expiry) {
-		return nil
+	if s.tok == "" || (!s.refreshAt.IsZero() && !now.Before(s.refreshAt)) {
+		return ""
 	}
 	return s.tok
 }
 
-// tokenCooldown is how long a failed fetch is answered from memory: while
-// the token endpoint is down, callers fail at once instead of queueing for
-// their own round of retries against it.
-const tokenCooldown = time.Second
-
-func (s *tokenSource) token(ctx context.Context) (*oauth2.Token, error) {
-	asked := time.Now()
-	if t := s.cached(asked); t != nil {
+func (s *tokenSource) token(ctx context.Context) (string, error) {
+	asked := s.now()
+	if t := s.cached(asked); t != "" {
 		return t, nil
 	}
 	s.mu.Lock()
 	failed, failedAt := s.lastErr, s.lastErrAt
 	s.mu.Unlock()
 	if failed != nil && asked.Sub(failedAt) < tokenCooldown {
-		return nil, failed
+		return "", failed
 	}
 	select {
 	case s.sem <- struct{}{}:
 	case <-ctx.Done():
-		return nil, &TokenError{Err: ctx.Err()}
+		return "", &TokenError{Err: ctx.Err()}
 	}
 	defer func() { <-s.sem }()
-	if t := s.cached(time.Now()); t != nil {
+	if t := s.cached(s.now()); t != "" {
 		return t, nil // another caller fetched it while we waited
 	}
 	s.mu.Lock()
 	failed, failedAt = s.lastErr, s.lastErrAt
 	s.mu.Unlock()
 	if failed != nil && failedAt.After(asked) {
-		return nil, failed // a fetch that started after we asked just failed
+		return "", failed // a fetch that started after we asked just failed
 	}
-	var tok *oauth2.Token
+	var got fetched
 	fetch := func() error {
-		t, err := s.cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, s.httpClient))
+		f, err := s.fetch(ctx)
 		if err != nil {
-			te := tokenError(err)
-			if Classify(te) != Transient || isContextErr(ctx.Err()) {
-				return backoff.Permanent(te)
+			if Classify(err) != Transient || isContextErr(ctx.Err()) {
+				return backoff.Permanent(err)
 			}
-			return te
+			return err
 		}
-		tok = t
+		got = f
 		return nil
 	}
 	b := backoff.NewExponentialBackOff(
@@ -119,59 +144,188 @@ func (s *tokenSource) token(ctx context.Context) (*oauth2.Token, error) {
 		if !errors.As(err, &te) {
 			te = &TokenError{Err: err}
 		}
+		now := s.now()
 		s.mu.Lock()
-		s.lastErr, s.lastErrAt = te, time.Now()
-		s.mu.Unlock()
-		return nil, te
+		defer s.mu.Unlock()
+		s.lastErr, s.lastErrAt = te, now
+		// A token that has not expired yet is still good: use it while
+		// the endpoint recovers, and ask again after the cooldown.
+		if s.tok != "" && !te.Credentials && (s.expiry.IsZero() || now.Before(s.expiry)) {
+			s.refreshAt = now.Add(tokenCooldown)
+			return s.tok, nil
+		}
+		return "", te
 	}
-	s.mu.Lock()
-	s.tok, s.lastErr = tok, nil
-	s.mu.Unlock()
-	return tok, nil
-}
-
-// invalidate drops the cached token if it is the one req was sent with, so
-// that a 401 refreshes it once however many requests saw the 401.
-func (s *tokenSource) invalidate(req *http.Request) {
-	if req == nil {
-		return
-	}
-	used := strings.TrimPrefix(req.Header.Get("Authorization"), "Bearer ")
+	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.tok != nil && s.tok.AccessToken == used {
-		s.tok = nil
-	}
+	s.refreshAt = s.scheduleLocked(got, now)
+	s.tok, s.expiry, s.lastErr = got.token, got.expiry, nil
+	return got.token, nil
 }
 
-// tokenError turns an oauth2 error into a TokenError that holds neither the
-// secret nor the response body verbatim.
-func tokenError(err error) *TokenError {
-	var re *oauth2.RetrieveError
-	if errors.As(err, &re) && re.Response != nil {
-		msg := re.ErrorDescription
-		if msg == "" {
-			msg = re.ErrorCode
-		}
-		if msg == "" {
-			if st := decodeStatus(re.Body); st != nil {
-				msg = st.Message.String()
+// scheduleLocked decides when to ask for a new token.
+func (s *tokenSource) scheduleLocked(f fetched, now time.Time) time.Time {
+	if f.expiry.IsZero() {
+		return time.Time{}
+	}
+	early := min(s.early, f.expiry.Sub(now)/2)
+	at := f.expiry.Add(-early)
+	if f.token == s.tok && !at.After(now) {
+		// An early refresh got the same token back: OneLogin issues a new
+		// one only when this one has expired.
+		at = f.expiry
+	}
+	if floor := now.Add(minRefetch); at.Before(floor) {
+		at = floor
+	}
+	return at
+}
+
+type fetched struct {
+	token  string
+	expiry time.Time
+}
+
+// fetch makes one token request.
+func (s *tokenSource) fetch(ctx context.Context) (fetched, error) {
+	secret, err := s.secret()
+	if err != nil {
+		return fetched{}, &TokenError{Credentials: true, Message: "cannot read the client secret: " + sanitize(err.Error())}
+	}
+	if secret == "" {
+		return fetched{}, &TokenError{Credentials: true, Message: "the client secret is empty"}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader([]byte(`{"grant_type":"client_credentials"}`)))
+	if err != nil {
+		return fetched{}, &TokenError{Err: err}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	// RFC 6749 form-encodes both parts before the Basic encoding.
+	req.SetBasicAuth(url.QueryEscape(s.clientID), url.QueryEscape(secret))
+	sent := s.now()
+	resp, err := s.httpClient.Do(req)
+	if err != nil {
+		return fetched{}, &TokenError{Err: scrubURLError(err)}
+	}
+	body, readErr := readBody(resp.Body, min(s.maxBody, 64<<10))
+	rid := requestIDOf(resp.Header)
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		te := &TokenError{StatusCode: resp.StatusCode, RequestID: rid}
+		if readErr == nil {
+			if st := decodeStatus(body); st != nil {
+				te.Message = sanitize(st.Message.String())
 			} else {
-				msg = bareMessage(re.Body)
+				te.Message = bareMessage(body)
 			}
 		}
-		return &TokenError{StatusCode: re.Response.StatusCode, Message: sanitize(msg)}
+		te.Credentials = credentialsFailure(resp.StatusCode)
+		return fetched{}, te
 	}
-	return &TokenError{Err: scrubURLError(unwrapOAuth(err))}
+	if readErr != nil {
+		return fetched{}, &TokenError{Err: fmt.Errorf("read token answer: %w", readErr), RequestID: rid}
+	}
+	f, err := parseToken(body, sent)
+	if err != nil {
+		return fetched{}, &TokenError{Err: fmt.Errorf("decode token answer: %w", err), RequestID: rid}
+	}
+	s.mu.Lock()
+	s.fetches++
+	s.mu.Unlock()
+	return f, nil
 }
 
-// unwrapOAuth strips oauth2's "cannot fetch token" prefix from a transport
-// error while keeping it inspectable with errors.Is.
-func unwrapOAuth(err error) error {
-	if u := errors.Unwrap(err); u != nil {
-		return u
+// credentialsFailure says whether a token endpoint status means the
+// credentials themselves are refused: every 4xx but a time-out or a rate
+// limit, and 500, which OneLogin documents for credentials whose owner was
+// deleted. 502, 503 and 504 are the way to OneLogin failing, not the
+// credentials.
+func credentialsFailure(status int) bool {
+	switch {
+	case status == http.StatusRequestTimeout || status == http.StatusTooManyRequests:
+		return false
+	case status >= 400 && status < 500:
+		return true
+	default:
+		return status == http.StatusInternalServerError
 	}
-	return err
+}
+
+// parseToken reads the token answer. The expiry is created_at + expires_in
+// when created_at is present, else sent + expires_in.
+func parseToken(body []byte, sent time.Time) (fetched, error) {
+	var raw struct {
+		AccessToken string          `json:"access_token"`
+		ExpiresIn   json.RawMessage `json:"expires_in"`
+		CreatedAt   json.RawMessage `json:"created_at"`
+	}
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return fetched{}, errors.New("not a token object")
+	}
+	if raw.AccessToken == "" {
+		return fetched{}, errors.New("no access_token")
+	}
+	f := fetched{token: raw.AccessToken}
+	secs, err := strconv.ParseFloat(strings.TrimSpace(looseString(raw.ExpiresIn)), 64)
+	if err != nil || secs <= 0 || secs > 366*24*3600 {
+		return f, nil // unknown lifetime: kept until a 401
+	}
+	life := time.Duration(secs * float64(time.Second))
+	f.expiry = sent.Add(life)
+	if c := looseString(raw.CreatedAt); c != "" {
+		if at, err := parseTime(c); err == nil {
+			f.expiry = at.Add(life)
+		}
+	}
+	return f, nil
+}
+
+// invalidate drops the cached token if it is tok, so that a 401 refreshes it
+// once however many requests saw the 401.
+func (s *tokenSource) invalidate(tok string) {
+	if tok == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tok == tok {
+		s.tok, s.expiry, s.refreshAt = "", time.Time{}, time.Time{}
+	}
+}
+
+// status reports whether a usable token is held, and the last failure.
+func (s *tokenSource) status() TokenStatus {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := TokenStatus{ExpiresAt: s.expiry, Fetches: s.fetches}
+	st.Valid = s.tok != "" && (s.expiry.IsZero() || now.Before(s.expiry))
+	if s.lastErr != nil {
+		st.Err = s.lastErr
+	}
+	return st
+}
+
+// TokenStatus says whether the client holds a usable access token. It is
+// cheap: no request is made.
+type TokenStatus struct {
+	// Valid is true while a token is held and has not expired.
+	Valid bool
+	// ExpiresAt is when the held token expires (zero: unknown or none).
+	ExpiresAt time.Time
+	// Err is the failure of the last token fetch, nil after a success.
+	// It never holds a secret or a token.
+	Err *TokenError
+	// Fetches counts successful token requests since the client started.
+	Fetches int
+}
+
+type tokenKey struct{}
+
+// withToken pins the access token a request is sent with.
+func withToken(ctx context.Context, tok string) context.Context {
+	return context.WithValue(ctx, tokenKey{}, tok)
 }
 
 // authTransport adds the bearer token to every resource request.
@@ -181,16 +335,27 @@ type authTransport struct {
 }
 
 func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	tok, err := t.src.token(req.Context())
-	if err != nil {
-		if req.Body != nil {
-			req.Body.Close()
+	tok, _ := req.Context().Value(tokenKey{}).(string)
+	if tok == "" {
+		var err error
+		if tok, err = t.src.token(req.Context()); err != nil {
+			if req.Body != nil {
+				req.Body.Close()
+			}
+			return nil, err
 		}
-		return nil, err
 	}
 	r := req.Clone(req.Context())
-	r.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	r.Header.Set("Authorization", "Bearer "+tok)
 	return t.base.RoundTrip(r)
+}
+
+// sentToken returns the access token a response's request carried.
+func sentToken(resp *Response) string {
+	if resp == nil || resp.Response == nil || resp.Request == nil {
+		return ""
+	}
+	return strings.TrimPrefix(resp.Request.Header.Get("Authorization"), "Bearer ")
 }
 
 // observedTransport reports token-endpoint exchanges to the metrics.

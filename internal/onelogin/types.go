@@ -158,6 +158,32 @@ type Activation struct {
 	AuthFactorName  string `json:"auth_factor_name,omitempty"`
 	TypeDisplayName string `json:"type_display_name,omitempty"`
 	UserDisplayName string `json:"user_display_name,omitempty"`
+	// StateTokenExpiresAt is when the state token stops working (zero when
+	// OneLogin did not say).
+	StateTokenExpiresAt time.Time `json:"state_token_expires_at,omitzero"`
+}
+
+// UnmarshalJSON reads an activation, with state_token_expires_at as a
+// timestamp string (or null) in any form OneLogin uses.
+func (a *Activation) UnmarshalJSON(b []byte) error {
+	type plain Activation
+	var raw struct {
+		plain
+		ExpiresAt json.RawMessage `json:"state_token_expires_at"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	*a = Activation(raw.plain)
+	a.StateTokenExpiresAt = time.Time{}
+	if s := looseString(raw.ExpiresAt); s != "" && s != "null" {
+		at, err := parseTime(s)
+		if err != nil {
+			return fmt.Errorf("onelogin: state_token_expires_at: %w", err)
+		}
+		a.StateTokenExpiresAt = at
+	}
+	return nil
 }
 
 // VerifyRequest is the body of Verify a Factor. Leave OTPToken empty to poll
