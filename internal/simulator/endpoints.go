@@ -57,6 +57,11 @@ func (s *Server) enrolledFactors(userID int64) reply {
 	list := []map[string]any{}
 	for _, d := range sortedDevices(u) {
 		list = append(list, deviceJSON(d, false))
+		if f, ok := s.factorByID(d.FactorID); ok && f.Push && !s.cfg.ListDevicesOnce {
+			// A push-and-pull factor "should appear twice" (OneLogin's
+			// spec): once for the push, once for its codes.
+			list = append(list, deviceJSON(d, false))
+		}
 	}
 	return okReply("Success", map[string]any{"otp_devices": list})
 }
@@ -111,7 +116,7 @@ func (s *Server) enroll(r *http.Request, userID int64) reply {
 	if !req.Verified {
 		// OneLogin sends the first OTP at enrollment and returns the state
 		// token that Verify needs.
-		d.otp = s.otpLocked()
+		s.sentOTPLocked(userID, d, false)
 		d.stateToken = randomHex(20)
 		d.stateUntil = s.now().Add(s.cfg.StateTokenTTL)
 	}
@@ -148,7 +153,7 @@ func (s *Server) activate(r *http.Request, userID, deviceID int64) reply {
 	if d == nil {
 		return factorNotFound()
 	}
-	d.otp = s.otpLocked()
+	s.sentOTPLocked(userID, d, req.NumericOTP != nil && *req.NumericOTP)
 	d.stateToken = randomHex(20)
 	d.stateUntil = s.now().Add(ttl)
 	s.recordLocked(EffectActivate, userID, d.ID, r)
@@ -157,12 +162,13 @@ func (s *Server) activate(r *http.Request, userID, deviceID int64) reply {
 		msg = "Call placed to your phone. Authentication pending."
 	}
 	return okReply(msg, []map[string]any{{
-		"device_id":         d.ID,
-		"state_token":       d.stateToken,
-		"id":                userID,
-		"auth_factor_name":  d.AuthFactorName,
-		"type_display_name": d.AuthFactorName,
-		"user_display_name": d.UserDisplayName,
+		"device_id":              d.ID,
+		"state_token":            d.stateToken,
+		"id":                     userID,
+		"auth_factor_name":       d.AuthFactorName,
+		"type_display_name":      d.AuthFactorName,
+		"user_display_name":      d.UserDisplayName,
+		"state_token_expires_at": d.stateUntil.UTC().Format("2006-01-02T15:04:05.000Z"),
 	}})
 }
 
@@ -174,7 +180,7 @@ func (s *Server) verify(r *http.Request, userID, deviceID int64) reply {
 	if err := decodeBody(r, &req); err != nil {
 		return badRequest("Invalid JSON")
 	}
-	failed := errorReply(http.StatusUnauthorized, "Unauthorized", "Failed authentication with this factor")
+	failed := errorReply(http.StatusUnauthorized, "Unauthorized", s.cfg.WrongOTPMessage)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u := s.userLocked(userID)
@@ -182,6 +188,8 @@ func (s *Server) verify(r *http.Request, userID, deviceID int64) reply {
 		return badRequest("User does not exist")
 	}
 	now := s.now()
+	s.stats.Verifies++
+	s.attempts = append(s.attempts, Effect{Seq: int64(len(s.attempts) + 1), Kind: EffectVerifyAttempt, UserID: userID, DeviceID: deviceID, RequestID: r.Header.Get("X-Request-Id"), At: now})
 	if deviceID == 0 {
 		t := s.mfaTokens[req.OTPToken]
 		if req.OTPToken == "" || t == nil || t.userID != userID || !now.Before(t.expiresAt) || t.used {
@@ -197,11 +205,24 @@ func (s *Server) verify(r *http.Request, userID, deviceID int64) reply {
 	if d == nil {
 		return factorNotFound()
 	}
+	if d.stateToken != "" && req.StateToken != "" && req.StateToken == d.stateToken && !now.Before(d.stateUntil) {
+		// Documented as a 400 ("an example of an expired token message").
+		return errorReply(s.cfg.StateTokenExpiredStatus, "bad request", "The state token has expired")
+	}
 	if req.OTPToken == "" {
-		return errorReply(http.StatusUnauthorized, "Unauthorized", "Authentication pending")
+		f, _ := s.factorByID(d.FactorID)
+		if f.Push && (s.approved[d.ID] || s.cfg.PushApprovedAtOnce) {
+			delete(s.approved, d.ID)
+			d.Active = true
+			s.recordLocked(EffectVerify, userID, d.ID, r)
+			return okReply("Success", nil)
+		}
+		// A push waiting for the phone, or an SMS not yet typed in: 200
+		// with type "pending", which is not verified.
+		return reply{status: http.StatusOK, body: map[string]any{"status": statusObject(http.StatusOK, "pending", "Authentication pending")}}
 	}
 	if d.stateToken != "" {
-		if req.StateToken != d.stateToken || !now.Before(d.stateUntil) {
+		if req.StateToken != d.stateToken {
 			return failed
 		}
 	} else if d.NeedsTrigger {
@@ -266,7 +287,7 @@ func (s *Server) mfaToken(r *http.Request, userID int64) reply {
 	if s.cfg.MisspellReusable {
 		key = "resuable"
 	}
-	return reply{status: http.StatusOK, body: map[string]any{
+	return reply{status: s.cfg.MFATokenStatus, body: map[string]any{
 		"mfa_token":  tok,
 		key:          reusable,
 		"expires_at": exp.Format(time.RFC3339),

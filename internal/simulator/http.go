@@ -38,6 +38,11 @@ func match(r *http.Request) route {
 			return route{endpoint: "rate_limit"}
 		}
 		return route{}
+	case "/api/2/users", "/api/2/users/":
+		if r.Method == http.MethodGet {
+			return route{endpoint: "users"}
+		}
+		return route{}
 	}
 	m := reUserPath.FindStringSubmatch(p)
 	if m == nil {
@@ -77,6 +82,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if name == "" {
 		name = "no_route"
 	}
+	// OneLogin's own request id, on every answer.
+	w.Header().Set("X-Request-Id", randomHex(8))
 	if !s.injectFaults(w, r, name) {
 		return
 	}
@@ -150,30 +157,23 @@ func dropConnection(w http.ResponseWriter) {
 	panic(http.ErrAbortHandler) // HTTP/2: the server resets the stream
 }
 
-// handleToken implements POST /auth/oauth2/v2/token.
+// handleToken implements POST /auth/oauth2/v2/token. It accepts the forms
+// OneLogin documents: a JSON body {"grant_type":"client_credentials"} with
+// the credentials in the Authorization header (HTTP Basic, or OneLogin's
+// "client_id:<id>, client_secret:<secret>"), or a form body carrying
+// client_id, client_secret and grant_type without an Authorization header.
+// A form body together with HTTP Basic, which no OneLogin sample shows, is
+// answered 400.
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
-	id, secret, grant := "", "", ""
-	body, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))
-	if u, p, ok := r.BasicAuth(); ok {
-		// RFC 6749 clients URL-encode both parts before Basic encoding.
-		id, secret = unescape(u), unescape(p)
+	if s.cfg.TokenStatus != 0 {
+		writeError(w, s.cfg.TokenStatus, strings.ToLower(http.StatusText(s.cfg.TokenStatus)), http.StatusText(s.cfg.TokenStatus))
+		return
 	}
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
-		var j struct {
-			GrantType    string `json:"grant_type"`
-			ClientID     string `json:"client_id"`
-			ClientSecret string `json:"client_secret"`
-		}
-		_ = json.Unmarshal(body, &j)
-		grant = j.GrantType
-		if id == "" {
-			id, secret = j.ClientID, j.ClientSecret
-		}
-	} else if form, err := url.ParseQuery(string(body)); err == nil {
-		grant = form.Get("grant_type")
-		if id == "" {
-			id, secret = form.Get("client_id"), form.Get("client_secret")
-		}
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	id, secret, grant, ok := s.tokenCredentials(r, body)
+	if !ok {
+		writeError(w, http.StatusBadRequest, "bad request", "Unsupported token request form")
+		return
 	}
 	if grant != "client_credentials" {
 		writeError(w, http.StatusBadRequest, "bad request", "grant_type is incorrect/absent")
@@ -193,14 +193,75 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	tok, exp := s.current, s.tokens[s.current]
 	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{
+	// OneLogin answers the same token with expires_in the full lifetime
+	// and created_at the moment it was made.
+	expiresIn := int(s.cfg.TokenTTL.Seconds())
+	if s.cfg.TokenExpiresInLeft {
+		expiresIn = int(exp.Sub(now).Seconds())
+	}
+	out := map[string]any{
 		"access_token":  tok,
-		"created_at":    exp.Add(-s.cfg.TokenTTL).UTC().Format("2006-01-02T15:04:05.000Z"),
-		"expires_in":    int(time.Until(exp).Seconds()),
+		"expires_in":    expiresIn,
 		"refresh_token": randomHex(32),
 		"token_type":    "bearer",
 		"account_id":    123456,
-	})
+	}
+	if !s.cfg.TokenWithoutCreatedAt {
+		out["created_at"] = exp.Add(-s.cfg.TokenTTL).UTC().Format("2006-01-02T15:04:05.000Z")
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// tokenCredentials reads the credentials of a token request in one of the
+// documented forms; ok is false for any other form.
+func (s *Server) tokenCredentials(r *http.Request, body []byte) (id, secret, grant string, ok bool) {
+	auth := strings.TrimSpace(r.Header.Get("Authorization"))
+	json_ := strings.HasPrefix(r.Header.Get("Content-Type"), "application/json")
+	var form url.Values
+	if !json_ {
+		var err error
+		if form, err = url.ParseQuery(string(body)); err != nil {
+			return "", "", "", false
+		}
+	}
+	if json_ {
+		var j struct {
+			GrantType    string `json:"grant_type"`
+			ClientID     string `json:"client_id"`
+			ClientSecret string `json:"client_secret"`
+		}
+		if json.Unmarshal(body, &j) != nil {
+			return "", "", "", false
+		}
+		grant = j.GrantType
+		if auth == "" && s.cfg.TokenAcceptAnyForm {
+			return j.ClientID, j.ClientSecret, grant, true
+		}
+	} else {
+		grant = form.Get("grant_type")
+		if auth == "" {
+			return form.Get("client_id"), form.Get("client_secret"), grant, true
+		}
+		if !s.cfg.TokenAcceptAnyForm {
+			return "", "", "", false // form body and Authorization together
+		}
+	}
+	if u, p, basic := r.BasicAuth(); basic {
+		// RFC 6749 clients URL-encode both parts before Basic encoding.
+		return unescape(u), unescape(p), grant, true
+	}
+	// OneLogin's own header form: "client_id:<id>, client_secret:<secret>".
+	for _, part := range strings.Split(auth, ",") {
+		k, v, found := strings.Cut(strings.TrimSpace(part), ":")
+		switch {
+		case !found:
+		case strings.EqualFold(k, "client_id"):
+			id = strings.TrimSpace(v)
+		case strings.EqualFold(k, "client_secret"):
+			secret = strings.TrimSpace(v)
+		}
+	}
+	return id, secret, grant, id != "" && secret != ""
 }
 
 func unescape(s string) string {
@@ -297,6 +358,9 @@ func (s *Server) handleResource(w http.ResponseWriter, r *http.Request, rt route
 		out = s.remove(r, rt.userID, rt.deviceID)
 	case "mfa_token":
 		out = s.mfaToken(r, rt.userID)
+	case "users":
+		s.listUsers(w, r)
+		return
 	}
 	if lose && out.status < 300 {
 		s.mu.Lock()

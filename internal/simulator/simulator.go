@@ -20,6 +20,9 @@ type Factor struct {
 	Enrollable bool
 	// NeedsTrigger factors send their OTP on Activate.
 	NeedsTrigger bool
+	// Push factors (OneLogin Protect) are approved on the user's phone:
+	// a verify without an OTP answers "pending" until ApprovePush.
+	Push bool
 }
 
 // DefaultFactors is the catalog a new account has.
@@ -28,7 +31,7 @@ func DefaultFactors() []Factor {
 		{ID: 100001, Name: "OneLogin SMS", Enrollable: true, NeedsTrigger: true},
 		{ID: 100002, Name: "OneLogin Voice", Enrollable: true, NeedsTrigger: true},
 		{ID: 100003, Name: "Google Authenticator"},
-		{ID: 100004, Name: "OneLogin Protect"},
+		{ID: 100004, Name: "OneLogin Protect", Push: true},
 	}
 }
 
@@ -49,6 +52,56 @@ type Config struct {
 	MisspellReusable bool
 	// Seed makes fault injection repeatable (0: random).
 	Seed uint64
+
+	// Modes. The zero value of each is the most realistic reading of
+	// OneLogin (see onelogin-api.md); set one to answer another way.
+
+	// MFATokenStatus is the status of a Generate Temp MFA Token answer:
+	// 201 (default, the official Ruby SDK's check) or 200.
+	MFATokenStatus int
+	// WrongOTPMessage is the message of the 401 for a refused OTP (default
+	// "Failed authentication with this factor"); OneLogin's wording varies.
+	WrongOTPMessage string
+	// PushApprovedAtOnce makes a verify of a push factor without an OTP
+	// succeed at once instead of answering 200 "pending" until ApprovePush.
+	PushApprovedAtOnce bool
+	// ListDevicesOnce lists every device once; by default a push device is
+	// listed twice in Get Enrolled Factors, as OneLogin's spec says a
+	// push-and-pull factor is.
+	ListDevicesOnce bool
+	// NumericOTPs makes every sent code digits only; by default SMS and
+	// Voice codes are alphanumeric unless the activate asks numeric_sms_otp.
+	NumericOTPs bool
+	// StateTokenExpiredStatus is the status of a verify with an expired
+	// state token: 400 (default, documented) or e.g. 401.
+	StateTokenExpiredStatus int
+	// TokenExpiresInLeft answers expires_in as the time left instead of the
+	// full lifetime (the real answer keeps the full lifetime).
+	TokenExpiresInLeft bool
+	// TokenWithoutCreatedAt leaves created_at out of the token answer.
+	TokenWithoutCreatedAt bool
+	// TokenAcceptAnyForm accepts a token request in any form, including a
+	// form body together with HTTP Basic (by default only OneLogin's
+	// documented forms are accepted and that one is answered 400).
+	TokenAcceptAnyForm bool
+	// TokenStatus, when set, answers every token request with this status
+	// (e.g. 500, as OneLogin does for credentials whose owner was deleted).
+	TokenStatus int
+
+	// Directory lists the users of the Users API v2 (and makes them exist
+	// for the MFA endpoints). Without it, the users of FirstUser..LastUser
+	// are generated: id N has email userN@example.com, username userN and
+	// external id extN. With it and no range set, only these users exist.
+	Directory []DirectoryUser
+
+	// OnOTP, when set, is called with every code the simulator sends (on
+	// enroll and activate). For `worker dev` only, so that a person trying
+	// it can finish a verify by hand; never set it anywhere real secrets
+	// matter.
+	OnOTP func(userID, deviceID int64, otp string)
+	// Now is the simulator's clock (default time.Now), for token expiry,
+	// state tokens, MFA tokens and rate-limit windows.
+	Now func() time.Time
 }
 
 // Faults are injected into answers; change them with SetFaults at any time.
@@ -92,6 +145,9 @@ const (
 	EffectVerify   = "verify"
 	EffectRemove   = "remove"
 	EffectMFAToken = "mfa_token"
+	// EffectVerifyAttempt is every verify that reached the endpoint,
+	// whatever its answer; it is kept apart, in VerifyAttempts.
+	EffectVerifyAttempt = "verify_attempt"
 )
 
 // Stats counts answers by kind.
@@ -101,6 +157,10 @@ type Stats struct {
 	ServerError int            // injected 5xx answers
 	Dropped     int            // connections closed without an answer
 	Tokens      int            // tokens issued
+	// Verifies counts verify calls that reached the endpoint (past the
+	// token and the budget), whatever their answer: how often an OTP was
+	// actually sent.
+	Verifies int
 }
 
 // Device is a simulated enrolled factor.
@@ -152,6 +212,9 @@ type Server struct {
 	faults     Faults
 	users      map[int64]*user
 	extraUsers map[int64]bool
+	directory  map[int64]DirectoryUser
+	deleted    map[int64]bool
+	approved   map[int64]bool // push devices approved on the phone
 	nextDevice int64
 	tokens     map[string]time.Time // access token -> expiry
 	current    string               // the token the credentials get now
@@ -161,6 +224,7 @@ type Server struct {
 	win        window
 	history    []WindowStat
 	effects    []Effect
+	attempts   []Effect
 	stats      Stats
 }
 
@@ -175,8 +239,20 @@ func New(cfg Config) *Server {
 	if cfg.TokenTTL <= 0 {
 		cfg.TokenTTL = 10 * time.Hour
 	}
-	if cfg.FirstUser == 0 && cfg.LastUser == 0 {
+	if cfg.FirstUser == 0 && cfg.LastUser == 0 && len(cfg.Directory) == 0 {
 		cfg.FirstUser, cfg.LastUser = 1, 10_000_000
+	}
+	if cfg.MFATokenStatus != http.StatusOK {
+		cfg.MFATokenStatus = http.StatusCreated
+	}
+	if cfg.WrongOTPMessage == "" {
+		cfg.WrongOTPMessage = "Failed authentication with this factor"
+	}
+	if cfg.StateTokenExpiredStatus < 400 || cfg.StateTokenExpiredStatus > 499 {
+		cfg.StateTokenExpiredStatus = http.StatusBadRequest
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if len(cfg.Factors) == 0 {
 		cfg.Factors = DefaultFactors()
@@ -194,15 +270,22 @@ func New(cfg Config) *Server {
 	if seed == 0 {
 		seed = mrand.Uint64()
 	}
+	dir := map[int64]DirectoryUser{}
+	for _, u := range cfg.Directory {
+		dir[u.ID] = u
+	}
 	return &Server{
 		cfg:        cfg,
-		now:        time.Now,
+		now:        cfg.Now,
+		directory:  dir,
+		deleted:    map[int64]bool{},
 		rng:        mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		users:      map[int64]*user{},
 		extraUsers: map[int64]bool{},
 		nextDevice: 5_000_000,
 		tokens:     map[string]time.Time{},
 		mfaTokens:  map[string]*mfaToken{},
+		approved:   map[int64]bool{},
 		stats:      Stats{Requests: map[string]int{}},
 	}
 }
@@ -255,8 +338,36 @@ func (s *Server) EnrollDevice(userID int64, factorName, displayName string, acti
 		return 0, fmt.Errorf("no factor %q in the catalog", factorName)
 	}
 	d := s.addDeviceLocked(u, f, displayName, "", active)
-	d.otp = s.otpLocked()
+	d.otp = s.otpLocked(true) // an authenticator's code is digits
 	return d.ID, nil
+}
+
+// ApprovePush approves a pending push on the device, as the user would on
+// their phone: the next verify without an OTP succeeds.
+func (s *Server) ApprovePush(userID, deviceID int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if u := s.users[userID]; u != nil && u.devices[deviceID] != nil {
+		s.approved[deviceID] = true
+	}
+}
+
+// DeleteUser deletes a user: absent from the Users API, unknown to the MFA
+// endpoints.
+func (s *Server) DeleteUser(id int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deleted[id] = true
+	delete(s.users, id)
+}
+
+// AddDirectoryUser adds (or replaces) a user of the Users API; the user
+// exists for the MFA endpoints too.
+func (s *Server) AddDirectoryUser(u DirectoryUser) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.directory[u.ID] = u
+	delete(s.deleted, u.ID)
 }
 
 // Devices returns a copy of the user's enrolled devices, by id.
@@ -309,6 +420,15 @@ func (s *Server) Effects() []Effect {
 	return append([]Effect(nil), s.effects...)
 }
 
+// VerifyAttempts returns every verify call that reached the verify endpoint
+// (past the token check and the budget), refused or not: how often an OTP
+// was actually sent. Effects holds only the verifies that succeeded.
+func (s *Server) VerifyAttempts() []Effect {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Effect(nil), s.attempts...)
+}
+
 // Stats returns a copy of the answer counters.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
@@ -335,7 +455,11 @@ func (s *Server) ResourceCalls() int {
 }
 
 func (s *Server) userExists(id int64) bool {
-	return (id >= s.cfg.FirstUser && id <= s.cfg.LastUser) || s.extraUsers[id]
+	if id <= 0 || s.deleted[id] {
+		return false
+	}
+	_, listed := s.directory[id]
+	return (id >= s.cfg.FirstUser && id <= s.cfg.LastUser) || s.extraUsers[id] || listed
 }
 
 func (s *Server) userLocked(id int64) *user {
@@ -384,8 +508,34 @@ func (s *Server) addDeviceLocked(u *user, f Factor, displayName, number string, 
 	return d
 }
 
-func (s *Server) otpLocked() string {
-	return fmt.Sprintf("%06d", s.rng.IntN(1_000_000))
+// otpLocked makes a code: digits, or OneLogin's default alphanumeric code.
+func (s *Server) otpLocked(numeric bool) string {
+	if numeric || s.cfg.NumericOTPs {
+		return fmt.Sprintf("%06d", s.rng.IntN(1_000_000))
+	}
+	const alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+	b := make([]byte, 6)
+	for {
+		digits := 0
+		for i := range b {
+			b[i] = alphabet[s.rng.IntN(len(alphabet))]
+			if b[i] <= '9' {
+				digits++
+			}
+		}
+		if digits > 0 && digits < len(b) {
+			return string(b) // a mix, so that a digits-only check fails on it
+		}
+	}
+}
+
+// sentOTPLocked records a code sent to the user's device and tells the
+// dev hook.
+func (s *Server) sentOTPLocked(userID int64, d *Device, numeric bool) {
+	d.otp = s.otpLocked(numeric)
+	if s.cfg.OnOTP != nil {
+		s.cfg.OnOTP(userID, d.ID, d.otp)
+	}
 }
 
 func randomHex(n int) string {

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -25,7 +26,7 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
 	h := &harness{t: t, sim: sim, srv: srv}
-	status, body, _ := h.tokenRequest(basicAuthHeader(sim.cfg.ClientID, sim.cfg.ClientSecret), "application/x-www-form-urlencoded", "grant_type=client_credentials")
+	status, body, _ := h.tokenRequest(basicAuthHeader(sim.cfg.ClientID, sim.cfg.ClientSecret), "application/json", `{"grant_type":"client_credentials"}`)
 	if status != 200 {
 		t.Fatalf("token: %d %s", status, body)
 	}
@@ -72,20 +73,33 @@ func (h *harness) do(req *http.Request) (int, string, http.Header) {
 
 func TestTokenEndpoint(t *testing.T) {
 	h := newHarness(t, Config{ClientID: "cid", ClientSecret: "sec"})
-	// The same credentials get the same token back until it expires.
-	_, body, _ := h.tokenRequest("", "application/x-www-form-urlencoded", "grant_type=client_credentials&client_id=cid&client_secret=sec")
-	if !strings.Contains(body, h.tok) {
-		t.Fatalf("second token differs: %s", body)
+	// The documented forms (onelogin-api.md, "Hosts and authentication"),
+	// each getting the same token back until it expires.
+	for _, tc := range []struct{ name, auth, ctype, body string }{
+		{"form body, no Authorization", "", "application/x-www-form-urlencoded", "grant_type=client_credentials&client_id=cid&client_secret=sec"},
+		{"JSON body, HTTP Basic", basicAuthHeader("cid", "sec"), "application/json", `{"grant_type":"client_credentials"}`},
+		{"JSON body, OneLogin header", "client_id:cid, client_secret:sec", "application/json", `{"grant_type":"client_credentials"}`},
+	} {
+		status, body, _ := h.tokenRequest(tc.auth, tc.ctype, tc.body)
+		if status != 200 || !strings.Contains(body, h.tok) {
+			t.Fatalf("%s: %d %s", tc.name, status, body)
+		}
 	}
-	_, body, _ = h.tokenRequest(basicAuthHeader("cid", "sec"), "application/json", `{"grant_type":"client_credentials"}`)
-	if !strings.Contains(body, h.tok) {
-		t.Fatalf("JSON grant: %s", body)
+	// Form body and HTTP Basic together (what x/oauth2 sends) is in no
+	// OneLogin sample: refused.
+	status, body, _ := h.tokenRequest(basicAuthHeader("cid", "sec"), "application/x-www-form-urlencoded", "grant_type=client_credentials")
+	if status != 400 {
+		t.Fatalf("form + Basic: %d %s", status, body)
 	}
-	status, body, _ := h.tokenRequest(basicAuthHeader("cid", "wrong"), "application/x-www-form-urlencoded", "grant_type=client_credentials")
+	status, body, _ = h.tokenRequest("", "application/json", `{"grant_type":"client_credentials","client_id":"cid","client_secret":"sec"}`)
+	if status != 400 {
+		t.Fatalf("JSON credentials without a header: %d %s", status, body)
+	}
+	status, body, _ = h.tokenRequest(basicAuthHeader("cid", "wrong"), "application/json", `{"grant_type":"client_credentials"}`)
 	if status != 401 || !strings.Contains(body, "Authentication Failure") {
 		t.Fatalf("bad secret: %d %s", status, body)
 	}
-	status, _, _ = h.tokenRequest(basicAuthHeader("cid", "sec"), "application/x-www-form-urlencoded", "grant_type=password")
+	status, _, _ = h.tokenRequest(basicAuthHeader("cid", "sec"), "application/json", `{"grant_type":"password"}`)
 	if status != 400 {
 		t.Fatalf("bad grant: %d", status)
 	}
@@ -94,6 +108,71 @@ func TestTokenEndpoint(t *testing.T) {
 	if status != 401 || !strings.Contains(body, "Authentication Failure") {
 		t.Fatalf("expired token: %d %s", status, body)
 	}
+}
+
+// TestTokenLifetime: the same token until it expires, expires_in the full
+// lifetime, created_at when it was made (onelogin-api.md, recorded session).
+func TestTokenLifetime(t *testing.T) {
+	clock := newClock()
+	sim := New(Config{Now: clock.Now, ClientID: "c", ClientSecret: "s"})
+	srv := httptest.NewServer(sim)
+	defer srv.Close()
+	h := &harness{t: t, sim: sim, srv: srv}
+	fetch := func() (tok string, expiresIn int, createdAt string) {
+		t.Helper()
+		status, body, _ := h.tokenRequest(basicAuthHeader("c", "s"), "application/json", `{"grant_type":"client_credentials"}`)
+		var tr struct {
+			AccessToken string `json:"access_token"`
+			ExpiresIn   int    `json:"expires_in"`
+			CreatedAt   string `json:"created_at"`
+		}
+		if status != 200 || json.Unmarshal([]byte(body), &tr) != nil {
+			t.Fatalf("token: %d %s", status, body)
+		}
+		return tr.AccessToken, tr.ExpiresIn, tr.CreatedAt
+	}
+	t0 := clock.Now()
+	tok1, in1, created1 := fetch()
+	clock.Advance(9*time.Hour + 59*time.Minute)
+	tok2, in2, created2 := fetch()
+	if tok2 != tok1 || in1 != 36000 || in2 != 36000 || created1 != created2 || created1 != t0.UTC().Format("2006-01-02T15:04:05.000Z") {
+		t.Fatalf("near the end: %s/%d/%s then %s/%d/%s", tok1[:4], in1, created1, tok2[:4], in2, created2)
+	}
+	clock.Advance(time.Minute)
+	if tok3, _, _ := fetch(); tok3 == tok1 {
+		t.Fatal("an expired token was handed out again")
+	}
+	// The older readings, as modes.
+	sim2 := New(Config{Now: clock.Now, TokenExpiresInLeft: true, TokenWithoutCreatedAt: true})
+	srv2 := httptest.NewServer(sim2)
+	defer srv2.Close()
+	h2 := &harness{t: t, sim: sim2, srv: srv2}
+	h2.tokenRequest(basicAuthHeader("sim-client", "sim-secret"), "application/json", `{"grant_type":"client_credentials"}`)
+	clock.Advance(time.Hour)
+	_, body, _ := h2.tokenRequest(basicAuthHeader("sim-client", "sim-secret"), "application/json", `{"grant_type":"client_credentials"}`)
+	if !strings.Contains(body, `"expires_in":32400`) || strings.Contains(body, "created_at") {
+		t.Fatalf("legacy token answer: %s", body)
+	}
+}
+
+// clock is a settable clock for tests.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }
 
 func TestRoutesAndQuirks(t *testing.T) {
@@ -117,8 +196,9 @@ func TestRoutesAndQuirks(t *testing.T) {
 		t.Fatalf("missing device: %d %s", status, body)
 	}
 	status, body, _ = h.call("POST", "/api/1/users/1/mfa_token", `{"expires_in":300}`)
-	if status != 200 || strings.Contains(body, `"status"`) || !strings.Contains(body, `"mfa_token"`) {
-		t.Fatalf("mfa token must be un-enveloped: %d %s", status, body)
+	// 201 as in the official Ruby SDK's check (onelogin-api.md, endpoint 7).
+	if status != 201 || strings.Contains(body, `"status"`) || !strings.Contains(body, `"mfa_token"`) {
+		t.Fatalf("mfa token must be un-enveloped, 201: %d %s", status, body)
 	}
 	status, body, _ = h.call("POST", "/api/1/users/1/otp_devices/0/verify", `{"otp_token":"nope"}`)
 	if status != 401 {
@@ -204,24 +284,40 @@ func TestFaults(t *testing.T) {
 }
 
 func TestEnrollVerifyWithStateToken(t *testing.T) {
-	h := newHarness(t, Config{StateTokenTTL: 100 * time.Millisecond})
-	_, body, _ := h.call("POST", "/api/1/users/3/otp_devices", `{"factor_id":100002,"display_name":"desk","number":"+15555550100"}`)
-	var env struct {
-		Data []struct {
-			ID         int64  `json:"id"`
-			StateToken string `json:"state_token"`
-		} `json:"data"`
+	for _, tc := range []struct {
+		name   string
+		status int
+	}{{"documented 400", 0}, {"legacy 401", 401}} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newClock()
+			h := newHarness(t, Config{Now: clock.Now, StateTokenExpiredStatus: tc.status})
+			_, body, _ := h.call("POST", "/api/1/users/3/otp_devices", `{"factor_id":100002,"display_name":"desk","number":"+15555550100"}`)
+			var env struct {
+				Data []struct {
+					ID         int64  `json:"id"`
+					StateToken string `json:"state_token"`
+				} `json:"data"`
+			}
+			if err := json.Unmarshal([]byte(body), &env); err != nil || len(env.Data) != 1 {
+				t.Fatalf("enroll: %s", body)
+			}
+			d := env.Data[0]
+			otp := h.sim.LastOTP(3, d.ID)
+			clock.Advance(121 * time.Second) // the state token lives 120 s
+			status, body, _ := h.call("POST", "/api/1/users/3/otp_devices/"+itoa(d.ID)+"/verify", `{"otp_token":"`+otp+`","state_token":"`+d.StateToken+`"}`)
+			want := 400
+			if tc.status != 0 {
+				want = tc.status
+			}
+			if status != want || !strings.Contains(body, "state token has expired") {
+				t.Fatalf("expired state token: %d %s", status, body)
+			}
+			if h.sim.Devices(3)[0].Active {
+				t.Fatal("verified with an expired state token")
+			}
+		})
 	}
-	if err := json.Unmarshal([]byte(body), &env); err != nil || len(env.Data) != 1 {
-		t.Fatalf("enroll: %s", body)
-	}
-	d := env.Data[0]
-	otp := h.sim.LastOTP(3, d.ID)
-	time.Sleep(150 * time.Millisecond) // let the state token expire
-	status, _, _ := h.call("POST", "/api/1/users/3/otp_devices/"+itoa(d.ID)+"/verify", `{"otp_token":"`+otp+`","state_token":"`+d.StateToken+`"}`)
-	if status != 401 {
-		t.Fatalf("expired state token: %d", status)
-	}
+	h := newHarness(t, Config{})
 	if _, err := h.sim.EnrollDevice(3, "OneLogin Voice", "again", false); err != nil {
 		t.Fatal(err)
 	}

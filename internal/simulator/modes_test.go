@@ -1,0 +1,262 @@
+package simulator
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func (h *harness) enrollSMS(userID int64) (deviceID int64, stateToken string) {
+	h.t.Helper()
+	_, body, _ := h.call("POST", fmt.Sprintf("/api/1/users/%d/otp_devices", userID), `{"factor_id":100001,"display_name":"p","number":"+15555550100"}`)
+	var env struct {
+		Data []struct {
+			ID         int64  `json:"id"`
+			StateToken string `json:"state_token"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(body), &env); err != nil || len(env.Data) != 1 {
+		h.t.Fatalf("enroll: %s", body)
+	}
+	return env.Data[0].ID, env.Data[0].StateToken
+}
+
+var (
+	digitsOnly   = regexp.MustCompile(`^[0-9]{6}$`)
+	alphanumeric = regexp.MustCompile(`^[A-Z0-9]{6}$`)
+)
+
+// TestOTPCodes: OneLogin's default SMS code is alphanumeric ("instead of the
+// standard code which is alphanumeric"); numeric_sms_otp asks for digits.
+func TestOTPCodes(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	h := newHarness(t, Config{OnOTP: func(userID, deviceID int64, otp string) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, fmt.Sprintf("%d/%d/%s", userID, deviceID, otp))
+	}})
+	dev, _ := h.enrollSMS(4)
+	first := h.sim.LastOTP(4, dev)
+	if !alphanumeric.MatchString(first) || digitsOnly.MatchString(first) {
+		t.Fatalf("enroll code %q is not alphanumeric", first)
+	}
+	status, body, _ := h.call("POST", fmt.Sprintf("/api/1/users/4/otp_devices/%d/trigger", dev), `{"numeric_sms_otp":true}`)
+	if status != 200 || !digitsOnly.MatchString(h.sim.LastOTP(4, dev)) {
+		t.Fatalf("numeric_sms_otp: %d %s, code %q", status, body, h.sim.LastOTP(4, dev))
+	}
+	// Activate keeps state_token_expires_at (onelogin-api.md, endpoint 4).
+	var env struct {
+		Data []struct {
+			ExpiresAt string `json:"state_token_expires_at"`
+		} `json:"data"`
+	}
+	if json.Unmarshal([]byte(body), &env) != nil || len(env.Data) != 1 || env.Data[0].ExpiresAt == "" {
+		t.Fatalf("activate without state_token_expires_at: %s", body)
+	}
+	mu.Lock()
+	got := append([]string(nil), seen...)
+	mu.Unlock()
+	if len(got) != 2 || got[0] != fmt.Sprintf("4/%d/%s", dev, first) {
+		t.Fatalf("OnOTP saw %q", got)
+	}
+
+	n := newHarness(t, Config{NumericOTPs: true})
+	dev, _ = n.enrollSMS(4)
+	if !digitsOnly.MatchString(n.sim.LastOTP(4, dev)) {
+		t.Fatalf("NumericOTPs: %q", n.sim.LastOTP(4, dev))
+	}
+}
+
+// TestPendingVerify: a verify without an OTP, or of a push not yet
+// approved, answers 200 with type "pending" (onelogin-api.md, endpoint 5).
+func TestPendingVerify(t *testing.T) {
+	h := newHarness(t, Config{})
+	push, err := h.sim.EnrollDevice(8, "OneLogin Protect", "Pixel", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := fmt.Sprintf("/api/1/users/8/otp_devices/%d/verify", push)
+	for i := 0; i < 2; i++ {
+		status, body, _ := h.call("POST", path, `{}`)
+		if status != 200 || !strings.Contains(body, `"type":"pending"`) || h.sim.Devices(8)[0].Active {
+			t.Fatalf("poll %d: %d %s", i, status, body)
+		}
+	}
+	h.sim.ApprovePush(8, push)
+	status, body, _ := h.call("POST", path, `{}`)
+	if status != 200 || !strings.Contains(body, `"type":"success"`) || !h.sim.Devices(8)[0].Active {
+		t.Fatalf("after approval: %d %s", status, body)
+	}
+	if n := len(h.sim.VerifyAttempts()); n != 3 {
+		t.Fatalf("verify attempts = %d, want 3", n)
+	}
+
+	at := newHarness(t, Config{PushApprovedAtOnce: true})
+	push, _ = at.sim.EnrollDevice(8, "OneLogin Protect", "Pixel", false)
+	if status, body, _ := at.call("POST", fmt.Sprintf("/api/1/users/8/otp_devices/%d/verify", push), `{}`); status != 200 || !strings.Contains(body, `"type":"success"`) {
+		t.Fatalf("PushApprovedAtOnce: %d %s", status, body)
+	}
+}
+
+func TestWrongOTPWording(t *testing.T) {
+	for _, msg := range []string{"", "Invalid OTP", "Authentication Failure"} {
+		h := newHarness(t, Config{WrongOTPMessage: msg})
+		dev, st := h.enrollSMS(2)
+		status, body, _ := h.call("POST", fmt.Sprintf("/api/1/users/2/otp_devices/%d/verify", dev), `{"otp_token":"nope","state_token":"`+st+`"}`)
+		want := msg
+		if want == "" {
+			want = "Failed authentication with this factor"
+		}
+		if status != 401 || !strings.Contains(body, want) {
+			t.Fatalf("%q: %d %s", msg, status, body)
+		}
+	}
+}
+
+// TestDuplicateDeviceListing: a push-and-pull factor is listed twice
+// (onelogin-api.md, Get Enrolled Factors).
+func TestDuplicateDeviceListing(t *testing.T) {
+	for _, once := range []bool{false, true} {
+		h := newHarness(t, Config{ListDevicesOnce: once})
+		push, _ := h.sim.EnrollDevice(5, "OneLogin Protect", "Pixel", true)
+		h.enrollSMS(5)
+		_, body, _ := h.call("GET", "/api/1/users/5/otp_devices", "")
+		n := strings.Count(body, fmt.Sprintf(`"id":%d`, push))
+		if want := map[bool]int{false: 2, true: 1}[once]; n != want || strings.Count(body, `"id":`) != want+1 {
+			t.Fatalf("once=%v: push listed %d times: %s", once, n, body)
+		}
+	}
+}
+
+func TestMFATokenStatusAndTokenFailure(t *testing.T) {
+	h := newHarness(t, Config{MFATokenStatus: 200})
+	if status, _, _ := h.call("POST", "/api/1/users/1/mfa_token", `{}`); status != 200 {
+		t.Fatalf("MFATokenStatus 200: %d", status)
+	}
+	sim := New(Config{TokenStatus: 500})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	h3 := &harness{t: t, sim: sim, srv: srv}
+	if status, _, _ := h3.tokenRequest(basicAuthHeader("sim-client", "sim-secret"), "application/json", `{"grant_type":"client_credentials"}`); status != 500 {
+		t.Fatalf("TokenStatus 500: %d", status)
+	}
+}
+
+func TestRequestIDHeader(t *testing.T) {
+	h := newHarness(t, Config{})
+	_, _, hdr1 := h.call("GET", "/api/1/users/1/otp_devices", "")
+	_, _, hdr2 := h.call("GET", "/api/1/users/1/otp_devices", "")
+	if hdr1.Get("X-Request-Id") == "" || hdr1.Get("X-Request-Id") == hdr2.Get("X-Request-Id") {
+		t.Fatalf("request ids %q %q", hdr1.Get("X-Request-Id"), hdr2.Get("X-Request-Id"))
+	}
+}
+
+type userPage struct {
+	users  []DirectoryUser
+	cursor string
+}
+
+func (h *harness) users(query string) userPage {
+	h.t.Helper()
+	status, body, hdr := h.call("GET", "/api/2/users?"+query, "")
+	var out []DirectoryUser
+	if status != 200 || json.Unmarshal([]byte(body), &out) != nil {
+		h.t.Fatalf("users?%s: %d %s", query, status, body)
+	}
+	return userPage{out, hdr.Get("After-Cursor")}
+}
+
+func TestUsersAPI(t *testing.T) {
+	h := newHarness(t, Config{FirstUser: 1, LastUser: 120})
+	// Exact lookups of generated users, case-insensitive.
+	if p := h.users("email=USER7@example.com"); len(p.users) != 1 || p.users[0].ID != 7 || p.users[0].Username != "user7" || p.users[0].ExternalID != "ext7" || p.cursor != "" {
+		t.Fatalf("email: %+v", p)
+	}
+	if p := h.users("external_id=ext119"); len(p.users) != 1 || p.users[0].ID != 119 {
+		t.Fatalf("external_id: %+v", p)
+	}
+	if p := h.users("username=user121"); len(p.users) != 0 {
+		t.Fatalf("outside the range: %+v", p)
+	}
+	// A wildcard is honoured, with paging at 50 through After-Cursor.
+	var ids []int64
+	cursor, pages := "", 0
+	for {
+		q := "email=" + url.QueryEscape("user*@example.com")
+		if cursor != "" {
+			q += "&cursor=" + url.QueryEscape(cursor)
+		}
+		p := h.users(q)
+		pages++
+		if len(p.users) > 50 {
+			t.Fatalf("page of %d", len(p.users))
+		}
+		for _, u := range p.users {
+			ids = append(ids, u.ID)
+		}
+		if p.cursor == "" {
+			break
+		}
+		cursor = p.cursor
+	}
+	if pages != 3 || len(ids) != 120 || ids[0] != 1 || ids[119] != 120 {
+		t.Fatalf("paging: %d pages, %d users", pages, len(ids))
+	}
+	if p := h.users("username=user1*"); len(p.users) != 32 { // 1, 10-19, 100-119
+		t.Fatalf("user1*: %d", len(p.users))
+	}
+	if p := h.users("username=!user1*&limit=10"); len(p.users) != 10 || p.users[0].ID != 2 || p.cursor == "" {
+		t.Fatalf("negation: %+v", p)
+	}
+	h.sim.DeleteUser(7)
+	if p := h.users("email=user7@example.com"); len(p.users) != 0 {
+		t.Fatalf("deleted user listed: %+v", p)
+	}
+	if status, _, _ := h.call("GET", "/api/1/users/7/otp_devices", ""); status != 404 {
+		t.Fatalf("deleted user's devices: %d", status)
+	}
+	if status, _, _ := h.call("GET", "/api/2/users?cursor=zzz", ""); status != 400 {
+		t.Fatalf("bad cursor: %d", status)
+	}
+}
+
+func TestDirectoryFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users.json")
+	if err := os.WriteFile(path, []byte(`[
+ {"id": 501, "email": "a*b@example.com", "username": "ab", "external_id": "E-1", "firstname": "Ada", "lastname": "B", "status": 1, "state": 1},
+ {"id": 502, "email": "axxb@example.com", "username": "axxb", "external_id": "E-2", "status": 1, "state": 1}
+]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := LoadDirectory(path)
+	if err != nil || len(dir) != 2 || dir[0].Firstname != "Ada" {
+		t.Fatalf("LoadDirectory: %+v, %v", dir, err)
+	}
+	h := newHarness(t, Config{Directory: dir})
+	// OneLogin reads "*" as a wildcard: both match.
+	if p := h.users("email=" + url.QueryEscape("a*b@example.com")); len(p.users) != 2 {
+		t.Fatalf("wildcard: %+v", p)
+	}
+	if status, _, _ := h.call("GET", "/api/1/users/501/otp_devices", ""); status != 200 {
+		t.Fatalf("a directory user has no devices endpoint: %d", status)
+	}
+	if status, _, _ := h.call("GET", "/api/1/users/1/otp_devices", ""); status != 404 {
+		t.Fatalf("a directory replaces the generated range: %d", status)
+	}
+	for _, bad := range []string{`[{"id":0}]`, `[{"id":1},{"id":1}]`, `{`} {
+		if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadDirectory(path); err == nil {
+			t.Fatalf("LoadDirectory accepted %s", bad)
+		}
+	}
+}
