@@ -69,6 +69,8 @@ func (e *TokenError) Error() string {
 		return fmt.Sprintf("onelogin token: %d: %s", e.StatusCode, e.Message)
 	case e.StatusCode != 0:
 		return fmt.Sprintf("onelogin token: %d %s", e.StatusCode, http.StatusText(e.StatusCode))
+	case e.Err == nil:
+		return "onelogin token: " + e.Message
 	default:
 		return fmt.Sprintf("onelogin token: %v", e.Err)
 	}

@@ -169,9 +169,9 @@ func (s *tokenSource) scheduleLocked(f fetched, now time.Time) time.Time {
 	if f.expiry.IsZero() {
 		return time.Time{}
 	}
-	early := min(s.early, f.expiry.Sub(now)/2)
-	at := f.expiry.Add(-early)
-	if f.token == s.tok && !at.After(now) {
+	// A short-lived token is refreshed at half its life at the latest.
+	at := f.expiry.Add(-min(s.early, f.life/2))
+	if f.token == s.tok {
 		// An early refresh got the same token back: OneLogin issues a new
 		// one only when this one has expired.
 		at = f.expiry
@@ -185,6 +185,7 @@ func (s *tokenSource) scheduleLocked(f fetched, now time.Time) time.Time {
 type fetched struct {
 	token  string
 	expiry time.Time
+	life   time.Duration // expires_in
 }
 
 // fetch makes one token request.
@@ -253,7 +254,8 @@ func credentialsFailure(status int) bool {
 }
 
 // parseToken reads the token answer. The expiry is created_at + expires_in
-// when created_at is present, else sent + expires_in.
+// when created_at is present (and that is still ahead), else sent +
+// expires_in.
 func parseToken(body []byte, sent time.Time) (fetched, error) {
 	var raw struct {
 		AccessToken string          `json:"access_token"`
@@ -272,9 +274,12 @@ func parseToken(body []byte, sent time.Time) (fetched, error) {
 		return f, nil // unknown lifetime: kept until a 401
 	}
 	life := time.Duration(secs * float64(time.Second))
-	f.expiry = sent.Add(life)
+	f.expiry, f.life = sent.Add(life), life
 	if c := looseString(raw.CreatedAt); c != "" {
-		if at, err := parseTime(c); err == nil {
+		// A created_at that makes the token already expired cannot be
+		// (OneLogin just handed it out): expires_in was then the time left,
+		// or the clocks disagree; sent + expires_in is the better guess.
+		if at, err := parseTime(c); err == nil && at.Add(life).After(sent) {
 			f.expiry = at.Add(life)
 		}
 	}
