@@ -164,7 +164,8 @@ type Activation struct {
 }
 
 // UnmarshalJSON reads an activation, with state_token_expires_at as a
-// timestamp string (or null) in any form OneLogin uses.
+// timestamp string in any form OneLogin uses. An expiry that cannot be read
+// is left zero rather than failing the activation: the SMS is already sent.
 func (a *Activation) UnmarshalJSON(b []byte) error {
 	type plain Activation
 	var raw struct {
@@ -177,11 +178,9 @@ func (a *Activation) UnmarshalJSON(b []byte) error {
 	*a = Activation(raw.plain)
 	a.StateTokenExpiresAt = time.Time{}
 	if s := looseString(raw.ExpiresAt); s != "" && s != "null" {
-		at, err := parseTime(s)
-		if err != nil {
-			return fmt.Errorf("onelogin: state_token_expires_at: %w", err)
+		if at, err := parseTime(s); err == nil {
+			a.StateTokenExpiresAt = at
 		}
-		a.StateTokenExpiresAt = at
 	}
 	return nil
 }
