@@ -23,6 +23,18 @@ func cmdSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.DurationVar(&cfg.RateWindow, "rate-window", time.Hour, "rate-limit window")
 	fs.Int64Var(&cfg.FirstUser, "first-user", 1, "first existing user id")
 	fs.Int64Var(&cfg.LastUser, "last-user", 10_000_000, "last existing user id")
+	usersFile := fs.String("users-file", env("SIM_USERS_FILE", ""), "JSON array of users (id, email, username, external_id, firstname, lastname, status, state) for the Users API; replaces the generated users unless -first-user/-last-user are given (SIM_USERS_FILE)")
+	// Modes: each default is the most realistic reading of OneLogin.
+	fs.IntVar(&cfg.MFATokenStatus, "mfa-token-status", 201, "status of a Generate Temp MFA Token answer (201 or 200)")
+	fs.StringVar(&cfg.WrongOTPMessage, "wrong-otp-message", "Failed authentication with this factor", "message of the 401 for a wrong OTP")
+	fs.BoolVar(&cfg.PushApprovedAtOnce, "push-approved-at-once", false, "a push verify succeeds at once instead of answering pending")
+	fs.BoolVar(&cfg.ListDevicesOnce, "list-devices-once", false, "list a push device once instead of twice")
+	fs.BoolVar(&cfg.NumericOTPs, "numeric-otps", false, "send digit-only codes even without numeric_sms_otp")
+	fs.IntVar(&cfg.StateTokenExpiredStatus, "state-token-expired-status", 400, "status of a verify with an expired state token")
+	fs.BoolVar(&cfg.TokenExpiresInLeft, "token-expires-in-left", false, "answer expires_in as the time left instead of the full lifetime")
+	fs.BoolVar(&cfg.TokenWithoutCreatedAt, "token-without-created-at", false, "leave created_at out of the token answer")
+	fs.BoolVar(&cfg.TokenAcceptAnyForm, "token-accept-any-form", false, "accept token requests in undocumented forms (form body with HTTP Basic)")
+	fs.DurationVar(&cfg.TokenTTL, "token-ttl", 10*time.Hour, "access token lifetime")
 	var f simulator.Faults
 	fs.DurationVar(&f.Latency, "latency", 0, "added to every answer")
 	fs.DurationVar(&f.Jitter, "jitter", 0, "up to this much more latency")
@@ -30,6 +42,18 @@ func cmdSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.Float64Var(&f.DropRate, "drop-rate", 0, "fraction of calls whose connection is dropped")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *usersFile != "" {
+		dir, err := simulator.LoadDirectory(*usersFile)
+		if err != nil {
+			return err
+		}
+		cfg.Directory = dir
+		ranged := false
+		fs.Visit(func(f *flag.Flag) { ranged = ranged || f.Name == "first-user" || f.Name == "last-user" })
+		if !ranged {
+			cfg.FirstUser, cfg.LastUser = 0, 0
+		}
 	}
 	sim := simulator.New(cfg)
 	sim.SetFaults(f)
