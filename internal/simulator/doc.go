@@ -1,17 +1,28 @@
-// Package simulator is a stateful stand-in for OneLogin's MFA API v1, for
-// tests (used like httptest: wrap a *Server in httptest.NewServer), for
-// `worker simulate` and for `worker dev`.
+// Package simulator is a stateful stand-in for OneLogin's MFA API v1 and
+// its Users API v2 lookup, for tests (used like httptest: wrap a *Server in
+// httptest.NewServer), for `worker simulate` and for `worker dev`.
 //
-// It answers as OneLogin does, quirks included: the token endpoint with
-// client-credentials checking and expiring tokens; the seven MFA endpoints
-// with OneLogin's status codes and bodies (400 "Factor could not be found"
-// for a missing device, 404 "User for id N was not found", the un-enveloped
-// MFA token reply); the account-wide rate limit with its three headers and a
-// 429 when spent. State is kept per user: enrolled devices with ids, OTPs a
-// test can read back, expiring state tokens, temporary MFA tokens.
+// It answers as OneLogin does, quirks included: the token endpoint accepting
+// only the documented request forms, handing out the same token until it
+// expires with expires_in the full lifetime and created_at; the seven MFA
+// endpoints with OneLogin's status codes and bodies (400 "Factor could not
+// be found" for a missing device, 404 "User for id N was not found", 400 for
+// an expired state token, 200 "pending" for a push not yet approved, the
+// un-enveloped MFA token reply answered 201, a push device listed twice,
+// alphanumeric SMS codes); GET /api/2/users as a bare array paged by
+// After-Cursor at 50, with "*" wildcards and "!" negation honoured; the
+// account-wide rate limit with its three headers and a 429 when spent; an
+// X-Request-Id on every answer. Each quirk is a mode in Config whose zero
+// value is the most realistic reading.
+//
+// State is kept per user: enrolled devices with ids, OTPs a test can read
+// back (and a dev-only OnOTP hook), expiring state tokens, temporary MFA
+// tokens, a user directory generated for an id range or loaded from a JSON
+// file. Config.Now injects a clock.
 //
 // Faults can be changed while it runs: latency, a fraction of 5xx answers,
 // dropped connections, replies lost after the effect was applied, 429 bursts
-// and outage windows. Every state-changing call is written to an effect log
-// so that tests count side effects exactly.
+// and outage windows. Every state-changing call is written to an effect log,
+// and every verify that reached the endpoint to VerifyAttempts, so that tests
+// count side effects and OTP sends exactly.
 package simulator
