@@ -113,6 +113,11 @@ func (s *Server) injectFaults(w http.ResponseWriter, r *http.Request, endpoint s
 	var code int
 	if fail {
 		code = []int{http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable}[s.rng.IntN(3)]
+		if endpoint == "token" && code == http.StatusInternalServerError {
+			// A 500 from the token endpoint means the credentials' owner
+			// was deleted (Config.TokenStatus), not a passing fault.
+			code = http.StatusBadGateway
+		}
 	}
 	switch {
 	case outage:

@@ -109,7 +109,8 @@ type Faults struct {
 	Latency time.Duration // added to every answer
 	Jitter  time.Duration // up to this much more, uniformly
 	// ErrorRate is the fraction of calls answered 500/502/503 before any
-	// effect.
+	// effect (502/503 on the token endpoint, where a 500 means the
+	// credentials' owner was deleted).
 	ErrorRate float64
 	// DropRate is the fraction of calls whose connection is closed without
 	// an answer, before any effect.
