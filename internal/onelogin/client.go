@@ -45,7 +45,8 @@ type Config struct {
 	// ClientSecretFunc, when set, is called for the secret on every token
 	// fetch instead of using ClientSecret, so that a rotated secret (for
 	// instance a file that an operator fixed) is picked up without a
-	// restart. Its error is reported as a credentials failure.
+	// restart. Its error is reported as a credentials failure, with its
+	// text: it must never hold the secret itself.
 	ClientSecretFunc func() (string, error)
 	// Now is the clock for token expiry (default time.Now); tests inject
 	// one to cross a token's end of life without waiting.
