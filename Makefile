@@ -13,7 +13,7 @@ NATS_IMAGE ?= mfa-nats:$(NATS_VERSION)
 NATS_VERSION := $(shell $(GO) list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)
 REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all build test test-unit fuzz lint run clean image image-nats image-smoke rules compose-config compose-images compose-secrets compose-smoke test-containers bench
+.PHONY: all build test test-unit fuzz lint run clean image image-nats image-smoke rules compose-config compose-images compose-secrets compose-smoke compose-smoke-cluster test-containers bench
 
 all: lint test
 
@@ -101,6 +101,11 @@ compose-secrets:
 ## one job submitted from the host and its result read, then down -v.
 compose-smoke: compose-images compose-secrets
 	MFA_IMAGE=$(IMAGE) NATS_IMAGE=$(NATS_IMAGE) COMPOSE="$(COMPOSE)" scripts/compose-smoke.sh
+
+## compose-smoke-cluster: the same with docker-compose.cluster.yml (three NATS
+## servers with nkey authentication, two workers); a few minutes.
+compose-smoke-cluster: compose-images compose-secrets
+	MFA_IMAGE=$(IMAGE) NATS_IMAGE=$(NATS_IMAGE) COMPOSE="$(COMPOSE)" scripts/compose-smoke.sh --cluster
 
 clean:
 	rm -rf bin
