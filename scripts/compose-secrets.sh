@@ -17,6 +17,14 @@ export PATH="$PATH:/usr/local/go/bin"
 dir=deploy/compose/secrets
 mkdir -p "$dir"
 umask 022
+# Compose, started before this script ran, creates a missing bind-mount
+# source as an empty directory: say so rather than fail obscurely.
+for f in onelogin-client-secret ingest-cloudevents-secret nats-worker.nk nats-auth.conf; do
+  if [ -d "$dir/$f" ]; then
+    echo "compose-secrets: $dir/$f is a directory (made by compose before the secrets existed); remove it and run again" >&2
+    exit 1
+  fi
+done
 
 if [ ! -s "$dir/onelogin-client-secret" ]; then
   printf 'sim-secret\n' >"$dir/onelogin-client-secret"
