@@ -13,7 +13,7 @@ NATS_IMAGE ?= mfa-nats:$(NATS_VERSION)
 NATS_VERSION := $(shell $(GO) list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)
 REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all build test test-unit fuzz lint run clean image image-nats image-smoke rules compose-config test-containers bench
+.PHONY: all build test test-unit fuzz lint run clean image image-nats image-smoke rules compose-config compose-images compose-secrets compose-smoke compose-smoke-cluster test-containers bench
 
 all: lint test
 
@@ -43,10 +43,12 @@ image: build
 		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
 		--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) bin/image
 
-## image-nats: nats-server from the module version in go.mod, FROM scratch.
-image-nats:
+## image-nats: nats-server from the module version in go.mod, FROM scratch, with
+## the worker binary as its health probe (compose's health check).
+image-nats: build
 	mkdir -p bin/nats
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/nats/nats-server github.com/nats-io/nats-server/v2
+	cp bin/worker bin/nats/worker
 	docker build -f deploy/nats.Dockerfile -t $(NATS_IMAGE) -t mfa-nats:latest --build-arg VERSION=$(NATS_VERSION) bin/nats
 
 ## image-smoke: run the image: `worker version`, then `worker simulate` answering on its port.
@@ -65,15 +67,45 @@ test-containers: build image-nats
 	TESTCONTAINERS_RYUK_DISABLED=true MFA_NATS_IMAGE=$(NATS_IMAGE) \
 		$(GO) test -tags containers -count=1 -timeout 25m -v ./test/containers/ 2>&1 | tee bin/containers.log | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|harness_test.go|scenarios_test.go'; exit $${PIPESTATUS[0]}
 
-## rules: promtool checks and unit tests of the alert rules.
+## rules: promtool checks and unit tests of the alert rules, the Prometheus
+## configs, the Alertmanager config and its routing of every alert. promtool
+## and amtool come from Debian's prometheus and prometheus-alertmanager
+## packages (.ci/run installs them).
 rules:
 	promtool check rules deploy/prometheus/alerts.yml
 	cd deploy/prometheus && promtool test rules alerts_test.yml
+	promtool check config --syntax-only deploy/prometheus/prometheus.yml deploy/prometheus/prometheus.cluster.yml
+	amtool check-config deploy/alertmanager/alertmanager.yml
+	scripts/check-alert-routes.sh
 
-## compose-config: validate both compose files.
+## compose-config: validate both compose files (all profiles), and check that
+## they run the nats-server version of go.mod.
 compose-config:
 	$(COMPOSE) -f docker-compose.yml config -q
 	$(COMPOSE) -f docker-compose.yml -f docker-compose.cluster.yml config -q
+	$(COMPOSE) -f docker-compose.yml --profile ingest config -q
+	@for f in docker-compose.yml docker-compose.cluster.yml; do \
+		tags=$$(grep -o 'mfa-nats:[^}"]*' $$f | sort -u); \
+		if [ "$$tags" != "mfa-nats:$(NATS_VERSION)" ]; then \
+			echo "$$f runs $${tags:-no mfa-nats image}, go.mod has nats-server $(NATS_VERSION)"; exit 1; fi; \
+	done; echo "compose files run mfa-nats:$(NATS_VERSION), the nats-server of go.mod"
+
+## compose-images: the images docker-compose.yml runs by default.
+compose-images: image image-nats
+
+## compose-secrets: the files compose mounts as secrets (deploy/compose/secrets/).
+compose-secrets:
+	scripts/compose-secrets.sh
+
+## compose-smoke: compose up of NATS, the simulator and the worker built here,
+## one job submitted from the host and its result read, then down -v.
+compose-smoke: compose-images compose-secrets
+	MFA_IMAGE=$(IMAGE) NATS_IMAGE=$(NATS_IMAGE) COMPOSE="$(COMPOSE)" scripts/compose-smoke.sh
+
+## compose-smoke-cluster: the same with docker-compose.cluster.yml (three NATS
+## servers with nkey authentication, two workers); a few minutes.
+compose-smoke-cluster: compose-images compose-secrets
+	MFA_IMAGE=$(IMAGE) NATS_IMAGE=$(NATS_IMAGE) COMPOSE="$(COMPOSE)" scripts/compose-smoke.sh --cluster
 
 clean:
 	rm -rf bin

@@ -39,6 +39,7 @@ commands:
   submit     publish one job: submit <type> --user N [--id ID] [params] [--wait]
   dlq        inspect and re-drive dead letters: dlq list | dlq replay
   simulate   the OneLogin simulator alone, on an address
+  health     exit 0 when a URL (default path /readyz) answers 200, for container health checks
   version    print the version
 
 Run "worker <command> -h" for a command's flags.
@@ -63,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDLQ(ctx, args[1:], stdout)
 	case "simulate":
 		err = cmdSimulate(ctx, args[1:], stdout, stderr)
+	case "health":
+		err = cmdHealth(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "mfa-worker", version)
 	case "help", "-h", "--help":

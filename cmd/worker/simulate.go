@@ -61,7 +61,7 @@ func cmdSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *addr, err)
 	}
-	hs := &http.Server{Handler: sim, ReadHeaderTimeout: 5 * time.Second}
+	hs := &http.Server{Handler: withProbes(sim), ReadHeaderTimeout: 5 * time.Second}
 	fmt.Fprintf(stdout, "OneLogin simulator listening on %s (client id %s, %d calls per %v)\n", ln.Addr(), cfg.ClientID, sim.Config().RateLimit, sim.Config().RateWindow)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
