@@ -158,4 +158,3 @@ func cellSafe(s string) string {
 	}
 	return s
 }
-
