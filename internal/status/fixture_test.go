@@ -45,8 +45,9 @@ var fixedNow = time.Date(2026, 11, 26, 14, 30, 0, 0, time.UTC)
 type fixture struct {
 	js         jetstream.JetStream
 	srv        *httptest.Server
-	resultIDs  []string // in publish order
-	personJobs []string // the person's job ids in publish order
+	resultIDs  []string        // in publish order
+	results    []history.Entry // the same, as the page reads them
+	personJobs []string        // the person's job ids in publish order
 	dlqHeld    map[string]int
 	extra      bool // the test registered the gauges metrics.New lacks
 }
@@ -122,6 +123,7 @@ func newFixture(t testing.TB, cfg status.Config) *fixture {
 			t.Fatal(err)
 		}
 		f.resultIDs = append(f.resultIDs, id)
+		f.results = append(f.results, e)
 		if user == person {
 			f.personJobs = append(f.personJobs, id)
 		}
@@ -343,4 +345,24 @@ func newestFirst(ids []string, n int) []string {
 	r := slices.Clone(ids)
 	slices.Reverse(r)
 	return r[:min(n, len(r))]
+}
+
+// rows returns what the page's tables show for entries, newest first, cut to
+// n; withContext adds the correlation id and source of history rows.
+func rows(es []history.Entry, n int, withContext bool) [][]string {
+	var out [][]string
+	for i := len(es) - 1; i >= 0 && len(out) < n; i-- {
+		e := es[i]
+		code := e.ErrorCode
+		if code == "" {
+			code = "–"
+		}
+		r := []string{e.FinishedAt.UTC().Format("2006-01-02 15:04:05Z"), e.Type, e.Outcome, code, e.JobID,
+			strconv.Itoa(e.Attempts), (time.Duration(e.DurationMS) * time.Millisecond).String()}
+		if withContext {
+			r = append(r, e.CorrelationID, e.Source)
+		}
+		out = append(out, r)
+	}
+	return out
 }
