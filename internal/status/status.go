@@ -64,8 +64,8 @@ type BudgetClock interface {
 // Config configures the page. Zero fields take the defaults noted.
 type Config struct {
 	Refresh      time.Duration // 15s: the page reloads itself this often
-	RecentLimit  int           // 20 recent results
-	HistoryLimit int           // 50 entries of a looked-up person
+	RecentLimit  int           // 20 recent results (at most 500)
+	HistoryLimit int           // 50 entries of a looked-up person (at most 500)
 	// Auth, when set, makes the page ask for basic auth.
 	Auth *Credentials
 	// Version is shown in the footer.
@@ -112,9 +112,11 @@ func New(cfg Config, deps Deps) (http.Handler, error) {
 	if cfg.RecentLimit <= 0 {
 		cfg.RecentLimit = 20
 	}
+	cfg.RecentLimit = min(cfg.RecentLimit, 500)
 	if cfg.HistoryLimit <= 0 {
 		cfg.HistoryLimit = history.DefaultLimit
 	}
+	cfg.HistoryLimit = min(cfg.HistoryLimit, history.MaxLimit)
 	t, err := template.New("page").Funcs(template.FuncMap{
 		"num":   formatNum,
 		"deref": func(p *float64) float64 { return *p },

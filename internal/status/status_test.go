@@ -1,9 +1,12 @@
 package status_test
 
 import (
+	"context"
 	"html"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,6 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mfa-worker/mfa-worker/internal/broker"
 	"github.com/mfa-worker/mfa-worker/internal/status"
 )
 
@@ -178,5 +186,70 @@ func TestReadOnlyAndBasicAuth(t *testing.T) {
 func TestNewNeedsGathererAndLogger(t *testing.T) {
 	if _, err := status.New(status.Config{}, status.Deps{}); err == nil {
 		t.Fatal("New without a gatherer succeeded")
+	}
+}
+
+func TestPageWithoutStreams(t *testing.T) {
+	srv, err := broker.Start(broker.Options{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	streams := status.NewStreams(js)
+	h, err := status.New(status.Config{}, status.Deps{
+		Gatherer: prometheus.NewRegistry(), Results: streams, DeadLetters: streams,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := func() string {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
+		if rec.Code != 200 {
+			t.Fatalf("status %d", rec.Code)
+		}
+		return rec.Body.String()
+	}
+	// No streams yet: the page still answers and says what is missing.
+	p := page()
+	if !strings.Contains(p, "recent results: unavailable") || !strings.Contains(p, "held in MFA_DLQ: unavailable") {
+		t.Fatalf("missing streams not reported:\n%s", p)
+	}
+	if c := cells(p); c["credentials"] != "unknown" || c["remaining"] != "–" || c["dl-total"] != "0" {
+		t.Fatalf("cells without metrics: %v", c)
+	}
+	if strings.Contains(p, "A person&#39;s history") || strings.Contains(p, `name="user"`) {
+		t.Fatal("the lookup form is shown without a history reader")
+	}
+	// Empty streams.
+	ctx := context.Background()
+	for _, sc := range []jetstream.StreamConfig{
+		{Name: status.ResultsStream, Subjects: []string{"mfa.results.>"}},
+		{Name: status.DLQStream, Subjects: []string{"mfa.dlq.>"}},
+	} {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p = page()
+	if !strings.Contains(p, "no results yet") || strings.Contains(p, "unavailable") {
+		t.Fatalf("empty streams:\n%s", p)
+	}
+	// A message that is not a result is shown as unreadable, not dropped.
+	if _, err := js.Publish(ctx, "mfa.results.enroll.succeeded", []byte("not json")); err != nil {
+		t.Fatal(err)
+	}
+	if p = page(); !strings.Contains(p, ">unreadable<") {
+		t.Fatalf("an unreadable result is not shown:\n%s", p)
 	}
 }
