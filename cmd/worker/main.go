@@ -62,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdSubmit(ctx, args[1:], stdout)
 	case "dlq":
 		err = cmdDLQ(ctx, args[1:], stdout)
+	case "history":
+		err = cmdHistory(ctx, args[1:], stdout)
 	case "simulate":
 		err = cmdSimulate(ctx, args[1:], stdout, stderr)
 	case "health":

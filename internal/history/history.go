@@ -1,0 +1,349 @@
+package history
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names of the stream and its subjects.
+const (
+	Stream            = "MFA_HISTORY"
+	SubjectPrefix     = "mfa.history."
+	unresolvedPrefix  = SubjectPrefix + "unresolved."
+	DefaultLimit      = 50
+	MaxLimit          = 500
+	defaultMaxAge     = 400 * 24 * time.Hour
+	defaultMaxPerUser = 1000
+	maxMaxPerUser     = 10000
+)
+
+// Selector names a person as HR knows them; it is a job's "user" echoed.
+type Selector struct {
+	Email      string `json:"email,omitempty"`
+	Username   string `json:"username,omitempty"`
+	ExternalID string `json:"external_id,omitempty"`
+}
+
+// IsZero reports whether no field is set.
+func (s Selector) IsZero() bool { return s == Selector{} }
+
+// key returns the selector's kind and normalised value, or false when it does
+// not name exactly one field.
+func (s Selector) key() (kind, value string, ok bool) {
+	n := 0
+	for _, f := range []struct{ k, v string }{{"email", s.Email}, {"username", s.Username}, {"external_id", s.ExternalID}} {
+		if v := strings.TrimSpace(f.v); v != "" {
+			kind, value = f.k, v
+			n++
+		}
+	}
+	if kind == "email" {
+		value = strings.ToLower(value)
+	}
+	return kind, value, n == 1
+}
+
+// Entry is one result in a person's history: everything a result says except
+// its data.
+type Entry struct {
+	JobID         string    `json:"job_id"`
+	Type          string    `json:"type"`
+	UserID        int64     `json:"user_id"`
+	User          *Selector `json:"user,omitempty"`
+	Outcome       string    `json:"outcome"`
+	ErrorCode     string    `json:"error_code,omitempty"`
+	StartedAt     time.Time `json:"started_at"`
+	FinishedAt    time.Time `json:"finished_at"`
+	DurationMS    int64     `json:"duration_ms"`
+	Attempts      int       `json:"attempts"`
+	CorrelationID string    `json:"correlation_id,omitempty"`
+	Source        string    `json:"source,omitempty"`
+}
+
+// EntryFromResult builds an entry from a result message body (the JSON of
+// schemas/result.v1.json), leaving its data behind.
+func EntryFromResult(body []byte) (Entry, error) {
+	var r struct {
+		JobID         string    `json:"job_id"`
+		Type          string    `json:"type"`
+		UserID        int64     `json:"user_id"`
+		User          *Selector `json:"user"`
+		Outcome       string    `json:"outcome"`
+		Attempts      int       `json:"attempts"`
+		StartedAt     time.Time `json:"started_at"`
+		FinishedAt    time.Time `json:"finished_at"`
+		DurationMS    int64     `json:"duration_ms"`
+		CorrelationID string    `json:"correlation_id"`
+		Source        string    `json:"source"`
+		Error         *struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		return Entry{}, fmt.Errorf("history: decode result: %w", err)
+	}
+	if r.JobID == "" || r.Type == "" || r.Outcome == "" {
+		return Entry{}, errors.New("history: result lacks job_id, type or outcome")
+	}
+	e := Entry{
+		JobID: r.JobID, Type: r.Type, UserID: r.UserID, Outcome: r.Outcome, Attempts: r.Attempts,
+		StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, DurationMS: r.DurationMS,
+		CorrelationID: r.CorrelationID, Source: r.Source,
+	}
+	if r.User != nil && !r.User.IsZero() {
+		e.User = r.User
+	}
+	if r.Error != nil {
+		e.ErrorCode = r.Error.Code
+	}
+	return e, nil
+}
+
+// Config configures the stream. Zero fields take the defaults noted.
+type Config struct {
+	Replicas int           // 1; 3 in a cluster
+	MaxAge   time.Duration // 400 days
+	// MaxPerUser is how many entries are kept per person, oldest dropped
+	// first: 1000 (at least MaxLimit, at most 10000).
+	MaxPerUser      int64
+	DuplicateWindow time.Duration // 10m
+}
+
+func (c *Config) setDefaults() {
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.MaxAge == 0 {
+		c.MaxAge = defaultMaxAge
+	}
+	if c.MaxPerUser == 0 {
+		c.MaxPerUser = defaultMaxPerUser
+	}
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = 10 * time.Minute
+	}
+}
+
+// Validate checks the configuration after defaults.
+func (c Config) Validate() error {
+	c.setDefaults()
+	switch {
+	case c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5:
+		return fmt.Errorf("history: replicas must be 1, 3 or 5, got %d", c.Replicas)
+	case c.MaxAge < 24*time.Hour:
+		return fmt.Errorf("history: max age must be at least 24h, got %v", c.MaxAge)
+	case c.MaxPerUser < MaxLimit || c.MaxPerUser > maxMaxPerUser:
+		return fmt.Errorf("history: entries per person must be between %d and %d, got %d", MaxLimit, maxMaxPerUser, c.MaxPerUser)
+	}
+	return nil
+}
+
+// StreamConfig returns the configuration of MFA_HISTORY.
+func (c Config) StreamConfig() jetstream.StreamConfig {
+	c.setDefaults()
+	return jetstream.StreamConfig{
+		Name:              Stream,
+		Description:       "Per-person index of MFA job results, without their data",
+		Subjects:          []string{SubjectPrefix + ">"},
+		Retention:         jetstream.LimitsPolicy,
+		Storage:           jetstream.FileStorage,
+		Replicas:          c.Replicas,
+		MaxAge:            c.MaxAge,
+		MaxMsgsPerSubject: c.MaxPerUser,
+		MaxMsgSize:        16 << 10,
+		Discard:           jetstream.DiscardOld,
+		Duplicates:        c.DuplicateWindow,
+		AllowDirect:       true,
+	}
+}
+
+// Provision creates MFA_HISTORY or brings its configuration up to date; it
+// is safe to call from every replica at every start.
+func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, cfg.StreamConfig()); err != nil {
+		return fmt.Errorf("history: provision stream %s: %w", Stream, err)
+	}
+	return nil
+}
+
+// Store appends to and reads from MFA_HISTORY.
+type Store struct {
+	js jetstream.JetStream
+}
+
+// New returns a store on js; the stream must have been provisioned.
+func New(js jetstream.JetStream) *Store { return &Store{js: js} }
+
+// UserSubject is the subject of one person's entries.
+func UserSubject(userID int64) string {
+	return SubjectPrefix + strconv.FormatInt(userID, 10)
+}
+
+// unresolvedSubject is the subject of entries whose user was not resolved,
+// keyed by a hash of the selector so no email reaches a subject.
+func unresolvedSubject(sel Selector) (string, bool) {
+	kind, value, ok := sel.key()
+	if !ok {
+		return "", false
+	}
+	sum := sha256.Sum256([]byte(value))
+	return unresolvedPrefix + kind + "." + hex.EncodeToString(sum[:]), true
+}
+
+// Append records e. msgID deduplicates within the stream's duplicate window;
+// pass the result's own Nats-Msg-Id ("<job id>:result", or its replay form).
+// An entry with neither a user id nor a selector that names one field
+// belongs to nobody's history (for example a job rejected before its user
+// could be read) and is not stored.
+func (s *Store) Append(ctx context.Context, e Entry, msgID string) error {
+	var subj string
+	switch {
+	case e.UserID > 0:
+		subj = UserSubject(e.UserID)
+	case e.User != nil:
+		var ok bool
+		if subj, ok = unresolvedSubject(*e.User); !ok {
+			return nil
+		}
+	default:
+		return nil
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("history: encode entry of job %s: %w", e.JobID, err)
+	}
+	var opts []jetstream.PublishOpt
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	if _, err := s.js.Publish(ctx, subj, b, opts...); err != nil {
+		return fmt.Errorf("history: append job %s: %w", e.JobID, err)
+	}
+	return nil
+}
+
+// Query returns up to limit entries of one person, newest first. limit <= 0
+// means DefaultLimit; more than MaxLimit is cut to MaxLimit.
+func (s *Store) Query(ctx context.Context, userID int64, limit int) ([]Entry, error) {
+	if userID <= 0 {
+		return nil, fmt.Errorf("history: user id must be positive, got %d", userID)
+	}
+	return s.read(ctx, UserSubject(userID), clampLimit(limit))
+}
+
+// QuerySelector returns up to limit entries of jobs that named the person by
+// sel and whose user could not be resolved, newest first.
+func (s *Store) QuerySelector(ctx context.Context, sel Selector, limit int) ([]Entry, error) {
+	subj, ok := unresolvedSubject(sel)
+	if !ok {
+		return nil, errors.New("history: a selector names exactly one of email, username, external_id")
+	}
+	return s.read(ctx, subj, clampLimit(limit))
+}
+
+func clampLimit(limit int) int {
+	if limit <= 0 {
+		return DefaultLimit
+	}
+	return min(limit, MaxLimit)
+}
+
+// read fetches every entry on subj (at most MaxPerUser, by the stream's
+// limit) through a short-lived consumer filtered on it, and keeps the newest
+// limit of them.
+func (s *Store) read(ctx context.Context, subj string, limit int) ([]Entry, error) {
+	cons, err := s.js.CreateConsumer(ctx, Stream, jetstream.ConsumerConfig{
+		FilterSubject:     subj,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		InactiveThreshold: 30 * time.Second,
+		Replicas:          1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("history: read %s: %w", Stream, err)
+	}
+	name := cons.CachedInfo().Name
+	defer func() {
+		// The server removes it after InactiveThreshold anyway.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = s.js.DeleteConsumer(dctx, Stream, name)
+	}()
+	pending := int(min(cons.CachedInfo().NumPending, maxMaxPerUser))
+	out := make([]Entry, 0, min(pending, limit))
+	seen := make(map[string]bool, pending)
+	var all []Entry
+	for got := 0; got < pending; {
+		wait := 5 * time.Second
+		if dl, ok := ctx.Deadline(); ok {
+			wait = max(time.Until(dl), time.Millisecond)
+		}
+		batch, err := cons.Fetch(pending-got, jetstream.FetchMaxWait(wait))
+		if err != nil {
+			return nil, fmt.Errorf("history: read %s: %w", Stream, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			var e Entry
+			if json.Unmarshal(m.Data(), &e) != nil {
+				continue // not written by Append; nothing to show
+			}
+			all = append(all, e)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return nil, fmt.Errorf("history: read %s: %w", Stream, err)
+		}
+		if n == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("history: read %s: %w", Stream, err)
+			}
+			return nil, fmt.Errorf("history: read %s: %d of %d entries arrived", Stream, got, pending)
+		}
+		got += n
+	}
+	// Newest first by finish time; ties keep the reverse of append order.
+	// A result published again for a duplicate job id (same job, same
+	// finish time) appears once.
+	slices.Reverse(all)
+	slices.SortStableFunc(all, newestFirst)
+	for _, e := range all {
+		if len(out) == limit {
+			break
+		}
+		k := e.JobID + "\x00" + e.FinishedAt.UTC().Format(time.RFC3339Nano)
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// merge returns the newest limit entries of a and b, newest first.
+func merge(a, b []Entry, limit int) []Entry {
+	out := append(slices.Clone(a), b...)
+	slices.SortStableFunc(out, newestFirst)
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}
+
+func newestFirst(x, y Entry) int { return y.FinishedAt.Compare(x.FinishedAt) }

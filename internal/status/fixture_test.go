@@ -1,0 +1,368 @@
+package status_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/mfa-worker/mfa-worker/internal/broker"
+	"github.com/mfa-worker/mfa-worker/internal/history"
+	"github.com/mfa-worker/mfa-worker/internal/metrics"
+	"github.com/mfa-worker/mfa-worker/internal/onelogin"
+	"github.com/mfa-worker/mfa-worker/internal/status"
+)
+
+// Values of the known workload.
+const (
+	person      = 9876501 // the person looked up
+	otherPerson = 9876502
+	secretState = "STATE-SECRET-e3b0c442"
+	phone       = "+15557654321"
+)
+
+var fixedNow = time.Date(2026, 11, 26, 14, 30, 0, 0, time.UTC)
+
+// fixture is a real NATS server with MFA_RESULTS, MFA_DLQ and MFA_HISTORY,
+// a registry populated by the metrics package through a known workload, and
+// the page and /metrics served side by side over HTTP.
+type fixture struct {
+	js         jetstream.JetStream
+	srv        *httptest.Server
+	resultIDs  []string        // in publish order
+	results    []history.Entry // the same, as the page reads them
+	personJobs []string        // the person's job ids in publish order
+	dlqHeld    map[string]int
+	extra      bool // the test registered the gauges metrics.New lacks
+}
+
+// fixedBudget is the pacer's view of the rate-limit window.
+type fixedBudget time.Time
+
+func (b fixedBudget) BudgetResetsAt() time.Time { return time.Time(b) }
+
+func newFixture(t testing.TB, cfg status.Config) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	srv, err := broker.Start(broker.Options{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range []jetstream.StreamConfig{
+		{Name: status.ResultsStream, Subjects: []string{"mfa.results.>"}},
+		{Name: status.DLQStream, Subjects: []string{"mfa.dlq.>"}},
+	} {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := history.Provision(ctx, js, history.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	store := history.New(js)
+	f := &fixture{js: js, dlqHeld: map[string]int{"enroll": 2, "offboard": 1}}
+
+	// Results: 25, the person's among them; each with data holding a
+	// state token and a phone number that must never reach the page.
+	types := []string{"enroll", "activate", "verify", "offboard", "remove"}
+	outcomes := []string{"succeeded", "noop", "failed", "rejected", "expired"}
+	for i := 0; i < 25; i++ {
+		user := int64(otherPerson)
+		if i%3 == 0 {
+			user = person
+		}
+		typ, outcome := types[i%len(types)], outcomes[(i/2)%len(outcomes)]
+		id := fmt.Sprintf("job-%02d-%s", i, typ)
+		res := map[string]any{
+			"job_id": id, "type": typ, "user_id": user, "outcome": outcome, "attempts": 1 + i%3,
+			"started_at": fixedNow.Add(time.Duration(i-30) * time.Minute), "finished_at": fixedNow.Add(time.Duration(i-30)*time.Minute + 1200*time.Millisecond),
+			"duration_ms": 1200, "correlation_id": "corr-" + strconv.Itoa(i), "source": "hr.test",
+			"data": map[string]any{"device_id": 100 + i, "state_token": secretState, "phone_number": phone},
+		}
+		if outcome == "failed" || outcome == "rejected" || outcome == "expired" {
+			res["error"] = map[string]any{"code": "code_" + outcome, "message": "m", "retryable": false}
+		}
+		b, err := json.Marshal(res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.Publish(ctx, "mfa.results."+typ+"."+outcome, b, jetstream.WithMsgID(id+":result")); err != nil {
+			t.Fatal(err)
+		}
+		e, err := history.EntryFromResult(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Append(ctx, e, id+":result"); err != nil {
+			t.Fatal(err)
+		}
+		f.resultIDs = append(f.resultIDs, id)
+		f.results = append(f.results, e)
+		if user == person {
+			f.personJobs = append(f.personJobs, id)
+		}
+	}
+	for typ, n := range f.dlqHeld {
+		for i := 0; i < n; i++ {
+			if _, err := js.Publish(ctx, "mfa.dlq."+typ, []byte(`{"id":"x"}`)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	// The known workload, recorded through the metrics package.
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	m.SetPending("mfa-worker-urgent", 7)
+	m.SetPending("mfa-worker", 42)
+	m.JobStarted("offboard")
+	m.JobStarted("offboard")
+	m.JobStarted("enroll")
+	m.JobStarted("generate_token")
+	m.JobStarted("verify")() // started and done
+	for i := 0; i < 5; i++ {
+		m.JobFinished("enroll", "succeeded", time.Second)
+	}
+	m.JobFinished("offboard", "noop", time.Second)
+	m.JobFinished("remove", "failed", time.Second)
+	m.DeadLetter("enroll", "invalid_json")
+	m.DeadLetter("enroll", "invalid_json")
+	m.DeadLetter("remove", "retries_exhausted")
+	m.ObserveRateLimit(onelogin.RateLimit{Limit: 5000, Remaining: 4321, Reset: fixedNow.Add(37 * time.Second)})
+
+	// The contract's gauges that this version of the metrics package does
+	// not register yet; once it does, its own series are used.
+	gatherer := prometheus.Gatherers{reg}
+	if !has(t, reg, status.MetricCredentials) || !has(t, reg, status.MetricScheduled) {
+		f.extra = true
+		extra := prometheus.NewRegistry()
+		if !has(t, reg, status.MetricCredentials) {
+			g := prometheus.NewGauge(prometheus.GaugeOpts{Name: status.MetricCredentials, Help: "1 while the worker holds a valid token."})
+			g.Set(1)
+			extra.MustRegister(g)
+		}
+		if !has(t, reg, status.MetricScheduled) {
+			g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: status.MetricScheduled, Help: "Jobs scheduled in the next 24 h."}, []string{"type"})
+			g.WithLabelValues("offboard").Set(3)
+			g.WithLabelValues("enroll").Set(0)
+			extra.MustRegister(g)
+		}
+		gatherer = append(gatherer, extra)
+	}
+
+	streams := status.NewStreams(js)
+	h, err := status.New(cfg, status.Deps{
+		Gatherer: gatherer, Results: streams, DeadLetters: streams, History: store,
+		Budget: fixedBudget(fixedNow.Add(37 * time.Second)), Now: func() time.Time { return fixedNow },
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/status", h)
+	mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	f.srv = httptest.NewServer(mux)
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func has(t testing.TB, g prometheus.Gatherer, name string) bool {
+	t.Helper()
+	fams, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.ContainsFunc(fams, func(f *dto.MetricFamily) bool { return f.GetName() == name })
+}
+
+// scrape reads /metrics over HTTP, as Prometheus would.
+func (f *fixture) scrape(t testing.TB) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(f.srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fams
+}
+
+func value(m *dto.Metric) float64 {
+	switch {
+	case m.Gauge != nil:
+		return m.GetGauge().GetValue()
+	case m.Counter != nil:
+		return m.GetCounter().GetValue()
+	}
+	return m.GetUntyped().GetValue()
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+func num(x float64) string { return strconv.FormatFloat(x, 'f', -1, 64) }
+
+// expected computes, from a scrape of /metrics and from the streams, what
+// every data-k cell of the page must show.
+func (f *fixture) expected(t testing.TB) map[string]string {
+	t.Helper()
+	fams := f.scrape(t)
+	want := map[string]string{}
+	sum := map[string]float64{}
+	for _, m := range fams["mfa_consumer_pending_messages"].GetMetric() {
+		want["pending/"+label(m, "consumer")] = num(value(m))
+	}
+	for _, m := range fams["mfa_jobs_in_flight"].GetMetric() {
+		typ := label(m, "type")
+		want["inflight/"+typ] = num(value(m))
+		lane := "normal"
+		if typ == "offboard" || typ == "remove" || typ == "cancel" {
+			lane = "urgent"
+		}
+		sum["lane/"+lane] += value(m)
+	}
+	want["lane-inflight/urgent"] = num(sum["lane/urgent"])
+	want["lane-inflight/normal"] = num(sum["lane/normal"])
+	for _, m := range fams["mfa_onelogin_rate_limit_remaining"].GetMetric() {
+		want["remaining"] = num(value(m))
+	}
+	for _, m := range fams["mfa_onelogin_credentials_ok"].GetMetric() {
+		want["credentials"] = map[bool]string{true: "ok", false: "failing"}[value(m) == 1]
+	}
+	finished := map[string]float64{}
+	for _, m := range fams["mfa_jobs_total"].GetMetric() {
+		finished[label(m, "outcome")] += value(m)
+	}
+	for o, x := range finished {
+		want["finished/"+o] = num(x)
+	}
+	var dl float64
+	for _, m := range fams["mfa_dead_letters_total"].GetMetric() {
+		if value(m) != 0 {
+			want["dl/"+label(m, "type")+"/"+label(m, "reason")] = num(value(m))
+			dl += value(m)
+		}
+	}
+	want["dl-total"] = num(dl)
+	var sched float64
+	for _, m := range fams["mfa_jobs_scheduled"].GetMetric() {
+		want["scheduled/"+label(m, "type")] = num(value(m))
+		sched += value(m)
+	}
+	want["scheduled-total"] = num(sched)
+	want["resets-in"] = "37s"
+
+	st, err := f.js.Stream(context.Background(), status.DLQStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background(), jetstream.WithSubjectFilter("mfa.dlq.>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for subj, n := range info.State.Subjects {
+		want["dlq-held/"+strings.TrimPrefix(subj, "mfa.dlq.")] = num(float64(n))
+	}
+	return want
+}
+
+// checkNumbers compares what the page shows with what /metrics and the
+// streams say, and with the known workload, so that an empty or zeroed page
+// cannot pass.
+func (f *fixture) checkNumbers(t testing.TB, shown map[string]string) {
+	t.Helper()
+	want := f.expected(t)
+	for k, w := range want {
+		if got, ok := shown[k]; !ok {
+			t.Errorf("the page does not show %s (/metrics: %s)", k, w)
+		} else if got != w {
+			t.Errorf("the page shows %s = %q, /metrics and the streams say %q", k, got, w)
+		}
+	}
+	for k, got := range shown {
+		if _, ok := want[k]; !ok && !strings.HasPrefix(k, "lookup-") {
+			t.Errorf("the page shows %s = %q, which /metrics does not have", k, got)
+		}
+	}
+	known := map[string]string{
+		"pending/mfa-worker-urgent": "7", "pending/mfa-worker": "42",
+		"lane-inflight/urgent": "2", "lane-inflight/normal": "2", "inflight/offboard": "2", "inflight/verify": "0",
+		"remaining": "4321", "resets-in": "37s", "finished/succeeded": "5", "finished/failed": "1", "finished/noop": "1",
+		"dl/enroll/invalid_json": "2", "dl/remove/retries_exhausted": "1", "dl-total": "3",
+		"dlq-held/enroll": "2", "dlq-held/offboard": "1",
+	}
+	if f.extra {
+		known["credentials"] = "ok"
+		known["scheduled/offboard"] = "3"
+		known["scheduled-total"] = "3"
+	}
+	for k, w := range known {
+		if shown[k] != w {
+			t.Errorf("after the known workload the page shows %s = %q, want %q", k, shown[k], w)
+		}
+	}
+}
+
+// newestFirst returns ids reversed, cut to n.
+func newestFirst(ids []string, n int) []string {
+	r := slices.Clone(ids)
+	slices.Reverse(r)
+	return r[:min(n, len(r))]
+}
+
+// rows returns what the page's tables show for entries, newest first, cut to
+// n; withContext adds the correlation id and source of history rows.
+func rows(es []history.Entry, n int, withContext bool) [][]string {
+	var out [][]string
+	for i := len(es) - 1; i >= 0 && len(out) < n; i-- {
+		e := es[i]
+		code := e.ErrorCode
+		if code == "" {
+			code = "–"
+		}
+		r := []string{e.FinishedAt.UTC().Format("2006-01-02 15:04:05Z"), e.Type, e.Outcome, code, e.JobID,
+			strconv.Itoa(e.Attempts), (time.Duration(e.DurationMS) * time.Millisecond).String()}
+		if withContext {
+			r = append(r, e.CorrelationID, e.Source)
+		}
+		out = append(out, r)
+	}
+	return out
+}

@@ -1,0 +1,255 @@
+package status_test
+
+import (
+	"context"
+	"html"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mfa-worker/mfa-worker/internal/broker"
+	"github.com/mfa-worker/mfa-worker/internal/status"
+)
+
+var (
+	cellRe    = regexp.MustCompile(`data-k="([^"]+)"[^>]*>([^<]*)<`)
+	recentRe  = regexp.MustCompile(`data-recent="([^"]+)"`)
+	historyRe = regexp.MustCompile(`data-history="([^"]+)"`)
+)
+
+func get(t *testing.T, url string) (int, http.Header, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+func cells(page string) map[string]string {
+	out := map[string]string{}
+	for _, m := range cellRe.FindAllStringSubmatch(page, -1) {
+		out[html.UnescapeString(m[1])] = strings.TrimSpace(html.UnescapeString(m[2]))
+	}
+	return out
+}
+
+func matches(re *regexp.Regexp, page string) []string {
+	var out []string
+	for _, m := range re.FindAllStringSubmatch(page, -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
+
+func TestPageShowsWhatMetricsAndStreamsSay(t *testing.T) {
+	f := newFixture(t, status.Config{Refresh: 7 * time.Second, Version: "1.2.3"})
+	code, h, page := get(t, f.srv.URL+"/status")
+	if code != 200 || !strings.HasPrefix(h.Get("Content-Type"), "text/html") {
+		t.Fatalf("status %d, content type %q", code, h.Get("Content-Type"))
+	}
+	f.checkNumbers(t, cells(page))
+	if got, want := matches(recentRe, page), newestFirst(f.resultIDs, 20); !slices.Equal(got, want) {
+		t.Errorf("recent results %v, want %v", got, want)
+	}
+	if !strings.Contains(page, `<meta http-equiv="refresh" content="7">`) {
+		t.Error("the page does not reload itself")
+	}
+	if strings.Contains(page, "<script") {
+		t.Error("the page carries a script")
+	}
+	for _, secret := range []string{secretState, phone, strconv.Itoa(person), strconv.Itoa(otherPerson)} {
+		if strings.Contains(page, secret) {
+			t.Errorf("the page shows %q", secret)
+		}
+	}
+	for _, hdr := range []string{"Content-Security-Policy", "X-Content-Type-Options", "Referrer-Policy"} {
+		if h.Get(hdr) == "" {
+			t.Errorf("header %s is missing", hdr)
+		}
+	}
+}
+
+func TestPersonLookup(t *testing.T) {
+	f := newFixture(t, status.Config{})
+	code, _, page := get(t, f.srv.URL+"/status?user="+strconv.Itoa(person))
+	if code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	if got, want := matches(historyRe, page), newestFirst(f.personJobs, 50); len(want) == 0 || !slices.Equal(got, want) {
+		t.Errorf("history %v, want %v", got, want)
+	}
+	c := cells(page)
+	if c["lookup-user"] != strconv.Itoa(person) || c["lookup-count"] != strconv.Itoa(len(f.personJobs)) {
+		t.Errorf("lookup cells %v", c)
+	}
+	f.checkNumbers(t, c)
+	for _, secret := range []string{secretState, phone, strconv.Itoa(otherPerson)} {
+		if strings.Contains(page, secret) {
+			t.Errorf("the page shows %q", secret)
+		}
+	}
+
+	code, _, page = get(t, f.srv.URL+"/status?user=12x")
+	if code != 400 || cells(page)["lookup-error"] == "" || len(matches(historyRe, page)) != 0 {
+		t.Errorf("a bad user id: status %d", code)
+	}
+	code, _, page = get(t, f.srv.URL+"/status?user=%3Cscript%3Ealert(1)%3C/script%3E")
+	if code != 400 || strings.Contains(page, "<script>") {
+		t.Errorf("markup in the user field was not escaped (status %d)", code)
+	}
+	code, _, page = get(t, f.srv.URL+"/status?user=5")
+	if code != 200 || cells(page)["lookup-count"] != "0" {
+		t.Errorf("a person without results: status %d, %v", code, cells(page)["lookup-count"])
+	}
+}
+
+func TestReadOnlyAndBasicAuth(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "auth")
+	if err := os.WriteFile(file, []byte("oncall:s3cr:et\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	creds, err := status.LoadCredentials(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, status.Config{Auth: creds})
+	req := func(method, user, pass string) int {
+		r, err := http.NewRequest(method, f.srv.URL+"/status", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if user != "" {
+			r.SetBasicAuth(user, pass)
+		}
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == 401 && resp.Header.Get("WWW-Authenticate") == "" {
+			t.Error("401 without WWW-Authenticate")
+		}
+		return resp.StatusCode
+	}
+	for _, c := range []struct {
+		method, user, pass string
+		want               int
+	}{
+		{"GET", "", "", 401},
+		{"GET", "oncall", "s3cr", 401},
+		{"GET", "oncall", "s3cr:etX", 401},
+		{"GET", "admin", "s3cr:et", 401},
+		{"GET", "oncall", "s3cr:et", 200},
+		{"HEAD", "oncall", "s3cr:et", 200},
+		{"POST", "oncall", "s3cr:et", 405},
+		{"POST", "", "", 401},
+	} {
+		if got := req(c.method, c.user, c.pass); got != c.want {
+			t.Errorf("%s as %q/%q: %d, want %d", c.method, c.user, c.pass, got, c.want)
+		}
+	}
+	for _, bad := range []string{"", "nocolon\n", ":pw\n", "user:\n", "a:b\nc:d\n"} {
+		if err := os.WriteFile(file, []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := status.LoadCredentials(file); err == nil {
+			t.Errorf("credentials file %q was accepted", bad)
+		} else if strings.Contains(err.Error(), "pw") && bad == ":pw\n" {
+			t.Errorf("the error shows the file's content: %v", err)
+		}
+	}
+	if _, err := status.LoadCredentials(filepath.Join(dir, "missing")); err == nil {
+		t.Error("a missing file was accepted")
+	}
+}
+
+func TestNewNeedsGathererAndLogger(t *testing.T) {
+	if _, err := status.New(status.Config{}, status.Deps{}); err == nil {
+		t.Fatal("New without a gatherer succeeded")
+	}
+}
+
+func TestPageWithoutStreams(t *testing.T) {
+	srv, err := broker.Start(broker.Options{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	streams := status.NewStreams(js)
+	h, err := status.New(status.Config{}, status.Deps{
+		Gatherer: prometheus.NewRegistry(), Results: streams, DeadLetters: streams,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := func() string {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
+		if rec.Code != 200 {
+			t.Fatalf("status %d", rec.Code)
+		}
+		return rec.Body.String()
+	}
+	// No streams yet: the page still answers and says what is missing.
+	p := page()
+	if !strings.Contains(p, "recent results: unavailable") || !strings.Contains(p, "held in MFA_DLQ: unavailable") {
+		t.Fatalf("missing streams not reported:\n%s", p)
+	}
+	if c := cells(p); c["credentials"] != "unknown" || c["remaining"] != "–" || c["dl-total"] != "0" {
+		t.Fatalf("cells without metrics: %v", c)
+	}
+	if strings.Contains(p, "A person&#39;s history") || strings.Contains(p, `name="user"`) {
+		t.Fatal("the lookup form is shown without a history reader")
+	}
+	// Empty streams.
+	ctx := context.Background()
+	for _, sc := range []jetstream.StreamConfig{
+		{Name: status.ResultsStream, Subjects: []string{"mfa.results.>"}},
+		{Name: status.DLQStream, Subjects: []string{"mfa.dlq.>"}},
+	} {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p = page()
+	if !strings.Contains(p, "no results yet") || strings.Contains(p, "unavailable") {
+		t.Fatalf("empty streams:\n%s", p)
+	}
+	// A message that is not a result is shown as unreadable, not dropped.
+	if _, err := js.Publish(ctx, "mfa.results.enroll.succeeded", []byte("not json")); err != nil {
+		t.Fatal(err)
+	}
+	if p = page(); !strings.Contains(p, ">unreadable<") {
+		t.Fatalf("an unreadable result is not shown:\n%s", p)
+	}
+}
