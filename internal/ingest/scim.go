@@ -165,10 +165,10 @@ func validSCIMID(id string) bool { return scimIDRE.MatchString(id) }
 func serviceProviderConfig() map[string]any {
 	no := map[string]bool{"supported": false}
 	return map[string]any{
-		"schemas": []string{scimSPConfig},
-		"patch":   map[string]bool{"supported": true},
-		"bulk":    map[string]any{"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
-		"filter":  map[string]any{"supported": true, "maxResults": scimMaxResults},
+		"schemas":        []string{scimSPConfig},
+		"patch":          map[string]bool{"supported": true},
+		"bulk":           map[string]any{"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
+		"filter":         map[string]any{"supported": true, "maxResults": scimMaxResults},
 		"changePassword": no, "sort": no, "etag": no,
 		"authenticationSchemes": []map[string]any{{
 			"type": "oauthbearertoken", "name": "OAuth Bearer Token", "primary": true,
