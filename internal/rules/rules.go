@@ -241,6 +241,9 @@ func compileExpr(env *cel.Env, n *yaml.Node, what string, want []types.Kind) (ce
 		if strings.HasPrefix(msg, "undeclared reference to '") {
 			msg += ` (string values need quotes inside the YAML value, e.g. '"offboard"')`
 		}
+		if strings.Contains(msg, "'_?_:_'") && strings.Contains(msg, "null") {
+			msg += " (a branch that may be null: wrap the other in dyn(), e.g. c ? dyn(x) : null)"
+		}
 		return nil, fmt.Errorf("%s: %s (column %d)", what, msg, e.Location.Column()+1)
 	}
 	if len(want) > 0 {
@@ -299,6 +302,14 @@ func newEnv() (*cel.Env, error) {
 						return types.NewErr("cloudevents_id wants two strings")
 					}
 					return types.String(CloudEventID(string(s), string(i)))
+				}))),
+		// fail makes the rule fail on purpose, with a message for the
+		// dead letter: for events a rule must not guess about.
+		cel.Function("fail",
+			cel.Overload("fail_string", []*cel.Type{cel.StringType}, cel.DynType,
+				cel.UnaryBinding(func(msg ref.Val) ref.Val {
+					s, _ := msg.(types.String)
+					return types.NewErr("fail: %s", string(s))
 				}))),
 	)
 	if err != nil {
