@@ -39,6 +39,8 @@ commands:
   submit     publish one job: submit <type> --user N [--id ID] [params] [--wait]
   dlq        inspect and re-drive dead letters: dlq list | dlq replay
   simulate   the OneLogin simulator alone, on an address
+  ingest     the HR event receiver and rule mapper (needs NATS only)
+  rules      rules test --rules FILE EVENTS.jsonl: the jobs HR events would make
   version    print the version
 
 Run "worker <command> -h" for a command's flags.
@@ -63,6 +65,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDLQ(ctx, args[1:], stdout)
 	case "simulate":
 		err = cmdSimulate(ctx, args[1:], stdout, stderr)
+	case "ingest":
+		err = cmdIngest(ctx, args[1:], stderr)
+	case "rules":
+		err = cmdRules(args[1:], os.Stdin, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "mfa-worker", version)
 	case "help", "-h", "--help":

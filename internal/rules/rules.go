@@ -237,8 +237,8 @@ func compileExpr(env *cel.Env, n *yaml.Node, what string, want []types.Kind) (ce
 	ast, iss := env.Compile(n.Value)
 	if iss != nil && iss.Err() != nil {
 		e := iss.Errors()[0]
-		msg := e.Message
-		if strings.HasPrefix(msg, "undeclared reference to '") {
+		msg := strings.Replace(e.Message, " (in container '')", "", 1)
+		if strings.HasPrefix(msg, "undeclared reference to '") && what != "when" {
 			msg += ` (string values need quotes inside the YAML value, e.g. '"offboard"')`
 		}
 		if strings.Contains(msg, "'_?_:_'") && strings.Contains(msg, "null") {
