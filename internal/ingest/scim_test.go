@@ -74,7 +74,8 @@ func TestSCIMProvisioningSequence(t *testing.T) {
 	if e.storedEvents() != 0 {
 		t.Fatal("creating an active user stored an event")
 	}
-	code, u := e.scim("PATCH", "/scim/v2/Users/"+id, patchPrefix+`[{"op":"replace","path":"active","value":false}]}`)
+	deactivate := patchPrefix + `[{"op":"replace","path":"active","value":false}]}`
+	code, u := e.scim("PATCH", "/scim/v2/Users/"+id, deactivate)
 	if code != 200 || u["active"] != false {
 		t.Fatalf("PATCH: %d %v", code, u)
 	}
@@ -87,8 +88,19 @@ func TestSCIMProvisioningSequence(t *testing.T) {
 	if len(jobs) != 1 {
 		t.Fatalf("%d jobs, want 1: %v", len(jobs), jobs)
 	}
-	if jobs[0]["type"] != "offboard" || jobs[0]["user"].(map[string]any)["external_id"] != "E-1001" || jobs[0]["source"] != "hr.scim" {
-		t.Errorf("job %v", jobs[0])
+	eventID := sha256Hex([]byte("PATCH"), []byte(id), []byte(deactivate))
+	checkJob(t, jobs[0], map[string]any{
+		"id": "hr:scim:" + eventID + ":scim-deactivated", "type": "offboard",
+		"user": map[string]any{"external_id": "E-1001"}, "source": "hr.scim", "requested_at": "*",
+	})
+	stored := e.msgs(StreamEvents)
+	if len(stored) != 1 || stored[0].Header.Get("Hr-Event-Id") != eventID || stored[0].Subject != "hr.events.scim" {
+		t.Fatalf("stored %d events", len(stored))
+	}
+	var ev map[string]any
+	_ = json.Unmarshal(stored[0].Data, &ev)
+	if ev["type"] != "user.deactivated" || ev["data"].(map[string]any)["userName"] != "ada@example.com" || ev["data"].(map[string]any)["externalId"] != "E-1001" {
+		t.Errorf("stored SCIM event %s", stored[0].Data)
 	}
 
 	// Entra ID's form: no path, "False" as a string.
