@@ -43,8 +43,15 @@ func cmdIngest(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("connect to NATS: %w", err)
 	}
 	defer nc.Close()
+	// The mapper gets a connection of its own, so that its traffic never
+	// queues in front of a sender's event.
+	mc, err := app.Connect(*st.nats, log)
+	if err != nil {
+		return fmt.Errorf("connect to NATS: %w", err)
+	}
+	defer mc.Close()
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	s, err := ingest.New(pctx, st.cfg, ingest.Deps{Conn: nc, Log: log, Metrics: m})
+	s, err := ingest.New(pctx, st.cfg, ingest.Deps{Conn: nc, MapperConn: mc, Log: log, Metrics: m})
 	cancel()
 	if err != nil {
 		return asConfigError(err)
@@ -72,6 +79,7 @@ func cmdIngest(ctx context.Context, args []string, stderr io.Writer) error {
 	_ = hs.Shutdown(sctx)
 	scancel()
 	<-done
+	_ = mc.Drain()
 	_ = nc.Drain()
 	log.Info("ingest stopped")
 	return asConfigError(err)

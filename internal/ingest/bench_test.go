@@ -20,16 +20,20 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// benchClients is how many senders post at once, in both halves of the
-// benchmark.
-const benchClients = 32
-
 // BenchmarkAcceptVsPublish measures signed CloudEvents accepted per second
 // by one receiver with the mapper running (each answered only after its
 // JetStream ack), against a bare JetStream publish loop of the same bodies
 // with the same number of senders, in the same run. It reports both rates
 // and their ratio (target >= 0.5).
 func BenchmarkAcceptVsPublish(b *testing.B) {
+	// senders post at once, in both halves: one alone measures latency,
+	// 32 the throughput of a busy receiver.
+	for _, senders := range []int{1, 32} {
+		b.Run(fmt.Sprintf("senders=%d", senders), func(b *testing.B) { benchAcceptVsPublish(b, senders) })
+	}
+}
+
+func benchAcceptVsPublish(b *testing.B, benchClients int) {
 	e := newEnv(b)
 	// BENCH_INGEST_NO_MAPPER=1 measures the receiver alone, to see what
 	// mapping costs.

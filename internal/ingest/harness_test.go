@@ -141,7 +141,12 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 
 func (e *env) newServer() *Server {
 	e.t.Helper()
-	s, err := New(context.Background(), e.cfg, Deps{Conn: e.nc, Log: slog.New(slog.NewTextHandler(e.logs, nil)), Metrics: e.m})
+	mc, err := nats.Connect(e.srv.ClientURL())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(mc.Close)
+	s, err := New(context.Background(), e.cfg, Deps{Conn: e.nc, MapperConn: mc, Log: slog.New(slog.NewTextHandler(e.logs, nil)), Metrics: e.m})
 	if err != nil {
 		e.t.Fatal(err)
 	}

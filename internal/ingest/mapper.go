@@ -40,7 +40,7 @@ func (s *Server) RunMapper(ctx context.Context) error {
 			}
 		}()
 	}
-	cc, err := s.objs.Consumer.Consume(func(msg jetstream.Msg) {
+	cc, err := s.mcons.Consume(func(msg jetstream.Msg) {
 		select {
 		case work <- msg:
 		case <-ctx.Done():
@@ -155,7 +155,7 @@ func (s *Server) publishJob(ctx context.Context, j rules.Job) error {
 	m.Data = body
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err = s.js.PublishMsg(ctx, m)
+	_, err = s.mjs.PublishMsg(ctx, m)
 	return err
 }
 
@@ -181,6 +181,6 @@ func (s *Server) deadLetter(ctx context.Context, msg jetstream.Msg, ev rules.Eve
 	m.Data = body
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err := s.js.PublishMsg(ctx, m)
+	_, err := s.mjs.PublishMsg(ctx, m)
 	return err
 }

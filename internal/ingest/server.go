@@ -36,6 +36,10 @@ const (
 type Deps struct {
 	// Conn is the NATS connection; the server never closes it.
 	Conn *nats.Conn
+	// MapperConn, if set, is a second connection for the mapper, so that
+	// its deliveries, job publishes and acks never queue in front of a
+	// receiver's store on the same socket. nil: Conn.
+	MapperConn *nats.Conn
 	Log  *slog.Logger
 	// Metrics may be nil (nothing counted).
 	Metrics *metrics.Ingest
@@ -53,6 +57,9 @@ type Server struct {
 	now  func() time.Time
 	objs *Provisioned
 	mux  *http.ServeMux
+	// The mapper's JetStream context and consumer, on Deps.MapperConn.
+	mjs   jetstream.JetStream
+	mcons jetstream.Consumer
 
 	// beforeAck, when set (tests), runs after a mapped event's jobs are
 	// stored and before it is acknowledged; returning false leaves the
@@ -78,7 +85,15 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, nc: d.Conn, js: js, log: d.Log, m: d.Metrics, now: d.Now, objs: objs}
+	s := &Server{cfg: cfg, nc: d.Conn, js: js, log: d.Log, m: d.Metrics, now: d.Now, objs: objs, mjs: js, mcons: objs.Consumer}
+	if d.MapperConn != nil {
+		if s.mjs, err = jetstream.New(d.MapperConn); err != nil {
+			return nil, err
+		}
+		if s.mcons, err = s.mjs.Consumer(ctx, StreamEvents, ConsumerIngest); err != nil {
+			return nil, fmt.Errorf("consumer %s: %w", ConsumerIngest, err)
+		}
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}
