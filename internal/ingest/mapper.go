@@ -26,6 +26,7 @@ func (s *Server) RunMapper(ctx context.Context) error {
 	// it would cost a redelivery).
 	hctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
+	quit := make(chan struct{})
 	for range s.cfg.Concurrency {
 		wg.Add(1)
 		go func() {
@@ -34,7 +35,7 @@ func (s *Server) RunMapper(ctx context.Context) error {
 				select {
 				case msg := <-work:
 					s.mapEvent(hctx, msg)
-				case <-ctx.Done():
+				case <-quit:
 					return
 				}
 			}
@@ -54,12 +55,13 @@ func (s *Server) RunMapper(ctx context.Context) error {
 			}
 		}))
 	if err != nil {
-		stop()
+		close(quit)
 		wg.Wait()
 		return fmt.Errorf("consume %s: %w", ConsumerIngest, err)
 	}
 	<-ctx.Done()
 	cc.Stop()
+	close(quit)
 	t := time.AfterFunc(10*time.Second, stop)
 	wg.Wait()
 	t.Stop()

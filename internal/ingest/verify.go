@@ -91,8 +91,8 @@ func verifyHiBob(h http.Header, body, key []byte, _ time.Time) error {
 // verifyBearer compares a bearer token in constant time. Both sides are
 // hashed first, so that not even the token's length leaks through timing.
 func verifyBearer(h http.Header, token []byte) error {
-	v, ok := strings.CutPrefix(h.Get("Authorization"), "Bearer ")
-	if !ok {
+	scheme, v, ok := strings.Cut(h.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return errNoToken
 	}
 	a := sha256.Sum256([]byte(strings.TrimSpace(v)))
