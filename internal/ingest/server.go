@@ -40,7 +40,7 @@ type Deps struct {
 	// its deliveries, job publishes and acks never queue in front of a
 	// receiver's store on the same socket. nil: Conn.
 	MapperConn *nats.Conn
-	Log  *slog.Logger
+	Log        *slog.Logger
 	// Metrics may be nil (nothing counted).
 	Metrics *metrics.Ingest
 	// Now is the clock for signature timestamps; nil means time.Now.
