@@ -40,6 +40,8 @@ commands:
   dlq        inspect and re-drive dead letters: dlq list | dlq replay
   simulate   the OneLogin simulator alone, on an address
   health     exit 0 when a URL (default path /readyz) answers 200, for container health checks
+  ingest     the HR event receiver and rule mapper (needs NATS only)
+  rules      rules test --rules FILE EVENTS.jsonl: the jobs HR events would make
   version    print the version
 
 Run "worker <command> -h" for a command's flags.
@@ -68,6 +70,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdSimulate(ctx, args[1:], stdout, stderr)
 	case "health":
 		err = cmdHealth(ctx, args[1:], stdout, stderr)
+	case "ingest":
+		err = cmdIngest(ctx, args[1:], stderr)
+	case "rules":
+		err = cmdRules(args[1:], os.Stdin, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "mfa-worker", version)
 	case "help", "-h", "--help":

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha512"
+	"encoding/base64"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/broker"
+)
+
+// ingestEnv clears every variable `worker ingest` reads.
+func ingestEnv(t *testing.T) {
+	clearEnv(t)
+	for _, v := range []string{"INGEST_HTTP_ADDR", "INGEST_TLS_CERT", "INGEST_TLS_KEY", "INGEST_CLOUDEVENTS_SECRET_FILE",
+		"INGEST_BAMBOOHR_SECRET_FILE", "INGEST_HIBOB_SECRET_FILE", "INGEST_SCIM_TOKEN_FILE", "WORKER_RULES",
+		"WORKER_STREAM_REPLICAS", "INGEST_CONCURRENCY", "INGEST_EVENTS_MAX_AGE", "WORKER_LOG_LEVEL"} {
+		t.Setenv(v, "")
+	}
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestIngestReportsEveryBadSetting: all problems at once, one line each,
+// naming the setting and never a secret.
+func TestIngestReportsEveryBadSetting(t *testing.T) {
+	ingestEnv(t)
+	const secret = "hunter2-do-not-print"
+	t.Setenv("INGEST_CLOUDEVENTS_SECRET_FILE", writeFile(t, "ce", "whsec_!!"+secret))
+	t.Setenv("INGEST_BAMBOOHR_SECRET_FILE", "/nonexistent/bamboo")
+	t.Setenv("INGEST_CONCURRENCY", "many")
+	t.Setenv("WORKER_RULES", writeFile(t, "rules.yaml", "rules:\n  - name: broken\n    when: evnt.x\n    job:\n      type: '\"offboard\"'\n"))
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"ingest"}, &stdout, &stderr)
+	if code != 2 {
+		t.Errorf("exit %d, want 2; stderr:\n%s", code, stderr.String())
+	}
+	out := stderr.String()
+	for _, want := range []string{"NATS_URL", "INGEST_BAMBOOHR_SECRET_FILE", "INGEST_CONCURRENCY", "INGEST_CLOUDEVENTS_SECRET_FILE",
+		`WORKER_RULES: ` + os.Getenv("WORKER_RULES") + `:3: rule "broken": when: undeclared reference to 'evnt'`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, secret) {
+		t.Error("a secret was printed")
+	}
+	if n := strings.Count(strings.TrimSpace(out), "\n") + 1; n != 5 {
+		t.Errorf("%d lines, want 5:\n%s", n, out)
+	}
+}
+
+// TestRulesTestCommand: the golden sample through the command, and exit 1
+// on a rule error.
+func TestRulesTestCommand(t *testing.T) {
+	ingestEnv(t)
+	td := filepath.Join("..", "..", "internal", "rules", "testdata")
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"rules", "test", "--rules", filepath.Join(td, "examples.yaml"), filepath.Join(td, "events.jsonl")}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	want, err := os.ReadFile(filepath.Join(td, "examples.golden.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(stdout.Bytes(), want) {
+		t.Errorf("output differs from the golden file:\n%s", stdout.String())
+	}
+	events := writeFile(t, "ev.jsonl", `{"source":"hibob","id":"h1","type":"employee.left","time":"2026-11-26T10:00:00Z","data":{"employeeId":"7"}}
+{"source":"hibob","id":"h2","type":"employee.left","time":"2026-11-26T10:00:00Z","data":{}}
+`)
+	stdout.Reset()
+	stderr.Reset()
+	if code := run([]string{"rules", "test", events}, &stdout, &stderr); code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	if !strings.Contains(stdout.String(), "hr:hibob:h1:hibob-left") || !strings.Contains(stderr.String(), `rule "hibob-left"`) {
+		t.Errorf("stdout %s\nstderr %s", stdout.String(), stderr.String())
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestIngestCommand runs `worker ingest` against a real NATS server: a
+// signed HiBob leaver event becomes a stored event and an offboard job.
+func TestIngestCommand(t *testing.T) {
+	ingestEnv(t)
+	srv, err := broker.Start(broker.Options{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "JOBS", Subjects: []string{"mfa.jobs.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	addr, metricsAddr := freeAddr(t), freeAddr(t)
+	t.Setenv("NATS_URL", srv.ClientURL())
+	t.Setenv("INGEST_HIBOB_SECRET_FILE", writeFile(t, "hibob", "hibob-secret\n"))
+	t.Setenv("INGEST_HTTP_ADDR", addr)
+	t.Setenv("WORKER_HTTP_ADDR", metricsAddr)
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	var logs bytes.Buffer
+	go func() { done <- cmdIngest(cctx, nil, &logs) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ingest: %v", err)
+		}
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never ready: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	body := []byte(`{"companyId":1,"type":"employee.left","triggeredAt":"2026-11-26T10:00:00Z","version":"v2","data":{"employeeId":"77"}}`)
+	mac := hmac.New(sha512.New, []byte("hibob-secret"))
+	mac.Write(body)
+	req, _ := http.NewRequest("POST", "http://"+addr+"/hooks/hibob", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Bob-Signature", base64.StdEncoding.EncodeToString(mac.Sum(nil)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	st, _ := js.Stream(ctx, "JOBS")
+	var job map[string]any
+	for {
+		m, err := st.GetMsg(ctx, 1)
+		if err == nil {
+			_ = json.Unmarshal(m.Data, &job)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no job; logs:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if job["type"] != "offboard" || job["user"].(map[string]any)["external_id"] != "77" {
+		t.Errorf("job %v", job)
+	}
+	// /metrics answers on the internal address only.
+	resp, err = http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mb bytes.Buffer
+	_, _ = mb.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(mb.String(), `mfa_ingest_requests_total{code="200",source="hibob"} 1`) {
+		t.Errorf("metrics lack the request:\n%s", mb.String())
+	}
+	if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != 404 {
+			t.Errorf("/metrics on the ingest address: %d", resp.StatusCode)
+		}
+	}
+	if strings.Contains(logs.String(), "hibob-secret") {
+		t.Error("logs hold the secret")
+	}
+}

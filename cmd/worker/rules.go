@@ -1,0 +1,63 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/mfa-worker/mfa-worker/internal/rules"
+)
+
+// errRuleProblems makes `worker rules test` exit 1 after its report.
+var errRuleProblems = errors.New("rule errors")
+
+// cmdRules: `worker rules test --rules FILE EVENTS.jsonl` prints the jobs
+// the rules would make, publishing nothing; `worker rules builtin` prints the
+// built-in rules, a starting point for a rules file.
+func cmdRules(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usageErr("rules test --rules FILE EVENTS.jsonl | rules builtin")
+	}
+	switch args[0] {
+	case "builtin":
+		_, err := stdout.Write(rules.BuiltinYAML())
+		return err
+	case "test":
+	default:
+		return usageErr("unknown rules command %q: test or builtin", args[0])
+	}
+	fs := flag.NewFlagSet("rules test", flag.ContinueOnError)
+	file := fs.String("rules", env("WORKER_RULES", ""), "rules file; empty means the built-in rules (WORKER_RULES)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageErr("rules test --rules FILE EVENTS.jsonl (one events file, or - for stdin)")
+	}
+	set := rules.Builtin()
+	if *file != "" {
+		var err error
+		if set, err = rules.Load(*file); err != nil {
+			return err
+		}
+	}
+	in := stdin
+	if name := fs.Arg(0); name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in = f
+	}
+	n, err := rules.Preview(set, in, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		return fmt.Errorf("%w: %d (see above)", errRuleProblems, n)
+	}
+	return nil
+}

@@ -1,0 +1,129 @@
+package ingest
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mfa-worker/mfa-worker/internal/rules"
+)
+
+// maxBody is the largest request body accepted (1 MiB); larger ones get 413.
+const maxBody = 1 << 20
+
+// Tolerance is how far a signed timestamp may be from now.
+const Tolerance = 5 * time.Minute
+
+// Secrets authenticate the sources. A source whose secret is empty is not
+// configured: its paths answer 404.
+type Secrets struct {
+	// CloudEvents is the Standard Webhooks key (the bytes the HMAC uses:
+	// ParseWebhookSecret decodes the whsec_ form).
+	CloudEvents []byte
+	BambooHR    []byte
+	HiBob       []byte
+	// SCIMToken is the bearer token identity providers send.
+	SCIMToken []byte
+}
+
+// Config configures the receiver and the mapper.
+type Config struct {
+	// Addr is where Run listens (INGEST_HTTP_ADDR, default :8480).
+	Addr string
+	// TLSCert and TLSKey, both set, make Run serve HTTPS.
+	TLSCert, TLSKey string
+	Secrets         Secrets
+	// Rules turn events into jobs; nil means the built-in rules.
+	Rules    *rules.Set
+	Topology Topology
+	// Concurrency is how many events the mapper handles at once (4).
+	Concurrency int
+	// ReadTimeout and WriteTimeout bound one request (10s and 30s).
+	ReadTimeout, WriteTimeout time.Duration
+	// StoreTimeout bounds the wait for JetStream's ack of an event (5s);
+	// past it the sender gets 503 and retries.
+	StoreTimeout time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Addr == "" {
+		c.Addr = ":8480"
+	}
+	if c.Rules == nil {
+		c.Rules = rules.Builtin()
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 4
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 10 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 30 * time.Second
+	}
+	if c.StoreTimeout <= 0 {
+		c.StoreTimeout = 5 * time.Second
+	}
+	c.Topology.setDefaults()
+}
+
+// SettingError names a setting that is missing or wrong, in one line that
+// never holds a secret.
+type SettingError struct {
+	Setting string
+	Problem string
+}
+
+func (e *SettingError) Error() string { return e.Setting + ": " + e.Problem }
+
+// Validate checks the configuration after defaults and returns the first
+// problem as a *SettingError.
+func (c Config) Validate() error {
+	c.setDefaults()
+	switch {
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return &SettingError{"INGEST_TLS_CERT/INGEST_TLS_KEY", "set both or neither"}
+	case c.Topology.Replicas != 1 && c.Topology.Replicas != 3 && c.Topology.Replicas != 5:
+		return &SettingError{"WORKER_STREAM_REPLICAS", fmt.Sprintf("must be 1, 3 or 5, got %d", c.Topology.Replicas)}
+	case c.Topology.EventsMaxAge < 24*time.Hour:
+		return &SettingError{"INGEST_EVENTS_MAX_AGE", fmt.Sprintf("must be at least 24h (the duplicate window), got %v", c.Topology.EventsMaxAge)}
+	case len(c.Secrets.CloudEvents) == 0 && len(c.Secrets.BambooHR) == 0 && len(c.Secrets.HiBob) == 0 && len(c.Secrets.SCIMToken) == 0:
+		return &SettingError{"INGEST_*_SECRET_FILE", "configure at least one source (INGEST_CLOUDEVENTS_SECRET_FILE, INGEST_BAMBOOHR_SECRET_FILE, INGEST_HIBOB_SECRET_FILE or INGEST_SCIM_TOKEN_FILE)"}
+	}
+	return nil
+}
+
+// ReadSecretFile reads a secret from a file, trimming surrounding white
+// space. An empty path gives nil (the source is not configured). Errors name
+// the setting and the path, never the content.
+func ReadSecretFile(setting, path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &SettingError{setting, "cannot read " + path}
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return nil, &SettingError{setting, path + " is empty"}
+	}
+	return []byte(s), nil
+}
+
+// ParseWebhookSecret turns a Standard Webhooks secret into the HMAC key:
+// "whsec_<base64>" is decoded; any other value is used as it is.
+func ParseWebhookSecret(s []byte) ([]byte, error) {
+	rest, ok := strings.CutPrefix(string(s), "whsec_")
+	if !ok {
+		return s, nil
+	}
+	k, err := base64.StdEncoding.DecodeString(rest)
+	if err != nil || len(k) == 0 {
+		return nil, errors.New("a whsec_ secret must be followed by base64")
+	}
+	return k, nil
+}

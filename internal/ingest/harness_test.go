@@ -1,0 +1,353 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mfa-worker/mfa-worker/internal/broker"
+	"github.com/mfa-worker/mfa-worker/internal/metrics"
+	"github.com/mfa-worker/mfa-worker/internal/rules"
+)
+
+// Test secrets. The CloudEvents one is given in the whsec_ form.
+var (
+	ceKey       = []byte("0123456789abcdef0123456789abcdef")
+	ceSecret    = []byte("whsec_" + base64.StdEncoding.EncodeToString(ceKey))
+	bambooKey   = []byte("bamboo-private-key")
+	hibobKey    = []byte("hibob-signing-secret")
+	scimToken   = []byte("scim-bearer-token")
+	testStreams = map[string]string{"TEST_JOBS": "mfa.jobs.>", "TEST_DLQ": "mfa.dlq.>"}
+)
+
+// bambooRule is the BambooHR example of the docs, added to the built-in
+// rules for the tests.
+const bambooRule = `
+  - name: bamboohr-terminated
+    when: >-
+      event.source == "bamboohr" && has(event.data.employees) && size(event.data.employees) == 1 &&
+      has(event.data.employees[0].fields.employmentHistoryStatus) &&
+      event.data.employees[0].fields.employmentHistoryStatus.value == "Terminated"
+    job:
+      type: '"offboard"'
+      user: '{"external_id": event.data.employees[0].id}'
+`
+
+func testRules(t testing.TB) *rules.Set {
+	t.Helper()
+	s, err := rules.Parse(append(rules.BuiltinYAML(), bambooRule...), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// syncBuffer collects logs from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// env is one test's world: a JetStream server with stand-ins for the
+// worker's job and dead-letter streams, and an ingest server on httptest.
+type env struct {
+	t    testing.TB
+	srv  *broker.Server
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	s    *Server
+	http *httptest.Server
+	reg  *prometheus.Registry
+	m    *metrics.Ingest
+	logs *syncBuffer
+	cfg  Config
+}
+
+type envOpt func(*Config)
+
+func newEnv(t testing.TB, opts ...envOpt) *env {
+	t.Helper()
+	srv, err := broker.Start(broker.Options{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for name, subj := range testStreams {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}, Duplicates: 10 * time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key, err := ParseWebhookSecret(ceSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{
+		Secrets:  Secrets{CloudEvents: key, BambooHR: bambooKey, HiBob: hibobKey, SCIMToken: scimToken},
+		Rules:    testRules(t),
+		Topology: Topology{AckWait: time.Second},
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	e := &env{t: t, srv: srv, nc: nc, js: js, reg: prometheus.NewRegistry(), logs: &syncBuffer{}, cfg: cfg}
+	e.m = metrics.NewIngest(e.reg)
+	e.s = e.newServer()
+	e.http = httptest.NewServer(e.s.Handler())
+	t.Cleanup(e.http.Close)
+	return e
+}
+
+func (e *env) newServer() *Server {
+	e.t.Helper()
+	mc, err := nats.Connect(e.srv.ClientURL())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(mc.Close)
+	s, err := New(context.Background(), e.cfg, Deps{Conn: e.nc, MapperConn: mc, Log: slog.New(slog.NewTextHandler(e.logs, nil)), Metrics: e.m})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+// runMapper runs s's mapper until the returned stop is called (or the
+// test ends); stop waits for it.
+func (e *env) runMapper(s *Server) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.RunMapper(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				e.t.Errorf("mapper: %v", err)
+			}
+		})
+	}
+	e.t.Cleanup(stop)
+	return stop
+}
+
+// post sends a request and returns the status and body.
+func (e *env) do(method, path string, h http.Header, body io.Reader) (int, []byte) {
+	e.t.Helper()
+	req, err := http.NewRequest(method, e.http.URL+path, body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	resp, err := e.http.Client().Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func (e *env) post(path string, h http.Header, body []byte) (int, []byte) {
+	e.t.Helper()
+	return e.do(http.MethodPost, path, h, bytes.NewReader(body))
+}
+
+// signCE signs a CloudEvent the Standard Webhooks way at time ts.
+func signCE(body []byte, msgID string, ts time.Time, key []byte) http.Header {
+	t := strconv.FormatInt(ts.Unix(), 10)
+	mac := hmac.New(sha256.New, key)
+	fmt.Fprintf(mac, "%s.%s.", msgID, t)
+	mac.Write(body)
+	return http.Header{
+		"Content-Type":      {"application/cloudevents+json"},
+		"Webhook-Id":        {msgID},
+		"Webhook-Timestamp": {t},
+		// A stale signature first, as during a key rotation.
+		"Webhook-Signature": {"v1,c3RhbGU= v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))},
+	}
+}
+
+func signBamboo(body []byte, ts time.Time, key []byte) http.Header {
+	t := strconv.FormatInt(ts.Unix(), 10)
+	mac := hmac.New(sha256.New, key)
+	mac.Write(body)
+	mac.Write([]byte(t))
+	return http.Header{
+		"Content-Type":         {"application/json"},
+		"X-Bamboohr-Timestamp": {t},
+		"X-Bamboohr-Signature": {hex.EncodeToString(mac.Sum(nil))},
+	}
+}
+
+func signHiBob(body []byte, key []byte) http.Header {
+	mac := hmac.New(sha512.New, key)
+	mac.Write(body)
+	return http.Header{"Content-Type": {"application/json"}, "Bob-Signature": {base64.StdEncoding.EncodeToString(mac.Sum(nil))}}
+}
+
+func scimHeaders() http.Header {
+	return http.Header{"Authorization": {"Bearer " + string(scimToken)}, "Content-Type": {"application/scim+json"}}
+}
+
+func randomID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// msgs returns every message of a stream, in order.
+func (e *env) msgs(stream string) []*jetstream.RawStreamMsg {
+	e.t.Helper()
+	ctx := context.Background()
+	st, err := e.js.Stream(ctx, stream)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// jobs returns the bodies of the jobs published so far.
+func (e *env) jobs() []map[string]any {
+	e.t.Helper()
+	var out []map[string]any
+	for _, m := range e.msgs("TEST_JOBS") {
+		var j map[string]any
+		if err := json.Unmarshal(m.Data, &j); err != nil {
+			e.t.Fatalf("job body not JSON: %s", m.Data)
+		}
+		if got := m.Header.Get("Nats-Msg-Id"); got != j["id"] {
+			e.t.Errorf("job %v published with Nats-Msg-Id %q", j["id"], got)
+		}
+		if want := "mfa.jobs." + j["type"].(string); m.Subject != want {
+			e.t.Errorf("job %v on %s, want %s", j["id"], m.Subject, want)
+		}
+		out = append(out, j)
+	}
+	return out
+}
+
+// waitFor polls cond until it holds or 15 s pass.
+func (e *env) waitFor(what string, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("timed out waiting for %s; logs:\n%s", what, e.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitMapped waits until mfa-ingest has acknowledged every stored event.
+func (e *env) waitMapped() {
+	e.t.Helper()
+	e.waitFor("the mapper to finish", func() bool {
+		info, err := e.s.objs.Consumer.Info(context.Background())
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered == 0
+	})
+}
+
+func (e *env) storedEvents() int {
+	e.t.Helper()
+	return len(e.msgs(StreamEvents))
+}
+
+func jsonBody(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func mustContain(t testing.TB, s, sub string) {
+	t.Helper()
+	if !strings.Contains(s, sub) {
+		t.Errorf("%q does not contain %q", s, sub)
+	}
+}
+
+// counter reads one counter series from the test's registry.
+func (e *env) counter(name string, labels ...string) float64 {
+	e.t.Helper()
+	fams, err := e.reg.Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if got[labels[i]] != labels[i+1] {
+					continue series
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	e.t.Fatalf("no series %s%v", name, labels)
+	return 0
+}

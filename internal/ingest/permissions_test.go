@@ -1,0 +1,121 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The NATS permissions an ingest replica needs, as docs/hr-sources.md shows
+// them; TestNATSPermissions proves they suffice.
+var (
+	ingestPublish = []string{
+		"hr.events.*",    // store accepted events
+		"mfa.jobs.*",     // publish jobs
+		"mfa.dlq.ingest", // dead letters of rule errors
+		"$JS.API.INFO",
+		"$JS.API.STREAM.INFO.HR_EVENTS", "$JS.API.STREAM.CREATE.HR_EVENTS", "$JS.API.STREAM.UPDATE.HR_EVENTS",
+		"$JS.API.CONSUMER.CREATE.HR_EVENTS.mfa-ingest.>", "$JS.API.CONSUMER.INFO.HR_EVENTS.mfa-ingest",
+		"$JS.API.CONSUMER.MSG.NEXT.HR_EVENTS.mfa-ingest", "$JS.ACK.HR_EVENTS.mfa-ingest.>",
+		"$JS.API.STREAM.INFO.KV_MFA_SCIM_USERS", "$JS.API.STREAM.CREATE.KV_MFA_SCIM_USERS", "$JS.API.STREAM.UPDATE.KV_MFA_SCIM_USERS",
+		"$KV.MFA_SCIM_USERS.>", "$JS.API.DIRECT.GET.KV_MFA_SCIM_USERS.>",
+		"$JS.API.CONSUMER.CREATE.KV_MFA_SCIM_USERS.>", "$JS.API.CONSUMER.DELETE.KV_MFA_SCIM_USERS.>",
+	}
+	ingestSubscribe = []string{"_INBOX.>"}
+)
+
+// TestNATSPermissions runs the receiver and the mapper as a NATS user that
+// holds only the documented permissions.
+func TestNATSPermissions(t *testing.T) {
+	s, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+		Users: []*server.User{
+			{Username: "admin", Password: "admin-pw"},
+			{Username: "ingest", Password: "ingest-pw", Permissions: &server.Permissions{
+				Publish:   &server.SubjectPermission{Allow: ingestPublish},
+				Subscribe: &server.SubjectPermission{Allow: ingestSubscribe},
+			}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	ctx := context.Background()
+	admin, err := nats.Connect(s.ClientURL(), nats.UserInfo("admin", "admin-pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	ajs, _ := jetstream.New(admin)
+	for name, subj := range testStreams {
+		if _, err := ajs.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var denied []string
+	nc, err := nats.Connect(s.ClientURL(), nats.UserInfo("ingest", "ingest-pw"),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { denied = append(denied, err.Error()) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	logs := &syncBuffer{}
+	srv, err := New(ctx, Config{
+		Secrets: Secrets{CloudEvents: ceKey, SCIMToken: scimToken}, Rules: testRules(t),
+	}, Deps{Conn: nc, Log: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatalf("provision as the ingest user: %v", err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	mctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.RunMapper(mctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	e := &env{t: t, nc: admin, js: ajs, s: srv, http: hs, logs: logs}
+	l := leavers(t)[0]
+	if code, body := e.post(l.path, l.header(l.body), l.body); code != 200 {
+		t.Fatalf("CloudEvent: %d %s", code, body)
+	}
+	id := e.scimCreate("ada@example.com", "E-1")
+	if code, list := e.scim("GET", "/scim/v2/Users?filter="+url.QueryEscape(`userName eq "ada@example.com"`), ""); code != 200 || list["totalResults"] != float64(1) {
+		t.Fatalf("filter: %d %v", code, list)
+	}
+	if code, list := e.scim("GET", "/scim/v2/Users", ""); code != 200 || list["totalResults"] != float64(1) {
+		t.Fatalf("list: %d %v", code, list)
+	}
+	if code, _ := e.scim("PATCH", "/scim/v2/Users/"+id, patchPrefix+`[{"op":"replace","path":"active","value":false}]}`); code != 200 {
+		t.Fatalf("PATCH: %d", code)
+	}
+	e.waitFor("two jobs", func() bool { return len(e.jobs()) == 2 })
+	if code, _ := e.do("GET", "/readyz", nil, nil); code != http.StatusOK {
+		t.Errorf("readyz %d", code)
+	}
+	var users []string
+	for _, j := range e.jobs() {
+		b, _ := json.Marshal(j["user"])
+		users = append(users, string(b))
+	}
+	if strings.Join(users, " ") != `{"external_id":"E-1001"} {"external_id":"E-1"}` {
+		t.Errorf("jobs for %v", users)
+	}
+	if len(denied) > 0 {
+		t.Errorf("permission errors: %v", denied)
+	}
+}

@@ -1,0 +1,131 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names of the JetStream objects `worker ingest` owns.
+const (
+	StreamEvents   = "HR_EVENTS"
+	BucketSCIM     = "MFA_SCIM_USERS"
+	ConsumerIngest = "mfa-ingest"
+	// EventSubjectPrefix + source is where an accepted event is stored.
+	EventSubjectPrefix = "hr.events."
+	// DLQSubject receives events a rule failed on.
+	DLQSubject = "mfa.dlq.ingest"
+)
+
+// Sources are the HR sources, each stored on EventSubjectPrefix + source.
+var Sources = []string{SourceCloudEvents, SourceBambooHR, SourceHiBob, SourceSCIM}
+
+// The HR sources.
+const (
+	SourceCloudEvents = "cloudevents"
+	SourceBambooHR    = "bamboohr"
+	SourceHiBob       = "hibob"
+	SourceSCIM        = "scim"
+)
+
+// Topology configures HR_EVENTS, MFA_SCIM_USERS and mfa-ingest. Zero fields
+// take the defaults noted.
+type Topology struct {
+	Replicas     int           // 1; 3 in a cluster
+	EventsMaxAge time.Duration // 30 days
+	// DuplicateWindow is HR_EVENTS' deduplication window: 24h, at least
+	// as long as HR systems retry a webhook in a burst.
+	DuplicateWindow time.Duration
+	// AckWait is how long the mapper may hold an event: 30s.
+	AckWait time.Duration
+}
+
+func (t *Topology) setDefaults() {
+	if t.Replicas == 0 {
+		t.Replicas = 1
+	}
+	if t.EventsMaxAge == 0 {
+		t.EventsMaxAge = 30 * 24 * time.Hour
+	}
+	if t.DuplicateWindow == 0 {
+		t.DuplicateWindow = 24 * time.Hour
+	}
+	if t.AckWait == 0 {
+		t.AckWait = 30 * time.Second
+	}
+}
+
+// Provisioned are the objects Provision created or found.
+type Provisioned struct {
+	Events   jetstream.Stream
+	Users    jetstream.KeyValue
+	Consumer jetstream.Consumer
+}
+
+// Provision creates or updates HR_EVENTS, MFA_SCIM_USERS and the mfa-ingest
+// consumer. It is idempotent and safe to run from every replica at once.
+func Provision(ctx context.Context, js jetstream.JetStream, t Topology) (*Provisioned, error) {
+	t.setDefaults()
+	if t.DuplicateWindow > t.EventsMaxAge {
+		return nil, fmt.Errorf("HR_EVENTS: duplicate window %v is longer than the max age %v", t.DuplicateWindow, t.EventsMaxAge)
+	}
+	subjects := make([]string, len(Sources))
+	for i, s := range Sources {
+		subjects[i] = EventSubjectPrefix + s
+	}
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        StreamEvents,
+		Description: "HR events accepted by worker ingest, as received; one subject per source",
+		Subjects:    subjects,
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    t.Replicas,
+		MaxAge:      t.EventsMaxAge,
+		Duplicates:  t.DuplicateWindow,
+		MaxMsgSize:  maxBody + 4096,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", StreamEvents, err)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BucketSCIM,
+		Description: "SCIM users provisioned by identity providers: id, userName, externalId, active",
+		Storage:     jetstream.FileStorage,
+		Replicas:    t.Replicas,
+		History:     1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", BucketSCIM, err)
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, StreamEvents, jetstream.ConsumerConfig{
+		Durable:       ConsumerIngest,
+		Description:   "Turns stored HR events into MFA jobs by the rules",
+		FilterSubject: EventSubjectPrefix + ">",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       t.AckWait,
+		// Never give up on an event: it waits, redelivered with a growing
+		// delay, until its jobs are stored (e.g. until the worker created
+		// MFA_JOBS). A rule error is decided by the mapper, not here.
+		MaxDeliver:    -1,
+		MaxAckPending: 1024,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", ConsumerIngest, err)
+	}
+	return &Provisioned{Events: st, Users: kv, Consumer: cons}, nil
+}
+
+// checkReady reports what is missing for the receiver to store events.
+func checkReady(ctx context.Context, js jetstream.JetStream) error {
+	if _, err := js.Stream(ctx, StreamEvents); err != nil {
+		return errors.New("stream " + StreamEvents + " missing")
+	}
+	if _, err := js.KeyValue(ctx, BucketSCIM); err != nil {
+		return errors.New("bucket " + BucketSCIM + " missing")
+	}
+	return nil
+}

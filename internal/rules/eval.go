@@ -1,0 +1,394 @@
+package rules
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/common/types/traits"
+)
+
+// Event is an HR event as rules see it, and the shape of one line of a
+// `worker rules test` events file. Data is the decoded JSON payload (numbers
+// are doubles in CEL); an event without data gets an empty map, so that
+// has(event.data.x) works on every event.
+type Event struct {
+	Source  string    `json:"source"`
+	ID      string    `json:"id"`
+	Type    string    `json:"type"`
+	Time    time.Time `json:"time"`
+	Subject string    `json:"subject,omitempty"`
+	Data    any       `json:"data,omitempty"`
+}
+
+// Person names a user as HR knows them: exactly one field is set.
+type Person struct {
+	Email      string `json:"email,omitempty"`
+	Username   string `json:"username,omitempty"`
+	ExternalID string `json:"external_id,omitempty"`
+}
+
+// Job is a job of the wire contract (version 1.1) made by a rule. Its JSON
+// is the job body published on mfa.jobs.<type>.
+type Job struct {
+	ID            string         `json:"id"`
+	Type          string         `json:"type"`
+	UserID        int64          `json:"user_id,omitempty"`
+	User          *Person        `json:"user,omitempty"`
+	Params        map[string]any `json:"params,omitempty"`
+	CorrelationID string         `json:"correlation_id,omitempty"`
+	Source        string         `json:"source"`
+	RequestedAt   string         `json:"requested_at,omitempty"`
+	NotBefore     string         `json:"not_before,omitempty"`
+	NotAfter      string         `json:"not_after,omitempty"`
+}
+
+// Subject is the subject the job is published on.
+func (j Job) Subject() string { return "mfa.jobs." + j.Type }
+
+// JobTypes are the job types of the contract.
+var JobTypes = []string{"enroll", "activate", "verify", "remove", "offboard", "generate_token", "cancel"}
+
+// RuleError is a rule that failed on an event: its `when` or a job value
+// could not be evaluated, or the job it made is not a valid job.
+type RuleError struct {
+	Rule string
+	Err  error
+}
+
+func (e *RuleError) Error() string { return fmt.Sprintf("rule %q: %v", e.Rule, e.Err) }
+
+func (e *RuleError) Unwrap() error { return e.Err }
+
+// Apply evaluates every rule on ev. It returns the jobs of the rules whose
+// `when` is true, in rule order, and an error per rule that failed. A failed
+// rule does not stop the others: an offboard made by a sound rule must not
+// wait for a broken joiner rule.
+func (s *Set) Apply(ev Event) ([]Job, []*RuleError) {
+	act := activation(ev)
+	var jobs []Job
+	var errs []*RuleError
+	for _, r := range s.rules {
+		j, ok, err := r.apply(ev, act)
+		if err != nil {
+			errs = append(errs, &RuleError{Rule: r.name, Err: err})
+			continue
+		}
+		if ok {
+			jobs = append(jobs, j)
+		}
+	}
+	return jobs, errs
+}
+
+func activation(ev Event) map[string]any {
+	data := ev.Data
+	if data == nil {
+		data = map[string]any{}
+	}
+	return map[string]any{"event": map[string]any{
+		"source": ev.Source, "id": ev.ID, "type": ev.Type, "time": ev.Time.UTC(), "subject": ev.Subject, "data": data,
+	}}
+}
+
+func eval(p cel.Program, act map[string]any) (ref.Val, error) {
+	v, _, err := p.Eval(act)
+	if err != nil {
+		return nil, errors.New(oneLine(err.Error()))
+	}
+	return v, nil
+}
+
+func (r *rule) apply(ev Event, act map[string]any) (Job, bool, error) {
+	v, err := eval(r.when, act)
+	if err != nil {
+		return Job{}, false, fmt.Errorf("when: %w", err)
+	}
+	b, ok := v.(types.Bool)
+	if !ok {
+		return Job{}, false, fmt.Errorf("when: gave %s, want bool", v.Type().TypeName())
+	}
+	if !b {
+		return Job{}, false, nil
+	}
+	j := Job{
+		ID:     "hr:" + ev.Source + ":" + ev.ID + ":" + r.name,
+		Source: "hr." + ev.Source,
+	}
+	if !ev.Time.IsZero() {
+		j.RequestedAt = ev.Time.UTC().Format(time.RFC3339Nano)
+	}
+	vals := map[string]any{}
+	for _, f := range jobFields {
+		if p := r.job[f]; p != nil {
+			v, err := eval(p, act)
+			if err != nil {
+				return Job{}, false, fmt.Errorf("job.%s: %w", f, err)
+			}
+			n, err := native(v, 0)
+			if err != nil {
+				return Job{}, false, fmt.Errorf("job.%s: %w", f, err)
+			}
+			if n != nil {
+				vals[f] = n
+			}
+			continue
+		}
+		if fs := r.fields[f]; fs != nil {
+			m := map[string]any{}
+			for k, p := range fs {
+				v, err := eval(p, act)
+				if err != nil {
+					return Job{}, false, fmt.Errorf("job.%s.%s: %w", f, k, err)
+				}
+				n, err := native(v, 0)
+				if err != nil {
+					return Job{}, false, fmt.Errorf("job.%s.%s: %w", f, k, err)
+				}
+				if n != nil {
+					m[k] = n
+				}
+			}
+			if len(m) > 0 {
+				vals[f] = m
+			}
+		}
+	}
+	if err := j.fill(vals); err != nil {
+		return Job{}, false, err
+	}
+	return j, true, nil
+}
+
+// fill checks the evaluated values against the job contract and sets them.
+func (j *Job) fill(v map[string]any) error {
+	typ, ok := v["type"].(string)
+	if !ok || !contains(JobTypes, typ) {
+		return fmt.Errorf("job.type must be one of %s, got %s", strings.Join(JobTypes, ", "), show(v["type"]))
+	}
+	j.Type = typ
+	if u, set := v["user_id"]; set {
+		id, err := userID(u)
+		if err != nil {
+			return err
+		}
+		j.UserID = id
+	}
+	if u, set := v["user"]; set {
+		p, err := person(u)
+		if err != nil {
+			return err
+		}
+		j.User = p
+	}
+	switch {
+	case typ == "cancel" && (j.User != nil || j.UserID != 0):
+		return errors.New("a cancel job names no user")
+	case typ != "cancel" && (j.User == nil) == (j.UserID == 0):
+		return errors.New("the job needs exactly one of user and user_id (the other must be null)")
+	}
+	if p, set := v["params"]; set {
+		m, ok := p.(map[string]any)
+		if !ok {
+			return fmt.Errorf("job.params must be a map, got %s", show(p))
+		}
+		if len(m) > 0 {
+			j.Params = m
+		}
+	}
+	if typ == "cancel" {
+		if id, _ := j.Params["job_id"].(string); id == "" {
+			return errors.New("a cancel job needs params.job_id")
+		}
+	}
+	if c, set := v["correlation_id"]; set {
+		s, ok := c.(string)
+		if !ok {
+			return fmt.Errorf("job.correlation_id must be a string, got %s", show(c))
+		}
+		j.CorrelationID = s
+	}
+	for _, f := range []struct {
+		name string
+		dst  *string
+	}{{"not_before", &j.NotBefore}, {"not_after", &j.NotAfter}} {
+		t, set := v[f.name]
+		if !set {
+			continue
+		}
+		s, ok := t.(string)
+		if !ok {
+			return fmt.Errorf("job.%s must be a timestamp or an RFC 3339 string, got %s", f.name, show(t))
+		}
+		tt, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return fmt.Errorf("job.%s: %q is not an RFC 3339 time", f.name, s)
+		}
+		*f.dst = tt.UTC().Format(time.RFC3339Nano)
+	}
+	if err := validID(j.ID); err != nil {
+		return err
+	}
+	return nil
+}
+
+func validID(id string) error {
+	if len(id) > 128 {
+		return fmt.Errorf("job id %q is longer than 128 characters", id[:40]+"...")
+	}
+	for _, c := range id {
+		if c <= ' ' || c > '~' {
+			return errors.New("job id would hold a space, a control or a non-ASCII character (check the event id)")
+		}
+	}
+	return nil
+}
+
+func userID(u any) (int64, error) {
+	switch x := u.(type) {
+	case int64:
+		if x > 0 {
+			return x, nil
+		}
+	case uint64:
+		if x > 0 && x <= math.MaxInt64 {
+			return int64(x), nil
+		}
+	case float64:
+		if x > 0 && x == math.Trunc(x) && x < 1<<53 {
+			return int64(x), nil
+		}
+	}
+	return 0, fmt.Errorf("job.user_id must be a positive integer, got %s", show(u))
+}
+
+func person(u any) (*Person, error) {
+	m, ok := u.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("job.user must be a map, got %s", show(u))
+	}
+	if len(m) != 1 {
+		return nil, fmt.Errorf("job.user must have exactly one of email, username, external_id; got %d keys", len(m))
+	}
+	for k, v := range m {
+		s, ok := v.(string)
+		if !ok || s == "" || len(s) > 255 {
+			return nil, fmt.Errorf("job.user.%s must be a string of 1..255 characters, got %s", k, show(v))
+		}
+		switch k {
+		case "email":
+			return &Person{Email: s}, nil
+		case "username":
+			return &Person{Username: s}, nil
+		case "external_id":
+			return &Person{ExternalID: s}, nil
+		}
+		return nil, fmt.Errorf("job.user: unknown key %q (email, username or external_id)", k)
+	}
+	return nil, nil // unreachable: len(m) == 1
+}
+
+// show names a value's kind for an error message without printing it: rule
+// errors end up in logs and DLQ headers, and event data holds personal data.
+func show(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "null"
+	case string:
+		if x == "" {
+			return "an empty string"
+		}
+		return "a string"
+	case bool:
+		return "a bool"
+	case int64, uint64:
+		return "an integer"
+	case float64:
+		return "a number"
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "a map"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// native converts a CEL value to plain JSON-able Go values. Timestamps
+// become RFC 3339 strings, null becomes nil.
+func native(v ref.Val, depth int) (any, error) {
+	if depth > 32 {
+		return nil, errors.New("value nested too deeply")
+	}
+	switch x := v.(type) {
+	case types.Null:
+		return nil, nil
+	case types.Bool:
+		return bool(x), nil
+	case types.Int:
+		return int64(x), nil
+	case types.Uint:
+		return uint64(x), nil
+	case types.Double:
+		f := float64(x)
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil, errors.New("a number is NaN or infinite")
+		}
+		return f, nil
+	case types.String:
+		return string(x), nil
+	case types.Timestamp:
+		return x.Time.UTC().Format(time.RFC3339Nano), nil
+	case types.Duration:
+		return x.Duration.String(), nil
+	case traits.Lister:
+		n, ok := x.Size().(types.Int)
+		if !ok {
+			return nil, errors.New("a list without a size")
+		}
+		out := make([]any, 0, int(n))
+		for i := types.Int(0); i < n; i++ {
+			e, err := native(x.Get(i), depth+1)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, e)
+		}
+		return out, nil
+	case traits.Mapper:
+		out := map[string]any{}
+		it := x.Iterator()
+		for it.HasNext() == types.True {
+			k := it.Next()
+			ks, ok := k.(types.String)
+			if !ok {
+				return nil, errors.New("a map key is not a string")
+			}
+			e, err := native(x.Get(k), depth+1)
+			if err != nil {
+				return nil, err
+			}
+			if e != nil {
+				out[string(ks)] = e
+			}
+		}
+		return out, nil
+	}
+	if types.IsError(v) {
+		return nil, fmt.Errorf("%v", v)
+	}
+	return nil, fmt.Errorf("a value of type %s cannot be put in a job", v.Type().TypeName())
+}
+
+func contains(set []string, s string) bool {
+	for _, x := range set {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
