@@ -18,7 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mfa-worker/mfa-worker/internal/app"
-	"github.com/mfa-worker/mfa-worker/internal/jobs"
+	"github.com/mfa-worker/mfa-worker/internal/job"
 )
 
 // natsFlags registers the NATS connection flags every command shares; the
@@ -51,11 +51,11 @@ func dial(cfg *app.Config) (*nats.Conn, jetstream.JetStream, error) {
 
 func cmdSubmit(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return usageErr("submit <type> --user N [flags]; type is one of %v", jobs.Types)
+		return usageErr("submit <type> --user N [flags]; type is one of %v", job.Types)
 	}
-	typ := jobs.Type(args[0])
+	typ := job.Type(args[0])
 	if !typ.Valid() {
-		return usageErr("unknown job type %q; one of %v", args[0], jobs.Types)
+		return usageErr("unknown job type %q; one of %v", args[0], job.Types)
 	}
 	fs := flag.NewFlagSet("submit "+string(typ), flag.ContinueOnError)
 	ncfg := natsFlags(fs, "nats://127.0.0.1:4222")
@@ -159,7 +159,7 @@ func cmdSubmit(ctx context.Context, args []string, stdout io.Writer) error {
 	var results chan *nats.Msg
 	if *wait {
 		results = make(chan *nats.Msg, 16)
-		sub, err := nc.ChanSubscribe(jobs.ResultSubjectPrefix+string(typ)+".*", results)
+		sub, err := nc.ChanSubscribe(job.ResultSubjectPrefix+string(typ)+".*", results)
 		if err != nil {
 			return err
 		}
@@ -192,13 +192,13 @@ func cmdSubmit(ctx context.Context, args []string, stdout io.Writer) error {
 		case <-deadline.C:
 			return fmt.Errorf("no result for %s within %v (is a worker running?)", *id, *timeout)
 		case rm := <-results:
-			var r jobs.Result
+			var r job.Result
 			if json.Unmarshal(rm.Data, &r) != nil || r.JobID != *id {
 				continue
 			}
 			out, _ := json.MarshalIndent(json.RawMessage(rm.Data), "", "  ")
 			fmt.Fprintf(stdout, "result on %s:\n%s\n", rm.Subject, out)
-			if r.Outcome == jobs.Succeeded || r.Outcome == jobs.Noop {
+			if r.Outcome == job.Succeeded || r.Outcome == job.Noop {
 				return nil
 			}
 			return errors.New("job " + string(r.Outcome))

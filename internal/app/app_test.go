@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mfa-worker/mfa-worker/internal/broker"
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 )
@@ -213,7 +214,7 @@ func TestQueryService(t *testing.T) {
 		t.Fatalf("unknown user: %v", r)
 	}
 	r = ask("mfa.query.enrolled_factors", `{"user":"x"}`)
-	if e, ok := r["error"].(map[string]any); !ok || e["code"] != jobs.CodeInvalidUserID {
+	if e, ok := r["error"].(map[string]any); !ok || e["code"] != job.CodeInvalidUserID {
 		t.Fatalf("bad request: %v", r)
 	}
 }
@@ -292,7 +293,7 @@ func resultsByJob(t *testing.T, js jetstream.JetStream) map[string][]string {
 		if err != nil {
 			continue
 		}
-		var r jobs.Result
+		var r job.Result
 		_ = json.Unmarshal(m.Data, &r)
 		out[r.JobID] = append(out[r.JobID], string(r.Outcome))
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mfa-worker/mfa-worker/internal/broker"
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
@@ -190,7 +191,7 @@ func Of(id, typ string, user int64, params map[string]any) Job {
 // Nats-Msg-Id.
 func (b *Bed) Publish(js []Job, prefix string) error {
 	if prefix == "" {
-		prefix = jobs.SubjectPrefix
+		prefix = job.SubjectPrefix
 	}
 	for i, j := range js {
 		m := nats.NewMsg(prefix + j.Type)
@@ -237,7 +238,7 @@ func (b *Bed) WaitCount(stream string, n int, timeout time.Duration) error {
 }
 
 // Results reads every result.
-func (b *Bed) Results() ([]jobs.Result, error) {
+func (b *Bed) Results() ([]job.Result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cons, err := b.js.OrderedConsumer(ctx, jobs.StreamResults, jetstream.OrderedConsumerConfig{})
@@ -245,14 +246,14 @@ func (b *Bed) Results() ([]jobs.Result, error) {
 		return nil, err
 	}
 	total := b.Count(jobs.StreamResults)
-	var out []jobs.Result
+	var out []job.Result
 	for len(out) < total {
 		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
 			return nil, err
 		}
 		for m := range batch.Messages() {
-			var r jobs.Result
+			var r job.Result
 			if err := json.Unmarshal(m.Data(), &r); err != nil {
 				return nil, err
 			}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 )
@@ -187,11 +188,11 @@ func BudgetBound(normal, urgent, budget int, window time.Duration, fullWindows, 
 	sort.Slice(results, func(i, j int) bool { return results[i].FinishedAt.Before(results[j].FinishedAt) })
 	urgentLeft := urgent
 	for _, r := range results {
-		if r.Outcome == jobs.Failed && r.Error != nil && (r.Error.HTTPStatus == 429 || strings.Contains(r.Error.Message, "rate")) {
+		if r.Outcome == job.Failed && r.Error != nil && (r.Error.HTTPStatus == 429 || strings.Contains(r.Error.Message, "rate")) {
 			res.RateFailed++
 		}
 		d := r.FinishedAt.Sub(start)
-		if r.Type == jobs.TypeOffboard {
+		if r.Type == job.TypeOffboard {
 			res.UrgentDoneAt = d
 			urgentLeft--
 		} else {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 )
 
@@ -53,7 +54,7 @@ func (p *processor) claim(ctx context.Context, t *task) (decision, error) {
 			return decision{kind: claimReused, entry: e}, nil
 		}
 		switch {
-		case e.State == ledger.Finished && t.replay != "" && e.Replay != t.replay && Outcome(e.Outcome).DeadLetters():
+		case e.State == ledger.Finished && t.replay != "" && e.Replay != t.replay && job.Outcome(e.Outcome).DeadLetters():
 			// A dead letter re-driven on purpose: run it again.
 			rev, err := p.ledger.Update(ctx, j.ID, rec, e.Revision)
 			if err == nil {

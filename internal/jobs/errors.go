@@ -6,21 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
-)
-
-// Error codes of failed and expired jobs.
-const (
-	CodeFactorNotFound     = "factor_not_found"
-	CodeUserNotFound       = "user_not_found"
-	CodeVerificationFailed = "verification_failed"
-	CodeUnauthorized       = "unauthorized"
-	CodeFactorUnavailable  = "factor_not_available"
-	CodeOneLoginRejected   = "onelogin_rejected"
-	CodeRetriesExhausted   = "retries_exhausted"
-	CodeAmbiguousEffect    = "ambiguous_effect"
-	CodeExpired            = "not_after_passed"
-	CodeSealFailed         = "seal_failed"
 )
 
 // PermanentError ends a job as failed; it is not retried.
@@ -52,16 +39,16 @@ func permanent(op string, err error) *PermanentError {
 	} else {
 		msg = op + ": " + msg
 	}
-	code := CodeOneLoginRejected
+	code := job.CodeOneLoginRejected
 	switch {
 	case onelogin.IsFactorNotFound(err):
-		code = CodeFactorNotFound
+		code = job.CodeFactorNotFound
 	case onelogin.IsUserNotFound(err):
-		code = CodeUserNotFound
+		code = job.CodeUserNotFound
 	case status == http.StatusUnauthorized && op == "verify":
-		code = CodeVerificationFailed
+		code = job.CodeVerificationFailed
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
-		code = CodeUnauthorized
+		code = job.CodeUnauthorized
 	}
 	return &PermanentError{Code: code, Message: msg, HTTPStatus: status}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nkeys"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 )
 
@@ -29,7 +30,7 @@ type run struct {
 
 // outcome is what a handler produced.
 type outcome struct {
-	Outcome Outcome
+	Outcome job.Outcome
 	Data    map[string]any
 }
 
@@ -40,26 +41,26 @@ type handlers struct {
 	cfg     *Config
 }
 
-func (h *handlers) run(ctx context.Context, j *Job, r *run) (outcome, error) {
+func (h *handlers) run(ctx context.Context, j *job.Job, r *run) (outcome, error) {
 	ctx = onelogin.WithRequestID(ctx, j.ID)
 	if j.Type.Urgent() {
 		ctx = onelogin.WithPriority(ctx, onelogin.PriorityUrgent)
 	}
 	switch j.Type {
-	case TypeEnroll:
+	case job.TypeEnroll:
 		return h.enroll(ctx, j, r)
-	case TypeActivate:
+	case job.TypeActivate:
 		return h.activate(ctx, j, r)
-	case TypeVerify:
+	case job.TypeVerify:
 		return h.verify(ctx, j, r)
-	case TypeRemove:
+	case job.TypeRemove:
 		return h.remove(ctx, j, r)
-	case TypeOffboard:
+	case job.TypeOffboard:
 		return h.offboard(ctx, j, r)
-	case TypeGenerateToken:
+	case job.TypeGenerateToken:
 		return h.generateToken(ctx, j, r)
 	}
-	return outcome{}, &PermanentError{Code: CodeInvalidType, Message: "unknown job type"}
+	return outcome{}, &PermanentError{Code: job.CodeInvalidType, Message: "unknown job type"}
 }
 
 // retry runs op until it succeeds, fails for good, or the delivery's quick
@@ -116,7 +117,7 @@ func (h *handlers) retry(ctx context.Context, r *run, op string, fn func(ctx con
 // ledger before it is sent, and not retried when its fate is unknown.
 func (h *handlers) atMostOnce(ctx context.Context, r *run, op string, fn func(ctx context.Context) error) error {
 	if r.sentBefore {
-		return &PermanentError{Code: CodeAmbiguousEffect, Message: op + ": an earlier delivery may already have made this call; not repeated (replay the job to run it again)"}
+		return &PermanentError{Code: job.CodeAmbiguousEffect, Message: op + ": an earlier delivery may already have made this call; not repeated (replay the job to run it again)"}
 	}
 	err := h.retry(ctx, r, op, func(ctx context.Context) error {
 		if err := r.markSent(ctx); err != nil {
@@ -124,7 +125,7 @@ func (h *handlers) atMostOnce(ctx context.Context, r *run, op string, fn func(ct
 		}
 		err := fn(ctx)
 		if err != nil && onelogin.MayHaveTakenEffect(err) {
-			return &PermanentError{Code: CodeAmbiguousEffect, Message: op + ": the call may have reached OneLogin but no answer came back; not repeated (replay the job to run it again)"}
+			return &PermanentError{Code: job.CodeAmbiguousEffect, Message: op + ": the call may have reached OneLogin but no answer came back; not repeated (replay the job to run it again)"}
 		}
 		return err
 	})
@@ -138,7 +139,7 @@ func (h *handlers) atMostOnce(ctx context.Context, r *run, op string, fn func(ct
 	return err
 }
 
-func (h *handlers) enroll(ctx context.Context, j *Job, r *run) (outcome, error) {
+func (h *handlers) enroll(ctx context.Context, j *job.Job, r *run) (outcome, error) {
 	var out outcome
 	sent := false // an enroll call of this delivery may have taken effect
 	err := h.retry(ctx, r, "enroll", func(ctx context.Context) error {
@@ -152,9 +153,9 @@ func (h *handlers) enroll(ctx context.Context, j *Job, r *run) (outcome, error) 
 		}
 		for _, d := range devices {
 			if strings.EqualFold(d.AuthFactorName, f.Name) && d.UserDisplayName == j.Params.DisplayName {
-				out = outcome{Outcome: Noop, Data: enrollData(d, f.ID)}
+				out = outcome{Outcome: job.Noop, Data: enrollData(d, f.ID)}
 				if sent {
-					out.Outcome = Succeeded // our own earlier attempt made it
+					out.Outcome = job.Succeeded // our own earlier attempt made it
 				}
 				return nil
 			}
@@ -169,7 +170,7 @@ func (h *handlers) enroll(ctx context.Context, j *Job, r *run) (outcome, error) 
 		if dev.AuthFactorName == "" {
 			dev.AuthFactorName = f.Name
 		}
-		out = outcome{Outcome: Succeeded, Data: enrollData(*dev, f.ID)}
+		out = outcome{Outcome: job.Succeeded, Data: enrollData(*dev, f.ID)}
 		return nil
 	})
 	return out, err
@@ -192,7 +193,7 @@ func enrollData(d onelogin.Device, factorID onelogin.ID) map[string]any {
 // resolveFactor finds the factor a job names, through the account-wide
 // cache. Get Available Factors leaves out factors the user already has, so a
 // name it does not list may still be one of the user's devices.
-func (h *handlers) resolveFactor(ctx context.Context, j *Job, devices []onelogin.Device) (onelogin.Factor, error) {
+func (h *handlers) resolveFactor(ctx context.Context, j *job.Job, devices []onelogin.Device) (onelogin.Factor, error) {
 	if f, ok := h.factors.lookup(j.Params.FactorID, j.Params.FactorName); ok {
 		return f, nil
 	}
@@ -211,10 +212,10 @@ func (h *handlers) resolveFactor(ctx context.Context, j *Job, devices []onelogin
 			}
 		}
 	}
-	return onelogin.Factor{}, &PermanentError{Code: CodeFactorUnavailable, Message: "enroll: the factor is not available to this user in OneLogin"}
+	return onelogin.Factor{}, &PermanentError{Code: job.CodeFactorUnavailable, Message: "enroll: the factor is not available to this user in OneLogin"}
 }
 
-func (h *handlers) activate(ctx context.Context, j *Job, r *run) (outcome, error) {
+func (h *handlers) activate(ctx context.Context, j *job.Job, r *run) (outcome, error) {
 	req := &onelogin.ActivateRequest{StateTokenExpiresIn: j.Params.StateTokenExpiresIn, NumericSMSOTP: j.Params.NumericSMSOTP, SMSMessage: j.Params.SMSMessage}
 	var out outcome
 	err := h.atMostOnce(ctx, r, "activate", func(ctx context.Context) error {
@@ -222,13 +223,13 @@ func (h *handlers) activate(ctx context.Context, j *Job, r *run) (outcome, error
 		if err != nil {
 			return err
 		}
-		out = outcome{Outcome: Succeeded, Data: map[string]any{"device_id": int64(a.DeviceID), "state_token": a.StateToken}}
+		out = outcome{Outcome: job.Succeeded, Data: map[string]any{"device_id": int64(a.DeviceID), "state_token": a.StateToken}}
 		return nil
 	})
 	return out, err
 }
 
-func (h *handlers) verify(ctx context.Context, j *Job, r *run) (outcome, error) {
+func (h *handlers) verify(ctx context.Context, j *job.Job, r *run) (outcome, error) {
 	req := onelogin.VerifyRequest{OTPToken: j.Params.OTPToken, StateToken: j.Params.StateToken}
 	err := h.atMostOnce(ctx, r, "verify", func(ctx context.Context) error {
 		_, err := h.ol.VerifyFactor(ctx, j.UserID, j.Params.DeviceID, req)
@@ -237,21 +238,21 @@ func (h *handlers) verify(ctx context.Context, j *Job, r *run) (outcome, error) 
 	if err != nil {
 		return outcome{}, err
 	}
-	return outcome{Outcome: Succeeded, Data: map[string]any{"device_id": j.Params.DeviceID, "active": true}}, nil
+	return outcome{Outcome: job.Succeeded, Data: map[string]any{"device_id": j.Params.DeviceID, "active": true}}, nil
 }
 
-func (h *handlers) remove(ctx context.Context, j *Job, r *run) (outcome, error) {
+func (h *handlers) remove(ctx context.Context, j *job.Job, r *run) (outcome, error) {
 	out := outcome{Data: map[string]any{"device_id": j.Params.DeviceID}}
 	sent := false
 	err := h.retry(ctx, r, "remove", func(ctx context.Context) error {
 		_, err := h.ol.RemoveFactor(ctx, j.UserID, j.Params.DeviceID)
 		switch {
 		case err == nil:
-			out.Outcome = Succeeded
+			out.Outcome = job.Succeeded
 		case onelogin.IsFactorNotFound(err):
-			out.Outcome = Noop
+			out.Outcome = job.Noop
 			if sent {
-				out.Outcome = Succeeded
+				out.Outcome = job.Succeeded
 			}
 		default:
 			sent = sent || onelogin.MayHaveTakenEffect(err)
@@ -262,7 +263,7 @@ func (h *handlers) remove(ctx context.Context, j *Job, r *run) (outcome, error) 
 	return out, err
 }
 
-func (h *handlers) offboard(ctx context.Context, j *Job, r *run) (outcome, error) {
+func (h *handlers) offboard(ctx context.Context, j *job.Job, r *run) (outcome, error) {
 	removed := []int64{}
 	sent := map[onelogin.ID]bool{}
 	var failure error
@@ -302,12 +303,12 @@ func (h *handlers) offboard(ctx context.Context, j *Job, r *run) (outcome, error
 		return outcome{Data: data}, err
 	}
 	if len(removed) == 0 {
-		return outcome{Outcome: Noop, Data: data}, nil
+		return outcome{Outcome: job.Noop, Data: data}, nil
 	}
-	return outcome{Outcome: Succeeded, Data: data}, nil
+	return outcome{Outcome: job.Succeeded, Data: data}, nil
 }
 
-func (h *handlers) generateToken(ctx context.Context, j *Job, r *run) (outcome, error) {
+func (h *handlers) generateToken(ctx context.Context, j *job.Job, r *run) (outcome, error) {
 	req := onelogin.MFATokenRequest{ExpiresIn: j.Params.ExpiresIn, Reusable: j.Params.Reusable}
 	if req.ExpiresIn == 0 {
 		req.ExpiresIn = 259200
@@ -324,15 +325,15 @@ func (h *handlers) generateToken(ctx context.Context, j *Job, r *run) (outcome, 
 	data := map[string]any{"expires_at": tok.ExpiresAt.UTC().Format(time.RFC3339), "reusable": tok.Reusable}
 	if j.Params.RecipientXKey == "" {
 		data["mfa_token"] = tok.Token // only reachable with plain tokens allowed
-		return outcome{Outcome: Succeeded, Data: data}, nil
+		return outcome{Outcome: job.Succeeded, Data: data}, nil
 	}
 	sealed, sender, err := seal(tok.Token, j.Params.RecipientXKey)
 	if err != nil {
-		return outcome{}, &PermanentError{Code: CodeSealFailed, Message: "generate_token: " + err.Error()}
+		return outcome{}, &PermanentError{Code: job.CodeSealFailed, Message: "generate_token: " + err.Error()}
 	}
 	data["sealed_mfa_token"] = sealed
 	data["sender_xkey"] = sender
-	return outcome{Outcome: Succeeded, Data: data}, nil
+	return outcome{Outcome: job.Succeeded, Data: data}, nil
 }
 
 // seal encrypts token to the recipient's curve key with a fresh sender key.

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mfa-worker/mfa-worker/internal/broker"
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
@@ -188,7 +189,7 @@ func (e *env) publish(typ, body, msgID string) {
 }
 
 // job builds a job body.
-func job(id, typ string, user int64, params map[string]any) string {
+func jobBody(id, typ string, user int64, params map[string]any) string {
 	m := map[string]any{"id": id, "type": typ, "user_id": user}
 	if params != nil {
 		m["params"] = params
@@ -202,7 +203,7 @@ type stored struct {
 	Subject string
 	Header  nats.Header
 	Data    []byte
-	Result  Result
+	Result  job.Result
 }
 
 // streamMsgs reads every message of a stream.
@@ -328,7 +329,7 @@ func curveKey(t *testing.T) (nkeys.KeyPair, string) {
 }
 
 // openToken opens a generate_token result's sealed token.
-func openToken(t *testing.T, kp nkeys.KeyPair, r Result) string {
+func openToken(t *testing.T, kp nkeys.KeyPair, r job.Result) string {
 	t.Helper()
 	sealed, err := base64.StdEncoding.DecodeString(r.Data["sealed_mfa_token"].(string))
 	if err != nil {

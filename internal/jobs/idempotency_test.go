@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 )
 
@@ -33,20 +34,20 @@ func mixedJobs(t *testing.T, sim *simulator.Server, n int, base int64) []planned
 		var p plannedJob
 		switch i % 5 {
 		case 0, 1:
-			p = plannedJob{id, "enroll", job(id, "enroll", user, map[string]any{"factor_name": "OneLogin SMS", "display_name": "Phone", "number": "+15551230000"}), simulator.EffectEnroll}
+			p = plannedJob{id, "enroll", jobBody(id, "enroll", user, map[string]any{"factor_name": "OneLogin SMS", "display_name": "Phone", "number": "+15551230000"}), simulator.EffectEnroll}
 		case 2:
-			p = plannedJob{id, "generate_token", job(id, "generate_token", user, map[string]any{"recipient_xkey": xkey}), simulator.EffectMFAToken}
+			p = plannedJob{id, "generate_token", jobBody(id, "generate_token", user, map[string]any{"recipient_xkey": xkey}), simulator.EffectMFAToken}
 		case 3:
 			if _, err := sim.EnrollDevice(user, "Google Authenticator", "GA", true); err != nil {
 				t.Fatal(err)
 			}
-			p = plannedJob{id, "offboard", job(id, "offboard", user, nil), simulator.EffectRemove}
+			p = plannedJob{id, "offboard", jobBody(id, "offboard", user, nil), simulator.EffectRemove}
 		case 4:
 			dev, err := sim.EnrollDevice(user, "OneLogin Protect", "Pixel", true)
 			if err != nil {
 				t.Fatal(err)
 			}
-			p = plannedJob{id, "remove", job(id, "remove", user, map[string]any{"device_id": dev}), simulator.EffectRemove}
+			p = plannedJob{id, "remove", jobBody(id, "remove", user, map[string]any{"device_id": dev}), simulator.EffectRemove}
 		}
 		out = append(out, p)
 	}
@@ -115,7 +116,7 @@ func TestThousandJobsPublishedTwiceRunOnce(t *testing.T) {
 	seen := map[string]int{}
 	for _, m := range e.streamMsgs(StreamResults) {
 		seen[m.Result.JobID]++
-		if m.Result.Outcome != Succeeded {
+		if m.Result.Outcome != job.Succeeded {
 			t.Errorf("%s: %s %+v", m.Result.JobID, m.Result.Outcome, m.Result.Error)
 		}
 	}

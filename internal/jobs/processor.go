@@ -2,8 +2,6 @@ package jobs
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,21 +14,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
-)
-
-// Headers of DLQ copies and replays.
-const (
-	HeaderReason          = "Mfa-Reason"
-	HeaderErrorCode       = "Mfa-Error-Code"
-	HeaderDeliveries      = "Mfa-Deliveries"
-	HeaderOriginalSubject = "Mfa-Original-Subject"
-	HeaderJobID           = "Mfa-Job-Id"
-	// HeaderReplay marks a job re-published from the DLQ; its value tags
-	// the replay so that the job runs again once, despite the ledger.
-	HeaderReplay = "Mfa-Replay"
 )
 
 // settleTimeout bounds the writes that settle a job, which run even while
@@ -45,7 +32,7 @@ type processor struct {
 	js     jetstream.JetStream
 	ledger *ledger.Ledger
 	locks  *ledger.Locks
-	parser *Parser
+	parser *job.Parser
 	h      *handlers
 	m      *metrics.Metrics
 	owner  string
@@ -56,8 +43,8 @@ type task struct {
 	msg      jetstream.Msg
 	seq      uint64
 	attempts int
-	job      *Job
-	rej      *Rejection
+	job      *job.Job
+	rej      *job.Rejection
 	replay   string
 	received time.Time
 	stopBeat func()
@@ -74,7 +61,7 @@ func (p *processor) newTask(msg jetstream.Msg) *task {
 	}
 	t.job, t.rej = p.parser.Parse(msg.Subject(), msg.Data())
 	if h := msg.Headers(); h != nil {
-		t.replay = h.Get(HeaderReplay)
+		t.replay = h.Get(job.HeaderReplay)
 	}
 	return t
 }
@@ -87,7 +74,7 @@ func (t *task) userKey() int64 {
 	return 0
 }
 
-func (t *task) jobType() Type {
+func (t *task) jobType() job.Type {
 	if t.job != nil {
 		return t.job.Type
 	}
@@ -163,11 +150,11 @@ func (p *processor) process(ctx context.Context, t *task) {
 		p.redeliver(t, d.entry)
 		return
 	case claimReused:
-		p.reject(t, &Rejection{Code: CodeIDReused, Message: "this id was already used for a job with a different body", JobID: j.ID, UserID: j.UserID, Type: j.Type, Job: j})
+		p.reject(t, &job.Rejection{Code: job.CodeIDReused, Message: "this id was already used for a job with a different body", JobID: j.ID, UserID: j.UserID, Type: j.Type, Job: j})
 		return
 	}
 	if !j.NotAfter.IsZero() && time.Now().After(j.NotAfter) {
-		p.settle(t, outcome{Outcome: Expired}, errExpired)
+		p.settle(t, outcome{Outcome: job.Expired}, errExpired)
 		return
 	}
 	r := &run{
@@ -193,16 +180,16 @@ func (p *processor) settle(t *task, out outcome, err error) {
 	case err == nil:
 		p.finish(t, out.Outcome, out.Data, nil)
 	case errors.Is(err, errExpired):
-		p.finish(t, Expired, nil, &ErrorInfo{Code: CodeExpired, Message: "not_after " + j.NotAfter.UTC().Format(time.RFC3339) + " passed before the job could run"})
+		p.finish(t, job.Expired, nil, &job.ErrorInfo{Code: job.CodeExpired, Message: "not_after " + j.NotAfter.UTC().Format(time.RFC3339) + " passed before the job could run"})
 	case errors.As(err, &pe):
-		p.finish(t, Failed, out.Data, &ErrorInfo{Code: pe.Code, Message: pe.Message, HTTPStatus: pe.HTTPStatus})
+		p.finish(t, job.Failed, out.Data, &job.ErrorInfo{Code: pe.Code, Message: pe.Message, HTTPStatus: pe.HTTPStatus})
 	default:
 		if !errors.As(err, &rl) {
 			rl = &RetryLaterError{Err: err}
 		}
 		if t.attempts >= p.cfg.MaxDeliver {
-			info := &ErrorInfo{Code: CodeRetriesExhausted, Message: fmt.Sprintf("gave up after %d deliveries; last error: %v", t.attempts, rl.Err), Retryable: true, HTTPStatus: onelogin.StatusCode(rl.Err)}
-			p.finish(t, Failed, out.Data, info)
+			info := &job.ErrorInfo{Code: job.CodeRetriesExhausted, Message: fmt.Sprintf("gave up after %d deliveries; last error: %v", t.attempts, rl.Err), Retryable: true, HTTPStatus: onelogin.StatusCode(rl.Err)}
+			p.finish(t, job.Failed, out.Data, info)
 			return
 		}
 		delay := rl.Delay
@@ -220,21 +207,14 @@ func (p *processor) settle(t *task, out outcome, err error) {
 
 // finish records the final result in the ledger, then publishes it (and the
 // DLQ copy), then settles the message.
-func (p *processor) finish(t *task, o Outcome, data map[string]any, info *ErrorInfo) {
+func (p *processor) finish(t *task, o job.Outcome, data map[string]any, info *job.ErrorInfo) {
 	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 	defer cancel()
 	j := t.job
 	now := time.Now()
-	res := &Result{
-		JobID: j.ID, Type: j.Type, UserID: j.UserID, Outcome: o, Attempts: t.attempts,
-		StartedAt: t.received.UTC(), FinishedAt: now.UTC(), DurationMS: now.Sub(t.received).Milliseconds(),
-		CorrelationID: j.CorrelationID, Source: j.Source, Error: info, Data: data,
-	}
+	res := j.Result(o, t.attempts, t.received, now, info, data)
 	body := res.Marshal()
-	resID := j.ID + ":result"
-	if t.replay != "" {
-		resID += ":replay:" + t.replay
-	}
+	resID := job.ResultMsgID(j.ID, t.replay)
 	// Without a claim (the lock or the ledger stayed out of reach until the
 	// deliveries ran out) there is no record to finish.
 	t.mu.Lock()
@@ -283,7 +263,7 @@ func (p *processor) finish(t *task, o Outcome, data map[string]any, info *ErrorI
 func (p *processor) redeliver(t *task, e *ledger.Entry) {
 	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 	defer cancel()
-	var res Result
+	var res job.Result
 	if err := json.Unmarshal(e.Result, &res); err != nil {
 		p.settle(t, outcome{}, &RetryLaterError{Err: fmt.Errorf("stored result unreadable: %w", err)})
 		return
@@ -296,9 +276,9 @@ func (p *processor) redeliver(t *task, e *ledger.Entry) {
 	if res.Error != nil {
 		code = res.Error.Code
 	}
-	o := Outcome(e.Outcome)
+	o := job.Outcome(e.Outcome)
 	if !same {
-		o = Succeeded // a duplicate message is acked whatever its original's fate
+		o = job.Succeeded // a duplicate message is acked whatever its original's fate
 	}
 	if p.deliver(ctx, t, res.Subject(), e.Result, e.ResultMsgID, o, code, same && e.DeadLettered) {
 		p.log.Info("job already finished; stored result published again", "job_id", t.job.ID, "type", t.job.Type, "outcome", e.Outcome, "duplicate", !same)
@@ -307,7 +287,7 @@ func (p *processor) redeliver(t *task, e *ledger.Entry) {
 
 // deliver publishes the result and the DLQ copy, then acks or terminates the
 // message. It reports whether the message was settled.
-func (p *processor) deliver(ctx context.Context, t *task, subject string, body []byte, resID string, o Outcome, code string, dlq bool) bool {
+func (p *processor) deliver(ctx context.Context, t *task, subject string, body []byte, resID string, o job.Outcome, code string, dlq bool) bool {
 	if resID != "" {
 		if err := p.publish(ctx, subject, body, resID, nil); err != nil {
 			p.nakAfterPublishFailure(t, "result", err)
@@ -355,21 +335,21 @@ func (p *processor) publish(ctx context.Context, subject string, data []byte, ms
 
 // deadLetter copies the job to mfa.dlq.<type>. A verify job's OTP and
 // state token are blanked: they are short-lived secrets.
-func (p *processor) deadLetter(ctx context.Context, t *task, reason Outcome, code string) error {
+func (p *processor) deadLetter(ctx context.Context, t *task, reason job.Outcome, code string) error {
 	typ := t.jobType()
 	body := t.msg.Data()
-	if typ == TypeVerify {
-		body = blankSecrets(body)
+	if typ == job.TypeVerify {
+		body = job.BlankSecrets(body)
 	}
 	h := nats.Header{}
-	h.Set(HeaderReason, string(reason))
-	h.Set(HeaderErrorCode, code)
-	h.Set(HeaderDeliveries, strconv.Itoa(t.attempts))
-	h.Set(HeaderOriginalSubject, t.msg.Subject())
+	h.Set(job.HeaderReason, string(reason))
+	h.Set(job.HeaderErrorCode, code)
+	h.Set(job.HeaderDeliveries, strconv.Itoa(t.attempts))
+	h.Set(job.HeaderOriginalSubject, t.msg.Subject())
 	if id := t.jobID(); id != "" {
-		h.Set(HeaderJobID, id)
+		h.Set(job.HeaderJobID, id)
 	}
-	if err := p.publish(ctx, DLQSubjectPrefix+string(typ), body, "dlq:"+strconv.FormatUint(t.seq, 10)+":"+t.replay, h); err != nil {
+	if err := p.publish(ctx, job.DLQSubjectPrefix+string(typ), body, job.DLQMsgID(t.seq, t.replay), h); err != nil {
 		return err
 	}
 	p.m.DeadLetter(string(typ), code)
@@ -383,74 +363,35 @@ func (t *task) jobID() string {
 	return t.rej.JobID
 }
 
-// blankSecrets empties params.otp_token and params.state_token, leaving the
-// rest of the job as it was. A body that is not a JSON object is kept.
-func blankSecrets(body []byte) []byte {
-	var obj map[string]json.RawMessage
-	if json.Unmarshal(body, &obj) != nil {
-		return body
-	}
-	var params map[string]json.RawMessage
-	if json.Unmarshal(obj["params"], &params) != nil || params == nil {
-		return body
-	}
-	for _, k := range secretParams {
-		if _, ok := params[k]; ok {
-			params[k] = json.RawMessage(`""`)
-		}
-	}
-	pb, err := json.Marshal(params)
-	if err != nil {
-		return body
-	}
-	obj["params"] = pb
-	out, err := json.Marshal(obj)
-	if err != nil {
-		return body
-	}
-	return out
-}
-
 // reject ends an invalid job: a result when its id is known, a DLQ copy,
 // and the message terminated. OneLogin is never called and the ledger is
 // not written, so a corrected job may reuse the id.
-func (p *processor) reject(t *task, r *Rejection) {
+func (p *processor) reject(t *task, r *job.Rejection) {
 	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 	defer cancel()
 	now := time.Now()
 	typ := r.Type
 	var subject, resID string
 	var body []byte
-	if r.JobID != "" && typ.Valid() {
-		res := &Result{
-			JobID: r.JobID, Type: typ, UserID: r.UserID, Outcome: Rejected, Attempts: t.attempts,
-			StartedAt: t.received.UTC(), FinishedAt: now.UTC(), DurationMS: now.Sub(t.received).Milliseconds(),
-			Error: &ErrorInfo{Code: r.Code, Message: r.Message},
-		}
-		if r.Job != nil {
-			res.CorrelationID, res.Source = r.Job.CorrelationID, r.Job.Source
-		}
+	if res, ok := r.Result(t.attempts, t.received, now); ok {
 		subject, body = res.Subject(), res.Marshal()
-		// Its own message id: a rejection must not be swallowed as a
-		// duplicate of the result of the job whose id it reused.
-		sum := sha256.Sum256(t.msg.Data())
-		resID = r.JobID + ":result:rejected:" + hex.EncodeToString(sum[:8])
+		resID = job.RejectionMsgID(r.JobID, t.msg.Data())
 	}
 	if !typ.Valid() {
 		typ = "unknown"
 	}
-	if p.deliver(ctx, t, subject, body, resID, Rejected, r.Code, true) {
-		p.m.JobFinished(string(typ), string(Rejected), now.Sub(t.received))
-		p.log.Info("job rejected", "job_id", r.JobID, "type", typ, "outcome", Rejected, "code", r.Code, "reason", r.Message, "subject", t.msg.Subject(), "seq", t.seq, "attempts", t.attempts)
+	if p.deliver(ctx, t, subject, body, resID, job.Rejected, r.Code, true) {
+		p.m.JobFinished(string(typ), string(job.Rejected), now.Sub(t.received))
+		p.log.Info("job rejected", "job_id", r.JobID, "type", typ, "outcome", job.Rejected, "code", r.Code, "reason", r.Message, "subject", t.msg.Subject(), "seq", t.seq, "attempts", t.attempts)
 	}
 }
 
-func (p *processor) logFinished(t *task, o Outcome, code string) {
+func (p *processor) logFinished(t *task, o job.Outcome, code string) {
 	attrs := []any{"job_id", t.job.ID, "type", t.job.Type, "outcome", o, "attempts", t.attempts, "duration_ms", time.Since(t.received).Milliseconds()}
 	if code != "" {
 		attrs = append(attrs, "code", code)
 	}
-	if o == Failed && t.job.Type.Urgent() {
+	if o == job.Failed && t.job.Type.Urgent() {
 		p.log.Error("job finished", attrs...)
 		return
 	}

@@ -6,18 +6,19 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/job"
 )
 
 // Names of the JetStream objects the worker owns.
 const (
-	StreamJobs       = "MFA_JOBS"
-	StreamResults    = "MFA_RESULTS"
-	StreamDLQ        = "MFA_DLQ"
-	BucketLedger     = "MFA_LEDGER"
-	BucketLocks      = "MFA_LOCKS"
-	ConsumerUrgent   = "mfa-worker-urgent"
-	ConsumerNormal   = "mfa-worker"
-	DLQSubjectPrefix = "mfa.dlq."
+	StreamJobs     = "MFA_JOBS"
+	StreamResults  = "MFA_RESULTS"
+	StreamDLQ      = "MFA_DLQ"
+	BucketLedger   = "MFA_LEDGER"
+	BucketLocks    = "MFA_LOCKS"
+	ConsumerUrgent = "mfa-worker-urgent"
+	ConsumerNormal = "mfa-worker"
 )
 
 // Topology configures the JetStream objects. Zero fields take the defaults
@@ -68,12 +69,12 @@ func (t Topology) Validate() error {
 }
 
 func urgentSubjects() []string {
-	return []string{TypeOffboard.Subject(), TypeRemove.Subject()}
+	return []string{job.TypeOffboard.Subject(), job.TypeRemove.Subject()}
 }
 
 func normalSubjects() []string {
 	var s []string
-	for _, t := range Types {
+	for _, t := range job.Types {
 		if !t.Urgent() {
 			s = append(s, t.Subject())
 		}
@@ -96,7 +97,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, topo Topology, cfg C
 		return nil, err
 	}
 	var subjects []string
-	for _, t := range Types {
+	for _, t := range job.Types {
 		subjects = append(subjects, t.Subject())
 	}
 	streams := []jetstream.StreamConfig{{
@@ -110,7 +111,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, topo Topology, cfg C
 	}, {
 		Name:        StreamResults,
 		Description: "One result event per job",
-		Subjects:    []string{ResultSubjectPrefix + ">"},
+		Subjects:    []string{job.ResultSubjectPrefix + ">"},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    topo.Replicas,
@@ -119,7 +120,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, topo Topology, cfg C
 	}, {
 		Name:        StreamDLQ,
 		Description: "Failed, rejected and expired jobs; body is the original job",
-		Subjects:    []string{DLQSubjectPrefix + ">"},
+		Subjects:    []string{job.DLQSubjectPrefix + ">"},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    topo.Replicas,

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 )
 
@@ -29,8 +30,8 @@ type queryRequest struct {
 }
 
 type queryReply struct {
-	Data  any        `json:"data,omitempty"`
-	Error *ErrorInfo `json:"error,omitempty"`
+	Data  any            `json:"data,omitempty"`
+	Error *job.ErrorInfo `json:"error,omitempty"`
 }
 
 // StartQueryService registers the service on nc. version must be semver.
@@ -81,7 +82,7 @@ func (q *QueryService) serve(req micro.Request, name string, fn func(context.Con
 		defer func() { <-q.sem }()
 		var r queryRequest
 		if err := json.Unmarshal(req.Data(), &r); err != nil || r.UserID <= 0 {
-			_ = req.RespondJSON(queryReply{Error: &ErrorInfo{Code: CodeInvalidUserID, Message: `request must be {"user_id": N} with N a positive integer`}})
+			_ = req.RespondJSON(queryReply{Error: &job.ErrorInfo{Code: job.CodeInvalidUserID, Message: `request must be {"user_id": N} with N a positive integer`}})
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -105,12 +106,12 @@ func (q *QueryService) Stop() error {
 }
 
 // errorInfo is the error object of a query reply, built as for results.
-func errorInfo(op string, err error) *ErrorInfo {
+func errorInfo(op string, err error) *job.ErrorInfo {
 	if onelogin.Classify(err) == onelogin.Permanent {
 		pe := permanent(op, err)
-		return &ErrorInfo{Code: pe.Code, Message: pe.Message, HTTPStatus: pe.HTTPStatus}
+		return &job.ErrorInfo{Code: pe.Code, Message: pe.Message, HTTPStatus: pe.HTTPStatus}
 	}
-	info := &ErrorInfo{Code: "onelogin_unavailable", Message: op + ": " + err.Error(), HTTPStatus: onelogin.StatusCode(err), Retryable: true}
+	info := &job.ErrorInfo{Code: "onelogin_unavailable", Message: op + ": " + err.Error(), HTTPStatus: onelogin.StatusCode(err), Retryable: true}
 	var rl *onelogin.RateLimitError
 	if errors.As(err, &rl) {
 		info.Code = "rate_limited"

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
@@ -40,7 +41,7 @@ func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *Objec
 		_, _ = rand.Read(b)
 		cfg.Owner = "worker-" + hex.EncodeToString(b)
 	}
-	parser, err := NewParser(cfg.MaxJobBytes, cfg.AllowPlainTokens)
+	parser, err := job.NewParser(cfg.MaxJobBytes, cfg.AllowPlainTokens)
 	if err != nil {
 		return nil, err
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/wait"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
@@ -458,7 +459,7 @@ func (w *world) verify(name string, planned []job, note string) figures {
 			w.t.Errorf("%s: %d results", j.id, len(rs))
 		}
 		f.Outcomes[string(rs[0].Outcome)]++
-		if rs[0].Outcome != jobs.Succeeded && rs[0].Outcome != jobs.Noop {
+		if rs[0].Outcome != job.Succeeded && rs[0].Outcome != job.Noop {
 			code := ""
 			if rs[0].Error != nil {
 				code = rs[0].Error.Code
@@ -523,7 +524,7 @@ func (w *world) unacked() int {
 }
 
 // readResults reads every stored result, by job id.
-func (w *world) readResults() map[string][]jobs.Result {
+func (w *world) readResults() map[string][]job.Result {
 	w.t.Helper()
 	ctx, cancel := context.WithTimeout(w.ctx, 2*time.Minute)
 	defer cancel()
@@ -532,7 +533,7 @@ func (w *world) readResults() map[string][]jobs.Result {
 		w.t.Fatal(err)
 	}
 	total := w.count(jobs.StreamResults)
-	out := map[string][]jobs.Result{}
+	out := map[string][]job.Result{}
 	read := 0
 	for read < total {
 		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
@@ -540,7 +541,7 @@ func (w *world) readResults() map[string][]jobs.Result {
 			w.t.Fatal(err)
 		}
 		for m := range batch.Messages() {
-			var r jobs.Result
+			var r job.Result
 			if err := json.Unmarshal(m.Data(), &r); err != nil {
 				w.t.Fatalf("result: %v", err)
 			}
