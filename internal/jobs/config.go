@@ -99,15 +99,3 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
-
-func (c *Config) heartbeat() time.Duration { return c.AckWait / 3 }
-
-// nakDelay is the redelivery delay after the given delivery: doubling from
-// NakBase, capped at NakMax.
-func (c *Config) nakDelay(delivery int) time.Duration {
-	d := c.NakBase
-	for i := 1; i < delivery && d < c.NakMax; i++ {
-		d *= 2
-	}
-	return min(d, c.NakMax)
-}

@@ -108,13 +108,13 @@ func (q *QueryService) Stop() error {
 // errorInfo is the error object of a query reply, built as for results.
 func errorInfo(op string, err error) *job.ErrorInfo {
 	if onelogin.Classify(err) == onelogin.Permanent {
-		pe := permanent(op, err)
+		pe := failure("", op, err)
 		return &job.ErrorInfo{Code: pe.Code, Message: pe.Message, HTTPStatus: pe.HTTPStatus}
 	}
-	info := &job.ErrorInfo{Code: "onelogin_unavailable", Message: op + ": " + err.Error(), HTTPStatus: onelogin.StatusCode(err), Retryable: true}
+	info := &job.ErrorInfo{Code: job.CodeOneLoginUnavailable, Message: op + ": " + err.Error(), HTTPStatus: onelogin.StatusCode(err), Retryable: true}
 	var rl *onelogin.RateLimitError
 	if errors.As(err, &rl) {
-		info.Code = "rate_limited"
+		info.Code = job.CodeRateLimited
 	}
 	return info
 }

@@ -24,7 +24,7 @@ type Runner struct {
 	log   *slog.Logger
 	objs  *Objects
 	m     *metrics.Metrics
-	p     *processor
+	x     *executor
 	sem   *prioritySem
 	order *keyedQueue
 	wg    sync.WaitGroup
@@ -46,11 +46,12 @@ func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *Objec
 		return nil, err
 	}
 	r := &Runner{cfg: cfg, log: log, objs: objs, m: m, sem: newPrioritySem(cfg.Concurrency), order: newKeyedQueue()}
-	r.p = &processor{
-		cfg: &r.cfg, log: log, js: js, m: m, owner: cfg.Owner, parser: parser,
+	r.x = &executor{
+		cfg: &r.cfg, budgets: newBudgets(&r.cfg), log: log, pub: js, m: m, owner: cfg.Owner, parser: parser,
+		policy: policy{maxDeliver: cfg.MaxDeliver, nakBase: cfg.NakBase, nakMax: cfg.NakMax},
 		ledger: ledger.New(objs.Ledger),
 		locks:  ledger.NewLocks(objs.Locks, cfg.Owner),
-		h:      &handlers{ol: ol, factors: newFactorCache(cfg.FactorCacheTTL), cfg: &r.cfg},
+		h:      &handlers{ol: ol, factors: newFactorCache(cfg.FactorCacheTTL)},
 	}
 	return r, nil
 }
@@ -140,18 +141,17 @@ func (r *Runner) fetch(ctx, work context.Context, l lane, it jetstream.MessagesC
 			}
 			continue
 		}
-		t := r.p.newTask(msg)
-		r.p.heartbeat(t)
+		t := r.x.newTask(msg)
+		r.x.heartbeat(t)
 		if err := r.sem.acquire(ctx, l.prio); err != nil {
-			t.stopBeat()
-			_ = msg.NakWithDelay(time.Second) // shutting down before it started
+			r.x.giveBack(t) // shutting down before it started
 			return nil
 		}
 		r.wg.Add(1)
 		r.order.submit(t.userKey(), func() {
 			defer r.wg.Done()
 			defer r.sem.release()
-			r.p.process(work, t)
+			r.x.process(work, t)
 		})
 	}
 }
