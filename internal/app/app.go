@@ -101,7 +101,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	tokenDone := make(chan struct{})
 	go func() {
 		defer close(tokenDone)
-		obtainToken(bg, ol, &tokenOK, log)
+		obtainToken(bg, ol, &tokenOK, m, log)
 	}()
 	log.Info("worker started", "version", cfg.Version, "http_addr", w.HTTPAddr, "concurrency", runner.Concurrency(), "onelogin", cfg.baseURL())
 	go func() {
@@ -124,9 +124,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 
 // obtainToken proves the OneLogin credentials, retrying until it works; the
 // worker is ready only after that.
-func obtainToken(ctx context.Context, ol *onelogin.Client, ok *atomic.Bool, log *slog.Logger) {
+func obtainToken(ctx context.Context, ol *onelogin.Client, ok *atomic.Bool, m *metrics.Metrics, log *slog.Logger) {
 	for delay := time.Second; ; delay = min(delay*2, time.Minute) {
 		err := ol.Token(ctx)
+		m.SetCredentialsOK(err == nil)
 		if err == nil {
 			ok.Store(true)
 			return

@@ -85,8 +85,8 @@ var Codes = []CodeInfo{
 	{CodeAmbiguousEffect, Failed, "a call that cannot be read back may have been made; not repeated"},
 	{CodeSealFailed, Failed, "the MFA token could not be sealed to recipient_xkey"},
 	{CodeExpired, Expired, "not_after passed before the job could run"},
-	{CodeOneLoginUnavailable, "", "query replies: OneLogin did not answer or answered 5xx; retryable"},
-	{CodeRateLimited, "", "query replies: the OneLogin rate limit is spent; retryable"},
+	{CodeOneLoginUnavailable, "", "OneLogin did not answer or answered 5xx; retryable"},
+	{CodeRateLimited, "", "the OneLogin rate limit is spent; retryable"},
 }
 
 // CodesOf returns the codes that come with outcome o.

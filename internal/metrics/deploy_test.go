@@ -162,8 +162,15 @@ func TestDeployFilesUseOnlyRegisteredMetrics(t *testing.T) {
 			exprs.WriteString(tg.Expr + "\n")
 		}
 	}
+	// Contract 1.1 metrics whose panels the dashboard does not have yet;
+	// remove a name here when its panel is added.
+	awaitingPanel := map[string]bool{"mfa_jobs_scheduled": true, "mfa_onelogin_credentials_ok": true}
 	for _, n := range metrics.Names {
-		if !regexp.MustCompile(`\b` + n + `(_bucket)?\b`).MatchString(exprs.String()) {
+		shown := regexp.MustCompile(`\b` + n + `(_bucket)?\b`).MatchString(exprs.String())
+		if shown && awaitingPanel[n] {
+			t.Errorf("the dashboard shows %s now: drop it from awaitingPanel", n)
+		}
+		if !shown && !awaitingPanel[n] {
 			t.Errorf("the dashboard shows no panel of %s", n)
 		}
 	}
