@@ -7,13 +7,14 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/mfa-worker/mfa-worker/internal/app"
 )
 
 // clearEnv unsets every variable the worker reads.
@@ -25,7 +26,7 @@ func clearEnv(t *testing.T) {
 	}
 }
 
-func TestRunStopsOnBadConfigWithOneLine(t *testing.T) {
+func TestRunStopsOnBadConfigNamingEverySetting(t *testing.T) {
 	for _, tc := range []struct {
 		env  map[string]string
 		want string
@@ -42,9 +43,15 @@ func TestRunStopsOnBadConfigWithOneLine(t *testing.T) {
 		}
 		var out, errb bytes.Buffer
 		code := run([]string{"run"}, &out, &errb)
+		// Every bad setting, one line each, the first naming tc.want.
 		lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
-		if code != 2 || len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
-			t.Errorf("env %v: exit %d, stderr %q; want one line naming %s", tc.env, code, errb.String(), tc.want)
+		if code != 2 || !strings.Contains(lines[0], tc.want) {
+			t.Errorf("env %v: exit %d, stderr %q; want a first line naming %s", tc.env, code, errb.String(), tc.want)
+		}
+		for _, l := range lines[1:] {
+			if !regexp.MustCompile(`^[A-Z_/]+: `).MatchString(l) {
+				t.Errorf("env %v: line %q names no setting", tc.env, l)
+			}
 		}
 		if strings.Contains(errb.String(), "hunter2") {
 			t.Errorf("the secret was printed: %q", errb.String())
@@ -56,17 +63,24 @@ func TestSubmitAndDLQCommands(t *testing.T) {
 	clearEnv(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var banner strings.Builder
-	w, err := app.Dev(ctx, app.DevConfig{DataDir: t.TempDir(), NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Out: &banner},
-		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- dev(ctx, devConfig{DataDir: t.TempDir(), NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Out: &banner},
+			slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), func(a string) { addr <- a })
+	}()
 	defer func() {
 		cancel()
-		_ = w.Wait()
+		<-done
 	}()
+	var httpAddr string
+	select {
+	case httpAddr = <-addr:
+	case err := <-done:
+		t.Fatal(err)
+	}
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		resp, err := http.Get("http://" + w.HTTPAddr + "/readyz")
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
 		if err == nil && resp.StatusCode == 200 {
 			resp.Body.Close()
 			break
@@ -148,5 +162,73 @@ func TestRunConfigReadsFlagsAndEnvironment(t *testing.T) {
 	if cfg.NATSURL != "nats://a:4222,nats://b:4222" || cfg.NATSUser != "svc" || cfg.NATSPassword != "pw" || cfg.OneLoginClientID != "env-id" ||
 		cfg.OneLoginClientSecret != "from-file" || cfg.Jobs.Concurrency != 7 || cfg.Jobs.MaxDeliver != 3 || cfg.OneLoginSubdomain != "acme" {
 		t.Fatalf("config = %+v", cfg)
+	}
+}
+
+func TestDevIsReadyQuicklyAndRunsJobs(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var banner strings.Builder
+	addr := make(chan string, 1)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		done <- dev(ctx, devConfig{DataDir: t.TempDir(), NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Version: "1.2.3", Out: &banner},
+			slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), func(a string) { addr <- a })
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("dev: %v", err)
+		}
+	}()
+	var httpAddr string
+	select {
+	case httpAddr = <-addr:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	for {
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("dev not ready in 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	ready := time.Since(start)
+	t.Logf("dev ready in %v", ready)
+	if ready > 2*time.Second {
+		t.Errorf("dev took %v to be ready; the promise is under 2s", ready)
+	}
+	var nurl string
+	for _, l := range strings.Split(banner.String(), "\n") {
+		if f := strings.Fields(l); len(f) >= 3 && f[0] == "NATS" {
+			nurl = f[2]
+		}
+	}
+	nc, err := nats.Connect(nurl)
+	if err != nil {
+		t.Fatalf("banner NATS URL %q: %v", nurl, err)
+	}
+	defer nc.Close()
+	sub, err := nc.SubscribeSync("mfa.results.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	if _, err := js.Publish(context.Background(), "mfa.jobs.offboard", []byte(`{"id":"dev-1","type":"offboard","user_id":5}`)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sub.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Subject != "mfa.results.offboard.noop" {
+		t.Fatalf("result on %s: %s", m.Subject, m.Data)
 	}
 }

@@ -24,22 +24,16 @@ import (
 // natsFlags registers the NATS connection flags every command shares; the
 // password is read only from the environment.
 func natsFlags(fs *flag.FlagSet, defaultURL string) *app.Config {
-	cfg := &app.Config{}
-	fs.StringVar(&cfg.NATSURL, "nats-url", env("NATS_URL", defaultURL), "NATS servers, comma-separated (NATS_URL)")
-	fs.StringVar(&cfg.NATSCreds, "nats-creds", env("NATS_CREDS", ""), "NATS credentials file (NATS_CREDS)")
-	fs.StringVar(&cfg.NATSNKey, "nats-nkey", env("NATS_NKEY", ""), "NATS nkey seed file (NATS_NKEY)")
-	fs.StringVar(&cfg.NATSUser, "nats-user", env("NATS_USER", ""), "NATS user (NATS_USER)")
-	cfg.NATSPassword = env("NATS_PASSWORD", "")
-	fs.StringVar(&cfg.NATSCA, "nats-ca", env("NATS_CA", ""), "CA file for NATS TLS (NATS_CA)")
-	fs.StringVar(&cfg.NATSCert, "nats-cert", env("NATS_CERT", ""), "client certificate (NATS_CERT)")
-	fs.StringVar(&cfg.NATSKey, "nats-key", env("NATS_KEY", ""), "client key (NATS_KEY)")
+	cfg := &app.Config{NATSURL: defaultURL}
+	// NATS settings are strings: they cannot fail to parse.
+	_ = bindSettings(fs, app.Settings(cfg), func(s app.Setting) bool { return s.NATS })
 	return cfg
 }
 
 func dial(cfg *app.Config) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := app.Connect(*cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", cfg.NATSURL, err)
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", app.RedactURL(cfg.NATSURL), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -1,4 +1,4 @@
-package jobs
+package jobs_test
 
 import (
 	"encoding/base64"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 func expectResult(t *testing.T, rs map[string]stored, id, typ string, outcome job.Outcome, code string) job.Result {
@@ -169,7 +170,7 @@ func TestEveryJobTypeEndToEnd(t *testing.T) {
 	}
 
 	// Every failed, rejected and expired job has a DLQ copy; the job stream is empty.
-	dlq := e.streamMsgs(StreamDLQ)
+	dlq := e.streamMsgs(topology.StreamDLQ)
 	want := map[string]bool{"enroll-unknown": true, "enroll-ga": true, "act-missing": true, "ver-bad": true, "tok-unknown": true, "rm-unknown": true, "off-unknown": true, "exp-1": true}
 	for _, m := range dlq {
 		id := m.Header.Get(job.HeaderJobID)
@@ -184,5 +185,5 @@ func TestEveryJobTypeEndToEnd(t *testing.T) {
 	if len(want) != 0 {
 		t.Errorf("no DLQ copy for %v", want)
 	}
-	waitUntil(t, 5*time.Second, func() bool { return e.count(StreamJobs) == 0 }, func() string { return "job stream not empty" })
+	waitUntil(t, 5*time.Second, func() bool { return e.count(topology.StreamJobs) == 0 }, func() string { return "job stream not empty" })
 }

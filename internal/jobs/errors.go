@@ -53,6 +53,10 @@ func (e *AmbiguousError) Error() string {
 
 func (e *AmbiguousError) Unwrap() error { return e.Err }
 
+// Failure turns a OneLogin refusal into the PermanentError a job (or a
+// query, with no type) reports for it.
+func Failure(t job.Type, op string, err error) *PermanentError { return failure(t, op, err) }
+
 // failure turns a OneLogin refusal into a PermanentError with a specific
 // code. op names the call in the message; t is the job type (a 401 to a
 // verify is a wrong OTP, not wrong credentials).

@@ -1,4 +1,4 @@
-package jobs
+package jobs_test
 
 import (
 	"context"
@@ -12,7 +12,9 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/ops"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 func retriesTotal(e *env) float64 {
@@ -65,8 +67,8 @@ func TestOutageExhaustsRetriesThenReplaySucceeds(t *testing.T) {
 			t.Fatalf("%s: %s attempts %d %+v", p.id, r.Outcome, r.Attempts, r.Error)
 		}
 	}
-	waitUntil(t, 10*time.Second, func() bool { return e.count(StreamDLQ) == len(planned) }, func() string {
-		return fmt.Sprintf("%d dead letters", e.count(StreamDLQ))
+	waitUntil(t, 10*time.Second, func() bool { return e.count(topology.StreamDLQ) == len(planned) }, func() string {
+		return fmt.Sprintf("%d dead letters", e.count(topology.StreamDLQ))
 	})
 	if n := len(e.sim.Effects()); n != 0 {
 		t.Fatalf("%d effects during the outage", n)
@@ -75,7 +77,7 @@ func TestOutageExhaustsRetriesThenReplaySucceeds(t *testing.T) {
 	// The outage ends; the operator replays the dead letters.
 	e.sim.SetFaults(simulator.Faults{})
 	ctx := context.Background()
-	dls, err := ListDeadLetters(ctx, e.js, DeadLetterFilter{Code: job.CodeRetriesExhausted})
+	dls, err := ops.ListDeadLetters(ctx, e.js, ops.DeadLetterFilter{Code: job.CodeRetriesExhausted})
 	if err != nil || len(dls) != len(planned) {
 		t.Fatalf("list: %d, %v", len(dls), err)
 	}
@@ -83,15 +85,15 @@ func TestOutageExhaustsRetriesThenReplaySucceeds(t *testing.T) {
 		if d.Reason != string(job.Failed) || d.Deliveries != testConfig().MaxDeliver || d.JobID == "" {
 			t.Fatalf("dead letter %+v", d)
 		}
-		if err := Replay(ctx, e.js, d); err != nil {
+		if err := ops.Replay(ctx, e.js, d); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitUntil(t, 30*time.Second, func() bool { return e.count(StreamResults) == 2*len(planned) }, func() string {
-		return fmt.Sprintf("%d results", e.count(StreamResults))
+	waitUntil(t, 30*time.Second, func() bool { return e.count(topology.StreamResults) == 2*len(planned) }, func() string {
+		return fmt.Sprintf("%d results", e.count(topology.StreamResults))
 	})
 	ok := 0
-	for _, m := range e.streamMsgs(StreamResults) {
+	for _, m := range e.streamMsgs(topology.StreamResults) {
 		if m.Result.Outcome == job.Succeeded {
 			ok++
 			validResult(t, m.Data)
@@ -100,7 +102,7 @@ func TestOutageExhaustsRetriesThenReplaySucceeds(t *testing.T) {
 	if ok != len(planned) {
 		t.Fatalf("%d of %d replayed jobs succeeded", ok, len(planned))
 	}
-	if n := e.count(StreamDLQ); n != 0 {
+	if n := e.count(topology.StreamDLQ); n != 0 {
 		t.Fatalf("%d dead letters left after replay", n)
 	}
 	checkEffectsOnce(t, e.sim, planned, nil)
@@ -116,14 +118,14 @@ func TestHardStopMidBatchThenFreshWorker(t *testing.T) {
 		e.publish(p.typ, p.body, p.id)
 	}
 	w := e.start(testConfig())
-	waitUntil(t, 30*time.Second, func() bool { return e.count(StreamResults) >= 100 }, func() string { return "first results" })
+	waitUntil(t, 30*time.Second, func() bool { return e.count(topology.StreamResults) >= 100 }, func() string { return "first results" })
 	w.kill(t)
-	killedAt := e.count(StreamResults)
+	killedAt := e.count(topology.StreamResults)
 	e.start(testConfig())
 	e.waitResults(len(planned), 60*time.Second)
-	waitUntil(t, 20*time.Second, func() bool { return e.count(StreamJobs) == 0 }, func() string { return "job stream not empty" })
+	waitUntil(t, 20*time.Second, func() bool { return e.count(topology.StreamJobs) == 0 }, func() string { return "job stream not empty" })
 	seen := map[string]int{}
-	for _, m := range e.streamMsgs(StreamResults) {
+	for _, m := range e.streamMsgs(topology.StreamResults) {
 		seen[m.Result.JobID]++
 	}
 	for _, p := range planned {
@@ -134,7 +136,7 @@ func TestHardStopMidBatchThenFreshWorker(t *testing.T) {
 	// A generate_token cut off between its call and the ledger ends
 	// ambiguous_effect and may have no effect; every other effect once.
 	ambiguous := map[string]bool{}
-	for _, m := range e.streamMsgs(StreamResults) {
+	for _, m := range e.streamMsgs(topology.StreamResults) {
 		if m.Result.Error != nil && m.Result.Error.Code == job.CodeAmbiguousEffect {
 			ambiguous[m.Result.JobID] = true
 		} else if m.Result.Outcome != job.Succeeded && m.Result.Outcome != job.Noop {
@@ -165,7 +167,7 @@ func TestOffboardingJumpsTheQueueUnderBudget(t *testing.T) {
 		typ job.Type
 	}
 	var all []fin
-	for _, m := range e.streamMsgs(StreamResults) {
+	for _, m := range e.streamMsgs(topology.StreamResults) {
 		if m.Result.Outcome != job.Succeeded {
 			t.Fatalf("%s: %s %+v", m.Result.JobID, m.Result.Outcome, m.Result.Error)
 		}
@@ -220,10 +222,10 @@ func TestSecretsNeverLeak(t *testing.T) {
 		secrets[fmt.Sprintf("access token %d", i)] = tok
 	}
 	var results, dlqHeaders, dlqBodies strings.Builder
-	for _, m := range e.streamMsgs(StreamResults) {
+	for _, m := range e.streamMsgs(topology.StreamResults) {
 		results.Write(m.Data)
 	}
-	for _, m := range e.streamMsgs(StreamDLQ) {
+	for _, m := range e.streamMsgs(topology.StreamDLQ) {
 		fmt.Fprintf(&dlqHeaders, "%v\n", m.Header)
 		dlqBodies.Write(m.Data)
 	}

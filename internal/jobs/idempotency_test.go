@@ -1,4 +1,4 @@
-package jobs
+package jobs_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // mixedJobs builds n jobs over four types, seeding the simulator so that
@@ -105,16 +106,16 @@ func TestThousandJobsPublishedTwiceRunOnce(t *testing.T) {
 		t.Fatalf("JetStream dropped %d of %d in-window duplicates", dupInWindow, n)
 	}
 	e.waitResults(n, 90*time.Second)
-	waitUntil(t, 60*time.Second, func() bool { return e.count(StreamJobs) == 0 }, func() string {
-		return fmt.Sprintf("%d job messages left", e.count(StreamJobs))
+	waitUntil(t, 60*time.Second, func() bool { return e.count(topology.StreamJobs) == 0 }, func() string {
+		return fmt.Sprintf("%d job messages left", e.count(topology.StreamJobs))
 	})
 	// The duplicates' stored results were published again with the same
 	// Nats-Msg-Id, so the result stream still holds one per job.
-	if got := e.count(StreamResults); got != n {
+	if got := e.count(topology.StreamResults); got != n {
 		t.Fatalf("results stored = %d, want %d", got, n)
 	}
 	seen := map[string]int{}
-	for _, m := range e.streamMsgs(StreamResults) {
+	for _, m := range e.streamMsgs(topology.StreamResults) {
 		seen[m.Result.JobID]++
 		if m.Result.Outcome != job.Succeeded {
 			t.Errorf("%s: %s %+v", m.Result.JobID, m.Result.Outcome, m.Result.Error)

@@ -1,4 +1,4 @@
-package jobs
+package jobs_test
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/job/jobtest"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 func TestBadJobsAreRejected(t *testing.T) {
@@ -32,15 +33,15 @@ func TestBadJobsAreRejected(t *testing.T) {
 			withID++
 		}
 	}
-	waitUntil(t, 20*time.Second, func() bool { return e.count(StreamDLQ) == len(jobtest.BadJobs)+1 }, func() string {
-		return fmt.Sprintf("%d of %d dead letters", e.count(StreamDLQ), len(jobtest.BadJobs)+1)
+	waitUntil(t, 20*time.Second, func() bool { return e.count(topology.StreamDLQ) == len(jobtest.BadJobs)+1 }, func() string {
+		return fmt.Sprintf("%d of %d dead letters", e.count(topology.StreamDLQ), len(jobtest.BadJobs)+1)
 	})
 	rs := e.waitResults(1+withID, 10*time.Second)
 	if calls := e.sim.ResourceCalls(); calls != callsBefore {
 		t.Errorf("bad jobs made %d OneLogin calls", calls-callsBefore)
 	}
 	dlqByCode := map[string]int{}
-	for _, m := range e.streamMsgs(StreamDLQ) {
+	for _, m := range e.streamMsgs(topology.StreamDLQ) {
 		if m.Header.Get(job.HeaderReason) != string(job.Rejected) {
 			t.Errorf("DLQ reason %q", m.Header.Get(job.HeaderReason))
 		}
@@ -74,7 +75,7 @@ func TestBadJobsAreRejected(t *testing.T) {
 	}
 	// The reuse got its own result, next to the original's.
 	var reuse, original int
-	for _, m := range e.streamMsgs(StreamResults) {
+	for _, m := range e.streamMsgs(topology.StreamResults) {
 		if m.Result.JobID == "b-reuse" {
 			switch m.Result.Outcome {
 			case job.Rejected:
@@ -96,6 +97,6 @@ func TestBadJobsAreRejected(t *testing.T) {
 	if rs["after-bad"].Result.Outcome != job.Noop {
 		t.Fatalf("job after the bad ones: %+v", rs["after-bad"].Result)
 	}
-	waitUntil(t, 5*time.Second, func() bool { return e.count(StreamJobs) == 0 }, func() string { return "jobs left in the stream" })
+	waitUntil(t, 5*time.Second, func() bool { return e.count(topology.StreamJobs) == 0 }, func() string { return "jobs left in the stream" })
 	w.stop(t)
 }

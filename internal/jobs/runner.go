@@ -16,13 +16,14 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // Runner consumes both lanes of MFA_JOBS and runs the jobs.
 type Runner struct {
 	cfg   Config
 	log   *slog.Logger
-	objs  *Objects
+	objs  *topology.Objects
 	m     *metrics.Metrics
 	x     *executor
 	sem   *prioritySem
@@ -31,11 +32,11 @@ type Runner struct {
 }
 
 // NewRunner builds a runner over provisioned objects.
-func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *Objects, ol *onelogin.Client, m *metrics.Metrics) (*Runner, error) {
+func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *topology.Objects, ol *onelogin.Client, m *metrics.Metrics) (*Runner, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg.setDefaults()
+	cfg = cfg.WithDefaults()
 	if cfg.Owner == "" {
 		b := make([]byte, 6)
 		_, _ = rand.Read(b)
@@ -73,8 +74,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	lanes := []lane{
-		{name: ConsumerUrgent, cons: r.objs.Urgent, prio: onelogin.PriorityUrgent},
-		{name: ConsumerNormal, cons: r.objs.Normal, prio: onelogin.PriorityNormal},
+		{name: topology.Consumer(job.LaneUrgent), cons: r.objs.Urgent, prio: onelogin.PriorityUrgent},
+		{name: topology.Consumer(job.LaneNormal), cons: r.objs.Normal, prio: onelogin.PriorityNormal},
 	}
 	var fetchers sync.WaitGroup
 	errc := make(chan error, len(lanes))

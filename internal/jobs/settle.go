@@ -142,19 +142,22 @@ func (x *executor) reject(ctx context.Context, t *task, v verdict) {
 	}
 }
 
-// deliver publishes the result (when resID is set) and the DLQ copy (when
-// dlq), then acks or terminates the message as v says. It reports whether
+// deliver publishes the DLQ copy (when dlq) and the result (when resID is
+// set), then acks or terminates the message as v says. It reports whether
 // the message was settled.
 func (x *executor) deliver(ctx context.Context, t *task, subject string, body []byte, resID string, v verdict, dlq bool) bool {
-	if resID != "" {
-		if err := x.publish(ctx, subject, body, resID, nil); err != nil {
-			x.nakAfterPublishFailure(t, "result", err)
-			return false
-		}
-	}
+	// The DLQ copy goes first: whoever sees a failed result finds its dead
+	// letter already there. Both are idempotent by message id, so a
+	// redelivery after a failure between them publishes neither twice.
 	if dlq {
 		if err := x.deadLetter(ctx, t, v.outcome, v.code()); err != nil {
 			x.nakAfterPublishFailure(t, "dead letter", err)
+			return false
+		}
+	}
+	if resID != "" {
+		if err := x.publish(ctx, subject, body, resID, nil); err != nil {
+			x.nakAfterPublishFailure(t, "result", err)
 			return false
 		}
 	}

@@ -33,6 +33,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 var (
@@ -369,7 +370,7 @@ func (w *world) provision(replicas int) {
 	ctx, cancel := context.WithTimeout(w.ctx, 60*time.Second)
 	defer cancel()
 	for {
-		_, err := jobs.Provision(ctx, w.js, jobs.Topology{Replicas: replicas}, jobs.Config{AckWait: 6 * time.Second, Lease: 6 * time.Second, NakMax: 5 * time.Second})
+		_, err := topology.Provision(ctx, w.js, topology.Config{Replicas: replicas}, jobs.Config{AckWait: 6 * time.Second, Lease: 6 * time.Second, NakMax: 5 * time.Second})
 		if err == nil {
 			return
 		}
@@ -416,7 +417,7 @@ func (w *world) waitResults(n int, timeout time.Duration) {
 	w.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		c := w.count(jobs.StreamResults)
+		c := w.count(topology.StreamResults)
 		if c >= n {
 			return
 		}
@@ -442,7 +443,7 @@ func (w *world) verify(name string, planned []job, note string) figures {
 	for _, rs := range results {
 		f.Results += len(rs)
 	}
-	kv, err := w.js.KeyValue(w.ctx, jobs.BucketLedger)
+	kv, err := w.js.KeyValue(w.ctx, topology.BucketLedger)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -505,12 +506,12 @@ func (w *world) verify(name string, planned []job, note string) figures {
 func (w *world) unacked() int {
 	ctx, cancel := context.WithTimeout(w.ctx, 5*time.Second)
 	defer cancel()
-	n := w.count(jobs.StreamJobs)
+	n := w.count(topology.StreamJobs)
 	if n < 0 {
 		return 1 << 30
 	}
-	for _, c := range []string{jobs.ConsumerUrgent, jobs.ConsumerNormal} {
-		cons, err := w.js.Consumer(ctx, jobs.StreamJobs, c)
+	for _, c := range []string{topology.ConsumerUrgent, topology.ConsumerNormal} {
+		cons, err := w.js.Consumer(ctx, topology.StreamJobs, c)
 		if err != nil {
 			return 1 << 30
 		}
@@ -528,11 +529,11 @@ func (w *world) readResults() map[string][]job.Result {
 	w.t.Helper()
 	ctx, cancel := context.WithTimeout(w.ctx, 2*time.Minute)
 	defer cancel()
-	cons, err := w.js.OrderedConsumer(ctx, jobs.StreamResults, jetstream.OrderedConsumerConfig{})
+	cons, err := w.js.OrderedConsumer(ctx, topology.StreamResults, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	total := w.count(jobs.StreamResults)
+	total := w.count(topology.StreamResults)
 	out := map[string][]job.Result{}
 	read := 0
 	for read < total {

@@ -1,4 +1,6 @@
-package jobs
+// Package topology names the JetStream objects of the worker (streams,
+// buckets, consumers) and provisions them idempotently.
+package topology
 
 import (
 	"context"
@@ -7,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mfa-worker/mfa-worker/internal/config"
 	"github.com/mfa-worker/mfa-worker/internal/job"
 )
 
@@ -21,65 +24,95 @@ const (
 	ConsumerNormal = "mfa-worker"
 )
 
-// Topology configures the JetStream objects. Zero fields take the defaults
-// noted.
-type Topology struct {
-	Replicas        int           // 1; 3 in a cluster
-	DuplicateWindow time.Duration // 10m, for jobs and results
-	ResultsMaxAge   time.Duration // 7 days
-	DLQMaxAge       time.Duration // 30 days
-	LedgerTTL       time.Duration // 7 days
+// Config configures the JetStream objects.
+type Config struct {
+	Replicas        int           // WORKER_STREAM_REPLICAS: 1; 3 in a cluster
+	DuplicateWindow time.Duration // WORKER_DUPLICATE_WINDOW, for jobs and results
+	ResultsMaxAge   time.Duration // WORKER_RESULTS_MAX_AGE
+	DLQMaxAge       time.Duration // WORKER_DLQ_MAX_AGE
+	LedgerTTL       time.Duration // WORKER_LEDGER_TTL
 }
 
-func (t *Topology) setDefaults() {
-	if t.Replicas == 0 {
-		t.Replicas = 1
-	}
-	if t.DuplicateWindow == 0 {
-		t.DuplicateWindow = 10 * time.Minute
-	}
-	if t.ResultsMaxAge == 0 {
-		t.ResultsMaxAge = 7 * 24 * time.Hour
-	}
-	if t.DLQMaxAge == 0 {
-		t.DLQMaxAge = 30 * 24 * time.Hour
-	}
-	if t.LedgerTTL == 0 {
-		t.LedgerTTL = 7 * 24 * time.Hour
+// DefaultConfig is the topology of a single-node deployment.
+func DefaultConfig() Config {
+	return Config{
+		Replicas:        1,
+		DuplicateWindow: 10 * time.Minute,
+		ResultsMaxAge:   7 * 24 * time.Hour,
+		DLQMaxAge:       30 * 24 * time.Hour,
+		LedgerTTL:       7 * 24 * time.Hour,
 	}
 }
 
-// Validate checks the topology after defaults and returns the first problem
-// as a *SettingError.
-func (t Topology) Validate() error {
-	t.setDefaults()
-	switch {
-	case t.Replicas != 1 && t.Replicas != 3 && t.Replicas != 5:
-		return &SettingError{"WORKER_STREAM_REPLICAS", fmt.Sprintf("must be 1, 3 or 5, got %d", t.Replicas)}
-	case t.DuplicateWindow < 10*time.Minute:
-		return &SettingError{"WORKER_DUPLICATE_WINDOW", fmt.Sprintf("must be at least 10m, got %v", t.DuplicateWindow)}
-	case t.ResultsMaxAge < time.Hour:
-		return &SettingError{"WORKER_RESULTS_MAX_AGE", fmt.Sprintf("must be at least 1h, got %v", t.ResultsMaxAge)}
-	case t.DLQMaxAge < time.Hour:
-		return &SettingError{"WORKER_DLQ_MAX_AGE", fmt.Sprintf("must be at least 1h, got %v", t.DLQMaxAge)}
-	case t.LedgerTTL < time.Hour:
-		return &SettingError{"WORKER_LEDGER_TTL", fmt.Sprintf("must be at least 1h, got %v", t.LedgerTTL)}
+// WithDefaults returns c with its zero fields set from DefaultConfig.
+func (c Config) WithDefaults() Config {
+	d := DefaultConfig()
+	if c.Replicas == 0 {
+		c.Replicas = d.Replicas
 	}
-	return nil
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = d.DuplicateWindow
+	}
+	if c.ResultsMaxAge == 0 {
+		c.ResultsMaxAge = d.ResultsMaxAge
+	}
+	if c.DLQMaxAge == 0 {
+		c.DLQMaxAge = d.DLQMaxAge
+	}
+	if c.LedgerTTL == 0 {
+		c.LedgerTTL = d.LedgerTTL
+	}
+	return c
 }
 
-func urgentSubjects() []string {
-	return []string{job.TypeOffboard.Subject(), job.TypeRemove.Subject()}
+// Validate checks the topology with its defaults applied, with no I/O, and
+// reports every problem (a *config.Error or *config.Errors).
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var p config.Problems
+	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
+		p.Add("WORKER_STREAM_REPLICAS", "must be 1, 3 or 5, got %d", c.Replicas)
+	}
+	if c.DuplicateWindow < 10*time.Minute {
+		p.Add("WORKER_DUPLICATE_WINDOW", "must be at least 10m, got %v", c.DuplicateWindow)
+	}
+	if c.ResultsMaxAge < time.Hour {
+		p.Add("WORKER_RESULTS_MAX_AGE", "must be at least 1h, got %v", c.ResultsMaxAge)
+	}
+	if c.DLQMaxAge < time.Hour {
+		p.Add("WORKER_DLQ_MAX_AGE", "must be at least 1h, got %v", c.DLQMaxAge)
+	}
+	if c.LedgerTTL < time.Hour {
+		p.Add("WORKER_LEDGER_TTL", "must be at least 1h, got %v", c.LedgerTTL)
+	}
+	return p.Err()
 }
 
-func normalSubjects() []string {
+// Consumers are the settings of the job consumers and the lock bucket,
+// which belong to the job pipeline's configuration.
+type Consumers struct {
+	AckWait time.Duration // the consumers' ack wait
+	Lease   time.Duration // the age limit of the user locks
+	// MaxDeliver is the pipeline's; the consumers get a little more, as
+	// a backstop for a worker that never settles.
+	MaxDeliver int
+}
+
+// Subjects returns the job subjects of a lane.
+func Subjects(l job.Lane) []string {
 	var s []string
-	for _, t := range job.Types {
-		if !t.Urgent() {
-			s = append(s, t.Subject())
-		}
+	for _, t := range job.TypesOf(l) {
+		s = append(s, t.Subject())
 	}
 	return s
+}
+
+// Consumer returns the durable consumer name of a lane.
+func Consumer(l job.Lane) string {
+	if l == job.LaneUrgent {
+		return ConsumerUrgent
+	}
+	return ConsumerNormal
 }
 
 // Objects are the provisioned JetStream objects the pipeline uses.
@@ -90,11 +123,13 @@ type Objects struct {
 
 // Provision creates or updates the streams, buckets and consumers. It is
 // idempotent and safe to run from every replica at once.
-func Provision(ctx context.Context, js jetstream.JetStream, topo Topology, cfg Config) (*Objects, error) {
-	topo.setDefaults()
-	cfg.setDefaults()
+func Provision(ctx context.Context, js jetstream.JetStream, topo Config, cfg Consumers) (*Objects, error) {
+	topo = topo.WithDefaults()
 	if err := topo.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.AckWait <= 0 || cfg.Lease <= 0 || cfg.MaxDeliver <= 0 {
+		return nil, fmt.Errorf("provision: consumer settings must be positive, got %+v", cfg)
 	}
 	var subjects []string
 	for _, t := range job.Types {
@@ -167,10 +202,10 @@ func Provision(ctx context.Context, js jetstream.JetStream, topo Topology, cfg C
 		}
 		return c, nil
 	}
-	if objs.Urgent, err = consumer(ConsumerUrgent, "Offboard and remove jobs, served first", urgentSubjects()); err != nil {
+	if objs.Urgent, err = consumer(ConsumerUrgent, "Offboard and remove jobs, served first", Subjects(job.LaneUrgent)); err != nil {
 		return nil, err
 	}
-	if objs.Normal, err = consumer(ConsumerNormal, "Enroll, activate, verify and generate_token jobs", normalSubjects()); err != nil {
+	if objs.Normal, err = consumer(ConsumerNormal, "Enroll, activate, verify and generate_token jobs", Subjects(job.LaneNormal)); err != nil {
 		return nil, err
 	}
 	return objs, nil

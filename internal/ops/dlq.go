@@ -1,4 +1,6 @@
-package jobs
+// Package ops holds the operators' tools over NATS: listing and replaying
+// dead letters, and the read-only query service.
+package ops
 
 import (
 	"context"
@@ -11,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // DeadLetter is one message of MFA_DLQ.
@@ -54,13 +57,13 @@ func (f DeadLetterFilter) match(d DeadLetter) bool {
 
 // ListDeadLetters reads MFA_DLQ in order.
 func ListDeadLetters(ctx context.Context, js jetstream.JetStream, f DeadLetterFilter) ([]DeadLetter, error) {
-	s, err := js.Stream(ctx, StreamDLQ)
+	s, err := js.Stream(ctx, topology.StreamDLQ)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", StreamDLQ, err)
+		return nil, fmt.Errorf("open %s: %w", topology.StreamDLQ, err)
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", StreamDLQ, err)
+		return nil, fmt.Errorf("open %s: %w", topology.StreamDLQ, err)
 	}
 	var out []DeadLetter
 	if info.State.Msgs == 0 {
@@ -72,7 +75,7 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, f DeadLetterFi
 			continue
 		}
 		if err != nil {
-			return out, fmt.Errorf("read %s #%d: %w", StreamDLQ, seq, err)
+			return out, fmt.Errorf("read %s #%d: %w", topology.StreamDLQ, seq, err)
 		}
 		n, _ := strconv.Atoi(m.Header.Get(job.HeaderDeliveries))
 		d := DeadLetter{
@@ -106,7 +109,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, d DeadLetter) error {
 	if _, err := js.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("replay DLQ #%d: %w", d.Seq, err)
 	}
-	s, err := js.Stream(ctx, StreamDLQ)
+	s, err := js.Stream(ctx, topology.StreamDLQ)
 	if err != nil {
 		return fmt.Errorf("replay DLQ #%d: republished, but could not open the DLQ to remove it: %w", d.Seq, err)
 	}
