@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"regexp"
 	"strings"
@@ -15,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
 // clearEnv unsets every variable the worker reads.
@@ -79,16 +80,8 @@ func TestSubmitAndDLQCommands(t *testing.T) {
 	case err := <-done:
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		resp, err := http.Get("http://" + httpAddr + "/readyz")
-		if err == nil && resp.StatusCode == 200 {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("not ready")
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := testenv.WaitHTTP("http://"+httpAddr+"/readyz", 10*time.Second); err != nil {
+		t.Fatal(err)
 	}
 	var nurl string
 	for _, l := range strings.Split(banner.String(), "\n") {
@@ -187,18 +180,8 @@ func TestDevIsReadyQuicklyAndRunsJobs(t *testing.T) {
 	case err := <-done:
 		t.Fatal(err)
 	}
-	for {
-		resp, err := http.Get("http://" + httpAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Since(start) > 10*time.Second {
-			t.Fatal("dev not ready in 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
+	if err := testenv.WaitHTTP("http://"+httpAddr+"/readyz", 10*time.Second); err != nil {
+		t.Fatal(err)
 	}
 	ready := time.Since(start)
 	t.Logf("dev ready in %v", ready)

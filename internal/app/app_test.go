@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -207,15 +206,7 @@ func startWorker(t *testing.T) (*Worker, string) {
 			t.Errorf("worker: %v", err)
 		}
 	})
-	err := testenv.WaitFor(10*time.Second, func() bool {
-		resp, err := http.Get("http://" + w.HTTPAddr + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	}, func() string { return "/readyz is not 200" })
-	if err != nil {
+	if err := testenv.WaitHTTP("http://"+w.HTTPAddr+"/readyz", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	return w, bed.NATSURL()

@@ -42,9 +42,10 @@ func newBudgets(c *Config) budgets {
 	}
 }
 
-// worstCase is the longest one delivery can hold its message, the OneLogin
-// client's own limits per call (oneCall: token fetch plus rate-limit waits
-// plus the request) aside from the quick-retry budget they run within.
-func (b budgets) worstCase(oneCall time.Duration) time.Duration {
-	return b.lockWait + b.claimWait + b.retryWithin + oneCall + b.settle
+// worstCase is the longest one delivery can hold its message when its
+// last attempt takes lastAttempt, waits for the OneLogin rate-limit window
+// aside (doc.go states it with the defaults): the lock and claim waits, the
+// quick retries, the settlement and the lock's release.
+func (b budgets) worstCase(lastAttempt time.Duration) time.Duration {
+	return b.lockWait + b.claimWait + b.retryWithin + lastAttempt + b.settle + b.settle
 }

@@ -127,3 +127,15 @@ func TestNakDelay(t *testing.T) {
 		}
 	}
 }
+
+// The worst case that doc.go states for the defaults.
+func TestWorstCasePerDelivery(t *testing.T) {
+	cfg := DefaultConfig()
+	b := newBudgets(&cfg)
+	if got := b.worstCase(0); got != 155*time.Second {
+		t.Errorf("worst case without OneLogin calls: %v, doc.go says 155s", got)
+	}
+	if b.heartbeat != 10*time.Second || b.lockWait != time.Minute {
+		t.Errorf("budgets: %+v", b)
+	}
+}

@@ -232,49 +232,84 @@ func Body(id, typ string, user int64, params map[string]any) string {
 	return string(Of(id, typ, user, params).Body)
 }
 
-// Seeder is what Mix needs of a OneLogin: devices enrolled up front.
+// Seeder is what a mixture needs of a OneLogin: devices enrolled up front.
 type Seeder interface {
 	EnrollDevice(user int64, factor, name string, active bool) (int64, error)
 }
 
-// Mix builds n jobs of the fixed mix for users from base on, seeding the
-// simulator: 40% enroll, 20% remove, 20% offboard (one device each), 10%
-// activate, 10% generate_token. Ids are b-<base>-<i>.
-func Mix(sim Seeder, n int, base int64) ([]Job, error) {
+// Mixture is a repeating plan of jobs: Plan[i%10] is the type of the i-th
+// job. Every job has an effect to make: the simulator is seeded with the
+// devices its remove, offboard and activate jobs need.
+type Mixture struct {
+	Plan [10]job.Type
+	// IDPrefix starts every id: <prefix>-<base>-<i>.
+	IDPrefix string
+	// OffboardDevices is how many factors an offboarded user has (1 or 2).
+	OffboardDevices int
+	// TokenExpiresIn is generate_token's expires_in (0: not set).
+	TokenExpiresIn int
+}
+
+// BenchMix is the benchmarks' mix: 40% enroll, 20% remove, 20% offboard
+// (one device each), 10% activate, 10% generate_token.
+var BenchMix = Mixture{
+	Plan:     [10]job.Type{"enroll", "enroll", "enroll", "enroll", "remove", "remove", "offboard", "offboard", "activate", "generate_token"},
+	IDPrefix: "b", OffboardDevices: 1,
+}
+
+// FaultMix is the container fault suite's mix: 30% enroll, 20% activate,
+// 10% generate_token, 20% offboard (two devices each), 20% remove.
+var FaultMix = Mixture{
+	Plan:     [10]job.Type{"enroll", "enroll", "enroll", "activate", "activate", "generate_token", "offboard", "offboard", "remove", "remove"},
+	IDPrefix: "c", OffboardDevices: 2, TokenExpiresIn: 3600,
+}
+
+// Mix builds n jobs of BenchMix for users from base on.
+func Mix(sim Seeder, n int, base int64) ([]Job, error) { return BenchMix.Jobs(sim, n, base) }
+
+// Jobs builds n jobs of the mixture for users from base on, seeding sim.
+func (x Mixture) Jobs(sim Seeder, n int, base int64) ([]Job, error) {
 	kp, err := nkeys.CreateCurveKeys()
 	if err != nil {
 		return nil, err
 	}
-	xkey, _ := kp.PublicKey()
+	xkey, _ := kp.PublicKey() // tokens are sealed to it
 	out := make([]Job, 0, n)
 	for i := 0; i < n; i++ {
 		user := base + int64(i)
-		var typ string
+		typ := x.Plan[i%10]
 		var params map[string]any
-		switch i % 10 {
-		case 0, 1, 2, 3:
-			typ, params = "enroll", map[string]any{"factor_name": "OneLogin SMS", "display_name": "Phone", "number": "+15551230000"}
-		case 4, 5:
+		switch typ {
+		case job.TypeEnroll:
+			params = map[string]any{"factor_name": "OneLogin SMS", "display_name": "Phone", "number": "+15551230000"}
+		case job.TypeRemove:
 			dev, err := sim.EnrollDevice(user, "OneLogin Protect", "Pixel", true)
 			if err != nil {
 				return nil, err
 			}
-			typ, params = "remove", map[string]any{"device_id": dev}
-		case 6, 7:
-			if _, err := sim.EnrollDevice(user, "Google Authenticator", "GA", true); err != nil {
-				return nil, err
+			params = map[string]any{"device_id": dev}
+		case job.TypeOffboard:
+			seeds := [][2]string{{"Google Authenticator", "GA"}, {"OneLogin Protect", "Pixel"}}
+			for _, d := range seeds[:max(1, min(x.OffboardDevices, len(seeds)))] {
+				if _, err := sim.EnrollDevice(user, d[0], d[1], true); err != nil {
+					return nil, err
+				}
 			}
-			typ = "offboard"
-		case 8:
+		case job.TypeActivate:
 			dev, err := sim.EnrollDevice(user, "OneLogin Voice", "Desk", true)
 			if err != nil {
 				return nil, err
 			}
-			typ, params = "activate", map[string]any{"device_id": dev}
-		case 9:
-			typ, params = "generate_token", map[string]any{"recipient_xkey": xkey}
+			params = map[string]any{"device_id": dev}
+		case job.TypeGenerateToken:
+			params = map[string]any{"recipient_xkey": xkey}
+			if x.TokenExpiresIn != 0 {
+				params["expires_in"] = x.TokenExpiresIn
+			}
+		default:
+			return nil, fmt.Errorf("mixture: no plan for type %q", typ)
 		}
-		out = append(out, Of(fmt.Sprintf("b-%d-%d", base, i), typ, user, params))
+		out = append(out, Of(fmt.Sprintf("%s-%d-%d", x.IDPrefix, base, i), string(typ), user, params))
 	}
 	return out, nil
 }
@@ -463,3 +498,15 @@ func (s *SyncBuffer) String() string {
 
 // Quiet is a logger that discards everything.
 func Quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// WaitHTTP waits until url answers 200 (a /readyz).
+func WaitHTTP(url string, timeout time.Duration) error {
+	return WaitFor(timeout, func() bool {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, func() string { return url + " does not answer 200" })
+}

@@ -11,14 +11,14 @@ import (
 
 	"github.com/testcontainers/testcontainers-go/network"
 
-	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // singleNode is the common start of a scenario: one NATS container, the
 // streams, and the workload published, with OneLogin answering in 20-40 ms.
-func singleNode(t *testing.T, name string, base int64) (*world, *natsNode, []job) {
+func singleNode(t *testing.T, name string, base int64) (*world, *natsNode, []testenv.Job) {
 	w := newWorld(t, simulator.Config{})
 	w.sim.SetFaults(simulator.Faults{Latency: 20 * time.Millisecond, Jitter: 20 * time.Millisecond})
 	n := w.startNATS(name, "")
