@@ -155,3 +155,19 @@ func TestTypesAndLanes(t *testing.T) {
 		}
 	}
 }
+
+func TestResultDataKeepsLargeIDs(t *testing.T) {
+	j := &job.Job{ID: "e", Type: job.TypeEnroll, UserID: 1}
+	r := j.Result(job.Succeeded, 1, time.Unix(0, 0), time.Unix(1, 0), nil, job.EnrollData{DeviceID: 1<<62 + 1, FactorID: 7, AuthFactorName: "SMS"})
+	body := string(r.Marshal())
+	if !strings.Contains(body, `"device_id":4611686018427387905`) || strings.Contains(body, "state_token") || !strings.Contains(body, `"needs_trigger":false`) {
+		t.Errorf("result: %s", body)
+	}
+	off := (&job.Job{ID: "o", Type: job.TypeOffboard, UserID: 1}).Result(job.Noop, 1, time.Unix(0, 0), time.Unix(1, 0), nil, job.OffboardData{RemovedDeviceIDs: []int64{}})
+	if !strings.Contains(string(off.Marshal()), `"removed_device_ids":[]`) {
+		t.Errorf("offboard: %s", off.Marshal())
+	}
+	if none := j.Result(job.Failed, 1, time.Unix(0, 0), time.Unix(1, 0), &job.ErrorInfo{Code: job.CodeUserNotFound}, nil); none.Data != nil {
+		t.Errorf("data without data: %v", none.Data)
+	}
+}

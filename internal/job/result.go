@@ -63,10 +63,10 @@ func (r *Result) Marshal() []byte {
 	return b
 }
 
-// Result builds the result of j.
-func (j *Job) Result(o Outcome, attempts int, started, finished time.Time, info *ErrorInfo, data map[string]any) *Result {
+// Result builds the result of j, with its typed data (nil: none).
+func (j *Job) Result(o Outcome, attempts int, started, finished time.Time, info *ErrorInfo, data Data) *Result {
 	r := newResult(j.ID, j.Type, j.UserID, o, attempts, started, finished, info)
-	r.CorrelationID, r.Source, r.Data = j.CorrelationID, j.Source, data
+	r.CorrelationID, r.Source, r.Data = j.CorrelationID, j.Source, dataMap(data)
 	return r
 }
 

@@ -28,7 +28,7 @@ type oneLogin interface {
 // outcome is what a handler produced.
 type outcome struct {
 	Outcome job.Outcome
-	Data    map[string]any
+	Data    job.Data
 }
 
 // attempts is what a handler may know of the earlier attempts of the same
@@ -101,18 +101,11 @@ func (h *handlers) enroll(ctx context.Context, j *job.Job, a *attempts) (outcome
 	return outcome{Outcome: job.Succeeded, Data: enrollData(*dev, f.ID)}, nil
 }
 
-func enrollData(d onelogin.Device, factorID onelogin.ID) map[string]any {
-	m := map[string]any{
-		"device_id":        int64(d.ID),
-		"factor_id":        int64(factorID),
-		"auth_factor_name": d.AuthFactorName,
-		"active":           d.Active,
-		"needs_trigger":    d.NeedsTrigger,
+func enrollData(d onelogin.Device, factorID onelogin.ID) job.EnrollData {
+	return job.EnrollData{
+		DeviceID: int64(d.ID), FactorID: int64(factorID), AuthFactorName: d.AuthFactorName,
+		Active: d.Active, NeedsTrigger: d.NeedsTrigger, StateToken: d.StateToken,
 	}
-	if d.StateToken != "" {
-		m["state_token"] = d.StateToken
-	}
-	return m
 }
 
 // resolveFactor finds the factor a job names, through the account-wide
@@ -146,7 +139,7 @@ func (h *handlers) activate(ctx context.Context, j *job.Job) (outcome, error) {
 	if err != nil {
 		return outcome{}, err
 	}
-	return outcome{Outcome: job.Succeeded, Data: map[string]any{"device_id": int64(act.DeviceID), "state_token": act.StateToken}}, nil
+	return outcome{Outcome: job.Succeeded, Data: job.ActivateData{DeviceID: int64(act.DeviceID), StateToken: act.StateToken}}, nil
 }
 
 func (h *handlers) verify(ctx context.Context, j *job.Job) (outcome, error) {
@@ -154,11 +147,11 @@ func (h *handlers) verify(ctx context.Context, j *job.Job) (outcome, error) {
 	if _, err := h.ol.VerifyFactor(ctx, j.UserID, j.Params.DeviceID, req); err != nil {
 		return outcome{}, err
 	}
-	return outcome{Outcome: job.Succeeded, Data: map[string]any{"device_id": j.Params.DeviceID, "active": true}}, nil
+	return outcome{Outcome: job.Succeeded, Data: job.VerifyData{DeviceID: j.Params.DeviceID, Active: true}}, nil
 }
 
 func (h *handlers) remove(ctx context.Context, j *job.Job, a *attempts) (outcome, error) {
-	data := map[string]any{"device_id": j.Params.DeviceID}
+	data := job.RemoveData{DeviceID: j.Params.DeviceID}
 	_, err := h.ol.RemoveFactor(ctx, j.UserID, j.Params.DeviceID)
 	switch {
 	case err == nil:
@@ -180,7 +173,7 @@ func (h *handlers) offboard(ctx context.Context, j *job.Job, a *attempts) (outco
 	if a.removed == nil {
 		a.removed, a.sentDevices = []int64{}, map[onelogin.ID]bool{}
 	}
-	data := func() map[string]any { return map[string]any{"removed_device_ids": a.removed} }
+	data := func() job.Data { return job.OffboardData{RemovedDeviceIDs: a.removed} }
 	devices, _, err := h.ol.EnrolledFactors(ctx, j.UserID)
 	if err != nil {
 		return outcome{Data: data()}, err
@@ -222,17 +215,16 @@ func (h *handlers) generateToken(ctx context.Context, j *job.Job) (outcome, erro
 	if err != nil {
 		return outcome{}, err
 	}
-	data := map[string]any{"expires_at": tok.ExpiresAt.UTC().Format(time.RFC3339), "reusable": tok.Reusable}
+	data := job.GenerateTokenData{ExpiresAt: tok.ExpiresAt.UTC().Format(time.RFC3339), Reusable: tok.Reusable}
 	if j.Params.RecipientXKey == "" {
-		data["mfa_token"] = tok.Token // only reachable with plain tokens allowed
+		data.MFAToken = tok.Token // only reachable with plain tokens allowed
 		return outcome{Outcome: job.Succeeded, Data: data}, nil
 	}
 	sealed, sender, err := seal(tok.Token, j.Params.RecipientXKey)
 	if err != nil {
 		return outcome{}, &PermanentError{Code: job.CodeSealFailed, Message: "generate_token: " + err.Error()}
 	}
-	data["sealed_mfa_token"] = sealed
-	data["sender_xkey"] = sender
+	data.SealedMFAToken, data.SenderXKey = sealed, sender
 	return outcome{Outcome: job.Succeeded, Data: data}, nil
 }
 

@@ -50,7 +50,7 @@ func (x *executor) settleContext(ctx context.Context) (context.Context, context.
 
 // finish records the final result in the ledger, then publishes it (and the
 // DLQ copy), then settles the message.
-func (x *executor) finish(ctx context.Context, t *task, v verdict, data map[string]any) {
+func (x *executor) finish(ctx context.Context, t *task, v verdict, data job.Data) {
 	ctx, cancel := x.settleContext(ctx)
 	defer cancel()
 	j := t.job
