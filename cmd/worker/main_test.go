@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mfa-worker/mfa-worker/internal/testenv"
@@ -60,35 +58,52 @@ func TestRunStopsOnBadConfigNamingEverySetting(t *testing.T) {
 	}
 }
 
-func TestSubmitAndDLQCommands(t *testing.T) {
-	clearEnv(t)
+// startDev runs `worker dev` on free ports until the test ends and returns
+// once it is ready, with how long that took and the NATS URL its banner
+// names.
+func startDev(t *testing.T) (time.Duration, string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var banner strings.Builder
 	addr := make(chan string, 1)
 	done := make(chan error, 1)
+	start := time.Now()
 	go func() {
-		done <- dev(ctx, devConfig{DataDir: t.TempDir(), NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Out: &banner},
+		done <- dev(ctx, devConfig{DataDir: t.TempDir(), NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Version: "1.2.3", Out: &banner},
 			slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), func(a string) { addr <- a })
 	}()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
-		<-done
-	}()
+		if err := <-done; err != nil {
+			t.Errorf("dev: %v", err)
+		}
+	})
 	var httpAddr string
 	select {
 	case httpAddr = <-addr:
 	case err := <-done:
+		done <- err
 		t.Fatal(err)
 	}
 	if err := testenv.WaitHTTP("http://"+httpAddr+"/readyz", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	ready := time.Since(start)
 	var nurl string
 	for _, l := range strings.Split(banner.String(), "\n") {
 		if f := strings.Fields(l); len(f) >= 3 && f[0] == "NATS" {
 			nurl = f[2]
 		}
 	}
+	if nurl == "" {
+		t.Fatalf("banner names no NATS URL:\n%s", banner.String())
+	}
+	return ready, nurl
+}
+
+func TestSubmitAndDLQCommands(t *testing.T) {
+	clearEnv(t)
+	_, nurl := startDev(t)
 	t.Setenv("NATS_URL", nurl)
 	sh := func(args ...string) (int, string) {
 		var out, errb bytes.Buffer
@@ -159,55 +174,12 @@ func TestRunConfigReadsFlagsAndEnvironment(t *testing.T) {
 }
 
 func TestDevIsReadyQuicklyAndRunsJobs(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	var banner strings.Builder
-	addr := make(chan string, 1)
-	done := make(chan error, 1)
-	start := time.Now()
-	go func() {
-		done <- dev(ctx, devConfig{DataDir: t.TempDir(), NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Version: "1.2.3", Out: &banner},
-			slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), func(a string) { addr <- a })
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("dev: %v", err)
-		}
-	}()
-	var httpAddr string
-	select {
-	case httpAddr = <-addr:
-	case err := <-done:
-		t.Fatal(err)
-	}
-	if err := testenv.WaitHTTP("http://"+httpAddr+"/readyz", 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	ready := time.Since(start)
+	ready, nurl := startDev(t)
 	t.Logf("dev ready in %v", ready)
 	if ready > 2*time.Second {
 		t.Errorf("dev took %v to be ready; the promise is under 2s", ready)
 	}
-	var nurl string
-	for _, l := range strings.Split(banner.String(), "\n") {
-		if f := strings.Fields(l); len(f) >= 3 && f[0] == "NATS" {
-			nurl = f[2]
-		}
-	}
-	nc, err := nats.Connect(nurl)
-	if err != nil {
-		t.Fatalf("banner NATS URL %q: %v", nurl, err)
-	}
-	defer nc.Close()
-	sub, err := nc.SubscribeSync("mfa.results.>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, _ := jetstream.New(nc)
-	if _, err := js.Publish(context.Background(), "mfa.jobs.offboard", []byte(`{"id":"dev-1","type":"offboard","user_id":5}`)); err != nil {
-		t.Fatal(err)
-	}
-	m, err := sub.NextMsg(10 * time.Second)
+	m, err := testenv.RoundTrip(nurl, "offboard", `{"id":"dev-1","type":"offboard","user_id":5}`, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

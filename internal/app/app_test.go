@@ -230,11 +230,7 @@ func resultsClient(t *testing.T, url string) (*nats.Conn, jetstream.JetStream, *
 
 func TestRunRunsJobs(t *testing.T) {
 	_, nurl := startWorker(t)
-	_, js, sub := resultsClient(t, nurl)
-	if _, err := js.Publish(context.Background(), "mfa.jobs.offboard", []byte(`{"id":"run-1","type":"offboard","user_id":5}`)); err != nil {
-		t.Fatal(err)
-	}
-	m, err := sub.NextMsg(10 * time.Second)
+	m, err := testenv.RoundTrip(nurl, "offboard", `{"id":"run-1","type":"offboard","user_id":5}`, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

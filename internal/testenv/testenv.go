@@ -510,3 +510,27 @@ func WaitHTTP(url string, timeout time.Duration) error {
 		return resp.StatusCode == http.StatusOK
 	}, func() string { return url + " does not answer 200" })
 }
+
+// RoundTrip publishes one job body to mfa.jobs.<typ> on the server at
+// natsURL and returns the first result published after it.
+func RoundTrip(natsURL, typ, body string, timeout time.Duration) (*nats.Msg, error) {
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	sub, err := nc.SubscribeSync(job.ResultSubjectPrefix + ">")
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := PublishOne(ctx, js, typ, body, ""); err != nil {
+		return nil, err
+	}
+	return sub.NextMsg(timeout)
+}
