@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/mfa-worker/mfa-worker/internal/jobs"
+	"github.com/mfa-worker/mfa-worker/internal/ops"
 )
 
 func cmdDLQ(ctx context.Context, args []string, stdout io.Writer) error {
@@ -30,7 +30,7 @@ func cmdDLQ(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	f := jobs.DeadLetterFilter{Type: *typ, Code: *code, Limit: *limit}
+	f := ops.DeadLetterFilter{Type: *typ, Code: *code, Limit: *limit}
 	if *seqs != "" {
 		for _, s := range strings.Split(*seqs, ",") {
 			n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
@@ -50,7 +50,7 @@ func cmdDLQ(ctx context.Context, args []string, stdout io.Writer) error {
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	dls, err := jobs.ListDeadLetters(ctx, js, f)
+	dls, err := ops.ListDeadLetters(ctx, js, f)
 	if err != nil {
 		return err
 	}
@@ -81,7 +81,7 @@ func cmdDLQ(ctx context.Context, args []string, stdout io.Writer) error {
 			fmt.Fprintf(stdout, "would replay #%d %s %s\n", d.Seq, d.Subject, d.JobID)
 			continue
 		}
-		if err := jobs.Replay(ctx, js, d); err != nil {
+		if err := ops.Replay(ctx, js, d); err != nil {
 			return fmt.Errorf("%w (replayed %d before it)", err, n)
 		}
 		n++

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mfa-worker/mfa-worker/internal/app"
+	"github.com/mfa-worker/mfa-worker/internal/config"
 	"github.com/mfa-worker/mfa-worker/internal/ingest"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/rules"
@@ -60,7 +61,7 @@ func cmdIngest(ctx context.Context, args []string, stderr io.Writer) error {
 	// reach.
 	ln, err := net.Listen("tcp", st.httpAddr)
 	if err != nil {
-		return &app.ConfigError{Setting: "WORKER_HTTP_ADDR", Problem: err.Error()}
+		return &config.Error{Setting: "WORKER_HTTP_ADDR", Problem: err.Error()}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -89,7 +90,7 @@ func cmdIngest(ctx context.Context, args []string, stderr io.Writer) error {
 func asConfigError(err error) error {
 	var se *ingest.SettingError
 	if errors.As(err, &se) {
-		return &app.ConfigError{Setting: se.Setting, Problem: se.Problem}
+		return &config.Error{Setting: se.Setting, Problem: se.Problem}
 	}
 	return err
 }
@@ -138,10 +139,10 @@ func ingestConfig(args []string) (ingestSettings, error) {
 		return st, usageErr("ingest takes no arguments, got %q", fs.Args())
 	}
 	if st.nats.NATSURL == "" {
-		err = errors.Join(err, &app.ConfigError{Setting: "NATS_URL", Problem: "required (e.g. nats://127.0.0.1:4222)"})
+		err = errors.Join(err, &config.Error{Setting: "NATS_URL", Problem: "required (e.g. nats://127.0.0.1:4222)"})
 	}
 	if (st.nats.NATSUser == "") != (st.nats.NATSPassword == "") {
-		err = errors.Join(err, &app.ConfigError{Setting: "NATS_USER/NATS_PASSWORD", Problem: "set both or neither"})
+		err = errors.Join(err, &config.Error{Setting: "NATS_USER/NATS_PASSWORD", Problem: "set both or neither"})
 	}
 	keys := make([][]byte, len(files))
 	for i, f := range files {
@@ -152,7 +153,7 @@ func ingestConfig(args []string) (ingestSettings, error) {
 	if keys[0] != nil {
 		k, e := ingest.ParseWebhookSecret(keys[0])
 		if e != nil {
-			err = errors.Join(err, &app.ConfigError{Setting: "INGEST_CLOUDEVENTS_SECRET_FILE", Problem: e.Error()})
+			err = errors.Join(err, &config.Error{Setting: "INGEST_CLOUDEVENTS_SECRET_FILE", Problem: e.Error()})
 		}
 		keys[0] = k
 	}
@@ -160,7 +161,7 @@ func ingestConfig(args []string) (ingestSettings, error) {
 	if *rulesFile != "" {
 		set, e := rules.Load(*rulesFile)
 		if e != nil {
-			err = errors.Join(err, &app.ConfigError{Setting: "WORKER_RULES", Problem: e.Error()})
+			err = errors.Join(err, &config.Error{Setting: "WORKER_RULES", Problem: e.Error()})
 		}
 		c.Rules = set
 	}

@@ -22,6 +22,7 @@ import (
 	_ "golang.org/x/crypto/x509roots/fallback"
 
 	"github.com/mfa-worker/mfa-worker/internal/app"
+	"github.com/mfa-worker/mfa-worker/internal/config"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -117,7 +118,7 @@ func envParsed[T any](name string, def T, parse func(string) (T, error), want st
 	x, err := parse(strings.TrimSpace(v))
 	if err != nil {
 		var zero T
-		return zero, &app.ConfigError{Setting: name, Problem: "must be " + want}
+		return zero, &config.Error{Setting: name, Problem: "must be " + want}
 	}
 	return x, nil
 }
@@ -145,7 +146,7 @@ func newLogger(w io.Writer, json bool, level slog.Level) *slog.Logger {
 func parseLevel(s string) (slog.Level, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return 0, &app.ConfigError{Setting: "WORKER_LOG_LEVEL", Problem: "must be debug, info, warn or error"}
+		return 0, &config.Error{Setting: "WORKER_LOG_LEVEL", Problem: "must be debug, info, warn or error"}
 	}
 	return l, nil
 }
@@ -164,89 +165,78 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 // runConfig reads `worker run` flags, each defaulting to its environment
-// variable.
+// variable, then to app.DefaultConfig. Validation and the configuration's
+// I/O happen in app.Run; runConfig only checks what it parses.
 func runConfig(args []string) (app.Config, slog.Level, error) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	cfg := natsFlags(fs, "") // required for run: no default server
+	cfg := app.DefaultConfig()
 	cfg.Version = version
-	fs.StringVar(&cfg.OneLoginSubdomain, "onelogin-subdomain", env("ONELOGIN_SUBDOMAIN", ""), "OneLogin account subdomain (ONELOGIN_SUBDOMAIN)")
-	fs.StringVar(&cfg.OneLoginBaseURL, "onelogin-base-url", env("ONELOGIN_BASE_URL", ""), "full OneLogin base URL (ONELOGIN_BASE_URL)")
-	fs.StringVar(&cfg.OneLoginClientID, "onelogin-client-id", env("ONELOGIN_CLIENT_ID", ""), "OneLogin API client id (ONELOGIN_CLIENT_ID)")
-	cfg.OneLoginClientSecret = env("ONELOGIN_CLIENT_SECRET", "")
-	fs.StringVar(&cfg.OneLoginClientSecretFile, "onelogin-client-secret-file", env("ONELOGIN_CLIENT_SECRET_FILE", ""), "file holding the OneLogin client secret (ONELOGIN_CLIENT_SECRET_FILE); the secret itself is read only from ONELOGIN_CLIENT_SECRET")
-	fs.StringVar(&cfg.HTTPAddr, "http-addr", env("WORKER_HTTP_ADDR", ":9464"), "metrics and health address (WORKER_HTTP_ADDR)")
-	level := fs.String("log-level", env("WORKER_LOG_LEVEL", "info"), "log level (WORKER_LOG_LEVEL)")
-
-	var err error
-	ints := []struct {
-		p    *int
-		name string
-		env  string
-		def  int
-		help string
-	}{
-		{&cfg.Jobs.Concurrency, "concurrency", "WORKER_CONCURRENCY", 16, "jobs executed at once per replica"},
-		{&cfg.Jobs.MaxDeliver, "max-deliver", "WORKER_MAX_DELIVER", 8, "deliveries before a job fails"},
-		{&cfg.Topology.Replicas, "stream-replicas", "WORKER_STREAM_REPLICAS", 1, "replicas of streams and buckets (3 in a cluster)"},
-		{&cfg.RateLimitReserve, "rate-limit-reserve", "WORKER_RATE_LIMIT_RESERVE", 0, "OneLogin calls per window left unspent; set to the number of other replicas"},
-	}
-	for _, i := range ints {
-		def, e := envInt(i.env, i.def)
-		err = errors.Join(err, e)
-		fs.IntVar(i.p, i.name, def, i.help+" ("+i.env+")")
-	}
-	durs := []struct {
-		p    *time.Duration
-		name string
-		env  string
-		def  time.Duration
-		help string
-	}{
-		{&cfg.Topology.ResultsMaxAge, "results-max-age", "WORKER_RESULTS_MAX_AGE", 7 * 24 * time.Hour, "how long results are kept"},
-		{&cfg.Topology.DLQMaxAge, "dlq-max-age", "WORKER_DLQ_MAX_AGE", 30 * 24 * time.Hour, "how long dead letters are kept"},
-		{&cfg.Topology.LedgerTTL, "ledger-ttl", "WORKER_LEDGER_TTL", 7 * 24 * time.Hour, "how long job ids are remembered"},
-		{&cfg.Topology.DuplicateWindow, "duplicate-window", "WORKER_DUPLICATE_WINDOW", 10 * time.Minute, "JetStream duplicate window of jobs and results"},
-		{&cfg.Jobs.ShutdownGrace, "shutdown-grace", "WORKER_SHUTDOWN_GRACE", 20 * time.Second, "time running jobs get to finish on SIGTERM"},
-		{&cfg.Jobs.AckWait, "ack-wait", "WORKER_ACK_WAIT", 30 * time.Second, "consumers' ack wait; InProgress is sent every third of it"},
-		{&cfg.Jobs.Lease, "lease", "WORKER_LEASE", 30 * time.Second, "how long a dead replica's ledger claims and user locks outlive it"},
-		{&cfg.Jobs.NakMax, "retry-max-delay", "WORKER_RETRY_MAX_DELAY", 2 * time.Minute, "longest delay before a redelivery"},
-	}
-	for _, d := range durs {
-		def, e := envDuration(d.env, d.def)
-		err = errors.Join(err, e)
-		fs.DurationVar(d.p, d.name, def, d.help+" ("+d.env+")")
-	}
-	plain, e := envBool("WORKER_ALLOW_PLAINTEXT_TOKENS", false)
-	err = errors.Join(err, e)
-	fs.BoolVar(&cfg.Jobs.AllowPlainTokens, "allow-plaintext-tokens", plain, "allow generate_token without recipient_xkey (WORKER_ALLOW_PLAINTEXT_TOKENS)")
+	err := bindSettings(fs, app.Settings(&cfg), func(s app.Setting) bool { return true })
 	if err != nil {
-		return *cfg, 0, firstErr(err)
+		return cfg, 0, err
 	}
 	if err := fs.Parse(args); err != nil {
-		return *cfg, 0, err
+		return cfg, 0, err
 	}
 	if fs.NArg() > 0 {
-		return *cfg, 0, usageErr("run takes no arguments, got %q", fs.Args())
+		return cfg, 0, usageErr("run takes no arguments, got %q", fs.Args())
 	}
-	l, err := parseLevel(*level)
+	l, err := parseLevel(cfg.LogLevel)
 	if err != nil {
-		return *cfg, 0, err
+		return cfg, 0, err
 	}
-	err = cfg.Validate() // resolves ONELOGIN_CLIENT_SECRET_FILE into cfg
-	return *cfg, l, err
+	if err := cfg.Validate(); err != nil {
+		return cfg, 0, err
+	}
+	return cfg, l, cfg.Load()
 }
 
-// firstErr keeps the promise of one clear line: the first problem only.
-func firstErr(err error) error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok && len(j.Unwrap()) > 0 {
-		return j.Unwrap()[0]
+// bindSettings makes a flag of every chosen setting that has one, its
+// default taken from the environment variable or else the setting's
+// current value; environment-only settings (secrets) are read directly.
+// Every unreadable variable is reported at once.
+func bindSettings(fs *flag.FlagSet, settings []app.Setting, choose func(app.Setting) bool) error {
+	var p config.Problems
+	for _, s := range settings {
+		if !choose(s) {
+			continue
+		}
+		help := s.Help + " (" + s.Env + ")"
+		switch v := s.Value.(type) {
+		case *string:
+			*v = env(s.Env, *v)
+			if s.Flag != "" {
+				fs.StringVar(v, s.Flag, *v, help)
+			}
+		case *int:
+			x, err := envInt(s.Env, *v)
+			p.Merge(s.Env, err)
+			*v = x
+			if s.Flag != "" {
+				fs.IntVar(v, s.Flag, x, help)
+			}
+		case *bool:
+			x, err := envBool(s.Env, *v)
+			p.Merge(s.Env, err)
+			*v = x
+			if s.Flag != "" {
+				fs.BoolVar(v, s.Flag, x, help)
+			}
+		case *time.Duration:
+			x, err := envDuration(s.Env, *v)
+			p.Merge(s.Env, err)
+			*v = x
+			if s.Flag != "" {
+				fs.DurationVar(v, s.Flag, x, help)
+			}
+		}
 	}
-	return err
+	return p.Err()
 }
 
 func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	dc := app.DevConfig{Version: version, Out: stdout}
+	dc := devConfig{Version: version, Out: stdout}
 	fs.StringVar(&dc.DataDir, "data-dir", env("WORKER_DATA_DIR", "data"), "JetStream storage folder")
 	fs.IntVar(&dc.NATSPort, "nats-port", 4222, "NATS port (-1: any free port)")
 	fs.StringVar(&dc.SimAddr, "sim-addr", "127.0.0.1:8089", "OneLogin simulator address")
@@ -254,9 +244,5 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	w, err := app.Dev(ctx, dc, newLogger(stderr, false, slog.LevelInfo), prometheus.NewRegistry())
-	if err != nil {
-		return err
-	}
-	return w.Wait()
+	return dev(ctx, dc, newLogger(stderr, false, slog.LevelInfo), prometheus.NewRegistry(), nil)
 }

@@ -5,15 +5,15 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/mfa-worker/mfa-worker/internal/app"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
 // clearEnv unsets every variable the worker reads.
@@ -25,7 +25,7 @@ func clearEnv(t *testing.T) {
 	}
 }
 
-func TestRunStopsOnBadConfigWithOneLine(t *testing.T) {
+func TestRunStopsOnBadConfigNamingEverySetting(t *testing.T) {
 	for _, tc := range []struct {
 		env  map[string]string
 		want string
@@ -42,9 +42,15 @@ func TestRunStopsOnBadConfigWithOneLine(t *testing.T) {
 		}
 		var out, errb bytes.Buffer
 		code := run([]string{"run"}, &out, &errb)
+		// Every bad setting, one line each, the first naming tc.want.
 		lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
-		if code != 2 || len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
-			t.Errorf("env %v: exit %d, stderr %q; want one line naming %s", tc.env, code, errb.String(), tc.want)
+		if code != 2 || !strings.Contains(lines[0], tc.want) {
+			t.Errorf("env %v: exit %d, stderr %q; want a first line naming %s", tc.env, code, errb.String(), tc.want)
+		}
+		for _, l := range lines[1:] {
+			if !regexp.MustCompile(`^[A-Z_/]+: `).MatchString(l) {
+				t.Errorf("env %v: line %q names no setting", tc.env, l)
+			}
 		}
 		if strings.Contains(errb.String(), "hunter2") {
 			t.Errorf("the secret was printed: %q", errb.String())
@@ -52,36 +58,52 @@ func TestRunStopsOnBadConfigWithOneLine(t *testing.T) {
 	}
 }
 
-func TestSubmitAndDLQCommands(t *testing.T) {
-	clearEnv(t)
+// startDev runs `worker dev` on free ports until the test ends and returns
+// once it is ready, with how long that took and the NATS URL its banner
+// names.
+func startDev(t *testing.T) (time.Duration, string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var banner strings.Builder
-	w, err := app.Dev(ctx, app.DevConfig{DataDir: t.TempDir(), NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Out: &banner},
-		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
+	addr := make(chan string, 1)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		done <- dev(ctx, devConfig{DataDir: t.TempDir(), NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Version: "1.2.3", Out: &banner},
+			slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), func(a string) { addr <- a })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("dev: %v", err)
+		}
+	})
+	var httpAddr string
+	select {
+	case httpAddr = <-addr:
+	case err := <-done:
+		done <- err
 		t.Fatal(err)
 	}
-	defer func() {
-		cancel()
-		_ = w.Wait()
-	}()
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		resp, err := http.Get("http://" + w.HTTPAddr + "/readyz")
-		if err == nil && resp.StatusCode == 200 {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("not ready")
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := testenv.WaitHTTP("http://"+httpAddr+"/readyz", 10*time.Second); err != nil {
+		t.Fatal(err)
 	}
+	ready := time.Since(start)
 	var nurl string
 	for _, l := range strings.Split(banner.String(), "\n") {
 		if f := strings.Fields(l); len(f) >= 3 && f[0] == "NATS" {
 			nurl = f[2]
 		}
 	}
+	if nurl == "" {
+		t.Fatalf("banner names no NATS URL:\n%s", banner.String())
+	}
+	return ready, nurl
+}
+
+func TestSubmitAndDLQCommands(t *testing.T) {
+	clearEnv(t)
+	_, nurl := startDev(t)
 	t.Setenv("NATS_URL", nurl)
 	sh := func(args ...string) (int, string) {
 		var out, errb bytes.Buffer
@@ -148,5 +170,20 @@ func TestRunConfigReadsFlagsAndEnvironment(t *testing.T) {
 	if cfg.NATSURL != "nats://a:4222,nats://b:4222" || cfg.NATSUser != "svc" || cfg.NATSPassword != "pw" || cfg.OneLoginClientID != "env-id" ||
 		cfg.OneLoginClientSecret != "from-file" || cfg.Jobs.Concurrency != 7 || cfg.Jobs.MaxDeliver != 3 || cfg.OneLoginSubdomain != "acme" {
 		t.Fatalf("config = %+v", cfg)
+	}
+}
+
+func TestDevIsReadyQuicklyAndRunsJobs(t *testing.T) {
+	ready, nurl := startDev(t)
+	t.Logf("dev ready in %v", ready)
+	if ready > 2*time.Second {
+		t.Errorf("dev took %v to be ready; the promise is under 2s", ready)
+	}
+	m, err := testenv.RoundTrip(nurl, "offboard", `{"id":"dev-1","type":"offboard","user_id":5}`, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Subject != "mfa.results.offboard.noop" {
+		t.Fatalf("result on %s: %s", m.Subject, m.Data)
 	}
 }

@@ -18,28 +18,22 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mfa-worker/mfa-worker/internal/app"
-	"github.com/mfa-worker/mfa-worker/internal/jobs"
+	"github.com/mfa-worker/mfa-worker/internal/job"
 )
 
 // natsFlags registers the NATS connection flags every command shares; the
 // password is read only from the environment.
 func natsFlags(fs *flag.FlagSet, defaultURL string) *app.Config {
-	cfg := &app.Config{}
-	fs.StringVar(&cfg.NATSURL, "nats-url", env("NATS_URL", defaultURL), "NATS servers, comma-separated (NATS_URL)")
-	fs.StringVar(&cfg.NATSCreds, "nats-creds", env("NATS_CREDS", ""), "NATS credentials file (NATS_CREDS)")
-	fs.StringVar(&cfg.NATSNKey, "nats-nkey", env("NATS_NKEY", ""), "NATS nkey seed file (NATS_NKEY)")
-	fs.StringVar(&cfg.NATSUser, "nats-user", env("NATS_USER", ""), "NATS user (NATS_USER)")
-	cfg.NATSPassword = env("NATS_PASSWORD", "")
-	fs.StringVar(&cfg.NATSCA, "nats-ca", env("NATS_CA", ""), "CA file for NATS TLS (NATS_CA)")
-	fs.StringVar(&cfg.NATSCert, "nats-cert", env("NATS_CERT", ""), "client certificate (NATS_CERT)")
-	fs.StringVar(&cfg.NATSKey, "nats-key", env("NATS_KEY", ""), "client key (NATS_KEY)")
+	cfg := &app.Config{NATSURL: defaultURL}
+	// NATS settings are strings: they cannot fail to parse.
+	_ = bindSettings(fs, app.Settings(cfg), func(s app.Setting) bool { return s.NATS })
 	return cfg
 }
 
 func dial(cfg *app.Config) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := app.Connect(*cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", cfg.NATSURL, err)
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", app.RedactURL(cfg.NATSURL), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -51,11 +45,11 @@ func dial(cfg *app.Config) (*nats.Conn, jetstream.JetStream, error) {
 
 func cmdSubmit(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return usageErr("submit <type> --user N [flags]; type is one of %v", jobs.Types)
+		return usageErr("submit <type> --user N [flags]; type is one of %v", job.Types)
 	}
-	typ := jobs.Type(args[0])
+	typ := job.Type(args[0])
 	if !typ.Valid() {
-		return usageErr("unknown job type %q; one of %v", args[0], jobs.Types)
+		return usageErr("unknown job type %q; one of %v", args[0], job.Types)
 	}
 	fs := flag.NewFlagSet("submit "+string(typ), flag.ContinueOnError)
 	ncfg := natsFlags(fs, "nats://127.0.0.1:4222")
@@ -159,7 +153,7 @@ func cmdSubmit(ctx context.Context, args []string, stdout io.Writer) error {
 	var results chan *nats.Msg
 	if *wait {
 		results = make(chan *nats.Msg, 16)
-		sub, err := nc.ChanSubscribe(jobs.ResultSubjectPrefix+string(typ)+".*", results)
+		sub, err := nc.ChanSubscribe(job.ResultSubjectPrefix+string(typ)+".*", results)
 		if err != nil {
 			return err
 		}
@@ -192,13 +186,13 @@ func cmdSubmit(ctx context.Context, args []string, stdout io.Writer) error {
 		case <-deadline.C:
 			return fmt.Errorf("no result for %s within %v (is a worker running?)", *id, *timeout)
 		case rm := <-results:
-			var r jobs.Result
+			var r job.Result
 			if json.Unmarshal(rm.Data, &r) != nil || r.JobID != *id {
 				continue
 			}
 			out, _ := json.MarshalIndent(json.RawMessage(rm.Data), "", "  ")
 			fmt.Fprintf(stdout, "result on %s:\n%s\n", rm.Subject, out)
-			if r.Outcome == jobs.Succeeded || r.Outcome == jobs.Noop {
+			if r.Outcome == job.Succeeded || r.Outcome == job.Noop {
 				return nil
 			}
 			return errors.New("job " + string(r.Outcome))

@@ -16,9 +16,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mfa-worker/mfa-worker/internal/config"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
+	"github.com/mfa-worker/mfa-worker/internal/ops"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // Worker is a started worker; Wait blocks until it stopped.
@@ -37,6 +40,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.Load(); err != nil {
+		return nil, err
+	}
 	m := metrics.New(reg)
 	nc, err := Connect(cfg, log)
 	if err != nil {
@@ -51,7 +57,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		return fail(err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	objs, err := jobs.Provision(pctx, js, cfg.Topology, cfg.Jobs)
+	objs, err := topology.Provision(pctx, js, cfg.Topology, cfg.Jobs.Consumers())
 	cancel()
 	if err != nil {
 		return fail(err)
@@ -67,7 +73,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	if err != nil {
 		return fail(err)
 	}
-	q, err := jobs.StartQueryService(nc, ol, semver(cfg.Version), log)
+	q, err := ops.StartQueryService(ctx, nc, ol, semver(cfg.Version), log)
 	if err != nil {
 		return fail(fmt.Errorf("start query service: %w", err))
 	}
@@ -85,7 +91,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		_ = q.Stop()
-		return fail(&ConfigError{"WORKER_HTTP_ADDR", err.Error()})
+		return fail(&config.Error{Setting: "WORKER_HTTP_ADDR", Problem: err.Error()})
 	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	w := &Worker{HTTPAddr: ln.Addr().String(), done: make(chan error, 1)}
@@ -101,14 +107,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	tokenDone := make(chan struct{})
 	go func() {
 		defer close(tokenDone)
-		obtainToken(bg, ol, &tokenOK, log)
+		obtainToken(bg, ol, &tokenOK, m, log)
 	}()
 	log.Info("worker started", "version", cfg.Version, "http_addr", w.HTTPAddr, "concurrency", runner.Concurrency(), "onelogin", cfg.baseURL())
 	go func() {
-		err := runner.Run(ctx)
+		runDone := make(chan error, 1)
+		go func() { runDone <- runner.Run(ctx) }()
+		<-ctx.Done()
+		// Stop answering queries at once; answers in progress end with
+		// ctx. Running jobs get their grace in runner.Run.
+		_ = q.Stop()
+		err := <-runDone
 		stopBG()
 		<-tokenDone
-		_ = q.Stop()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = hs.Shutdown(sctx)
 		cancel()
@@ -124,9 +135,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 
 // obtainToken proves the OneLogin credentials, retrying until it works; the
 // worker is ready only after that.
-func obtainToken(ctx context.Context, ol *onelogin.Client, ok *atomic.Bool, log *slog.Logger) {
+func obtainToken(ctx context.Context, ol *onelogin.Client, ok *atomic.Bool, m *metrics.Metrics, log *slog.Logger) {
 	for delay := time.Second; ; delay = min(delay*2, time.Minute) {
 		err := ol.Token(ctx)
+		m.SetCredentialsOK(err == nil)
 		if err == nil {
 			ok.Store(true)
 			return
@@ -166,7 +178,7 @@ func Connect(cfg Config, log *slog.Logger) (*nats.Conn, error) {
 	if cfg.NATSNKey != "" {
 		o, err := nats.NkeyOptionFromSeed(cfg.NATSNKey)
 		if err != nil {
-			return nil, &ConfigError{"NATS_NKEY", "cannot read the seed file"}
+			return nil, &config.Error{Setting: "NATS_NKEY", Problem: "cannot read the seed file"}
 		}
 		opts = append(opts, o)
 	}
@@ -237,14 +249,14 @@ func (h *health) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	for _, s := range []string{jobs.StreamJobs, jobs.StreamResults, jobs.StreamDLQ} {
+	for _, s := range []string{topology.StreamJobs, topology.StreamResults, topology.StreamDLQ} {
 		if _, err := h.js.Stream(ctx, s); err != nil {
 			fail("stream " + s + " missing")
 			return
 		}
 	}
-	for _, c := range []string{jobs.ConsumerUrgent, jobs.ConsumerNormal} {
-		if _, err := h.js.Consumer(ctx, jobs.StreamJobs, c); err != nil {
+	for _, c := range []string{topology.ConsumerUrgent, topology.ConsumerNormal} {
+		if _, err := h.js.Consumer(ctx, topology.StreamJobs, c); err != nil {
 			fail("consumer " + c + " missing")
 			return
 		}

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,9 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
-	"github.com/mfa-worker/mfa-worker/internal/broker"
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -46,6 +45,10 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 	if err := os.WriteFile(secretFile, []byte("from-file\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	emptyFile := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(emptyFile, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name    string
 		mutate  func(*Config)
@@ -66,11 +69,21 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 		{"max deliver", func(c *Config) { c.Jobs.MaxDeliver = -1 }, "WORKER_MAX_DELIVER"},
 		{"ack wait", func(c *Config) { c.Jobs.AckWait = 100 * time.Millisecond }, "WORKER_ACK_WAIT"},
 		{"stream replicas", func(c *Config) { c.Topology.Replicas = 2 }, "WORKER_STREAM_REPLICAS"},
+		{"empty base URL is unset", func(c *Config) { c.OneLoginSubdomain = ""; c.OneLoginBaseURL = "  " }, "ONELOGIN_SUBDOMAIN"},
+		{"plain http to a remote host", func(c *Config) { c.OneLoginBaseURL = "http://onelogin.example.com" }, "ONELOGIN_BASE_URL"},
+		{"nkey with user", func(c *Config) { c.NATSNKey = "/x.nk"; c.NATSUser, c.NATSPassword = "u", "p" }, "NATS_NKEY"},
+		{"creds with nkey", func(c *Config) { c.NATSCreds = "/x.creds"; c.NATSNKey = "/x.nk" }, "NATS_CREDS"},
+		{"creds with user", func(c *Config) { c.NATSCreds = "/x.creds"; c.NATSUser, c.NATSPassword = "u", "p" }, "NATS_CREDS"},
+		{"bad log level", func(c *Config) { c.LogLevel = "loud" }, "WORKER_LOG_LEVEL"},
+		{"empty secret file", func(c *Config) { c.OneLoginClientSecret = ""; c.OneLoginClientSecretFile = emptyFile }, "ONELOGIN_CLIENT_SECRET_FILE"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig()
 			tc.mutate(&c)
 			err := c.Validate()
+			if err == nil {
+				err = c.Load()
+			}
 			if err == nil || !IsConfigError(err) || !strings.HasPrefix(err.Error(), tc.setting+":") {
 				t.Fatalf("err = %v, want one naming %s", err, tc.setting)
 			}
@@ -81,54 +94,122 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 	}
 	c := validConfig()
 	c.OneLoginClientSecret, c.OneLoginClientSecretFile = "", secretFile
-	if err := c.Validate(); err != nil || c.OneLoginClientSecret != "from-file" {
+	if err := c.Validate(); err != nil || c.OneLoginClientSecret != "" {
+		t.Fatalf("Validate read the secret file (it does no I/O): %v, %q", err, c.OneLoginClientSecret)
+	}
+	if err := c.Load(); err != nil || c.OneLoginClientSecret != "from-file" {
 		t.Fatalf("secret file: %v, %q", err, c.OneLoginClientSecret)
 	}
 }
 
-func startDev(t *testing.T) (*Worker, string, context.CancelFunc, time.Duration) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var out strings.Builder
-	start := time.Now()
-	w, err := Dev(ctx, DevConfig{DataDir: t.TempDir(), NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Version: "1.2.3", Out: &out}, quiet(), prometheus.NewRegistry())
+func TestConfigValidateReportsEveryProblem(t *testing.T) {
+	c := validConfig()
+	c.NATSURL = "nats://svc:hunter2-pw@nats 1:4222"
+	c.OneLoginClientID = ""
+	c.Jobs.Concurrency = 5000
+	c.Topology.Replicas = 2
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("passed")
+	}
+	for _, want := range []string{"NATS_URL:", "ONELOGIN_CLIENT_ID:", "WORKER_CONCURRENCY:", "WORKER_STREAM_REPLICAS:"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q does not name %s", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("password printed: %q", err)
+	}
+}
+
+func TestConfigAllowsInsecureHTTPOnlyWhenAsked(t *testing.T) {
+	for _, tc := range []struct {
+		url   string
+		allow bool
+		ok    bool
+	}{
+		{"http://127.0.0.1:8089", false, true},
+		{"http://localhost:8089", false, true},
+		{"http://[::1]:8089", false, true},
+		{"http://sim.internal:8089", false, false},
+		{"http://sim.internal:8089", true, true},
+		{"https://acme.onelogin.com", false, true},
+	} {
+		c := validConfig()
+		c.OneLoginBaseURL, c.OneLoginAllowInsecureHTTP = tc.url, tc.allow
+		if err := c.Validate(); (err == nil) != tc.ok {
+			t.Errorf("%s allow=%v: %v", tc.url, tc.allow, err)
+		}
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	got := RedactURL("nats://a:4222,nats://u:secret-pw@b:4222,nats://tok@c:4222")
+	if strings.Contains(got, "secret-pw") || !strings.Contains(got, "nats://a:4222") || !strings.Contains(got, "u:xxxxx@b:4222") {
+		t.Errorf("redacted: %s", got)
+	}
+}
+
+func TestDefaultConfigIsValidAndMatchesTheREADME(t *testing.T) {
+	c := DefaultConfig()
+	c.NATSURL, c.OneLoginSubdomain, c.OneLoginClientID, c.OneLoginClientSecret = "nats://127.0.0.1:4222", "acme", "id", "s"
+	if err := c.Validate(); err != nil {
+		t.Fatalf("defaults do not validate: %v", err)
+	}
+	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
-		cancel()
 		t.Fatal(err)
 	}
-	// Ready: /readyz answers 200.
-	for {
-		resp, err := http.Get("http://" + w.HTTPAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
+	rows := map[string]string{}
+	for _, l := range strings.Split(string(readme), "\n") {
+		if strings.HasPrefix(l, "| `") {
+			for _, f := range strings.Split(strings.SplitN(l, "|", 3)[1], "`") {
+				if f = strings.TrimSpace(f); f != "" && f == strings.ToUpper(f) && !strings.ContainsAny(f, ", /") {
+					rows[f] = l
+				}
 			}
 		}
-		if time.Since(start) > 10*time.Second {
-			cancel()
-			t.Fatal("dev not ready in 10s")
+	}
+	d := DefaultConfig()
+	for _, s := range Settings(&d) {
+		row, ok := rows[s.Env]
+		if !ok {
+			t.Errorf("README's settings table has no row for %s", s.Env)
+			continue
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	ready := time.Since(start)
-	nurl := ""
-	for _, l := range strings.Split(out.String(), "\n") {
-		if f := strings.Fields(l); len(f) >= 3 && f[0] == "NATS" {
-			nurl = f[2]
+		if def := FormatDefault(s.Value); def != "" && def != "0" && def != "false" && !strings.Contains(row, def) {
+			t.Errorf("README's row of %s does not show its default %s: %s", s.Env, def, row)
 		}
 	}
-	if nurl == "" {
-		cancel()
-		t.Fatalf("banner names no NATS URL:\n%s", out.String())
+}
+
+// newBed is the test bed (JetStream, the simulator) of one test.
+func newBed(t *testing.T, simCfg simulator.Config) *testenv.Bed {
+	t.Helper()
+	bed, err := testenv.NewBed(simCfg)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(bed.Close)
+	return bed
+}
+
+// startWorker runs the production wiring against a fresh bed, waits until
+// it is ready, and returns it with the bed's NATS URL.
+func startWorker(t *testing.T) (*Worker, string) {
+	t.Helper()
+	bed := newBed(t, simulator.Config{})
+	w, cancel := runWorker(t, bed, 10*time.Second)
 	t.Cleanup(func() {
 		cancel()
 		if err := w.Wait(); err != nil {
-			t.Errorf("dev: %v", err)
+			t.Errorf("worker: %v", err)
 		}
 	})
-	return w, nurl, cancel, ready
+	if err := testenv.WaitHTTP("http://"+w.HTTPAddr+"/readyz", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return w, bed.NATSURL()
 }
 
 // resultsClient connects to NATS and subscribes to every result.
@@ -147,17 +228,9 @@ func resultsClient(t *testing.T, url string) (*nats.Conn, jetstream.JetStream, *
 	return nc, js, sub
 }
 
-func TestDevIsReadyQuicklyAndRunsJobs(t *testing.T) {
-	_, nurl, _, ready := startDev(t)
-	t.Logf("dev ready in %v", ready)
-	if ready > 2*time.Second {
-		t.Errorf("dev took %v to be ready; the promise is under 2s", ready)
-	}
-	_, js, sub := resultsClient(t, nurl)
-	if _, err := js.Publish(context.Background(), "mfa.jobs.offboard", []byte(`{"id":"dev-1","type":"offboard","user_id":5}`)); err != nil {
-		t.Fatal(err)
-	}
-	m, err := sub.NextMsg(10 * time.Second)
+func TestRunRunsJobs(t *testing.T) {
+	_, nurl := startWorker(t)
+	m, err := testenv.RoundTrip(nurl, "offboard", `{"id":"run-1","type":"offboard","user_id":5}`, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +240,7 @@ func TestDevIsReadyQuicklyAndRunsJobs(t *testing.T) {
 }
 
 func TestQueryService(t *testing.T) {
-	_, nurl, _, _ := startDev(t)
+	_, nurl := startWorker(t)
 	nc, err := nats.Connect(nurl)
 	if err != nil {
 		t.Fatal(err)
@@ -213,32 +286,25 @@ func TestQueryService(t *testing.T) {
 		t.Fatalf("unknown user: %v", r)
 	}
 	r = ask("mfa.query.enrolled_factors", `{"user":"x"}`)
-	if e, ok := r["error"].(map[string]any); !ok || e["code"] != jobs.CodeInvalidUserID {
+	if e, ok := r["error"].(map[string]any); !ok || e["code"] != job.CodeInvalidUserID {
 		t.Fatalf("bad request: %v", r)
 	}
 }
 
-// shutdownWorld is a NATS server and a slow simulator shared by workers.
-func shutdownWorld(t *testing.T, latency time.Duration) (*broker.Server, *simulator.Server, string) {
+// shutdownWorld is a bed with a slow simulator shared by workers.
+func shutdownWorld(t *testing.T, latency time.Duration) *testenv.Bed {
 	t.Helper()
-	srv, err := broker.Start(broker.Options{Port: -1, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	sim := simulator.New(simulator.Config{})
-	sim.SetFaults(simulator.Faults{Latency: latency})
-	hs := httptest.NewServer(sim)
-	t.Cleanup(hs.Close)
-	return srv, sim, hs.URL
+	bed := newBed(t, simulator.Config{})
+	bed.Sim.SetFaults(simulator.Faults{Latency: latency})
+	return bed
 }
 
-func runWorker(t *testing.T, srv *broker.Server, sim *simulator.Server, simURL string, grace time.Duration) (*Worker, context.CancelFunc) {
+func runWorker(t *testing.T, bed *testenv.Bed, grace time.Duration) (*Worker, context.CancelFunc) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := Config{
-		NATSURL: srv.ClientURL(), OneLoginBaseURL: simURL, OneLoginClientID: sim.Config().ClientID,
-		OneLoginClientSecret: sim.Config().ClientSecret, HTTPAddr: "127.0.0.1:0", Version: "test",
+		NATSURL: bed.NATSURL(), OneLoginBaseURL: bed.SimURL, OneLoginClientID: bed.Sim.Config().ClientID,
+		OneLoginClientSecret: bed.Sim.Config().ClientSecret, HTTPAddr: "127.0.0.1:0", Version: "1.2.3",
 		Jobs: jobs.Config{ShutdownGrace: grace, NakBase: 50 * time.Millisecond, NakMax: 100 * time.Millisecond},
 	}
 	w, err := Run(ctx, cfg, quiet(), prometheus.NewRegistry())
@@ -252,63 +318,49 @@ func runWorker(t *testing.T, srv *broker.Server, sim *simulator.Server, simURL s
 // offboardsInFlight publishes n offboard jobs (ids prefix-0...) for users
 // from base on, one factor each, and returns once every one of them is
 // inside its first OneLogin call.
-func offboardsInFlight(t *testing.T, srv *broker.Server, sim *simulator.Server, prefix string, base int64, n int) jetstream.JetStream {
+func offboardsInFlight(t *testing.T, bed *testenv.Bed, prefix string, base int64, n int) {
 	t.Helper()
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
 	for i := 0; i < n; i++ {
 		user := base + int64(i)
-		if _, err := sim.EnrollDevice(user, "Google Authenticator", "GA", true); err != nil {
+		if _, err := bed.Sim.EnrollDevice(user, "Google Authenticator", "GA", true); err != nil {
 			t.Fatal(err)
 		}
-		body := fmt.Sprintf(`{"id":"%s-%d","type":"offboard","user_id":%d}`, prefix, i, user)
-		if _, err := js.Publish(context.Background(), "mfa.jobs.offboard", []byte(body)); err != nil {
+		if err := testenv.PublishOne(context.Background(), bed.JS, "offboard", testenv.Body(fmt.Sprintf("%s-%d", prefix, i), "offboard", user, nil), ""); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for deadline := time.Now().Add(10 * time.Second); sim.Stats().Requests["enrolled_factors"] < n; {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d of %d jobs reached OneLogin", sim.Stats().Requests["enrolled_factors"], n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return js
-}
-
-func resultsByJob(t *testing.T, js jetstream.JetStream) map[string][]string {
-	t.Helper()
-	s, err := js.Stream(context.Background(), jobs.StreamResults)
+	err := testenv.WaitFor(10*time.Second, func() bool { return bed.Sim.Stats().Requests["enrolled_factors"] >= n }, func() string {
+		return fmt.Sprintf("only %d of %d jobs reached OneLogin", bed.Sim.Stats().Requests["enrolled_factors"], n)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, _ := s.Info(context.Background())
+}
+
+// resultsByJob lists the outcomes published per job id.
+func resultsByJob(t *testing.T, bed *testenv.Bed) map[string][]string {
+	t.Helper()
+	rs, err := bed.Results()
+	if err != nil {
+		t.Fatal(err)
+	}
 	out := map[string][]string{}
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(context.Background(), seq)
-		if err != nil {
-			continue
-		}
-		var r jobs.Result
-		_ = json.Unmarshal(m.Data, &r)
+	for _, r := range rs {
 		out[r.JobID] = append(out[r.JobID], string(r.Outcome))
 	}
 	return out
 }
 
 func TestGracefulShutdownLetsRunningJobsFinish(t *testing.T) {
-	srv, sim, url := shutdownWorld(t, 400*time.Millisecond)
-	w, stop := runWorker(t, srv, sim, url, 10*time.Second)
+	bed := shutdownWorld(t, 400*time.Millisecond)
+	w, stop := runWorker(t, bed, 10*time.Second)
 	// Stop while the jobs are inside their OneLogin calls.
-	js := offboardsInFlight(t, srv, sim, "g", 100, 5)
+	offboardsInFlight(t, bed, "g", 100, 5)
 	stop()
 	if err := w.Wait(); err != nil {
 		t.Fatal(err)
 	}
-	rs := resultsByJob(t, js)
+	rs := resultsByJob(t, bed)
 	for i := 0; i < 5; i++ {
 		if got := rs[fmt.Sprintf("g-%d", i)]; len(got) != 1 || got[0] != "succeeded" {
 			t.Errorf("g-%d: results %v", i, got)
@@ -317,27 +369,25 @@ func TestGracefulShutdownLetsRunningJobsFinish(t *testing.T) {
 }
 
 func TestShutdownPastGraceNaksAndAFreshWorkerFinishes(t *testing.T) {
-	srv, sim, url := shutdownWorld(t, 1500*time.Millisecond)
-	w, stop := runWorker(t, srv, sim, url, 100*time.Millisecond)
-	js := offboardsInFlight(t, srv, sim, "n", 200, 3)
+	bed := shutdownWorld(t, 1500*time.Millisecond)
+	sim := bed.Sim
+	w, stop := runWorker(t, bed, 100*time.Millisecond)
+	offboardsInFlight(t, bed, "n", 200, 3)
 	stop()
 	if err := w.Wait(); err != nil {
 		t.Fatal(err)
 	}
-	if rs := resultsByJob(t, js); len(rs) != 0 {
+	if rs := resultsByJob(t, bed); len(rs) != 0 {
 		t.Fatalf("jobs cut off by the shutdown published results: %v", rs)
 	}
 	sim.SetFaults(simulator.Faults{})
-	w2, stop2 := runWorker(t, srv, sim, url, 10*time.Second)
-	deadline := time.Now().Add(20 * time.Second)
-	for len(resultsByJob(t, js)) < 3 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	w2, stop2 := runWorker(t, bed, 10*time.Second)
+	_ = testenv.WaitFor(20*time.Second, func() bool { return len(resultsByJob(t, bed)) >= 3 }, func() string { return "results" })
 	stop2()
 	if err := w2.Wait(); err != nil {
 		t.Fatal(err)
 	}
-	rs := resultsByJob(t, js)
+	rs := resultsByJob(t, bed)
 	removes := 0
 	for _, e := range sim.Effects() {
 		if e.Kind == simulator.EffectRemove {

@@ -37,7 +37,7 @@ var contractMetrics = map[string]struct {
 }
 
 func TestMetricsAfterAMixedRun(t *testing.T) {
-	w, nurl, _, _ := startDev(t)
+	w, nurl := startWorker(t)
 	_, js, sub := resultsClient(t, nurl)
 	ctx := context.Background()
 	const user = 424242

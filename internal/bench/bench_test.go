@@ -246,7 +246,7 @@ func BenchmarkWorkerThroughput(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		tp, _, err := bed.Throughput(mix, jobs.Config{Concurrency: 16}, 1)
+		tp, _, err := Throughput(bed, mix, jobs.Config{Concurrency: 16}, 1)
 		bed.Close()
 		if err != nil {
 			b.Fatal(err)

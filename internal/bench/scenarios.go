@@ -13,8 +13,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // Unlimited is a simulator budget no benchmark reaches.
@@ -39,7 +42,7 @@ func FloorVsWorker(n, concurrency, runs int) (FloorResult, error) {
 		if err != nil {
 			return res, err
 		}
-		f, err := b.Floor(n, concurrency)
+		f, err := Floor(b, n, concurrency)
 		b.Close()
 		if err != nil {
 			return res, fmt.Errorf("floor: %w", err)
@@ -55,7 +58,7 @@ func FloorVsWorker(n, concurrency, runs int) (FloorResult, error) {
 			b.Close()
 			return res, err
 		}
-		w, _, err := b.Throughput(mix, jobs.Config{Concurrency: concurrency}, 1)
+		w, _, err := Throughput(b, mix, jobs.Config{Concurrency: concurrency}, 1)
 		b.Close()
 		if err != nil {
 			return res, fmt.Errorf("worker: %w", err)
@@ -92,7 +95,7 @@ func LatencyBound(n, concurrency int, latency time.Duration) (LatencyResult, err
 		return res, err
 	}
 	b.Sim.SetFaults(simulator.Faults{Latency: latency})
-	tp, _, err := b.Throughput(mix, jobs.Config{Concurrency: concurrency}, 1)
+	tp, _, err := Throughput(b, mix, jobs.Config{Concurrency: concurrency}, 1)
 	if err != nil {
 		return res, err
 	}
@@ -134,14 +137,14 @@ func BudgetBound(normal, urgent, budget int, window time.Duration, fullWindows, 
 	var all []Job
 	for i := 0; i < normal; i++ {
 		id := fmt.Sprintf("n-%d", i)
-		all = append(all, Of(id, "enroll", int64(100_000+i), map[string]any{"factor_id": 100001, "display_name": "Phone", "number": "+15551230000"}))
+		all = append(all, testenv.Of(id, "enroll", int64(100_000+i), map[string]any{"factor_id": 100001, "display_name": "Phone", "number": "+15551230000"}))
 	}
 	for i := 0; i < urgent; i++ {
 		user := int64(200_000 + i)
 		if _, err := b.Sim.EnrollDevice(user, "Google Authenticator", "GA", true); err != nil {
 			return res, err
 		}
-		all = append(all, Of(fmt.Sprintf("u-%d", i), "offboard", user, nil))
+		all = append(all, testenv.Of(fmt.Sprintf("u-%d", i), "offboard", user, nil))
 	}
 	cfg := jobs.Config{}
 	if err := b.Provision(cfg); err != nil {
@@ -151,9 +154,9 @@ func BudgetBound(normal, urgent, budget int, window time.Duration, fullWindows, 
 		return res, err
 	}
 	start := time.Now()
-	var ws []*Worker
+	var ws []*testenv.Worker
 	for i := 0; i < replicas; i++ {
-		w, err := b.StartWorker(cfg, replicas-1) // WORKER_RATE_LIMIT_RESERVE as the README advises
+		w, err := b.StartWorker(cfg, workerOptions(replicas-1)) // WORKER_RATE_LIMIT_RESERVE as the README advises
 		if err != nil {
 			return res, err
 		}
@@ -187,11 +190,11 @@ func BudgetBound(normal, urgent, budget int, window time.Duration, fullWindows, 
 	sort.Slice(results, func(i, j int) bool { return results[i].FinishedAt.Before(results[j].FinishedAt) })
 	urgentLeft := urgent
 	for _, r := range results {
-		if r.Outcome == jobs.Failed && r.Error != nil && (r.Error.HTTPStatus == 429 || strings.Contains(r.Error.Message, "rate")) {
+		if r.Outcome == job.Failed && r.Error != nil && (r.Error.HTTPStatus == 429 || strings.Contains(r.Error.Message, "rate")) {
 			res.RateFailed++
 		}
 		d := r.FinishedAt.Sub(start)
-		if r.Type == jobs.TypeOffboard {
+		if r.Type == job.TypeOffboard {
 			res.UrgentDoneAt = d
 			urgentLeft--
 		} else {
@@ -228,22 +231,22 @@ func CallsPerJob(n int) ([]CallsResult, error) {
 			id := fmt.Sprintf("%s-%d", typ, i)
 			switch typ {
 			case "enroll":
-				js = append(js, Of(id, typ, user, map[string]any{"factor_name": "OneLogin SMS", "display_name": "Phone", "number": "+15551230000"}))
+				js = append(js, testenv.Of(id, typ, user, map[string]any{"factor_name": "OneLogin SMS", "display_name": "Phone", "number": "+15551230000"}))
 			case "activate", "remove":
 				dev, _ := b.Sim.EnrollDevice(user, "OneLogin Voice", "Desk", true)
-				js = append(js, Of(id, typ, user, map[string]any{"device_id": dev}))
+				js = append(js, testenv.Of(id, typ, user, map[string]any{"device_id": dev}))
 			case "verify":
 				dev, _ := b.Sim.EnrollDevice(user, "Google Authenticator", "GA", true)
-				js = append(js, Of(id, typ, user, map[string]any{"device_id": dev, "otp_token": b.Sim.LastOTP(user, dev)}))
+				js = append(js, testenv.Of(id, typ, user, map[string]any{"device_id": dev, "otp_token": b.Sim.LastOTP(user, dev)}))
 			case "offboard":
 				b.Sim.EnrollDevice(user, "Google Authenticator", "GA", true)
-				js = append(js, Of(id, typ, user, nil))
+				js = append(js, testenv.Of(id, typ, user, nil))
 			case "generate_token":
-				js = append(js, Of(id, typ, user, map[string]any{"reusable": true}))
+				js = append(js, testenv.Of(id, typ, user, map[string]any{"reusable": true}))
 			}
 		}
 		cfg := jobs.Config{AllowPlainTokens: true}
-		if _, _, err := b.Throughput(js, cfg, 1); err != nil {
+		if _, _, err := Throughput(b, js, cfg, 1); err != nil {
 			b.Close()
 			return nil, fmt.Errorf("%s: %w", typ, err)
 		}
@@ -287,14 +290,14 @@ func PeakRSS(workerBin string, backlog int, runFor time.Duration) (MemoryResult,
 	var js []Job
 	for i := 0; i < backlog; i++ {
 		// Offboard of users without factors: one call each, and a result.
-		js = append(js, Of(fmt.Sprintf("m-%d", i), "offboard", int64(1+i), nil))
+		js = append(js, testenv.Of(fmt.Sprintf("m-%d", i), "offboard", int64(1+i), nil))
 	}
 	if err := b.Publish(js, ""); err != nil {
 		return res, err
 	}
 	cmd := exec.Command(workerBin, "run")
 	cmd.Env = []string{
-		"NATS_URL=" + b.NATSURL(), "ONELOGIN_BASE_URL=" + b.SimURL(),
+		"NATS_URL=" + b.NATSURL(), "ONELOGIN_BASE_URL=" + b.SimURL,
 		"ONELOGIN_CLIENT_ID=" + b.Sim.Config().ClientID, "ONELOGIN_CLIENT_SECRET=" + b.Sim.Config().ClientSecret,
 		"WORKER_HTTP_ADDR=127.0.0.1:0", "WORKER_LOG_LEVEL=warn",
 	}
@@ -305,7 +308,7 @@ func PeakRSS(workerBin string, backlog int, runFor time.Duration) (MemoryResult,
 	res.PeakRSS, err = vmHWM(cmd.Process.Pid)
 	_ = cmd.Process.Signal(os.Interrupt)
 	_ = cmd.Wait()
-	res.Processed = b.Count(jobs.StreamResults)
+	res.Processed = b.Count(topology.StreamResults)
 	return res, err
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 )
 
@@ -26,23 +27,23 @@ type decision struct {
 // claim takes ownership of the job id in the ledger. It runs under the
 // user's lock, so a live running record belongs to a replica that lost that
 // lock (stalled past its lease); it is waited out, then taken over.
-func (p *processor) claim(ctx context.Context, t *task) (decision, error) {
+func (x *executor) claim(ctx context.Context, t *task) (decision, error) {
 	j := t.job
 	fresh := func() ledger.Record {
-		return ledger.Record{State: ledger.Running, Hash: j.Hash, Owner: p.owner, LeaseUntil: time.Now().Add(p.cfg.Lease), Replay: t.replay, UpdatedAt: time.Now()}
+		return ledger.Record{State: ledger.Running, Hash: j.Hash, Owner: x.owner, LeaseUntil: time.Now().Add(x.cfg.Lease), Replay: t.replay, UpdatedAt: time.Now()}
 	}
-	deadline := time.Now().Add(p.cfg.Lease + p.cfg.AckWait)
+	deadline := time.Now().Add(x.budgets.claimWait)
 	for {
 		rec := fresh()
-		rev, err := p.ledger.Create(ctx, j.ID, rec)
+		rev, err := x.ledger.Create(ctx, j.ID, rec)
 		if err == nil {
-			p.setClaim(t, rec, rev)
+			x.setClaim(t, rec, rev)
 			return decision{kind: claimRun}, nil
 		}
 		if !errors.Is(err, ledger.ErrExists) {
 			return decision{}, err
 		}
-		e, err := p.ledger.Get(ctx, j.ID)
+		e, err := x.ledger.Get(ctx, j.ID)
 		if errors.Is(err, ledger.ErrNotFound) {
 			continue // expired between the two calls
 		}
@@ -53,11 +54,11 @@ func (p *processor) claim(ctx context.Context, t *task) (decision, error) {
 			return decision{kind: claimReused, entry: e}, nil
 		}
 		switch {
-		case e.State == ledger.Finished && t.replay != "" && e.Replay != t.replay && Outcome(e.Outcome).DeadLetters():
+		case e.State == ledger.Finished && t.replay != "" && e.Replay != t.replay && job.Outcome(e.Outcome).DeadLetters():
 			// A dead letter re-driven on purpose: run it again.
-			rev, err := p.ledger.Update(ctx, j.ID, rec, e.Revision)
+			rev, err := x.ledger.Update(ctx, j.ID, rec, e.Revision)
 			if err == nil {
-				p.setClaim(t, rec, rev)
+				x.setClaim(t, rec, rev)
 				return decision{kind: claimRun}, nil
 			}
 			if !errors.Is(err, ledger.ErrConflict) {
@@ -72,9 +73,9 @@ func (p *processor) claim(ctx context.Context, t *task) (decision, error) {
 			if rec.Replay == "" {
 				rec.Replay = e.Replay
 			}
-			rev, err := p.ledger.Update(ctx, j.ID, rec, e.Revision)
+			rev, err := x.ledger.Update(ctx, j.ID, rec, e.Revision)
 			if err == nil {
-				p.setClaim(t, rec, rev)
+				x.setClaim(t, rec, rev)
 				return decision{kind: claimRun, sentBefore: e.Sent}, nil
 			}
 			if !errors.Is(err, ledger.ErrConflict) {
@@ -91,7 +92,7 @@ func (p *processor) claim(ctx context.Context, t *task) (decision, error) {
 	}
 }
 
-func (p *processor) setClaim(t *task, rec ledger.Record, rev uint64) {
+func (x *executor) setClaim(t *task, rec ledger.Record, rev uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.claim = &ledger.Entry{Record: rec, Revision: rev}
@@ -99,7 +100,7 @@ func (p *processor) setClaim(t *task, rec ledger.Record, rev uint64) {
 
 // setSent records, before a call that cannot be read back, that it may
 // have been made (sent true), or that none was after all (false).
-func (p *processor) setSent(ctx context.Context, t *task, sent bool) error {
+func (x *executor) setSent(ctx context.Context, t *task, sent bool) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.claim.Sent == sent {
@@ -107,7 +108,7 @@ func (p *processor) setSent(ctx context.Context, t *task, sent bool) error {
 	}
 	rec := t.claim.Record
 	rec.Sent, rec.UpdatedAt = sent, time.Now()
-	rev, err := p.ledger.Update(ctx, t.job.ID, rec, t.claim.Revision)
+	rev, err := x.ledger.Update(ctx, t.job.ID, rec, t.claim.Revision)
 	if err != nil {
 		return fmt.Errorf("record call intent: %w", err)
 	}
@@ -117,17 +118,17 @@ func (p *processor) setSent(ctx context.Context, t *task, sent bool) error {
 
 // release gives the claim back before a nak, so that the next delivery takes
 // the job over at once instead of waiting for the lease.
-func (p *processor) release(t *task) {
+func (x *executor) release(ctx context.Context, t *task) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.claim == nil || t.claim.State != ledger.Running {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+	ctx, cancel := x.settleContext(ctx)
 	defer cancel()
 	rec := t.claim.Record
 	rec.LeaseUntil, rec.UpdatedAt = time.Now(), time.Now()
-	if rev, err := p.ledger.Update(ctx, t.job.ID, rec, t.claim.Revision); err == nil {
+	if rev, err := x.ledger.Update(ctx, t.job.ID, rec, t.claim.Revision); err == nil {
 		t.claim = &ledger.Entry{Record: rec, Revision: rev}
 	}
 }

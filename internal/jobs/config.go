@@ -1,8 +1,10 @@
 package jobs
 
 import (
-	"fmt"
 	"time"
+
+	"github.com/mfa-worker/mfa-worker/internal/config"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // Config configures the pipeline. Zero fields take the defaults noted.
@@ -40,74 +42,88 @@ type Config struct {
 	Owner string
 }
 
-func (c *Config) setDefaults() {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
+// DefaultConfig is the pipeline's configuration when nothing is set.
+func DefaultConfig() Config {
+	return Config{
+		Concurrency:    16,
+		MaxDeliver:     8,
+		MaxJobBytes:    64 << 10,
+		AckWait:        30 * time.Second,
+		Lease:          30 * time.Second,
+		RetryInitial:   100 * time.Millisecond,
+		RetryMax:       2 * time.Second,
+		RetryWithin:    15 * time.Second,
+		NakBase:        time.Second,
+		NakMax:         2 * time.Minute,
+		ShutdownGrace:  20 * time.Second,
+		FactorCacheTTL: time.Hour,
+	}
+}
+
+// WithDefaults returns c with its zero fields set from DefaultConfig.
+func (c Config) WithDefaults() Config {
+	d := DefaultConfig()
+	or := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
 		}
 	}
 	if c.Concurrency == 0 {
-		c.Concurrency = 16
+		c.Concurrency = d.Concurrency
 	}
 	if c.MaxDeliver == 0 {
-		c.MaxDeliver = 8
+		c.MaxDeliver = d.MaxDeliver
 	}
 	if c.MaxJobBytes == 0 {
-		c.MaxJobBytes = 64 << 10
+		c.MaxJobBytes = d.MaxJobBytes
 	}
-	def(&c.AckWait, 30*time.Second)
-	def(&c.Lease, 30*time.Second)
-	def(&c.RetryInitial, 100*time.Millisecond)
-	def(&c.RetryMax, 2*time.Second)
-	def(&c.RetryWithin, 15*time.Second)
-	def(&c.NakBase, time.Second)
-	def(&c.NakMax, 2*time.Minute)
-	def(&c.ShutdownGrace, 20*time.Second)
-	def(&c.FactorCacheTTL, time.Hour)
+	or(&c.AckWait, d.AckWait)
+	or(&c.Lease, d.Lease)
+	or(&c.RetryInitial, d.RetryInitial)
+	or(&c.RetryMax, d.RetryMax)
+	or(&c.RetryWithin, d.RetryWithin)
+	or(&c.NakBase, d.NakBase)
+	or(&c.NakMax, d.NakMax)
+	or(&c.ShutdownGrace, d.ShutdownGrace)
+	or(&c.FactorCacheTTL, d.FactorCacheTTL)
+	return c
 }
 
-// SettingError is a setting out of range, named as the operator sets it.
-type SettingError struct {
-	Setting string
-	Problem string
+// Consumers are the settings the job consumers and lock bucket take from
+// the pipeline's configuration.
+func (c Config) Consumers() topology.Consumers {
+	c = c.WithDefaults()
+	return topology.Consumers{AckWait: c.AckWait, Lease: c.Lease, MaxDeliver: c.MaxDeliver}
 }
 
-func (e *SettingError) Error() string { return e.Setting + ": " + e.Problem }
-
-// Validate checks the configuration with its defaults applied and returns
-// the first problem as a *SettingError.
+// Validate checks the configuration with its defaults applied, with no
+// I/O, and reports every problem (a *config.Error or *config.Errors).
 func (c Config) Validate() error {
-	c.setDefaults()
-	bad := func(setting, format string, a ...any) error {
-		return &SettingError{Setting: setting, Problem: fmt.Sprintf(format, a...)}
+	c = c.WithDefaults()
+	var p config.Problems
+	if c.Concurrency < 1 || c.Concurrency > 1024 {
+		p.Add("WORKER_CONCURRENCY", "must be between 1 and 1024, got %d", c.Concurrency)
 	}
-	switch {
-	case c.Concurrency < 1 || c.Concurrency > 1024:
-		return bad("WORKER_CONCURRENCY", "must be between 1 and 1024, got %d", c.Concurrency)
-	case c.MaxDeliver < 1 || c.MaxDeliver > 1000:
-		return bad("WORKER_MAX_DELIVER", "must be between 1 and 1000, got %d", c.MaxDeliver)
-	case c.MaxJobBytes < 1024:
-		return bad("max job size", "must be at least 1024 bytes, got %d", c.MaxJobBytes)
-	case c.AckWait < time.Second:
-		return bad("WORKER_ACK_WAIT", "must be at least 1s, got %v", c.AckWait)
-	case c.Lease < c.AckWait/3*2:
-		return bad("WORKER_LEASE", "%v must be at least two heartbeats (2 x ack wait / 3 = %v)", c.Lease, c.AckWait/3*2)
-	case c.RetryInitial <= 0 || c.RetryMax < c.RetryInitial:
-		return bad("retry backoff", "initial %v must be positive and at most max %v", c.RetryInitial, c.RetryMax)
-	case c.NakBase <= 0 || c.NakMax < c.NakBase:
-		return bad("WORKER_RETRY_MAX_DELAY", "%v must be at least the first delay %v", c.NakMax, c.NakBase)
+	if c.MaxDeliver < 1 || c.MaxDeliver > 1000 {
+		p.Add("WORKER_MAX_DELIVER", "must be between 1 and 1000, got %d", c.MaxDeliver)
 	}
-	return nil
-}
-
-func (c *Config) heartbeat() time.Duration { return c.AckWait / 3 }
-
-// nakDelay is the redelivery delay after the given delivery: doubling from
-// NakBase, capped at NakMax.
-func (c *Config) nakDelay(delivery int) time.Duration {
-	d := c.NakBase
-	for i := 1; i < delivery && d < c.NakMax; i++ {
-		d *= 2
+	if c.MaxJobBytes < 1024 {
+		p.Add("max job size", "must be at least 1024 bytes, got %d", c.MaxJobBytes)
 	}
-	return min(d, c.NakMax)
+	if c.AckWait < time.Second {
+		p.Add("WORKER_ACK_WAIT", "must be at least 1s, got %v", c.AckWait)
+	}
+	if c.Lease < c.AckWait/3*2 {
+		p.Add("WORKER_LEASE", "%v must be at least two heartbeats (2 x ack wait / 3 = %v)", c.Lease, c.AckWait/3*2)
+	}
+	if c.RetryInitial <= 0 || c.RetryMax < c.RetryInitial {
+		p.Add("retry backoff", "initial %v must be positive and at most max %v", c.RetryInitial, c.RetryMax)
+	}
+	if c.NakBase <= 0 || c.NakMax < c.NakBase {
+		p.Add("WORKER_RETRY_MAX_DELAY", "%v must be at least the first delay %v", c.NakMax, c.NakBase)
+	}
+	if c.ShutdownGrace < 0 {
+		p.Add("WORKER_SHUTDOWN_GRACE", "must not be negative, got %v", c.ShutdownGrace)
+	}
+	return p.Err()
 }

@@ -1,28 +1,60 @@
-// Package jobs is the worker's pipeline: it pulls jobs from the MFA_JOBS
-// stream, validates them against schemas/job.v1.json, runs them against
-// OneLogin exactly once per job id, and publishes one result per job.
+// Package jobs is the execution path of the worker: it pulls jobs from the
+// MFA_JOBS stream, runs them against OneLogin exactly once per job id, and
+// publishes one result per job. The job model (types, codes, parsing,
+// results, message ids) is package job; the stream, bucket and consumer
+// names are package topology.
 //
-// The flow of one message:
+// The flow of one message, file by file:
 //
-//  1. Parse and validate (no I/O). An invalid job is rejected: a result, a
-//     copy in MFA_DLQ, and the message terminated. OneLogin is never called.
-//  2. Wait for earlier jobs of the same user in this replica (per-user order),
-//     then take the user's lock in the MFA_LOCKS bucket (per-user exclusion
-//     across replicas).
-//  3. Claim the job id in the MFA_LEDGER bucket. A finished record means a
-//     duplicate: the stored result is published again and the message acked.
-//     A running record whose owner's lease lapsed is taken over.
-//  4. Run the handler. Handlers read before they write (enroll looks for the
-//     device first, remove and offboard treat already-gone as done), so a
-//     redelivery after a crash does not repeat an effect. Calls that cannot
-//     be read back (activate, verify, generate_token) are at most once.
-//  5. One function, settle, maps the handler's error to the outcome and the
-//     message action: Ack, NakWithDelay (a computed delay: the consumer's
-//     BackOff does not apply to naks) or TermWithReason after a DLQ copy.
-//     The ledger is written before the result is published, and the
-//     message is acknowledged only after both.
+//   - runner.go: two lanes (urgent first), a priority semaphore and a
+//     per-user queue, so that one user's jobs run in arrival order within
+//     a replica. task.go: the delivery and its heartbeat, the only other
+//     code that touches the message (InProgress every AckWait/3, renewing
+//     the user lock and the ledger lease).
+//   - executor.go: parse (no I/O; an invalid job is rejected, OneLogin is
+//     never called), take the user's lock in MFA_LOCKS, claim the job id in
+//     MFA_LEDGER (claim.go: a finished record means a duplicate, answered
+//     from the ledger; a running record whose owner's lease lapsed is taken
+//     over), then make the handler's attempts. Transient failures are
+//     retried in the delivery with exponential backoff and jitter;
+//     rate-limit answers are waited out and are not retries. Types whose
+//     call cannot be read back (activate, verify, generate_token; see
+//     job.Type.AtMostOnce) are at most once: the intent is recorded in the
+//     ledger before each call, a call whose fate is unknown is not repeated,
+//     and a later delivery after such a call fails with ambiguous_effect.
+//   - handlers.go: one attempt per call, reading before writing (enroll
+//     looks for the device first, remove and offboard treat already-gone as
+//     done). Handlers return typed errors (errors.go) or the OneLogin
+//     client's error as it came; they hold no retry loop.
+//   - decide.go: decide, a pure function, is the only place that chooses a
+//     job's outcome and its message's fate from how the last attempt ended:
+//     Ack, NakWithDelay (a computed delay: the consumer's BackOff does not
+//     apply to naks) or Term after a DLQ copy. classify is the one reading
+//     of an error, shared by the quick retries and decide.
+//   - settle.go: carries the verdict out, and is the only file that acks,
+//     naks or terminates. The ledger is written first, then the DLQ copy,
+//     then the result; the message is settled only after all of them.
 //
-// Quick retries happen inside a delivery with exponential backoff and
-// jitter; waiting for the rate-limit window is not a retry. InProgress is
-// sent while a job waits, so its ack timer never runs out.
+// Time budgets are composed in one place, budget.go. With the defaults
+// (AckWait 30s, Lease 30s, RetryWithin 15s, OneLogin client Timeout 30s,
+// token fetch 20s) one delivery holds its message at most:
+//
+//	lock wait      Lease + AckWait                          60s, then nak
+//	claim wait     Lease + AckWait                          60s, then nak
+//	attempts       RetryWithin for starting retries         15s
+//	               + the last attempt: per OneLogin call a
+//	               token fetch (20s) and the request, re-sent
+//	               once after a 401 (2 x 30s): 80s a call,
+//	               3 calls for enroll, 1 + devices for offboard
+//	settlement     ledger write, DLQ and result publishes
+//	               (5s of retries each), ack: one 10s limit  10s
+//	lock release                                            10s
+//
+// that is 155s plus 80s per OneLogin call of the last attempt, not counting
+// waits for the OneLogin rate-limit window: a call waits for the window's
+// reset up to five times (the pacer holds it; see package onelogin), which
+// only the worker's shutdown cuts short. The heartbeat keeps the message,
+// the lock and the claim alive all that time. Shutdown lets running jobs
+// finish for ShutdownGrace (20s), then cancels them: a cancelled job naks
+// itself with a 1s delay.
 package jobs

@@ -6,22 +6,13 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 )
 
-// Error codes of failed and expired jobs.
-const (
-	CodeFactorNotFound     = "factor_not_found"
-	CodeUserNotFound       = "user_not_found"
-	CodeVerificationFailed = "verification_failed"
-	CodeUnauthorized       = "unauthorized"
-	CodeFactorUnavailable  = "factor_not_available"
-	CodeOneLoginRejected   = "onelogin_rejected"
-	CodeRetriesExhausted   = "retries_exhausted"
-	CodeAmbiguousEffect    = "ambiguous_effect"
-	CodeExpired            = "not_after_passed"
-	CodeSealFailed         = "seal_failed"
-)
+// Handlers report how an attempt went with one of these typed errors, or
+// with a OneLogin error as the client returned it; decide and classify
+// (decide.go) are the only code that interprets them.
 
 // PermanentError ends a job as failed; it is not retried.
 type PermanentError struct {
@@ -42,26 +33,52 @@ type RetryLaterError struct {
 func (e *RetryLaterError) Error() string { return "retry later: " + e.Err.Error() }
 func (e *RetryLaterError) Unwrap() error { return e.Err }
 
-// permanent wraps a OneLogin error as a PermanentError with a specific code.
-func permanent(op string, err error) *PermanentError {
+// AmbiguousError is a call that may or may not have taken effect (no answer
+// came back, or an earlier delivery may have made it). For a type whose
+// call cannot be read back it fails the job with ambiguous_effect; for the
+// others it is retried like any transient error.
+type AmbiguousError struct {
+	Op string
+	// Earlier is set when an earlier delivery may have made the call.
+	Earlier bool
+	Err     error
+}
+
+func (e *AmbiguousError) Error() string {
+	if e.Earlier {
+		return e.Op + ": an earlier delivery may already have made this call; not repeated (replay the job to run it again)"
+	}
+	return e.Op + ": the call may have reached OneLogin but no answer came back; not repeated (replay the job to run it again)"
+}
+
+func (e *AmbiguousError) Unwrap() error { return e.Err }
+
+// Failure turns a OneLogin refusal into the PermanentError a job (or a
+// query, with no type) reports for it.
+func Failure(t job.Type, op string, err error) *PermanentError { return failure(t, op, err) }
+
+// failure turns a OneLogin refusal into a PermanentError with a specific
+// code. op names the call in the message; t is the job type (a 401 to a
+// verify is a wrong OTP, not wrong credentials).
+func failure(t job.Type, op string, err error) *PermanentError {
 	status := onelogin.StatusCode(err)
 	var er *onelogin.ErrorResponse
-	msg := err.Error()
+	var msg string
 	if errors.As(err, &er) {
 		msg = fmt.Sprintf("%s: OneLogin answered %d: %s", op, er.StatusCode, er.Message())
 	} else {
-		msg = op + ": " + msg
+		msg = op + ": " + err.Error()
 	}
-	code := CodeOneLoginRejected
+	code := job.CodeOneLoginRejected
 	switch {
 	case onelogin.IsFactorNotFound(err):
-		code = CodeFactorNotFound
+		code = job.CodeFactorNotFound
 	case onelogin.IsUserNotFound(err):
-		code = CodeUserNotFound
-	case status == http.StatusUnauthorized && op == "verify":
-		code = CodeVerificationFailed
+		code = job.CodeUserNotFound
+	case status == http.StatusUnauthorized && t == job.TypeVerify:
+		code = job.CodeVerificationFailed
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
-		code = CodeUnauthorized
+		code = job.CodeUnauthorized
 	}
 	return &PermanentError{Code: code, Message: msg, HTTPStatus: status}
 }

@@ -1,4 +1,4 @@
-package jobs
+package jobs_test
 
 import (
 	"context"
@@ -11,12 +11,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/ops"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 func retriesTotal(e *env) float64 {
 	n := 0.0
-	for _, typ := range Types {
+	for _, typ := range job.Types {
 		n += testutil.ToFloat64(e.m.RetryCounter(string(typ)))
 	}
 	return n
@@ -35,7 +38,7 @@ func TestFivexxStormStillSucceeds(t *testing.T) {
 	e.start(cfg)
 	rs := e.waitResults(len(planned), 60*time.Second)
 	for _, p := range planned {
-		if o := rs[p.id].Result.Outcome; o != Succeeded && o != Noop {
+		if o := rs[p.id].Result.Outcome; o != job.Succeeded && o != job.Noop {
 			t.Errorf("%s: %s %+v", p.id, o, rs[p.id].Result.Error)
 		}
 	}
@@ -60,12 +63,12 @@ func TestOutageExhaustsRetriesThenReplaySucceeds(t *testing.T) {
 	rs := e.waitResults(len(planned), 60*time.Second)
 	for _, p := range planned {
 		r := rs[p.id].Result
-		if r.Outcome != Failed || r.Error == nil || r.Error.Code != CodeRetriesExhausted || r.Attempts != testConfig().MaxDeliver || !r.Error.Retryable {
+		if r.Outcome != job.Failed || r.Error == nil || r.Error.Code != job.CodeRetriesExhausted || r.Attempts != testConfig().MaxDeliver || !r.Error.Retryable {
 			t.Fatalf("%s: %s attempts %d %+v", p.id, r.Outcome, r.Attempts, r.Error)
 		}
 	}
-	waitUntil(t, 10*time.Second, func() bool { return e.count(StreamDLQ) == len(planned) }, func() string {
-		return fmt.Sprintf("%d dead letters", e.count(StreamDLQ))
+	waitUntil(t, 10*time.Second, func() bool { return e.count(topology.StreamDLQ) == len(planned) }, func() string {
+		return fmt.Sprintf("%d dead letters", e.count(topology.StreamDLQ))
 	})
 	if n := len(e.sim.Effects()); n != 0 {
 		t.Fatalf("%d effects during the outage", n)
@@ -74,24 +77,24 @@ func TestOutageExhaustsRetriesThenReplaySucceeds(t *testing.T) {
 	// The outage ends; the operator replays the dead letters.
 	e.sim.SetFaults(simulator.Faults{})
 	ctx := context.Background()
-	dls, err := ListDeadLetters(ctx, e.js, DeadLetterFilter{Code: CodeRetriesExhausted})
+	dls, err := ops.ListDeadLetters(ctx, e.js, ops.DeadLetterFilter{Code: job.CodeRetriesExhausted})
 	if err != nil || len(dls) != len(planned) {
 		t.Fatalf("list: %d, %v", len(dls), err)
 	}
 	for _, d := range dls {
-		if d.Reason != string(Failed) || d.Deliveries != testConfig().MaxDeliver || d.JobID == "" {
+		if d.Reason != string(job.Failed) || d.Deliveries != testConfig().MaxDeliver || d.JobID == "" {
 			t.Fatalf("dead letter %+v", d)
 		}
-		if err := Replay(ctx, e.js, d); err != nil {
+		if err := ops.Replay(ctx, e.js, d); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitUntil(t, 30*time.Second, func() bool { return e.count(StreamResults) == 2*len(planned) }, func() string {
-		return fmt.Sprintf("%d results", e.count(StreamResults))
+	waitUntil(t, 30*time.Second, func() bool { return e.count(topology.StreamResults) == 2*len(planned) }, func() string {
+		return fmt.Sprintf("%d results", e.count(topology.StreamResults))
 	})
 	ok := 0
-	for _, m := range e.streamMsgs(StreamResults) {
-		if m.Result.Outcome == Succeeded {
+	for _, m := range e.streamMsgs(topology.StreamResults) {
+		if m.Result.Outcome == job.Succeeded {
 			ok++
 			validResult(t, m.Data)
 		}
@@ -99,7 +102,7 @@ func TestOutageExhaustsRetriesThenReplaySucceeds(t *testing.T) {
 	if ok != len(planned) {
 		t.Fatalf("%d of %d replayed jobs succeeded", ok, len(planned))
 	}
-	if n := e.count(StreamDLQ); n != 0 {
+	if n := e.count(topology.StreamDLQ); n != 0 {
 		t.Fatalf("%d dead letters left after replay", n)
 	}
 	checkEffectsOnce(t, e.sim, planned, nil)
@@ -115,14 +118,14 @@ func TestHardStopMidBatchThenFreshWorker(t *testing.T) {
 		e.publish(p.typ, p.body, p.id)
 	}
 	w := e.start(testConfig())
-	waitUntil(t, 30*time.Second, func() bool { return e.count(StreamResults) >= 100 }, func() string { return "first results" })
+	waitUntil(t, 30*time.Second, func() bool { return e.count(topology.StreamResults) >= 100 }, func() string { return "first results" })
 	w.kill(t)
-	killedAt := e.count(StreamResults)
+	killedAt := e.count(topology.StreamResults)
 	e.start(testConfig())
 	e.waitResults(len(planned), 60*time.Second)
-	waitUntil(t, 20*time.Second, func() bool { return e.count(StreamJobs) == 0 }, func() string { return "job stream not empty" })
+	waitUntil(t, 20*time.Second, func() bool { return e.count(topology.StreamJobs) == 0 }, func() string { return "job stream not empty" })
 	seen := map[string]int{}
-	for _, m := range e.streamMsgs(StreamResults) {
+	for _, m := range e.streamMsgs(topology.StreamResults) {
 		seen[m.Result.JobID]++
 	}
 	for _, p := range planned {
@@ -133,10 +136,10 @@ func TestHardStopMidBatchThenFreshWorker(t *testing.T) {
 	// A generate_token cut off between its call and the ledger ends
 	// ambiguous_effect and may have no effect; every other effect once.
 	ambiguous := map[string]bool{}
-	for _, m := range e.streamMsgs(StreamResults) {
-		if m.Result.Error != nil && m.Result.Error.Code == CodeAmbiguousEffect {
+	for _, m := range e.streamMsgs(topology.StreamResults) {
+		if m.Result.Error != nil && m.Result.Error.Code == job.CodeAmbiguousEffect {
 			ambiguous[m.Result.JobID] = true
-		} else if m.Result.Outcome != Succeeded && m.Result.Outcome != Noop {
+		} else if m.Result.Outcome != job.Succeeded && m.Result.Outcome != job.Noop {
 			t.Errorf("%s: %s %+v", m.Result.JobID, m.Result.Outcome, m.Result.Error)
 		}
 	}
@@ -149,23 +152,23 @@ func TestOffboardingJumpsTheQueueUnderBudget(t *testing.T) {
 	e.provision()
 	for i := 0; i < 500; i++ {
 		id := fmt.Sprintf("enr-%d", i)
-		e.publish("enroll", job(id, "enroll", int64(50_000+i), map[string]any{"factor_id": 100001, "display_name": "Phone", "number": "+15551230000"}), id)
+		e.publish("enroll", jobBody(id, "enroll", int64(50_000+i), map[string]any{"factor_id": 100001, "display_name": "Phone", "number": "+15551230000"}), id)
 	}
 	for i := 0; i < 50; i++ {
 		user := int64(60_000 + i)
 		e.sim.EnrollDevice(user, "Google Authenticator", "GA", true)
 		id := fmt.Sprintf("off-%d", i)
-		e.publish("offboard", job(id, "offboard", user, nil), id)
+		e.publish("offboard", jobBody(id, "offboard", user, nil), id)
 	}
 	e.start(testConfig())
 	e.waitResults(550, 120*time.Second)
 	type fin struct {
 		at  time.Time
-		typ Type
+		typ job.Type
 	}
 	var all []fin
-	for _, m := range e.streamMsgs(StreamResults) {
-		if m.Result.Outcome != Succeeded {
+	for _, m := range e.streamMsgs(topology.StreamResults) {
+		if m.Result.Outcome != job.Succeeded {
 			t.Fatalf("%s: %s %+v", m.Result.JobID, m.Result.Outcome, m.Result.Error)
 		}
 		all = append(all, fin{m.Result.FinishedAt, m.Result.Type})
@@ -173,7 +176,7 @@ func TestOffboardingJumpsTheQueueUnderBudget(t *testing.T) {
 	sort.Slice(all, func(i, j int) bool { return all[i].at.Before(all[j].at) })
 	enrollsBefore, offboards := 0, 0
 	for _, f := range all {
-		if f.typ == TypeOffboard {
+		if f.typ == job.TypeOffboard {
 			offboards++
 			if offboards == 50 {
 				break
@@ -195,20 +198,20 @@ func TestSecretsNeverLeak(t *testing.T) {
 	const plantedState = "planted-state-token-5b2e"
 	e := newEnv(t, simulator.Config{ClientSecret: clientSecret})
 	w := e.start(testConfig())
-	e.publish("enroll", job("s-enroll", "enroll", 7, map[string]any{"factor_name": "OneLogin SMS", "display_name": "Phone", "number": "+15551234567"}), "s-enroll")
+	e.publish("enroll", jobBody("s-enroll", "enroll", 7, map[string]any{"factor_name": "OneLogin SMS", "display_name": "Phone", "number": "+15551234567"}), "s-enroll")
 	rs := e.waitResults(1, 10*time.Second)
 	dev := int64(rs["s-enroll"].Result.Data["device_id"].(float64))
-	e.publish("activate", job("s-act", "activate", 7, map[string]any{"device_id": dev}), "s-act")
+	e.publish("activate", jobBody("s-act", "activate", 7, map[string]any{"device_id": dev}), "s-act")
 	rs = e.waitResults(2, 10*time.Second)
 	realState := rs["s-act"].Result.Data["state_token"].(string)
 	realOTP := e.sim.LastOTP(7, dev)
-	e.publish("verify", job("s-bad", "verify", 7, map[string]any{"device_id": dev, "otp_token": plantedOTP, "state_token": plantedState}), "s-bad")
+	e.publish("verify", jobBody("s-bad", "verify", 7, map[string]any{"device_id": dev, "otp_token": plantedOTP, "state_token": plantedState}), "s-bad")
 	e.waitResults(3, 10*time.Second)
-	e.publish("verify", job("s-ok", "verify", 7, map[string]any{"device_id": dev, "otp_token": realOTP, "state_token": realState}), "s-ok")
+	e.publish("verify", jobBody("s-ok", "verify", 7, map[string]any{"device_id": dev, "otp_token": realOTP, "state_token": realState}), "s-ok")
 	kp, xkey := curveKey(t)
-	e.publish("generate_token", job("s-tok", "generate_token", 7, map[string]any{"recipient_xkey": xkey}), "s-tok")
+	e.publish("generate_token", jobBody("s-tok", "generate_token", 7, map[string]any{"recipient_xkey": xkey}), "s-tok")
 	rs = e.waitResults(5, 10*time.Second)
-	if rs["s-bad"].Result.Outcome != Failed || rs["s-ok"].Result.Outcome != Succeeded {
+	if rs["s-bad"].Result.Outcome != job.Failed || rs["s-ok"].Result.Outcome != job.Succeeded {
 		t.Fatalf("verify outcomes: %s, %s", rs["s-bad"].Result.Outcome, rs["s-ok"].Result.Outcome)
 	}
 	mfaToken := openToken(t, kp, rs["s-tok"].Result)
@@ -219,10 +222,10 @@ func TestSecretsNeverLeak(t *testing.T) {
 		secrets[fmt.Sprintf("access token %d", i)] = tok
 	}
 	var results, dlqHeaders, dlqBodies strings.Builder
-	for _, m := range e.streamMsgs(StreamResults) {
+	for _, m := range e.streamMsgs(topology.StreamResults) {
 		results.Write(m.Data)
 	}
-	for _, m := range e.streamMsgs(StreamDLQ) {
+	for _, m := range e.streamMsgs(topology.StreamDLQ) {
 		fmt.Fprintf(&dlqHeaders, "%v\n", m.Header)
 		dlqBodies.Write(m.Data)
 	}

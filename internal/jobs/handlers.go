@@ -8,191 +8,110 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nkeys"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 )
 
-// run is what a handler knows about the delivery it runs in.
-type run struct {
-	// sentBefore is set when an earlier owner may already have made a call
-	// that cannot be read back.
-	sentBefore bool
-	// markSent records in the ledger that such a call is about to be made;
-	// clearSent takes that back when every such call of this delivery was
-	// refused outright.
-	markSent, clearSent func(ctx context.Context) error
-	// retried counts quick retries, for metrics.
-	retried func()
+// oneLogin is what the handlers need of the OneLogin client.
+type oneLogin interface {
+	AvailableFactors(ctx context.Context, userID int64) ([]onelogin.Factor, *onelogin.Response, error)
+	EnrolledFactors(ctx context.Context, userID int64) ([]onelogin.Device, *onelogin.Response, error)
+	EnrollFactor(ctx context.Context, userID int64, r onelogin.EnrollRequest) (*onelogin.Device, *onelogin.Response, error)
+	ActivateFactor(ctx context.Context, userID, deviceID int64, r *onelogin.ActivateRequest) (*onelogin.Activation, *onelogin.Response, error)
+	VerifyFactor(ctx context.Context, userID, deviceID int64, r onelogin.VerifyRequest) (*onelogin.Response, error)
+	RemoveFactor(ctx context.Context, userID, deviceID int64) (*onelogin.Response, error)
+	GenerateMFAToken(ctx context.Context, userID int64, r onelogin.MFATokenRequest) (*onelogin.MFAToken, *onelogin.Response, error)
 }
 
 // outcome is what a handler produced.
 type outcome struct {
-	Outcome Outcome
-	Data    map[string]any
+	Outcome job.Outcome
+	Data    job.Data
+}
+
+// attempts is what a handler may know of the earlier attempts of the same
+// delivery; the executor owns it and makes the attempts (executor.go).
+// Handlers make one attempt each call and return a typed error or the
+// OneLogin client's error as it came.
+type attempts struct {
+	// maySent is set by enroll and remove once a write of this delivery
+	// failed but may have taken effect.
+	maySent bool
+	// offboard's record: devices removed so far, and devices whose
+	// removal may have taken effect.
+	removed     []int64
+	sentDevices map[onelogin.ID]bool
 }
 
 // handlers run jobs against OneLogin.
 type handlers struct {
-	ol      *onelogin.Client
+	ol      oneLogin
 	factors *factorCache
-	cfg     *Config
 }
 
-func (h *handlers) run(ctx context.Context, j *Job, r *run) (outcome, error) {
-	ctx = onelogin.WithRequestID(ctx, j.ID)
-	if j.Type.Urgent() {
-		ctx = onelogin.WithPriority(ctx, onelogin.PriorityUrgent)
-	}
+// attempt makes one attempt at j.
+func (h *handlers) attempt(ctx context.Context, j *job.Job, a *attempts) (outcome, error) {
 	switch j.Type {
-	case TypeEnroll:
-		return h.enroll(ctx, j, r)
-	case TypeActivate:
-		return h.activate(ctx, j, r)
-	case TypeVerify:
-		return h.verify(ctx, j, r)
-	case TypeRemove:
-		return h.remove(ctx, j, r)
-	case TypeOffboard:
-		return h.offboard(ctx, j, r)
-	case TypeGenerateToken:
-		return h.generateToken(ctx, j, r)
+	case job.TypeEnroll:
+		return h.enroll(ctx, j, a)
+	case job.TypeActivate:
+		return h.activate(ctx, j)
+	case job.TypeVerify:
+		return h.verify(ctx, j)
+	case job.TypeRemove:
+		return h.remove(ctx, j, a)
+	case job.TypeOffboard:
+		return h.offboard(ctx, j, a)
+	case job.TypeGenerateToken:
+		return h.generateToken(ctx, j)
 	}
-	return outcome{}, &PermanentError{Code: CodeInvalidType, Message: "unknown job type"}
+	return outcome{}, &PermanentError{Code: job.CodeInvalidType, Message: "unknown job type"}
 }
 
-// retry runs op until it succeeds, fails for good, or the delivery's quick
-// retry budget runs out. Transient failures back off exponentially with
-// jitter; rate-limit answers are waited out (the pacer holds the next call
-// until the window resets) and do not count as retries.
-func (h *handlers) retry(ctx context.Context, r *run, op string, fn func(ctx context.Context) error) error {
-	b := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(h.cfg.RetryInitial),
-		backoff.WithMaxInterval(h.cfg.RetryMax),
-		backoff.WithRandomizationFactor(0.5),
-		backoff.WithMaxElapsedTime(0),
-	)
-	deadline := time.Now().Add(h.cfg.RetryWithin)
-	for {
-		err := fn(ctx)
-		if err == nil {
-			return nil
-		}
-		var pe *PermanentError
-		if errors.As(err, &pe) {
-			return err
-		}
-		if ctx.Err() != nil {
-			return &RetryLaterError{Err: err, Delay: time.Second}
-		}
-		var wait time.Duration
-		switch onelogin.Classify(err) {
-		case onelogin.Permanent:
-			return permanent(op, err)
-		case onelogin.RateLimited:
-			// Not a failed attempt. A short pause guards against a server
-			// that answers 429 with a reset already passed.
-			wait = 200 * time.Millisecond
-		default:
-			r.retried()
-			wait = b.NextBackOff()
-			if time.Now().Add(wait).After(deadline) {
-				return &RetryLaterError{Err: err}
+func (h *handlers) enroll(ctx context.Context, j *job.Job, a *attempts) (outcome, error) {
+	devices, _, err := h.ol.EnrolledFactors(ctx, j.UserID)
+	if err != nil {
+		return outcome{}, err
+	}
+	f, err := h.resolveFactor(ctx, j, devices)
+	if err != nil {
+		return outcome{}, err
+	}
+	for _, d := range devices {
+		if strings.EqualFold(d.AuthFactorName, f.Name) && d.UserDisplayName == j.Params.DisplayName {
+			if a.maySent {
+				// An earlier attempt of ours made it.
+				return outcome{Outcome: job.Succeeded, Data: enrollData(d, f.ID)}, nil
 			}
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return &RetryLaterError{Err: err, Delay: time.Second}
-		case <-t.C:
+			return outcome{Outcome: job.Noop, Data: enrollData(d, f.ID)}, nil
 		}
 	}
-}
-
-// atMostOnce guards a call that OneLogin cannot be asked about afterwards:
-// it is refused when an earlier attempt may have been made, recorded in the
-// ledger before it is sent, and not retried when its fate is unknown.
-func (h *handlers) atMostOnce(ctx context.Context, r *run, op string, fn func(ctx context.Context) error) error {
-	if r.sentBefore {
-		return &PermanentError{Code: CodeAmbiguousEffect, Message: op + ": an earlier delivery may already have made this call; not repeated (replay the job to run it again)"}
-	}
-	err := h.retry(ctx, r, op, func(ctx context.Context) error {
-		if err := r.markSent(ctx); err != nil {
-			return err
-		}
-		err := fn(ctx)
-		if err != nil && onelogin.MayHaveTakenEffect(err) {
-			return &PermanentError{Code: CodeAmbiguousEffect, Message: op + ": the call may have reached OneLogin but no answer came back; not repeated (replay the job to run it again)"}
-		}
-		return err
+	dev, _, err := h.ol.EnrollFactor(ctx, j.UserID, onelogin.EnrollRequest{
+		FactorID: f.ID, DisplayName: j.Params.DisplayName, Number: j.Params.Number, Verified: j.Params.Verified,
 	})
-	var rl *RetryLaterError
-	if errors.As(err, &rl) && !errors.Is(err, context.Canceled) {
-		// Every attempt was refused (5xx, 429, no connection): nothing
-		// happened, so the next delivery may call again. If this write
-		// fails the next delivery errs on the side of not calling.
-		_ = r.clearSent(context.WithoutCancel(ctx))
+	if err != nil {
+		a.maySent = a.maySent || onelogin.MayHaveTakenEffect(err)
+		return outcome{}, err
 	}
-	return err
+	if dev.AuthFactorName == "" {
+		dev.AuthFactorName = f.Name
+	}
+	return outcome{Outcome: job.Succeeded, Data: enrollData(*dev, f.ID)}, nil
 }
 
-func (h *handlers) enroll(ctx context.Context, j *Job, r *run) (outcome, error) {
-	var out outcome
-	sent := false // an enroll call of this delivery may have taken effect
-	err := h.retry(ctx, r, "enroll", func(ctx context.Context) error {
-		devices, _, err := h.ol.EnrolledFactors(ctx, j.UserID)
-		if err != nil {
-			return err
-		}
-		f, err := h.resolveFactor(ctx, j, devices)
-		if err != nil {
-			return err
-		}
-		for _, d := range devices {
-			if strings.EqualFold(d.AuthFactorName, f.Name) && d.UserDisplayName == j.Params.DisplayName {
-				out = outcome{Outcome: Noop, Data: enrollData(d, f.ID)}
-				if sent {
-					out.Outcome = Succeeded // our own earlier attempt made it
-				}
-				return nil
-			}
-		}
-		dev, _, err := h.ol.EnrollFactor(ctx, j.UserID, onelogin.EnrollRequest{
-			FactorID: f.ID, DisplayName: j.Params.DisplayName, Number: j.Params.Number, Verified: j.Params.Verified,
-		})
-		if err != nil {
-			sent = sent || onelogin.MayHaveTakenEffect(err)
-			return err
-		}
-		if dev.AuthFactorName == "" {
-			dev.AuthFactorName = f.Name
-		}
-		out = outcome{Outcome: Succeeded, Data: enrollData(*dev, f.ID)}
-		return nil
-	})
-	return out, err
-}
-
-func enrollData(d onelogin.Device, factorID onelogin.ID) map[string]any {
-	m := map[string]any{
-		"device_id":        int64(d.ID),
-		"factor_id":        int64(factorID),
-		"auth_factor_name": d.AuthFactorName,
-		"active":           d.Active,
-		"needs_trigger":    d.NeedsTrigger,
+func enrollData(d onelogin.Device, factorID onelogin.ID) job.EnrollData {
+	return job.EnrollData{
+		DeviceID: int64(d.ID), FactorID: int64(factorID), AuthFactorName: d.AuthFactorName,
+		Active: d.Active, NeedsTrigger: d.NeedsTrigger, StateToken: d.StateToken,
 	}
-	if d.StateToken != "" {
-		m["state_token"] = d.StateToken
-	}
-	return m
 }
 
 // resolveFactor finds the factor a job names, through the account-wide
 // cache. Get Available Factors leaves out factors the user already has, so a
 // name it does not list may still be one of the user's devices.
-func (h *handlers) resolveFactor(ctx context.Context, j *Job, devices []onelogin.Device) (onelogin.Factor, error) {
+func (h *handlers) resolveFactor(ctx context.Context, j *job.Job, devices []onelogin.Device) (onelogin.Factor, error) {
 	if f, ok := h.factors.lookup(j.Params.FactorID, j.Params.FactorName); ok {
 		return f, nil
 	}
@@ -211,128 +130,102 @@ func (h *handlers) resolveFactor(ctx context.Context, j *Job, devices []onelogin
 			}
 		}
 	}
-	return onelogin.Factor{}, &PermanentError{Code: CodeFactorUnavailable, Message: "enroll: the factor is not available to this user in OneLogin"}
+	return onelogin.Factor{}, &PermanentError{Code: job.CodeFactorUnavailable, Message: "enroll: the factor is not available to this user in OneLogin"}
 }
 
-func (h *handlers) activate(ctx context.Context, j *Job, r *run) (outcome, error) {
+func (h *handlers) activate(ctx context.Context, j *job.Job) (outcome, error) {
 	req := &onelogin.ActivateRequest{StateTokenExpiresIn: j.Params.StateTokenExpiresIn, NumericSMSOTP: j.Params.NumericSMSOTP, SMSMessage: j.Params.SMSMessage}
-	var out outcome
-	err := h.atMostOnce(ctx, r, "activate", func(ctx context.Context) error {
-		a, _, err := h.ol.ActivateFactor(ctx, j.UserID, j.Params.DeviceID, req)
-		if err != nil {
-			return err
-		}
-		out = outcome{Outcome: Succeeded, Data: map[string]any{"device_id": int64(a.DeviceID), "state_token": a.StateToken}}
-		return nil
-	})
-	return out, err
-}
-
-func (h *handlers) verify(ctx context.Context, j *Job, r *run) (outcome, error) {
-	req := onelogin.VerifyRequest{OTPToken: j.Params.OTPToken, StateToken: j.Params.StateToken}
-	err := h.atMostOnce(ctx, r, "verify", func(ctx context.Context) error {
-		_, err := h.ol.VerifyFactor(ctx, j.UserID, j.Params.DeviceID, req)
-		return err
-	})
+	act, _, err := h.ol.ActivateFactor(ctx, j.UserID, j.Params.DeviceID, req)
 	if err != nil {
 		return outcome{}, err
 	}
-	return outcome{Outcome: Succeeded, Data: map[string]any{"device_id": j.Params.DeviceID, "active": true}}, nil
+	return outcome{Outcome: job.Succeeded, Data: job.ActivateData{DeviceID: int64(act.DeviceID), StateToken: act.StateToken}}, nil
 }
 
-func (h *handlers) remove(ctx context.Context, j *Job, r *run) (outcome, error) {
-	out := outcome{Data: map[string]any{"device_id": j.Params.DeviceID}}
-	sent := false
-	err := h.retry(ctx, r, "remove", func(ctx context.Context) error {
-		_, err := h.ol.RemoveFactor(ctx, j.UserID, j.Params.DeviceID)
+func (h *handlers) verify(ctx context.Context, j *job.Job) (outcome, error) {
+	req := onelogin.VerifyRequest{OTPToken: j.Params.OTPToken, StateToken: j.Params.StateToken}
+	if _, err := h.ol.VerifyFactor(ctx, j.UserID, j.Params.DeviceID, req); err != nil {
+		return outcome{}, err
+	}
+	return outcome{Outcome: job.Succeeded, Data: job.VerifyData{DeviceID: j.Params.DeviceID, Active: true}}, nil
+}
+
+func (h *handlers) remove(ctx context.Context, j *job.Job, a *attempts) (outcome, error) {
+	data := job.RemoveData{DeviceID: j.Params.DeviceID}
+	_, err := h.ol.RemoveFactor(ctx, j.UserID, j.Params.DeviceID)
+	switch {
+	case err == nil:
+		return outcome{Outcome: job.Succeeded, Data: data}, nil
+	case onelogin.IsFactorNotFound(err):
+		if a.maySent {
+			return outcome{Outcome: job.Succeeded, Data: data}, nil
+		}
+		return outcome{Outcome: job.Noop, Data: data}, nil
+	}
+	a.maySent = a.maySent || onelogin.MayHaveTakenEffect(err)
+	return outcome{Data: data}, err
+}
+
+// offboard removes every factor of the user. A factor OneLogin refuses to
+// remove does not stop the others (every factor gone is one fewer way in),
+// but the job fails.
+func (h *handlers) offboard(ctx context.Context, j *job.Job, a *attempts) (outcome, error) {
+	if a.removed == nil {
+		a.removed, a.sentDevices = []int64{}, map[onelogin.ID]bool{}
+	}
+	data := func() job.Data { return job.OffboardData{RemovedDeviceIDs: a.removed} }
+	devices, _, err := h.ol.EnrolledFactors(ctx, j.UserID)
+	if err != nil {
+		return outcome{Data: data()}, err
+	}
+	var refused error
+	for _, d := range devices {
+		_, err := h.ol.RemoveFactor(ctx, j.UserID, int64(d.ID))
 		switch {
 		case err == nil:
-			out.Outcome = Succeeded
+			a.removed = append(a.removed, int64(d.ID))
 		case onelogin.IsFactorNotFound(err):
-			out.Outcome = Noop
-			if sent {
-				out.Outcome = Succeeded
+			if a.sentDevices[d.ID] {
+				a.removed = append(a.removed, int64(d.ID))
+			}
+		case onelogin.Classify(err) == onelogin.Permanent:
+			if refused == nil {
+				refused = failure(j.Type, "remove", err)
 			}
 		default:
-			sent = sent || onelogin.MayHaveTakenEffect(err)
-			return err
+			a.sentDevices[d.ID] = a.sentDevices[d.ID] || onelogin.MayHaveTakenEffect(err)
+			return outcome{Data: data()}, err
 		}
-		return nil
-	})
-	return out, err
+	}
+	if refused != nil {
+		return outcome{Data: data()}, refused
+	}
+	if len(a.removed) == 0 {
+		return outcome{Outcome: job.Noop, Data: data()}, nil
+	}
+	return outcome{Outcome: job.Succeeded, Data: data()}, nil
 }
 
-func (h *handlers) offboard(ctx context.Context, j *Job, r *run) (outcome, error) {
-	removed := []int64{}
-	sent := map[onelogin.ID]bool{}
-	var failure error
-	err := h.retry(ctx, r, "offboard", func(ctx context.Context) error {
-		devices, _, err := h.ol.EnrolledFactors(ctx, j.UserID)
-		if err != nil {
-			return err
-		}
-		failure = nil
-		for _, d := range devices {
-			_, err := h.ol.RemoveFactor(ctx, j.UserID, int64(d.ID))
-			switch {
-			case err == nil:
-				removed = append(removed, int64(d.ID))
-			case onelogin.IsFactorNotFound(err):
-				if sent[d.ID] {
-					removed = append(removed, int64(d.ID))
-				}
-			case onelogin.Classify(err) == onelogin.Permanent:
-				// Keep removing the others: every factor gone is one
-				// fewer way in. The job still fails.
-				if failure == nil {
-					failure = permanent("remove", err)
-				}
-			default:
-				sent[d.ID] = sent[d.ID] || onelogin.MayHaveTakenEffect(err)
-				return err
-			}
-		}
-		return nil
-	})
-	data := map[string]any{"removed_device_ids": removed}
-	if err == nil {
-		err = failure
-	}
-	if err != nil {
-		return outcome{Data: data}, err
-	}
-	if len(removed) == 0 {
-		return outcome{Outcome: Noop, Data: data}, nil
-	}
-	return outcome{Outcome: Succeeded, Data: data}, nil
-}
-
-func (h *handlers) generateToken(ctx context.Context, j *Job, r *run) (outcome, error) {
+func (h *handlers) generateToken(ctx context.Context, j *job.Job) (outcome, error) {
 	req := onelogin.MFATokenRequest{ExpiresIn: j.Params.ExpiresIn, Reusable: j.Params.Reusable}
 	if req.ExpiresIn == 0 {
 		req.ExpiresIn = 259200
 	}
-	var tok *onelogin.MFAToken
-	err := h.atMostOnce(ctx, r, "generate_token", func(ctx context.Context) error {
-		t, _, err := h.ol.GenerateMFAToken(ctx, j.UserID, req)
-		tok = t
-		return err
-	})
+	tok, _, err := h.ol.GenerateMFAToken(ctx, j.UserID, req)
 	if err != nil {
 		return outcome{}, err
 	}
-	data := map[string]any{"expires_at": tok.ExpiresAt.UTC().Format(time.RFC3339), "reusable": tok.Reusable}
+	data := job.GenerateTokenData{ExpiresAt: tok.ExpiresAt.UTC().Format(time.RFC3339), Reusable: tok.Reusable}
 	if j.Params.RecipientXKey == "" {
-		data["mfa_token"] = tok.Token // only reachable with plain tokens allowed
-		return outcome{Outcome: Succeeded, Data: data}, nil
+		data.MFAToken = tok.Token // only reachable with plain tokens allowed
+		return outcome{Outcome: job.Succeeded, Data: data}, nil
 	}
 	sealed, sender, err := seal(tok.Token, j.Params.RecipientXKey)
 	if err != nil {
-		return outcome{}, &PermanentError{Code: CodeSealFailed, Message: "generate_token: " + err.Error()}
+		return outcome{}, &PermanentError{Code: job.CodeSealFailed, Message: "generate_token: " + err.Error()}
 	}
-	data["sealed_mfa_token"] = sealed
-	data["sender_xkey"] = sender
-	return outcome{Outcome: Succeeded, Data: data}, nil
+	data.SealedMFAToken, data.SenderXKey = sealed, sender
+	return outcome{Outcome: job.Succeeded, Data: data}, nil
 }
 
 // seal encrypts token to the recipient's curve key with a fresh sender key.

@@ -1,4 +1,4 @@
-package jobs
+package jobs_test
 
 import (
 	"context"
@@ -11,7 +11,9 @@ import (
 	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // mixedJobs builds n jobs over four types, seeding the simulator so that
@@ -33,20 +35,20 @@ func mixedJobs(t *testing.T, sim *simulator.Server, n int, base int64) []planned
 		var p plannedJob
 		switch i % 5 {
 		case 0, 1:
-			p = plannedJob{id, "enroll", job(id, "enroll", user, map[string]any{"factor_name": "OneLogin SMS", "display_name": "Phone", "number": "+15551230000"}), simulator.EffectEnroll}
+			p = plannedJob{id, "enroll", jobBody(id, "enroll", user, map[string]any{"factor_name": "OneLogin SMS", "display_name": "Phone", "number": "+15551230000"}), simulator.EffectEnroll}
 		case 2:
-			p = plannedJob{id, "generate_token", job(id, "generate_token", user, map[string]any{"recipient_xkey": xkey}), simulator.EffectMFAToken}
+			p = plannedJob{id, "generate_token", jobBody(id, "generate_token", user, map[string]any{"recipient_xkey": xkey}), simulator.EffectMFAToken}
 		case 3:
 			if _, err := sim.EnrollDevice(user, "Google Authenticator", "GA", true); err != nil {
 				t.Fatal(err)
 			}
-			p = plannedJob{id, "offboard", job(id, "offboard", user, nil), simulator.EffectRemove}
+			p = plannedJob{id, "offboard", jobBody(id, "offboard", user, nil), simulator.EffectRemove}
 		case 4:
 			dev, err := sim.EnrollDevice(user, "OneLogin Protect", "Pixel", true)
 			if err != nil {
 				t.Fatal(err)
 			}
-			p = plannedJob{id, "remove", job(id, "remove", user, map[string]any{"device_id": dev}), simulator.EffectRemove}
+			p = plannedJob{id, "remove", jobBody(id, "remove", user, map[string]any{"device_id": dev}), simulator.EffectRemove}
 		}
 		out = append(out, p)
 	}
@@ -104,18 +106,18 @@ func TestThousandJobsPublishedTwiceRunOnce(t *testing.T) {
 		t.Fatalf("JetStream dropped %d of %d in-window duplicates", dupInWindow, n)
 	}
 	e.waitResults(n, 90*time.Second)
-	waitUntil(t, 60*time.Second, func() bool { return e.count(StreamJobs) == 0 }, func() string {
-		return fmt.Sprintf("%d job messages left", e.count(StreamJobs))
+	waitUntil(t, 60*time.Second, func() bool { return e.count(topology.StreamJobs) == 0 }, func() string {
+		return fmt.Sprintf("%d job messages left", e.count(topology.StreamJobs))
 	})
 	// The duplicates' stored results were published again with the same
 	// Nats-Msg-Id, so the result stream still holds one per job.
-	if got := e.count(StreamResults); got != n {
+	if got := e.count(topology.StreamResults); got != n {
 		t.Fatalf("results stored = %d, want %d", got, n)
 	}
 	seen := map[string]int{}
-	for _, m := range e.streamMsgs(StreamResults) {
+	for _, m := range e.streamMsgs(topology.StreamResults) {
 		seen[m.Result.JobID]++
-		if m.Result.Outcome != Succeeded {
+		if m.Result.Outcome != job.Succeeded {
 			t.Errorf("%s: %s %+v", m.Result.JobID, m.Result.Outcome, m.Result.Error)
 		}
 	}

@@ -12,44 +12,47 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // Runner consumes both lanes of MFA_JOBS and runs the jobs.
 type Runner struct {
 	cfg   Config
 	log   *slog.Logger
-	objs  *Objects
+	objs  *topology.Objects
 	m     *metrics.Metrics
-	p     *processor
+	x     *executor
 	sem   *prioritySem
 	order *keyedQueue
 	wg    sync.WaitGroup
 }
 
 // NewRunner builds a runner over provisioned objects.
-func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *Objects, ol *onelogin.Client, m *metrics.Metrics) (*Runner, error) {
+func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *topology.Objects, ol *onelogin.Client, m *metrics.Metrics) (*Runner, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg.setDefaults()
+	cfg = cfg.WithDefaults()
 	if cfg.Owner == "" {
 		b := make([]byte, 6)
 		_, _ = rand.Read(b)
 		cfg.Owner = "worker-" + hex.EncodeToString(b)
 	}
-	parser, err := NewParser(cfg.MaxJobBytes, cfg.AllowPlainTokens)
+	parser, err := job.NewParser(cfg.MaxJobBytes, cfg.AllowPlainTokens)
 	if err != nil {
 		return nil, err
 	}
 	r := &Runner{cfg: cfg, log: log, objs: objs, m: m, sem: newPrioritySem(cfg.Concurrency), order: newKeyedQueue()}
-	r.p = &processor{
-		cfg: &r.cfg, log: log, js: js, m: m, owner: cfg.Owner, parser: parser,
+	r.x = &executor{
+		cfg: &r.cfg, budgets: newBudgets(&r.cfg), log: log, pub: js, m: m, owner: cfg.Owner, parser: parser,
+		policy: policy{maxDeliver: cfg.MaxDeliver, nakBase: cfg.NakBase, nakMax: cfg.NakMax},
 		ledger: ledger.New(objs.Ledger),
 		locks:  ledger.NewLocks(objs.Locks, cfg.Owner),
-		h:      &handlers{ol: ol, factors: newFactorCache(cfg.FactorCacheTTL), cfg: &r.cfg},
+		h:      &handlers{ol: ol, factors: newFactorCache(cfg.FactorCacheTTL)},
 	}
 	return r, nil
 }
@@ -71,8 +74,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	lanes := []lane{
-		{name: ConsumerUrgent, cons: r.objs.Urgent, prio: onelogin.PriorityUrgent},
-		{name: ConsumerNormal, cons: r.objs.Normal, prio: onelogin.PriorityNormal},
+		{name: topology.Consumer(job.LaneUrgent), cons: r.objs.Urgent, prio: onelogin.PriorityUrgent},
+		{name: topology.Consumer(job.LaneNormal), cons: r.objs.Normal, prio: onelogin.PriorityNormal},
 	}
 	var fetchers sync.WaitGroup
 	errc := make(chan error, len(lanes))
@@ -139,18 +142,17 @@ func (r *Runner) fetch(ctx, work context.Context, l lane, it jetstream.MessagesC
 			}
 			continue
 		}
-		t := r.p.newTask(msg)
-		r.p.heartbeat(t)
+		t := r.x.newTask(msg)
+		r.x.heartbeat(t)
 		if err := r.sem.acquire(ctx, l.prio); err != nil {
-			t.stopBeat()
-			_ = msg.NakWithDelay(time.Second) // shutting down before it started
+			r.x.giveBack(t) // shutting down before it started
 			return nil
 		}
 		r.wg.Add(1)
 		r.order.submit(t.userKey(), func() {
 			defer r.wg.Done()
 			defer r.sem.release()
-			r.p.process(work, t)
+			r.x.process(work, t)
 		})
 	}
 }

@@ -132,13 +132,11 @@ func (l *Ledger) Update(ctx context.Context, jobID string, rec Record, rev uint6
 	return n, nil
 }
 
-func isConflict(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
-	}
-	return errors.Is(err, jetstream.ErrKeyExists)
-}
+// isConflict reports a failed compare-and-set: nats.go maps both codes the
+// server uses for it (10071, and 10164 on replicated streams) to
+// ErrKeyRevisionMismatch for Update and for Delete with LastRevision.
+// ErrKeyExists is for Create only (see jetstream/errors.go).
+func isConflict(err error) bool { return errors.Is(err, jetstream.ErrKeyRevisionMismatch) }
 
 // Locks are per-user leases shared by every replica.
 type Locks struct {

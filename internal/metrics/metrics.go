@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 )
 
@@ -29,15 +30,42 @@ var Names = []string{
 	"mfa_onelogin_request_duration_seconds",
 	"mfa_onelogin_rate_limit_remaining",
 	"mfa_consumer_pending_messages",
+	"mfa_jobs_scheduled",
+	"mfa_onelogin_credentials_ok",
 }
 
-// Label values known up front, so that every series exists from the start.
+// Label values known up front, so that every series a dashboard or an
+// alert uses exists from the start (increase() then sees the first
+// increment). Types, outcomes and error codes come from the job model.
 var (
-	JobTypes  = []string{"enroll", "activate", "verify", "remove", "offboard", "generate_token"}
-	Outcomes  = []string{"succeeded", "noop", "failed", "rejected", "expired"}
+	JobTypes  = strs(job.Types)
+	Outcomes  = strs(job.Outcomes)
 	Endpoints = []string{"token", "available_factors", "enroll", "enrolled_factors", "activate", "verify", "remove", "mfa_token"}
 	Consumers = []string{"mfa-worker-urgent", "mfa-worker"}
+	// DeadLetterReasons are the error codes a DLQ copy can carry.
+	DeadLetterReasons = deadLetterReasons()
+	// CommonCodes are the request outcomes pre-created per endpoint: the
+	// HTTP status codes OneLogin commonly answers, and "error" (no answer).
+	CommonCodes = []string{"200", "201", "204", "400", "401", "403", "404", "429", "500", "502", "503", "504", "error"}
 )
+
+func strs[T ~string](xs []T) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = string(x)
+	}
+	return out
+}
+
+func deadLetterReasons() []string {
+	var out []string
+	for _, o := range job.Outcomes {
+		if o.DeadLetters() {
+			out = append(out, job.CodesOf(o)...)
+		}
+	}
+	return out
+}
 
 // Metrics holds the worker's collectors.
 type Metrics struct {
@@ -51,6 +79,8 @@ type Metrics struct {
 	reqDuration   *prometheus.HistogramVec
 	rateRemaining prometheus.Gauge
 	pending       *prometheus.GaugeVec
+	scheduled     *prometheus.GaugeVec
+	credentialsOK prometheus.Gauge
 }
 
 // New registers the metrics, plus the Go and process collectors, on reg.
@@ -92,18 +122,31 @@ func New(reg prometheus.Registerer) *Metrics {
 		pending: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mfa_consumer_pending_messages", Help: "Job messages not yet delivered, by consumer (lane).",
 		}, []string{"consumer"}),
+		scheduled: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mfa_jobs_scheduled", Help: "Jobs accepted whose not_before is still ahead, by type.",
+		}, []string{"type"}),
+		credentialsOK: f.NewGauge(prometheus.GaugeOpts{
+			Name: "mfa_onelogin_credentials_ok", Help: "1 while the worker holds a valid OneLogin access token, else 0.",
+		}),
 	}
 	for _, t := range JobTypes {
 		m.inFlight.WithLabelValues(t)
 		m.retries.WithLabelValues(t)
 		m.duplicates.WithLabelValues(t)
+		m.scheduled.WithLabelValues(t)
 		for _, o := range Outcomes {
 			m.jobs.WithLabelValues(t, o)
 			m.jobDuration.WithLabelValues(t, o)
 		}
+		for _, r := range DeadLetterReasons {
+			m.deadLetters.WithLabelValues(t, r)
+		}
 	}
 	for _, e := range Endpoints {
 		m.reqDuration.WithLabelValues(e)
+		for _, c := range CommonCodes {
+			m.requests.WithLabelValues(e, c)
+		}
 	}
 	for _, c := range Consumers {
 		m.pending.WithLabelValues(c)
@@ -146,6 +189,21 @@ func (m *Metrics) RetryCounter(typ string) prometheus.Counter {
 // SetPending sets a consumer's backlog.
 func (m *Metrics) SetPending(consumer string, n uint64) {
 	m.pending.WithLabelValues(consumer).Set(float64(n))
+}
+
+// SetCredentialsOK reports whether the worker holds a valid OneLogin
+// access token.
+func (m *Metrics) SetCredentialsOK(ok bool) {
+	v := 0.0
+	if ok {
+		v = 1
+	}
+	m.credentialsOK.Set(v)
+}
+
+// SetScheduled sets the number of jobs of a type waiting for not_before.
+func (m *Metrics) SetScheduled(typ string, n int) {
+	m.scheduled.WithLabelValues(typ).Set(float64(n))
 }
 
 // ObserveRequest implements onelogin.Observer.

@@ -4,7 +4,6 @@ package containers
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -25,13 +24,15 @@ import (
 	mobynet "github.com/moby/moby/api/types/network"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nkeys"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/wait"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 var (
@@ -307,55 +308,13 @@ func (p *workerProc) signal(sig syscall.Signal, wait time.Duration) {
 // kill ends the process with SIGKILL: no drain, no nak, no goodbye.
 func (p *workerProc) kill() { p.signal(syscall.SIGKILL, 10*time.Second) }
 
-// job is one planned job and the effects it may cause.
-type job struct {
-	id, typ string
-	body    []byte
-}
-
-// workload builds n jobs over five types for users from base on, seeding the
-// simulator so that every job has an effect to make.
-func (w *world) workload(n int, base int64) []job {
+// workload builds n jobs of the fault mix for users from base on, seeding
+// the simulator so that every job has an effect to make, in random order.
+func (w *world) workload(n int, base int64) []testenv.Job {
 	w.t.Helper()
-	kp, err := nkeys.CreateCurveKeys()
+	out, err := testenv.FaultMix.Jobs(w.sim, n, base)
 	if err != nil {
 		w.t.Fatal(err)
-	}
-	xkey, _ := kp.PublicKey() // tokens are sealed to it
-	var out []job
-	for i := 0; i < n; i++ {
-		user := base + int64(i)
-		id := fmt.Sprintf("c-%d-%d", base, i)
-		var typ string
-		var params map[string]any
-		switch i % 10 {
-		case 0, 1, 2:
-			typ, params = "enroll", map[string]any{"factor_name": "OneLogin SMS", "display_name": "Phone", "number": "+15551230000"}
-		case 3, 4:
-			dev, err := w.sim.EnrollDevice(user, "OneLogin Voice", "Desk", true)
-			if err != nil {
-				w.t.Fatal(err)
-			}
-			typ, params = "activate", map[string]any{"device_id": dev}
-		case 5:
-			typ, params = "generate_token", map[string]any{"recipient_xkey": xkey, "expires_in": 3600}
-		case 6, 7:
-			w.sim.EnrollDevice(user, "Google Authenticator", "GA", true)
-			w.sim.EnrollDevice(user, "OneLogin Protect", "Pixel", true)
-			typ = "offboard"
-		case 8, 9:
-			dev, err := w.sim.EnrollDevice(user, "OneLogin Protect", "Pixel", true)
-			if err != nil {
-				w.t.Fatal(err)
-			}
-			typ, params = "remove", map[string]any{"device_id": dev}
-		}
-		m := map[string]any{"id": id, "type": typ, "user_id": user}
-		if params != nil {
-			m["params"] = params
-		}
-		b, _ := json.Marshal(m)
-		out = append(out, job{id: id, typ: typ, body: b})
 	}
 	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 	return out
@@ -368,7 +327,7 @@ func (w *world) provision(replicas int) {
 	ctx, cancel := context.WithTimeout(w.ctx, 60*time.Second)
 	defer cancel()
 	for {
-		_, err := jobs.Provision(ctx, w.js, jobs.Topology{Replicas: replicas}, jobs.Config{AckWait: 6 * time.Second, Lease: 6 * time.Second, NakMax: 5 * time.Second})
+		_, err := topology.Provision(ctx, w.js, topology.Config{Replicas: replicas}, jobs.Config{AckWait: 6 * time.Second, Lease: 6 * time.Second, NakMax: 5 * time.Second}.Consumers())
 		if err == nil {
 			return
 		}
@@ -379,55 +338,28 @@ func (w *world) provision(replicas int) {
 	}
 }
 
-func (w *world) publish(js []job) {
+func (w *world) publish(js []testenv.Job) {
 	w.t.Helper()
-	for _, j := range js {
-		m := nats.NewMsg("mfa.jobs." + j.typ)
-		m.Data = j.body
-		m.Header.Set(jetstream.MsgIDHeader, j.id)
-		if _, err := w.js.PublishMsgAsync(m); err != nil {
-			w.t.Fatal(err)
-		}
-	}
-	select {
-	case <-w.js.PublishAsyncComplete():
-	case <-time.After(60 * time.Second):
-		w.t.Fatal("publishing did not complete")
+	if err := testenv.Publish(w.js, js, ""); err != nil {
+		w.t.Fatal(err)
 	}
 }
 
-func (w *world) count(stream string) int {
-	ctx, cancel := context.WithTimeout(w.ctx, 5*time.Second)
-	defer cancel()
-	s, err := w.js.Stream(ctx, stream)
-	if err != nil {
-		return -1
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return -1
-	}
-	return int(info.State.Msgs)
-}
+func (w *world) count(stream string) int { return testenv.Count(w.js, stream) }
 
 // waitResults waits until at least n results are stored.
 func (w *world) waitResults(n int, timeout time.Duration) {
 	w.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		c := w.count(jobs.StreamResults)
-		if c >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			w.t.Fatalf("timed out with %d of %d results", c, n)
-		}
-		time.Sleep(250 * time.Millisecond)
+	err := testenv.WaitFor(timeout, func() bool { return w.count(topology.StreamResults) >= n }, func() string {
+		return fmt.Sprintf("%d of %d results", w.count(topology.StreamResults), n)
+	})
+	if err != nil {
+		w.t.Fatal(err)
 	}
 }
 
 // verify waits for the run to end and checks the scenario's pass condition.
-func (w *world) verify(name string, planned []job, note string) figures {
+func (w *world) verify(name string, planned []testenv.Job, note string) figures {
 	w.t.Helper()
 	w.waitResults(len(planned), 8*time.Minute)
 	// Let the last acks and any stray duplicate results land.
@@ -441,37 +373,37 @@ func (w *world) verify(name string, planned []job, note string) figures {
 	for _, rs := range results {
 		f.Results += len(rs)
 	}
-	kv, err := w.js.KeyValue(w.ctx, jobs.BucketLedger)
+	kv, err := w.js.KeyValue(w.ctx, topology.BucketLedger)
 	if err != nil {
 		w.t.Fatal(err)
 	}
 	led := ledger.New(kv)
 	for _, j := range planned {
-		rs := results[j.id]
+		rs := results[j.ID]
 		switch {
 		case len(rs) == 0:
 			f.LostJobs++
-			w.t.Errorf("%s: no result", j.id)
+			w.t.Errorf("%s: no result", j.ID)
 			continue
 		case len(rs) > 1:
 			f.ExtraResults += len(rs) - 1
-			w.t.Errorf("%s: %d results", j.id, len(rs))
+			w.t.Errorf("%s: %d results", j.ID, len(rs))
 		}
 		f.Outcomes[string(rs[0].Outcome)]++
-		if rs[0].Outcome != jobs.Succeeded && rs[0].Outcome != jobs.Noop {
+		if rs[0].Outcome != job.Succeeded && rs[0].Outcome != job.Noop {
 			code := ""
 			if rs[0].Error != nil {
 				code = rs[0].Error.Code
 			}
 			f.Outcomes[string(rs[0].Outcome)+"/"+code]++
 		}
-		e, err := led.Get(w.ctx, j.id)
+		e, err := led.Get(w.ctx, j.ID)
 		if err != nil || e.State != ledger.Finished || e.Outcome != string(rs[0].Outcome) {
 			f.LedgerMismatches++
 			if err == nil {
-				w.t.Errorf("%s: ledger %s/%s, result %s", j.id, e.State, e.Outcome, rs[0].Outcome)
+				w.t.Errorf("%s: ledger %s/%s, result %s", j.ID, e.State, e.Outcome, rs[0].Outcome)
 			} else {
-				w.t.Errorf("%s: ledger: %v", j.id, err)
+				w.t.Errorf("%s: ledger: %v", j.ID, err)
 			}
 		}
 	}
@@ -504,12 +436,12 @@ func (w *world) verify(name string, planned []job, note string) figures {
 func (w *world) unacked() int {
 	ctx, cancel := context.WithTimeout(w.ctx, 5*time.Second)
 	defer cancel()
-	n := w.count(jobs.StreamJobs)
+	n := w.count(topology.StreamJobs)
 	if n < 0 {
 		return 1 << 30
 	}
-	for _, c := range []string{jobs.ConsumerUrgent, jobs.ConsumerNormal} {
-		cons, err := w.js.Consumer(ctx, jobs.StreamJobs, c)
+	for _, c := range []string{topology.ConsumerUrgent, topology.ConsumerNormal} {
+		cons, err := w.js.Consumer(ctx, topology.StreamJobs, c)
 		if err != nil {
 			return 1 << 30
 		}
@@ -523,33 +455,17 @@ func (w *world) unacked() int {
 }
 
 // readResults reads every stored result, by job id.
-func (w *world) readResults() map[string][]jobs.Result {
+func (w *world) readResults() map[string][]job.Result {
 	w.t.Helper()
 	ctx, cancel := context.WithTimeout(w.ctx, 2*time.Minute)
 	defer cancel()
-	cons, err := w.js.OrderedConsumer(ctx, jobs.StreamResults, jetstream.OrderedConsumerConfig{})
+	rs, err := testenv.Results(ctx, w.js)
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	total := w.count(jobs.StreamResults)
-	out := map[string][]jobs.Result{}
-	read := 0
-	for read < total {
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			w.t.Fatal(err)
-		}
-		for m := range batch.Messages() {
-			var r jobs.Result
-			if err := json.Unmarshal(m.Data(), &r); err != nil {
-				w.t.Fatalf("result: %v", err)
-			}
-			out[r.JobID] = append(out[r.JobID], r)
-			read++
-		}
-		if batch.Error() != nil && ctx.Err() != nil {
-			w.t.Fatal(batch.Error())
-		}
+	out := map[string][]job.Result{}
+	for _, r := range rs {
+		out[r.JobID] = append(out[r.JobID], r)
 	}
 	return out
 }

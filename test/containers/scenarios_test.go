@@ -11,13 +11,14 @@ import (
 
 	"github.com/testcontainers/testcontainers-go/network"
 
-	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // singleNode is the common start of a scenario: one NATS container, the
 // streams, and the workload published, with OneLogin answering in 20-40 ms.
-func singleNode(t *testing.T, name string, base int64) (*world, *natsNode, []job) {
+func singleNode(t *testing.T, name string, base int64) (*world, *natsNode, []testenv.Job) {
 	w := newWorld(t, simulator.Config{})
 	w.sim.SetFaults(simulator.Faults{Latency: 20 * time.Millisecond, Jitter: 20 * time.Millisecond})
 	n := w.startNATS(name, "")
@@ -38,7 +39,7 @@ func TestWorkerKilledThreeTimes(t *testing.T) {
 		frac += rand.Float64() * 0.15 // a random moment in each third
 		w.progress(len(planned), frac)
 		p.kill()
-		at = append(at, fmt.Sprintf("%d", w.count(jobs.StreamResults)))
+		at = append(at, fmt.Sprintf("%d", w.count(topology.StreamResults)))
 		p = w.startWorker(fmt.Sprintf("w%d", i+2))
 	}
 	w.verify("a. worker SIGKILLed 3 times", planned, "killed after "+fmt.Sprint(at)+" results")
@@ -50,7 +51,7 @@ func TestNATSRestartedMidRun(t *testing.T) {
 	w, n, planned := singleNode(t, "nats-b", 2_000_000)
 	w.startWorker("w1")
 	w.progress(len(planned), 0.3)
-	before := w.count(jobs.StreamResults)
+	before := w.count(topology.StreamResults)
 	timeout := 5 * time.Second
 	if err := n.c.Stop(w.ctx, &timeout); err != nil {
 		t.Fatal(err)
@@ -69,7 +70,7 @@ func TestReplicaKilledForGood(t *testing.T) {
 	w2 := w.startWorker("w2")
 	w.progress(len(planned), 0.4)
 	w2.kill()
-	at := w.count(jobs.StreamResults)
+	at := w.count(topology.StreamResults)
 	w.verify("c. two replicas, one SIGKILLed for good", planned, fmt.Sprintf("replica killed after %d results", at))
 }
 
@@ -99,7 +100,7 @@ func TestOneLoginStorms(t *testing.T) {
 	for _, s := range steps {
 		time.Sleep(time.Until(start.Add(s.after)))
 		w.sim.SetFaults(s.f)
-		t.Logf("%v: %s (%d results so far)", time.Since(start).Round(time.Second), s.what, w.count(jobs.StreamResults))
+		t.Logf("%v: %s (%d results so far)", time.Since(start).Round(time.Second), s.what, w.count(topology.StreamResults))
 	}
 	st := w.sim.Stats()
 	w.verify("d. OneLogin: 20% 5xx, 429 storm, 2 s spikes, 60 s outage", planned,
@@ -138,7 +139,7 @@ func TestClusterLeaderKilled(t *testing.T) {
 	w.startWorker("w1", "WORKER_STREAM_REPLICAS=3")
 	w.progress(len(planned), 0.3)
 	ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
-	s, err := w.js.Stream(ctx, jobs.StreamJobs)
+	s, err := w.js.Stream(ctx, topology.StreamJobs)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -146,10 +147,10 @@ func TestClusterLeaderKilled(t *testing.T) {
 	info, err := s.Info(ctx)
 	cancel()
 	if err != nil || info.Cluster == nil || info.Cluster.Leader == "" {
-		t.Fatalf("no leader for %s: %v", jobs.StreamJobs, err)
+		t.Fatalf("no leader for %s: %v", topology.StreamJobs, err)
 	}
 	leader := info.Cluster.Leader
-	at := w.count(jobs.StreamResults)
+	at := w.count(topology.StreamResults)
 	for _, n := range w.nodes {
 		if n.name == leader {
 			zero := time.Duration(0)

@@ -1,4 +1,4 @@
-package jobs
+package job
 
 import (
 	"bytes"
@@ -19,76 +19,6 @@ import (
 	"github.com/mfa-worker/mfa-worker/schemas"
 )
 
-// Type is a job type: the last token of its subject mfa.jobs.<type>.
-type Type string
-
-// The job types.
-const (
-	TypeEnroll        Type = "enroll"
-	TypeActivate      Type = "activate"
-	TypeVerify        Type = "verify"
-	TypeRemove        Type = "remove"
-	TypeOffboard      Type = "offboard"
-	TypeGenerateToken Type = "generate_token"
-)
-
-// Types lists every job type.
-var Types = []Type{TypeEnroll, TypeActivate, TypeVerify, TypeRemove, TypeOffboard, TypeGenerateToken}
-
-// Valid reports whether t is a known type.
-func (t Type) Valid() bool {
-	for _, x := range Types {
-		if t == x {
-			return true
-		}
-	}
-	return false
-}
-
-// Urgent reports whether t belongs to the urgent lane: leavers lose MFA first.
-func (t Type) Urgent() bool { return t == TypeOffboard || t == TypeRemove }
-
-// Subject returns the job subject of t.
-func (t Type) Subject() string { return SubjectPrefix + string(t) }
-
-// SubjectPrefix is the common prefix of job subjects.
-const SubjectPrefix = "mfa.jobs."
-
-// Job is a validated job.
-type Job struct {
-	ID            string
-	Type          Type
-	UserID        int64
-	Params        Params
-	CorrelationID string
-	Source        string
-	RequestedAt   time.Time
-	NotAfter      time.Time
-	// Hash identifies the body, secrets excluded (see canonicalHash).
-	Hash string
-}
-
-// Params are the per-type parameters; see schemas/job.v1.json.
-type Params struct {
-	FactorID            int64
-	FactorName          string
-	DisplayName         string
-	Number              string
-	Verified            bool
-	DeviceID            int64
-	StateTokenExpiresIn int
-	NumericSMSOTP       *bool
-	SMSMessage          string
-	OTPToken            string // secret
-	StateToken          string // secret
-	ExpiresIn           int
-	Reusable            bool
-	RecipientXKey       string
-}
-
-// secretParams are blanked in DLQ copies and left out of the body hash.
-var secretParams = []string{"otp_token", "state_token"}
-
 // Rejection is why a job is invalid. JobID is empty when the id itself could
 // not be read; such a job gets no result.
 type Rejection struct {
@@ -102,29 +32,6 @@ type Rejection struct {
 }
 
 func (r *Rejection) Error() string { return r.Code + ": " + r.Message }
-
-// Rejection codes.
-const (
-	CodeTooLarge              = "too_large"
-	CodeInvalidJSON           = "invalid_json"
-	CodeNotAnObject           = "not_an_object"
-	CodeMissingField          = "missing_field"
-	CodeUnknownField          = "unknown_field"
-	CodeWrongType             = "wrong_type"
-	CodeOutOfRange            = "out_of_range"
-	CodeInvalidLength         = "invalid_length"
-	CodeInvalidFormat         = "invalid_format"
-	CodeInvalidValue          = "invalid_value"
-	CodeInvalidID             = "invalid_id"
-	CodeInvalidUserID         = "invalid_user_id"
-	CodeInvalidType           = "invalid_type"
-	CodeTypeMismatch          = "type_mismatch"
-	CodeConflictingFields     = "conflicting_fields"
-	CodeIDReused              = "id_reused"
-	CodeRecipientXKeyRequired = "recipient_xkey_required"
-	CodeInvalidRecipientXKey  = "invalid_recipient_xkey"
-	CodeUnknownSubject        = "unknown_subject"
-)
 
 // Parser validates job messages.
 type Parser struct {
@@ -468,4 +375,32 @@ func jsonErrorText(err error) string {
 		return "data after the top-level value"
 	}
 	return "unexpected end of input"
+}
+
+// BlankSecrets empties params.otp_token and params.state_token, leaving the
+// rest of the job as it was. A body that is not a JSON object is kept.
+func BlankSecrets(body []byte) []byte {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(body, &obj) != nil {
+		return body
+	}
+	var params map[string]json.RawMessage
+	if json.Unmarshal(obj["params"], &params) != nil || params == nil {
+		return body
+	}
+	for _, k := range secretParams {
+		if _, ok := params[k]; ok {
+			params[k] = json.RawMessage(`""`)
+		}
+	}
+	pb, err := json.Marshal(params)
+	if err != nil {
+		return body
+	}
+	obj["params"] = pb
+	out, err := json.Marshal(obj)
+	if err != nil {
+		return body
+	}
+	return out
 }

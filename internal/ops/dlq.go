@@ -1,4 +1,6 @@
-package jobs
+// Package ops holds the operators' tools over NATS: listing and replaying
+// dead letters, and the read-only query service.
+package ops
 
 import (
 	"context"
@@ -9,6 +11,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // DeadLetter is one message of MFA_DLQ.
@@ -33,7 +38,7 @@ type DeadLetterFilter struct {
 }
 
 func (f DeadLetterFilter) match(d DeadLetter) bool {
-	if f.Type != "" && d.Subject != DLQSubjectPrefix+f.Type {
+	if f.Type != "" && d.Subject != job.DLQSubjectPrefix+f.Type {
 		return false
 	}
 	if f.Code != "" && d.ErrorCode != f.Code {
@@ -52,13 +57,13 @@ func (f DeadLetterFilter) match(d DeadLetter) bool {
 
 // ListDeadLetters reads MFA_DLQ in order.
 func ListDeadLetters(ctx context.Context, js jetstream.JetStream, f DeadLetterFilter) ([]DeadLetter, error) {
-	s, err := js.Stream(ctx, StreamDLQ)
+	s, err := js.Stream(ctx, topology.StreamDLQ)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", StreamDLQ, err)
+		return nil, fmt.Errorf("open %s: %w", topology.StreamDLQ, err)
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", StreamDLQ, err)
+		return nil, fmt.Errorf("open %s: %w", topology.StreamDLQ, err)
 	}
 	var out []DeadLetter
 	if info.State.Msgs == 0 {
@@ -70,13 +75,13 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, f DeadLetterFi
 			continue
 		}
 		if err != nil {
-			return out, fmt.Errorf("read %s #%d: %w", StreamDLQ, seq, err)
+			return out, fmt.Errorf("read %s #%d: %w", topology.StreamDLQ, seq, err)
 		}
-		n, _ := strconv.Atoi(m.Header.Get(HeaderDeliveries))
+		n, _ := strconv.Atoi(m.Header.Get(job.HeaderDeliveries))
 		d := DeadLetter{
-			Seq: seq, Subject: m.Subject, Time: m.Time, JobID: m.Header.Get(HeaderJobID),
-			Reason: m.Header.Get(HeaderReason), ErrorCode: m.Header.Get(HeaderErrorCode), Deliveries: n,
-			OriginalSubject: m.Header.Get(HeaderOriginalSubject), Body: m.Data,
+			Seq: seq, Subject: m.Subject, Time: m.Time, JobID: m.Header.Get(job.HeaderJobID),
+			Reason: m.Header.Get(job.HeaderReason), ErrorCode: m.Header.Get(job.HeaderErrorCode), Deliveries: n,
+			OriginalSubject: m.Header.Get(job.HeaderOriginalSubject), Body: m.Data,
 		}
 		if f.match(d) {
 			out = append(out, d)
@@ -93,22 +98,18 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, f DeadLetterFi
 // although the ledger holds its failure, then removes it from the DLQ.
 func Replay(ctx context.Context, js jetstream.JetStream, d DeadLetter) error {
 	subject := d.OriginalSubject
-	if subject == "" || len(subject) <= len(SubjectPrefix) || subject[:len(SubjectPrefix)] != SubjectPrefix {
-		subject = SubjectPrefix + d.Subject[len(DLQSubjectPrefix):]
+	if subject == "" || len(subject) <= len(job.SubjectPrefix) || subject[:len(job.SubjectPrefix)] != job.SubjectPrefix {
+		subject = job.SubjectPrefix + d.Subject[len(job.DLQSubjectPrefix):]
 	}
-	tag := strconv.FormatUint(d.Seq, 10)
+	tag := job.ReplayTag(d.Seq)
 	m := nats.NewMsg(subject)
 	m.Data = d.Body
-	m.Header.Set(HeaderReplay, tag)
-	id := d.JobID
-	if id == "" {
-		id = "unreadable"
-	}
-	m.Header.Set(jetstream.MsgIDHeader, id+":replay:"+tag)
+	m.Header.Set(job.HeaderReplay, tag)
+	m.Header.Set(jetstream.MsgIDHeader, job.ReplayMsgID(d.JobID, tag))
 	if _, err := js.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("replay DLQ #%d: %w", d.Seq, err)
 	}
-	s, err := js.Stream(ctx, StreamDLQ)
+	s, err := js.Stream(ctx, topology.StreamDLQ)
 	if err != nil {
 		return fmt.Errorf("replay DLQ #%d: republished, but could not open the DLQ to remove it: %w", d.Seq, err)
 	}

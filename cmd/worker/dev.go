@@ -1,4 +1,4 @@
-package app
+package main
 
 import (
 	"context"
@@ -13,12 +13,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mfa-worker/mfa-worker/internal/app"
 	"github.com/mfa-worker/mfa-worker/internal/broker"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 )
 
-// DevConfig configures `worker dev`.
-type DevConfig struct {
+// devConfig configures `worker dev`.
+type devConfig struct {
 	DataDir  string // JetStream storage (default ./data)
 	NATSPort int    // default 4222; -1 picks a free port
 	SimAddr  string // the simulator's address (default 127.0.0.1:8089)
@@ -28,9 +29,10 @@ type DevConfig struct {
 	Out io.Writer
 }
 
-// Dev runs an embedded NATS JetStream server, the OneLogin simulator and a
-// worker wired to both, until ctx ends.
-func Dev(ctx context.Context, dc DevConfig, log *slog.Logger, reg *prometheus.Registry) (*Worker, error) {
+// dev runs an embedded NATS JetStream server, the OneLogin simulator and a
+// worker wired to both until ctx ends, and returns when all three stopped.
+// ready, if not nil, receives the worker's HTTP address once it runs.
+func dev(ctx context.Context, dc devConfig, log *slog.Logger, reg *prometheus.Registry, ready func(httpAddr string)) error {
 	start := time.Now()
 	if dc.DataDir == "" {
 		dc.DataDir = "data"
@@ -40,13 +42,13 @@ func Dev(ctx context.Context, dc DevConfig, log *slog.Logger, reg *prometheus.Re
 	}
 	srv, err := broker.Start(broker.Options{Port: dc.NATSPort, StoreDir: filepath.Join(dc.DataDir, "jetstream")})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	sim := simulator.New(simulator.Config{})
 	ln, err := net.Listen("tcp", dc.SimAddr)
 	if err != nil {
 		srv.Stop()
-		return nil, fmt.Errorf("simulator address %s: %w", dc.SimAddr, err)
+		return fmt.Errorf("simulator address %s: %w", dc.SimAddr, err)
 	}
 	hs := &http.Server{Handler: sim, ReadHeaderTimeout: 5 * time.Second}
 	simDone := make(chan struct{})
@@ -56,7 +58,7 @@ func Dev(ctx context.Context, dc DevConfig, log *slog.Logger, reg *prometheus.Re
 			log.Error("simulator failed", "err", err)
 		}
 	}()
-	cfg := Config{
+	cfg := app.Config{
 		NATSURL:              srv.ClientURL(),
 		OneLoginBaseURL:      "http://" + ln.Addr().String(),
 		OneLoginClientID:     sim.Config().ClientID,
@@ -64,21 +66,16 @@ func Dev(ctx context.Context, dc DevConfig, log *slog.Logger, reg *prometheus.Re
 		HTTPAddr:             dc.HTTPAddr,
 		Version:              dc.Version,
 	}
-	w, err := Run(ctx, cfg, log, reg)
-	if err != nil {
+	stop := func() {
 		_ = hs.Close()
 		<-simDone
 		srv.Stop()
-		return nil, err
 	}
-	dw := &Worker{HTTPAddr: w.HTTPAddr, done: make(chan error, 1)}
-	go func() {
-		err := w.Wait()
-		_ = hs.Close()
-		<-simDone
-		srv.Stop()
-		dw.done <- err
-	}()
+	w, err := app.Run(ctx, cfg, log, reg)
+	if err != nil {
+		stop()
+		return err
+	}
 	if dc.Out != nil {
 		fmt.Fprintf(dc.Out, `
 mfa-worker dev is ready in %v
@@ -92,5 +89,10 @@ Try it (in another terminal):
   go run ./cmd/worker dlq list
 `, time.Since(start).Round(time.Millisecond), cfg.NATSURL, dc.DataDir, cfg.OneLoginBaseURL, cfg.OneLoginClientID, w.HTTPAddr)
 	}
-	return dw, nil
+	if ready != nil {
+		ready(w.HTTPAddr)
+	}
+	err = w.Wait()
+	stop()
+	return err
 }

@@ -1,4 +1,4 @@
-package jobs
+package ops
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 )
 
@@ -20,6 +22,7 @@ import (
 // {"user_id": N}, reply {"data": [...]} or {"error": {...}}.
 type QueryService struct {
 	svc micro.Service
+	ctx context.Context
 	wg  sync.WaitGroup
 	sem chan struct{}
 }
@@ -29,13 +32,18 @@ type queryRequest struct {
 }
 
 type queryReply struct {
-	Data  any        `json:"data,omitempty"`
-	Error *ErrorInfo `json:"error,omitempty"`
+	Data  any            `json:"data,omitempty"`
+	Error *job.ErrorInfo `json:"error,omitempty"`
 }
 
+// queryTimeout bounds one answer.
+const queryTimeout = 20 * time.Second
+
 // StartQueryService registers the service on nc. version must be semver.
-func StartQueryService(nc *nats.Conn, ol *onelogin.Client, version string, log *slog.Logger) (*QueryService, error) {
-	q := &QueryService{sem: make(chan struct{}, 8)}
+// Answers in progress are cut short when ctx ends (shutdown); Stop waits
+// for them.
+func StartQueryService(ctx context.Context, nc *nats.Conn, ol *onelogin.Client, version string, log *slog.Logger) (*QueryService, error) {
+	q := &QueryService{ctx: ctx, sem: make(chan struct{}, 8)}
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        "mfa",
 		Version:     version,
@@ -81,10 +89,10 @@ func (q *QueryService) serve(req micro.Request, name string, fn func(context.Con
 		defer func() { <-q.sem }()
 		var r queryRequest
 		if err := json.Unmarshal(req.Data(), &r); err != nil || r.UserID <= 0 {
-			_ = req.RespondJSON(queryReply{Error: &ErrorInfo{Code: CodeInvalidUserID, Message: `request must be {"user_id": N} with N a positive integer`}})
+			_ = req.RespondJSON(queryReply{Error: &job.ErrorInfo{Code: job.CodeInvalidUserID, Message: `request must be {"user_id": N} with N a positive integer`}})
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		ctx, cancel := context.WithTimeout(q.ctx, queryTimeout)
 		defer cancel()
 		data, err := fn(ctx, r.UserID)
 		if err != nil {
@@ -105,15 +113,15 @@ func (q *QueryService) Stop() error {
 }
 
 // errorInfo is the error object of a query reply, built as for results.
-func errorInfo(op string, err error) *ErrorInfo {
+func errorInfo(op string, err error) *job.ErrorInfo {
 	if onelogin.Classify(err) == onelogin.Permanent {
-		pe := permanent(op, err)
-		return &ErrorInfo{Code: pe.Code, Message: pe.Message, HTTPStatus: pe.HTTPStatus}
+		pe := jobs.Failure("", op, err)
+		return &job.ErrorInfo{Code: pe.Code, Message: pe.Message, HTTPStatus: pe.HTTPStatus}
 	}
-	info := &ErrorInfo{Code: "onelogin_unavailable", Message: op + ": " + err.Error(), HTTPStatus: onelogin.StatusCode(err), Retryable: true}
+	info := &job.ErrorInfo{Code: job.CodeOneLoginUnavailable, Message: op + ": " + err.Error(), HTTPStatus: onelogin.StatusCode(err), Retryable: true}
 	var rl *onelogin.RateLimitError
 	if errors.As(err, &rl) {
-		info.Code = "rate_limited"
+		info.Code = job.CodeRateLimited
 	}
 	return info
 }

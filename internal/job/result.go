@@ -1,4 +1,4 @@
-package jobs
+package job
 
 import (
 	"encoding/json"
@@ -16,6 +16,9 @@ const (
 	Rejected  Outcome = "rejected"
 	Expired   Outcome = "expired"
 )
+
+// Outcomes lists every outcome.
+var Outcomes = []Outcome{Succeeded, Noop, Failed, Rejected, Expired}
 
 // DeadLetters reports whether the outcome sends a copy to MFA_DLQ.
 func (o Outcome) DeadLetters() bool { return o == Failed || o == Rejected || o == Expired }
@@ -50,15 +53,40 @@ func (r *Result) Subject() string {
 	return ResultSubjectPrefix + string(r.Type) + "." + string(r.Outcome)
 }
 
-// ResultSubjectPrefix is the common prefix of result subjects.
-const ResultSubjectPrefix = "mfa.results."
-
 // Marshal encodes the result.
 func (r *Result) Marshal() []byte {
 	b, err := json.Marshal(r)
 	if err != nil {
 		// Every field is a plain value; this cannot happen.
-		panic("jobs: encode result: " + err.Error())
+		panic("job: encode result: " + err.Error())
 	}
 	return b
+}
+
+// Result builds the result of j, with its typed data (nil: none).
+func (j *Job) Result(o Outcome, attempts int, started, finished time.Time, info *ErrorInfo, data Data) *Result {
+	r := newResult(j.ID, j.Type, j.UserID, o, attempts, started, finished, info)
+	r.CorrelationID, r.Source, r.Data = j.CorrelationID, j.Source, dataMap(data)
+	return r
+}
+
+// Result builds the result of a rejected job. Only a rejection with a
+// readable id and a known type has one: ok is false otherwise.
+func (r *Rejection) Result(attempts int, started, finished time.Time) (res *Result, ok bool) {
+	if r.JobID == "" || !r.Type.Valid() {
+		return nil, false
+	}
+	res = newResult(r.JobID, r.Type, r.UserID, Rejected, attempts, started, finished, &ErrorInfo{Code: r.Code, Message: r.Message})
+	if r.Job != nil {
+		res.CorrelationID, res.Source = r.Job.CorrelationID, r.Job.Source
+	}
+	return res, true
+}
+
+func newResult(id string, t Type, user int64, o Outcome, attempts int, started, finished time.Time, info *ErrorInfo) *Result {
+	return &Result{
+		JobID: id, Type: t, UserID: user, Outcome: o, Attempts: attempts,
+		StartedAt: started.UTC(), FinishedAt: finished.UTC(), DurationMS: finished.Sub(started).Milliseconds(),
+		Error: info,
+	}
 }

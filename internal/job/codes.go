@@ -1,0 +1,111 @@
+package job
+
+// Error codes: every code a result's error, a DLQ copy's Mfa-Error-Code
+// header or a query reply can carry. Codes lists them with their meaning;
+// the README's table is checked against it.
+const (
+	// Rejected jobs: the job itself is invalid; OneLogin is never called.
+	CodeUnknownSubject        = "unknown_subject"
+	CodeTooLarge              = "too_large"
+	CodeInvalidJSON           = "invalid_json"
+	CodeNotAnObject           = "not_an_object"
+	CodeMissingField          = "missing_field"
+	CodeUnknownField          = "unknown_field"
+	CodeWrongType             = "wrong_type"
+	CodeOutOfRange            = "out_of_range"
+	CodeInvalidLength         = "invalid_length"
+	CodeInvalidFormat         = "invalid_format"
+	CodeInvalidValue          = "invalid_value"
+	CodeInvalidID             = "invalid_id"
+	CodeInvalidUserID         = "invalid_user_id"
+	CodeInvalidType           = "invalid_type"
+	CodeTypeMismatch          = "type_mismatch"
+	CodeConflictingFields     = "conflicting_fields"
+	CodeIDReused              = "id_reused"
+	CodeRecipientXKeyRequired = "recipient_xkey_required"
+	CodeInvalidRecipientXKey  = "invalid_recipient_xkey"
+
+	// Failed jobs.
+	CodeUserNotFound       = "user_not_found"
+	CodeFactorNotFound     = "factor_not_found"
+	CodeFactorUnavailable  = "factor_not_available"
+	CodeVerificationFailed = "verification_failed"
+	CodeUnauthorized       = "unauthorized"
+	CodeOneLoginRejected   = "onelogin_rejected"
+	CodeRetriesExhausted   = "retries_exhausted"
+	CodeAmbiguousEffect    = "ambiguous_effect"
+	CodeSealFailed         = "seal_failed"
+
+	// Expired jobs.
+	CodeExpired = "not_after_passed"
+
+	// Query replies only (mfa.query.*), never in a result.
+	CodeOneLoginUnavailable = "onelogin_unavailable"
+	CodeRateLimited         = "rate_limited"
+)
+
+// CodeInfo describes one error code.
+type CodeInfo struct {
+	Code string
+	// Outcome is the outcome the code comes with; empty for codes that
+	// appear only in query replies.
+	Outcome Outcome
+	// Meaning is one line for operators (the README's table).
+	Meaning string
+}
+
+// Codes is every error code, grouped by outcome, in the README's order.
+var Codes = []CodeInfo{
+	{CodeUnknownSubject, Rejected, "the message arrived on a subject that is not a job subject of a known type"},
+	{CodeTooLarge, Rejected, "the job is over the size limit (64 KiB)"},
+	{CodeInvalidJSON, Rejected, "the body is not JSON"},
+	{CodeNotAnObject, Rejected, "the body is JSON but not an object"},
+	{CodeMissingField, Rejected, "a required field is missing"},
+	{CodeUnknownField, Rejected, "a field the schema does not know"},
+	{CodeWrongType, Rejected, "a field has the wrong JSON type"},
+	{CodeOutOfRange, Rejected, "a number is outside its range"},
+	{CodeInvalidLength, Rejected, "a string is too short or too long"},
+	{CodeInvalidFormat, Rejected, "a string does not match its format"},
+	{CodeInvalidValue, Rejected, "a value is not one of those allowed"},
+	{CodeInvalidID, Rejected, "the id is not 1..128 printable ASCII characters"},
+	{CodeInvalidUserID, Rejected, "user_id is not a positive integer"},
+	{CodeInvalidType, Rejected, "type is not a known job type"},
+	{CodeTypeMismatch, Rejected, "type does not match the subject's type"},
+	{CodeConflictingFields, Rejected, "both factor_id and factor_name are given"},
+	{CodeIDReused, Rejected, "the id was used for a job with another body"},
+	{CodeRecipientXKeyRequired, Rejected, "generate_token without recipient_xkey while plain tokens are not allowed"},
+	{CodeInvalidRecipientXKey, Rejected, "recipient_xkey is not an nkeys curve public key"},
+	{CodeUserNotFound, Failed, "OneLogin does not know the user"},
+	{CodeFactorNotFound, Failed, "OneLogin does not know the device"},
+	{CodeFactorUnavailable, Failed, "the factor is not available to the user"},
+	{CodeVerificationFailed, Failed, "OneLogin refused the OTP"},
+	{CodeUnauthorized, Failed, "OneLogin refused the worker's credentials or their scope (401/403)"},
+	{CodeOneLoginRejected, Failed, "OneLogin refused the call for another reason (a 4xx)"},
+	{CodeRetriesExhausted, Failed, "every delivery failed for a transient reason; the last error is in the message"},
+	{CodeAmbiguousEffect, Failed, "a call that cannot be read back may have been made; not repeated"},
+	{CodeSealFailed, Failed, "the MFA token could not be sealed to recipient_xkey"},
+	{CodeExpired, Expired, "not_after passed before the job could run"},
+	{CodeOneLoginUnavailable, "", "OneLogin did not answer or answered 5xx; retryable"},
+	{CodeRateLimited, "", "the OneLogin rate limit is spent; retryable"},
+}
+
+// CodesOf returns the codes that come with outcome o.
+func CodesOf(o Outcome) []string {
+	var out []string
+	for _, c := range Codes {
+		if c.Outcome == o {
+			out = append(out, c.Code)
+		}
+	}
+	return out
+}
+
+// KnownCode reports whether code is in Codes.
+func KnownCode(code string) bool {
+	for _, c := range Codes {
+		if c.Code == code {
+			return true
+		}
+	}
+	return false
+}

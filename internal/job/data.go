@@ -1,0 +1,80 @@
+package job
+
+import (
+	"bytes"
+	"encoding/json"
+)
+
+// Data is the typed data of a result, one struct per type; the JSON names
+// are those of schemas/result.v1.json.
+type Data interface{ resultData() }
+
+// EnrollData is an enroll job's result data.
+type EnrollData struct {
+	DeviceID       int64  `json:"device_id"`
+	FactorID       int64  `json:"factor_id"`
+	AuthFactorName string `json:"auth_factor_name"`
+	Active         bool   `json:"active"`
+	NeedsTrigger   bool   `json:"needs_trigger"`
+	StateToken     string `json:"state_token,omitempty"`
+}
+
+// ActivateData is an activate job's result data.
+type ActivateData struct {
+	DeviceID   int64  `json:"device_id"`
+	StateToken string `json:"state_token"`
+}
+
+// VerifyData is a verify job's result data.
+type VerifyData struct {
+	DeviceID int64 `json:"device_id"`
+	Active   bool  `json:"active"`
+}
+
+// RemoveData is a remove job's result data.
+type RemoveData struct {
+	DeviceID int64 `json:"device_id"`
+}
+
+// OffboardData is an offboard job's result data: the factors removed, also
+// when the job failed part way.
+type OffboardData struct {
+	RemovedDeviceIDs []int64 `json:"removed_device_ids"`
+}
+
+// GenerateTokenData is a generate_token job's result data. The token is
+// sealed to the job's recipient_xkey; MFAToken is set only when plain
+// tokens are allowed and no recipient was given.
+type GenerateTokenData struct {
+	ExpiresAt      string `json:"expires_at"`
+	Reusable       bool   `json:"reusable"`
+	SealedMFAToken string `json:"sealed_mfa_token,omitempty"`
+	SenderXKey     string `json:"sender_xkey,omitempty"`
+	MFAToken       string `json:"mfa_token,omitempty"`
+}
+
+func (EnrollData) resultData()        {}
+func (ActivateData) resultData()      {}
+func (VerifyData) resultData()        {}
+func (RemoveData) resultData()        {}
+func (OffboardData) resultData()      {}
+func (GenerateTokenData) resultData() {}
+
+// dataMap turns typed data into a result's data object.
+func dataMap(d Data) map[string]any {
+	if d == nil {
+		return nil
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		panic("job: encode result data: " + err.Error()) // plain values only
+	}
+	// json.Number keeps 64-bit ids exact.
+	var m map[string]any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&m); err != nil {
+		panic("job: decode result data: " + err.Error())
+	}
+	return m
+}

@@ -1,0 +1,129 @@
+// Package job is the job model: job types and their lanes, the typed
+// parameters of each type, outcomes, every error code with its meaning,
+// parsing and validation against schemas/job.v1.json (embedded), results
+// and the message-id scheme. It does no I/O and imports nothing of the
+// worker's own packages but the schemas.
+package job
+
+import "time"
+
+// Type is a job type: the last token of its subject mfa.jobs.<type>.
+type Type string
+
+// The job types.
+const (
+	TypeEnroll        Type = "enroll"
+	TypeActivate      Type = "activate"
+	TypeVerify        Type = "verify"
+	TypeRemove        Type = "remove"
+	TypeOffboard      Type = "offboard"
+	TypeGenerateToken Type = "generate_token"
+)
+
+// Types lists every job type.
+var Types = []Type{TypeEnroll, TypeActivate, TypeVerify, TypeRemove, TypeOffboard, TypeGenerateToken}
+
+// Valid reports whether t is a known type.
+func (t Type) Valid() bool {
+	for _, x := range Types {
+		if t == x {
+			return true
+		}
+	}
+	return false
+}
+
+// Lane is one of the two consumers of MFA_JOBS. The urgent lane is served
+// first, by the runner and by the OneLogin pacer: leavers lose MFA first.
+type Lane int
+
+// The lanes.
+const (
+	LaneNormal Lane = iota
+	LaneUrgent
+)
+
+// String names the lane as its consumer's filter does.
+func (l Lane) String() string {
+	if l == LaneUrgent {
+		return "urgent"
+	}
+	return "normal"
+}
+
+// traits are what the executor needs to know about a type. A new type is
+// one line here plus its params, its handler and its schema branch.
+type traits struct {
+	lane Lane
+	// atMostOnce: the type's OneLogin call cannot be read back afterwards,
+	// so it is made at most once per job (see the executor).
+	atMostOnce bool
+}
+
+var typeTraits = map[Type]traits{
+	TypeEnroll:        {lane: LaneNormal},
+	TypeActivate:      {lane: LaneNormal, atMostOnce: true},
+	TypeVerify:        {lane: LaneNormal, atMostOnce: true},
+	TypeRemove:        {lane: LaneUrgent},
+	TypeOffboard:      {lane: LaneUrgent},
+	TypeGenerateToken: {lane: LaneNormal, atMostOnce: true},
+}
+
+// Lane returns the lane of t.
+func (t Type) Lane() Lane { return typeTraits[t].lane }
+
+// Urgent reports whether t belongs to the urgent lane: leavers lose MFA first.
+func (t Type) Urgent() bool { return t.Lane() == LaneUrgent }
+
+// AtMostOnce reports whether t's OneLogin call cannot be read back, so that
+// a delivery after one that may have made it must not make it again.
+func (t Type) AtMostOnce() bool { return typeTraits[t].atMostOnce }
+
+// TypesOf returns the types of a lane, in the order of Types.
+func TypesOf(l Lane) []Type {
+	var out []Type
+	for _, t := range Types {
+		if t.Lane() == l {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// Subject returns the job subject of t.
+func (t Type) Subject() string { return SubjectPrefix + string(t) }
+
+// Job is a validated job.
+type Job struct {
+	ID            string
+	Type          Type
+	UserID        int64
+	Params        Params
+	CorrelationID string
+	Source        string
+	RequestedAt   time.Time
+	NotAfter      time.Time
+	// Hash identifies the body, secrets excluded (see canonicalHash).
+	Hash string
+}
+
+// Params are the per-type parameters; see schemas/job.v1.json.
+type Params struct {
+	FactorID            int64
+	FactorName          string
+	DisplayName         string
+	Number              string
+	Verified            bool
+	DeviceID            int64
+	StateTokenExpiresIn int
+	NumericSMSOTP       *bool
+	SMSMessage          string
+	OTPToken            string // secret
+	StateToken          string // secret
+	ExpiresIn           int
+	Reusable            bool
+	RecipientXKey       string
+}
+
+// secretParams are blanked in DLQ copies and left out of the body hash.
+var secretParams = []string{"otp_token", "state_token"}

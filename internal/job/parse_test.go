@@ -1,0 +1,173 @@
+package job_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/job/jobtest"
+)
+
+// onlyAfterParsing are rejection codes no message body can produce alone:
+// id_reused needs the ledger (see the pipeline's tests), invalid_value is
+// the fallback for a schema violation of no known kind (the schema has no
+// enum or const outside "type", whose violations are invalid_type).
+var onlyAfterParsing = map[string]bool{job.CodeIDReused: true, job.CodeInvalidValue: true}
+
+// extraBadJobs cover codes that the pipeline's table cannot carry: a message
+// on a subject that no consumer of the pipeline reads.
+var extraBadJobs = []struct{ name, subject, body, id, code string }{
+	{"unknown subject type", "mfa.jobs.disable", `{"id":"x01","type":"offboard","user_id":1}`, "x01", job.CodeUnknownSubject},
+	{"subject outside the jobs", "mfa.other.offboard", `{"id":"x02","type":"offboard","user_id":1}`, "x02", job.CodeUnknownSubject},
+	{"unknown subject, unreadable body", "mfa.jobs.x", `{`, "", job.CodeUnknownSubject},
+	{"oversize, unreadable id", "mfa.jobs.offboard", `{"id":"x 04","pad":"` + strings.Repeat("A", 70<<10) + `"}`, "", job.CodeTooLarge},
+}
+
+func newParser(t *testing.T, allowPlain bool) *job.Parser {
+	t.Helper()
+	p, err := job.NewParser(64<<10, allowPlain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestBadJobsParse(t *testing.T) {
+	p := newParser(t, false)
+	type tc struct{ name, subject, body, id, code string }
+	var cases []tc
+	for _, b := range jobtest.BadJobs {
+		cases = append(cases, tc{b.Name, job.SubjectPrefix + b.Subject, b.Body, b.ID, b.Code})
+	}
+	for _, b := range extraBadJobs {
+		cases = append(cases, tc(b))
+	}
+	covered := map[string]bool{}
+	for _, c := range cases {
+		covered[c.code] = true
+		j, rej := p.Parse(c.subject, []byte(c.body))
+		if rej == nil {
+			t.Errorf("%s: accepted as %+v", c.name, j)
+			continue
+		}
+		if rej.Code != c.code || rej.JobID != c.id {
+			t.Errorf("%s: got %s (id %q), want %s (id %q): %s", c.name, rej.Code, rej.JobID, c.code, c.id, rej.Message)
+		}
+		if strings.ContainsAny(rej.Message, "\x00\x1b\n") || strings.Contains(rej.Message, "<script>") {
+			t.Errorf("%s: message echoes the value: %q", c.name, rej.Message)
+		}
+		if !job.KnownCode(rej.Code) {
+			t.Errorf("%s: code %s is not in job.Codes", c.name, rej.Code)
+		}
+		res, ok := rej.Result(1, time.Unix(0, 0), time.Unix(1, 0))
+		if ok != (c.id != "" && rej.Type.Valid()) {
+			t.Errorf("%s: result %v, id %q type %q", c.name, ok, c.id, rej.Type)
+		}
+		if ok && (res.Outcome != job.Rejected || res.Error.Code != c.code || res.JobID != c.id) {
+			t.Errorf("%s: result %+v", c.name, res)
+		}
+	}
+	for _, code := range job.CodesOf(job.Rejected) {
+		if !covered[code] && !onlyAfterParsing[code] {
+			t.Errorf("no bad job is rejected with %s", code)
+		}
+	}
+}
+
+func TestGoodJobsParse(t *testing.T) {
+	p := newParser(t, false)
+	good := []struct{ subject, body string }{
+		{"enroll", `{"id":"g1","type":"enroll","user_id":1,"params":{"factor_name":"OneLogin SMS","display_name":"p","number":"+15551234567"}}`},
+		{"activate", `{"id":"g2","type":"activate","user_id":1e3,"params":{"device_id":5,"state_token_expires_in":300,"numeric_sms_otp":true}}`},
+		{"verify", `{"id":"g3","type":"verify","user_id":1,"params":{"device_id":5,"otp_token":"123456","state_token":"s"}}`},
+		{"remove", `{"id":"g4","type":"remove","user_id":1,"params":{"device_id":5}}`},
+		{"offboard", `{"id":"g5","type":"offboard","user_id":1,"not_after":"2030-01-01T00:00:00Z","correlation_id":"c","source":"hr"}`},
+	}
+	for _, g := range good {
+		j, rej := p.Parse(job.SubjectPrefix+g.subject, []byte(g.body))
+		if rej != nil {
+			t.Errorf("%s: rejected: %v", g.subject, rej)
+			continue
+		}
+		if string(j.Type) != g.subject || j.Hash == "" {
+			t.Errorf("%s: parsed %+v", g.subject, j)
+		}
+	}
+	j, _ := p.Parse("mfa.jobs.activate", []byte(good[1].body))
+	if j.UserID != 1000 || j.Params.DeviceID != 5 || j.Params.NumericSMSOTP == nil || !*j.Params.NumericSMSOTP {
+		t.Errorf("activate params: %+v", j)
+	}
+	// The hash leaves the secrets out: a DLQ copy with blanked secrets
+	// still matches its original in the ledger.
+	v, _ := p.Parse("mfa.jobs.verify", []byte(good[2].body))
+	other, rej := p.Parse("mfa.jobs.verify", []byte(`{"id":"g3","type":"verify","user_id":1,"params":{"device_id":5,"otp_token":"999999","state_token":"other"}}`))
+	if rej != nil || other.Hash != v.Hash {
+		t.Errorf("hash depends on secrets: %v", rej)
+	}
+	moved, _ := p.Parse("mfa.jobs.verify", []byte(`{"id":"g3","type":"verify","user_id":1,"params":{"device_id":6,"otp_token":"123456","state_token":"s"}}`))
+	if moved.Hash == v.Hash {
+		t.Error("hash ignores device_id")
+	}
+}
+
+func TestBlankSecrets(t *testing.T) {
+	out := string(job.BlankSecrets([]byte(`{"id":"v","params":{"device_id":5,"otp_token":"123456","state_token":"tok"}}`)))
+	if strings.Contains(out, "123456") || strings.Contains(out, "tok\"") || !strings.Contains(out, `"device_id":5`) {
+		t.Errorf("blanked: %s", out)
+	}
+	for _, body := range []string{`[1]`, `{`, `{"params":3}`, ``} {
+		if got := string(job.BlankSecrets([]byte(body))); got != body {
+			t.Errorf("%q changed to %q", body, got)
+		}
+	}
+}
+
+func TestMessageIDs(t *testing.T) {
+	cases := map[string]string{
+		job.ResultMsgID("a", ""):               "a:result",
+		job.ResultMsgID("a", "7"):              "a:result:replay:7",
+		job.DLQMsgID(12, ""):                   "dlq:12:",
+		job.DLQMsgID(12, "7"):                  "dlq:12:7",
+		job.ReplayMsgID("a", job.ReplayTag(7)): "a:replay:7",
+		job.ReplayMsgID("", "7"):               "unreadable:replay:7",
+	}
+	for got, want := range cases {
+		if got != want {
+			t.Errorf("got %s, want %s", got, want)
+		}
+	}
+	r1, r2 := job.RejectionMsgID("a", []byte("x")), job.RejectionMsgID("a", []byte("y"))
+	if r1 == r2 || !strings.HasPrefix(r1, "a:result:rejected:") {
+		t.Errorf("rejection ids %s %s", r1, r2)
+	}
+}
+
+func TestTypesAndLanes(t *testing.T) {
+	urgent := job.TypesOf(job.LaneUrgent)
+	if len(urgent) != 2 || len(urgent)+len(job.TypesOf(job.LaneNormal)) != len(job.Types) {
+		t.Errorf("lanes: %v", urgent)
+	}
+	for _, typ := range job.Types {
+		want := typ == job.TypeActivate || typ == job.TypeVerify || typ == job.TypeGenerateToken
+		if typ.AtMostOnce() != want {
+			t.Errorf("%s at most once: %v", typ, typ.AtMostOnce())
+		}
+	}
+}
+
+func TestResultDataKeepsLargeIDs(t *testing.T) {
+	j := &job.Job{ID: "e", Type: job.TypeEnroll, UserID: 1}
+	r := j.Result(job.Succeeded, 1, time.Unix(0, 0), time.Unix(1, 0), nil, job.EnrollData{DeviceID: 1<<62 + 1, FactorID: 7, AuthFactorName: "SMS"})
+	body := string(r.Marshal())
+	if !strings.Contains(body, `"device_id":4611686018427387905`) || strings.Contains(body, "state_token") || !strings.Contains(body, `"needs_trigger":false`) {
+		t.Errorf("result: %s", body)
+	}
+	off := (&job.Job{ID: "o", Type: job.TypeOffboard, UserID: 1}).Result(job.Noop, 1, time.Unix(0, 0), time.Unix(1, 0), nil, job.OffboardData{RemovedDeviceIDs: []int64{}})
+	if !strings.Contains(string(off.Marshal()), `"removed_device_ids":[]`) {
+		t.Errorf("offboard: %s", off.Marshal())
+	}
+	if none := j.Result(job.Failed, 1, time.Unix(0, 0), time.Unix(1, 0), &job.ErrorInfo{Code: job.CodeUserNotFound}, nil); none.Data != nil {
+		t.Errorf("data without data: %v", none.Data)
+	}
+}

@@ -1,0 +1,141 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/onelogin"
+)
+
+func TestDecide(t *testing.T) {
+	p := policy{maxDeliver: 4, nakBase: time.Second, nakMax: 5 * time.Second}
+	const first, last = 1, 4
+	status := func(code int) error { return &onelogin.ErrorResponse{Endpoint: "x", StatusCode: code} }
+	rateLimited := &onelogin.RateLimitError{Endpoint: "x"}
+	network := fmt.Errorf("dial: %w", errors.New("connection refused"))
+	ambiguous := &AmbiguousError{Op: "op", Err: context.DeadlineExceeded}
+	earlier := &AmbiguousError{Op: "op", Earlier: true}
+	permanent := &PermanentError{Code: job.CodeFactorUnavailable, Message: "m"}
+	seal := &PermanentError{Code: job.CodeSealFailed, Message: "m"}
+	later := &RetryLaterError{Err: errors.New("locked"), Delay: 3 * time.Second}
+	laterNoDelay := &RetryLaterError{Err: status(503)}
+	expired := &expiredError{notAfter: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	rejected := &job.Rejection{Code: job.CodeIDReused, Message: "m"}
+
+	type want struct {
+		outcome job.Outcome
+		code    string
+		action  action
+		delay   time.Duration
+	}
+	nak := func(d time.Duration) want { return want{action: actNak, delay: d} }
+	exhausted := want{job.Failed, job.CodeRetriesExhausted, actTerm, 0}
+	cases := []struct {
+		name     string
+		done     job.Outcome
+		err      error
+		attempts int
+		typ      job.Type
+		want     want
+	}{
+		{"succeeded", job.Succeeded, nil, first, job.TypeEnroll, want{job.Succeeded, "", actAck, 0}},
+		{"noop on the last delivery", job.Noop, nil, last, job.TypeRemove, want{job.Noop, "", actAck, 0}},
+		{"succeeded at most once", job.Succeeded, nil, last, job.TypeActivate, want{job.Succeeded, "", actAck, 0}},
+		{"permanent first", "", permanent, first, job.TypeEnroll, want{job.Failed, job.CodeFactorUnavailable, actTerm, 0}},
+		{"permanent last", "", permanent, last, job.TypeEnroll, want{job.Failed, job.CodeFactorUnavailable, actTerm, 0}},
+		{"seal failed", "", seal, first, job.TypeGenerateToken, want{job.Failed, job.CodeSealFailed, actTerm, 0}},
+		{"OneLogin 400", "", status(400), first, job.TypeEnroll, want{job.Failed, job.CodeOneLoginRejected, actTerm, 0}},
+		{"OneLogin 401 to verify", "", status(401), first, job.TypeVerify, want{job.Failed, job.CodeVerificationFailed, actTerm, 0}},
+		{"OneLogin 401 to remove", "", status(401), first, job.TypeRemove, want{job.Failed, job.CodeUnauthorized, actTerm, 0}},
+		{"OneLogin 403 last", "", status(403), last, job.TypeOffboard, want{job.Failed, job.CodeUnauthorized, actTerm, 0}},
+		{"OneLogin 503 first", "", status(503), first, job.TypeEnroll, nak(time.Second)},
+		{"OneLogin 503 second", "", status(503), 2, job.TypeEnroll, nak(2 * time.Second)},
+		{"OneLogin 503 third capped", "", status(503), 3, job.TypeEnroll, nak(4 * time.Second)},
+		{"OneLogin 503 last", "", status(503), last, job.TypeEnroll, exhausted},
+		{"network first, at most once", "", network, first, job.TypeVerify, nak(time.Second)},
+		{"network last, at most once", "", network, last, job.TypeVerify, exhausted},
+		{"rate limited first", "", rateLimited, first, job.TypeOffboard, nak(time.Second)},
+		{"rate limited last", "", rateLimited, last, job.TypeOffboard, exhausted},
+		{"ambiguous first, at most once", "", ambiguous, first, job.TypeActivate, want{job.Failed, job.CodeAmbiguousEffect, actTerm, 0}},
+		{"ambiguous last, at most once", "", ambiguous, last, job.TypeGenerateToken, want{job.Failed, job.CodeAmbiguousEffect, actTerm, 0}},
+		{"earlier delivery, at most once", "", earlier, 2, job.TypeVerify, want{job.Failed, job.CodeAmbiguousEffect, actTerm, 0}},
+		{"ambiguous first, read back", "", ambiguous, first, job.TypeEnroll, nak(time.Second)},
+		{"ambiguous last, read back", "", ambiguous, last, job.TypeRemove, exhausted},
+		{"retry later with delay first", "", later, first, job.TypeEnroll, nak(3 * time.Second)},
+		{"retry later with delay last", "", later, last, job.TypeEnroll, exhausted},
+		{"retry later no delay, at most once", "", laterNoDelay, 2, job.TypeActivate, nak(2 * time.Second)},
+		{"retry later beyond the last", "", laterNoDelay, last + 3, job.TypeActivate, exhausted},
+		{"expired first", "", expired, first, job.TypeOffboard, want{job.Expired, job.CodeExpired, actTerm, 0}},
+		{"expired last", "", expired, last, job.TypeActivate, want{job.Expired, job.CodeExpired, actTerm, 0}},
+		{"rejected", "", rejected, first, job.TypeEnroll, want{job.Rejected, job.CodeIDReused, actTerm, 0}},
+		{"rejected last", "", rejected, last, job.TypeVerify, want{job.Rejected, job.CodeIDReused, actTerm, 0}},
+	}
+	if len(cases) < 25 {
+		t.Fatalf("%d cases", len(cases))
+	}
+	for _, c := range cases {
+		v := decide(c.done, c.err, c.attempts, p, c.typ)
+		got := want{v.outcome, v.code(), v.action, v.delay}
+		if got != c.want {
+			t.Errorf("%s: got %+v (%s), want %+v", c.name, got, v.action, c.want)
+		}
+		if v.action == actNak && v.info != nil {
+			t.Errorf("%s: a nak with an error object", c.name)
+		}
+		if v.action != actNak && v.outcome == "" {
+			t.Errorf("%s: settled with no outcome", c.name)
+		}
+		if v.info != nil && !job.KnownCode(v.info.Code) {
+			t.Errorf("%s: code %s not in job.Codes", c.name, v.info.Code)
+		}
+		if v.code() == job.CodeRetriesExhausted && !v.info.Retryable {
+			t.Errorf("%s: retries_exhausted not retryable", c.name)
+		}
+	}
+}
+
+func TestDecideFinished(t *testing.T) {
+	cases := []struct {
+		stored job.Outcome
+		same   bool
+		want   action
+		out    job.Outcome
+	}{
+		{job.Succeeded, true, actAck, job.Succeeded},
+		{job.Failed, true, actTerm, job.Failed},
+		{job.Expired, true, actTerm, job.Expired},
+		{job.Failed, false, actAck, job.Succeeded},
+		{job.Noop, false, actAck, job.Succeeded},
+	}
+	for _, c := range cases {
+		v := decideFinished(c.stored, nil, c.same)
+		if v.action != c.want || v.outcome != c.out {
+			t.Errorf("%+v: got %s %s", c, v.action, v.outcome)
+		}
+	}
+}
+
+func TestNakDelay(t *testing.T) {
+	p := policy{maxDeliver: 8, nakBase: time.Second, nakMax: 10 * time.Second}
+	for delivery, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 4: 8 * time.Second, 5: 10 * time.Second, 100: 10 * time.Second} {
+		if got := p.nakDelay(delivery); got != want {
+			t.Errorf("delivery %d: %v, want %v", delivery, got, want)
+		}
+	}
+}
+
+// The worst case that doc.go states for the defaults.
+func TestWorstCasePerDelivery(t *testing.T) {
+	cfg := DefaultConfig()
+	b := newBudgets(&cfg)
+	if got := b.worstCase(0); got != 155*time.Second {
+		t.Errorf("worst case without OneLogin calls: %v, doc.go says 155s", got)
+	}
+	if b.heartbeat != 10*time.Second || b.lockWait != time.Minute {
+		t.Errorf("budgets: %+v", b)
+	}
+}

@@ -1,0 +1,218 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/ledger"
+	"github.com/mfa-worker/mfa-worker/internal/metrics"
+	"github.com/mfa-worker/mfa-worker/internal/onelogin"
+)
+
+// ledgerStore is what the executor needs of the job ledger.
+type ledgerStore interface {
+	Create(ctx context.Context, jobID string, rec ledger.Record) (uint64, error)
+	Get(ctx context.Context, jobID string) (*ledger.Entry, error)
+	Update(ctx context.Context, jobID string, rec ledger.Record, rev uint64) (uint64, error)
+}
+
+// userLocks is what the executor needs of the per-user locks.
+type userLocks interface {
+	TryAcquire(ctx context.Context, userID int64) (rev uint64, ok bool, err error)
+	Renew(ctx context.Context, userID int64, rev uint64) (uint64, error)
+	Release(ctx context.Context, userID int64, rev uint64) error
+}
+
+// publisher publishes results and DLQ copies.
+type publisher interface {
+	PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+}
+
+// executor runs one job message at a time to its end: user lock, ledger
+// claim, the handler's attempts, decide, settle. It is shared by all of a
+// replica's goroutines.
+type executor struct {
+	cfg     *Config
+	budgets budgets
+	policy  policy
+	log     *slog.Logger
+	pub     publisher
+	ledger  ledgerStore
+	locks   userLocks
+	parser  *job.Parser
+	h       *handlers
+	m       *metrics.Metrics
+	owner   string
+}
+
+// process runs one task to its end. The task's heartbeat is running.
+func (x *executor) process(ctx context.Context, t *task) {
+	defer t.stopBeat()
+	if t.rej != nil {
+		x.settle(ctx, t, outcome{}, t.rej)
+		return
+	}
+	j := t.job
+	defer x.m.JobStarted(string(j.Type))()
+	if err := x.lockUser(ctx, t); err != nil {
+		x.settle(ctx, t, outcome{}, &RetryLaterError{Err: err})
+		return
+	}
+	defer x.unlockUser(ctx, t)
+
+	d, err := x.claim(ctx, t)
+	if err != nil {
+		x.settle(ctx, t, outcome{}, &RetryLaterError{Err: err})
+		return
+	}
+	switch d.kind {
+	case claimDuplicate:
+		x.redeliver(ctx, t, d.entry)
+		return
+	case claimReused:
+		t.rej = &job.Rejection{Code: job.CodeIDReused, Message: "this id was already used for a job with a different body", JobID: j.ID, UserID: j.UserID, Type: j.Type, Job: j}
+		x.settle(ctx, t, outcome{}, t.rej)
+		return
+	}
+	if !j.NotAfter.IsZero() && time.Now().After(j.NotAfter) {
+		x.settle(ctx, t, outcome{}, &expiredError{notAfter: j.NotAfter})
+		return
+	}
+	out, err := x.run(ctx, t, d.sentBefore)
+	x.settle(ctx, t, out, err)
+}
+
+// run makes the handler's attempts within one delivery. Transient failures
+// are retried with exponential backoff and jitter until the next pause
+// would end after the quick-retry budget; rate-limit answers are waited
+// out (the pacer holds the next call until the window resets) and do not
+// count as retries. A type whose call cannot be read back is at most once:
+// refused when an earlier delivery may have made the call, recorded in the
+// ledger before each call, and not retried when the call's fate is unknown.
+func (x *executor) run(ctx context.Context, t *task, sentBefore bool) (outcome, error) {
+	j := t.job
+	ctx = onelogin.WithRequestID(ctx, j.ID)
+	if j.Type.Urgent() {
+		ctx = onelogin.WithPriority(ctx, onelogin.PriorityUrgent)
+	}
+	once := j.Type.AtMostOnce()
+	if once && sentBefore {
+		return outcome{}, &AmbiguousError{Op: string(j.Type), Earlier: true}
+	}
+	out, err := x.attempts(ctx, t, once)
+	var rl *RetryLaterError
+	if once && errors.As(err, &rl) && !errors.Is(err, context.Canceled) {
+		// Every attempt was refused (5xx, 429, no connection): nothing
+		// happened, so the next delivery may call again. If this write
+		// fails the next delivery errs on the side of not calling.
+		_ = x.setSent(context.WithoutCancel(ctx), t, false)
+	}
+	return out, err
+}
+
+func (x *executor) attempts(ctx context.Context, t *task, once bool) (outcome, error) {
+	j := t.job
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(x.cfg.RetryInitial),
+		backoff.WithMaxInterval(x.cfg.RetryMax),
+		backoff.WithRandomizationFactor(0.5),
+		backoff.WithMaxElapsedTime(0),
+	)
+	deadline := time.Now().Add(x.budgets.retryWithin)
+	var a attempts
+	for {
+		var out outcome
+		var err error
+		if once {
+			err = x.setSent(ctx, t, true)
+		}
+		if err == nil {
+			out, err = x.h.attempt(ctx, j, &a)
+			if err != nil && once && onelogin.MayHaveTakenEffect(err) {
+				err = &AmbiguousError{Op: string(j.Type), Err: err}
+			}
+		}
+		k, pe := classify(err, j.Type)
+		switch k {
+		case kindOK:
+			return out, nil
+		case kindPermanent:
+			return out, pe
+		case kindRetryLater, kindExpired, kindRejected:
+			return out, err
+		}
+		if ctx.Err() != nil {
+			return out, &RetryLaterError{Err: err, Delay: x.budgets.cancelledDelay}
+		}
+		wait := x.budgets.rateLimitPause
+		if k == kindTransient {
+			x.m.Retry(string(j.Type))
+			wait = b.NextBackOff()
+			if time.Now().Add(wait).After(deadline) {
+				return out, &RetryLaterError{Err: err}
+			}
+		}
+		if !sleep(ctx, wait) {
+			return out, &RetryLaterError{Err: err, Delay: x.budgets.cancelledDelay}
+		}
+	}
+}
+
+// lockUser takes the user's lock, waiting in place (the heartbeat keeps the
+// message alive) while another replica holds it.
+func (x *executor) lockUser(ctx context.Context, t *task) error {
+	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(20*time.Millisecond), backoff.WithMaxInterval(500*time.Millisecond), backoff.WithMaxElapsedTime(0))
+	deadline := time.Now().Add(x.budgets.lockWait)
+	for {
+		rev, ok, err := x.locks.TryAcquire(ctx, t.job.UserID)
+		if err == nil && ok {
+			t.mu.Lock()
+			t.lockRev = rev
+			t.mu.Unlock()
+			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("user %d is locked by another job", t.job.UserID)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		if !sleep(ctx, b.NextBackOff()) {
+			return ctx.Err()
+		}
+	}
+}
+
+func (x *executor) unlockUser(ctx context.Context, t *task) {
+	t.mu.Lock()
+	rev := t.lockRev
+	t.lockRev = 0
+	t.mu.Unlock()
+	if rev == 0 {
+		return
+	}
+	ctx, cancel := x.settleContext(ctx)
+	defer cancel()
+	if err := x.locks.Release(ctx, t.job.UserID, rev); err != nil {
+		x.log.Warn("releasing the user lock failed; it lapses with its lease", "job_id", t.job.ID, "err", err)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

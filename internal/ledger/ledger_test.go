@@ -1,0 +1,151 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/broker"
+	"github.com/mfa-worker/mfa-worker/internal/ledger"
+)
+
+// bucket is a fresh KV bucket on an embedded server.
+func bucket(t *testing.T, ttl time.Duration) jetstream.KeyValue {
+	t.Helper()
+	srv, err := broker.Start(broker.Options{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: "T", TTL: ttl, History: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+func TestLedgerCreateConflictUpdate(t *testing.T) {
+	ctx := context.Background()
+	l := ledger.New(bucket(t, time.Hour))
+	rec := ledger.Record{State: ledger.Running, Hash: "h1", Owner: "a", UpdatedAt: time.Now()}
+	rev, err := l.Create(ctx, "job-1", rec)
+	if err != nil || rev == 0 {
+		t.Fatalf("create: %d %v", rev, err)
+	}
+	if _, err := l.Create(ctx, "job-1", rec); !errors.Is(err, ledger.ErrExists) {
+		t.Fatalf("second create: %v, want ErrExists", err)
+	}
+	e, err := l.Get(ctx, "job-1")
+	if err != nil || e.Revision != rev || e.Owner != "a" || e.Hash != "h1" {
+		t.Fatalf("get: %+v %v", e, err)
+	}
+	if _, err := l.Get(ctx, "job-2"); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("get of an unknown id: %v, want ErrNotFound", err)
+	}
+	rec.State, rec.Outcome = ledger.Finished, "succeeded"
+	rev2, err := l.Update(ctx, "job-1", rec, rev)
+	if err != nil || rev2 <= rev {
+		t.Fatalf("update: %d %v", rev2, err)
+	}
+	// A stale revision is a conflict, not an existence error.
+	_, err = l.Update(ctx, "job-1", rec, rev)
+	if !errors.Is(err, ledger.ErrConflict) || errors.Is(err, ledger.ErrExists) {
+		t.Fatalf("update at a stale revision: %v, want ErrConflict", err)
+	}
+	if e, _ := l.Get(ctx, "job-1"); e.State != ledger.Finished || e.Revision != rev2 {
+		t.Fatalf("after update: %+v", e)
+	}
+	// Updating a record that does not exist at that revision conflicts too.
+	if _, err := l.Update(ctx, "job-3", rec, 99); !errors.Is(err, ledger.ErrConflict) {
+		t.Fatalf("update of a missing record: %v", err)
+	}
+}
+
+func TestLedgerKeysOfOddIDs(t *testing.T) {
+	ctx := context.Background()
+	l := ledger.New(bucket(t, time.Hour))
+	ids := []string{"a b", "a.b", "a*b", "a>b", "a/b", "a=b", "a:b", "~!", "...", "*", ">", "a\\b", `"q"`, "x-y_z", "A", "a"}
+	for i, id := range ids {
+		if _, err := l.Create(ctx, id, ledger.Record{State: ledger.Running, Hash: fmt.Sprint(i)}); err != nil {
+			t.Fatalf("create %q: %v", id, err)
+		}
+	}
+	for i, id := range ids {
+		e, err := l.Get(ctx, id)
+		if err != nil || e.Hash != fmt.Sprint(i) {
+			t.Errorf("%q: %+v %v", id, e, err)
+		}
+	}
+	if ledger.Key("a.b") == ledger.Key("a/b") || ledger.Key("A") == ledger.Key("a") {
+		t.Error("keys collide")
+	}
+}
+
+func TestLedgerRecordsExpire(t *testing.T) {
+	ctx := context.Background()
+	l := ledger.New(bucket(t, time.Second))
+	if _, err := l.Create(ctx, "short", ledger.Record{State: ledger.Running}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := l.Get(ctx, "short")
+		if errors.Is(err, ledger.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("record still there after its TTL: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// An expired id can be claimed afresh.
+	if _, err := l.Create(ctx, "short", ledger.Record{State: ledger.Running}); err != nil {
+		t.Fatalf("create after expiry: %v", err)
+	}
+}
+
+func TestLocks(t *testing.T) {
+	ctx := context.Background()
+	kv := bucket(t, time.Hour)
+	a, b := ledger.NewLocks(kv, "a"), ledger.NewLocks(kv, "b")
+	rev, ok, err := a.TryAcquire(ctx, 7)
+	if err != nil || !ok {
+		t.Fatalf("acquire: %v %v", ok, err)
+	}
+	if _, ok, err := b.TryAcquire(ctx, 7); err != nil || ok {
+		t.Fatalf("second holder: %v %v", ok, err)
+	}
+	rev2, err := a.Renew(ctx, 7, rev)
+	if err != nil || rev2 <= rev {
+		t.Fatalf("renew: %v", err)
+	}
+	if _, err := a.Renew(ctx, 7, rev); !errors.Is(err, ledger.ErrConflict) {
+		t.Fatalf("renew at a stale revision: %v", err)
+	}
+	if err := a.Release(ctx, 7, rev); err != nil {
+		t.Fatalf("release at a stale revision is a no-op: %v", err)
+	}
+	if _, ok, _ := b.TryAcquire(ctx, 7); ok {
+		t.Fatal("a stale release freed the lock")
+	}
+	if err := a.Release(ctx, 7, rev2); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := b.TryAcquire(ctx, 7); err != nil || !ok {
+		t.Fatalf("acquire after release: %v %v", ok, err)
+	}
+}

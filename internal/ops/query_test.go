@@ -1,0 +1,87 @@
+package ops_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/onelogin"
+	"github.com/mfa-worker/mfa-worker/internal/ops"
+	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
+)
+
+// Shutdown cuts a query in progress short: the answer comes back at once
+// (an error the asker can retry), and Stop does not wait for OneLogin.
+func TestQueryServiceStopsWithItsContext(t *testing.T) {
+	bed, err := testenv.NewBed(simulator.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bed.Close()
+	bed.Sim.SetFaults(simulator.Faults{Latency: 4 * time.Second})
+	ol, err := onelogin.NewClient(onelogin.Config{BaseURL: bed.SimURL, ClientID: bed.Sim.Config().ClientID, ClientSecret: bed.Sim.Config().ClientSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(bed.NATSURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	q, err := ops.StartQueryService(ctx, nc, ol, "1.0.0", testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply := make(chan *nats.Msg, 1)
+	go func() {
+		m, _ := nc.Request("mfa.query.enrolled_factors", []byte(`{"user_id": 12}`), 20*time.Second)
+		reply <- m
+	}()
+	// Wait until the service took the request (its answer then waits for
+	// the slow OneLogin).
+	taken := func() bool {
+		m, err := nc.Request("$SRV.STATS.mfa", nil, time.Second)
+		if err != nil {
+			return false
+		}
+		var st struct {
+			Endpoints []struct {
+				NumRequests int `json:"num_requests"`
+			} `json:"endpoints"`
+		}
+		n := 0
+		if json.Unmarshal(m.Data, &st) == nil {
+			for _, e := range st.Endpoints {
+				n += e.NumRequests
+			}
+		}
+		return n > 0
+	}
+	if err := testenv.WaitFor(10*time.Second, taken, func() string { return "the service took no request" }); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	cancel()
+	m := <-reply
+	if err := q.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Fatalf("shutdown waited %v for a query", took)
+	}
+	if m == nil {
+		t.Fatal("no answer")
+	}
+	var r struct {
+		Error *job.ErrorInfo `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &r); err != nil || r.Error == nil || !r.Error.Retryable {
+		t.Fatalf("answer %s: %v", m.Data, err)
+	}
+}

@@ -1,0 +1,212 @@
+// Package topology names the JetStream objects of the worker (streams,
+// buckets, consumers) and provisions them idempotently.
+package topology
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/config"
+	"github.com/mfa-worker/mfa-worker/internal/job"
+)
+
+// Names of the JetStream objects the worker owns.
+const (
+	StreamJobs     = "MFA_JOBS"
+	StreamResults  = "MFA_RESULTS"
+	StreamDLQ      = "MFA_DLQ"
+	BucketLedger   = "MFA_LEDGER"
+	BucketLocks    = "MFA_LOCKS"
+	ConsumerUrgent = "mfa-worker-urgent"
+	ConsumerNormal = "mfa-worker"
+)
+
+// Config configures the JetStream objects.
+type Config struct {
+	Replicas        int           // WORKER_STREAM_REPLICAS: 1; 3 in a cluster
+	DuplicateWindow time.Duration // WORKER_DUPLICATE_WINDOW, for jobs and results
+	ResultsMaxAge   time.Duration // WORKER_RESULTS_MAX_AGE
+	DLQMaxAge       time.Duration // WORKER_DLQ_MAX_AGE
+	LedgerTTL       time.Duration // WORKER_LEDGER_TTL
+}
+
+// DefaultConfig is the topology of a single-node deployment.
+func DefaultConfig() Config {
+	return Config{
+		Replicas:        1,
+		DuplicateWindow: 10 * time.Minute,
+		ResultsMaxAge:   7 * 24 * time.Hour,
+		DLQMaxAge:       30 * 24 * time.Hour,
+		LedgerTTL:       7 * 24 * time.Hour,
+	}
+}
+
+// WithDefaults returns c with its zero fields set from DefaultConfig.
+func (c Config) WithDefaults() Config {
+	d := DefaultConfig()
+	if c.Replicas == 0 {
+		c.Replicas = d.Replicas
+	}
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = d.DuplicateWindow
+	}
+	if c.ResultsMaxAge == 0 {
+		c.ResultsMaxAge = d.ResultsMaxAge
+	}
+	if c.DLQMaxAge == 0 {
+		c.DLQMaxAge = d.DLQMaxAge
+	}
+	if c.LedgerTTL == 0 {
+		c.LedgerTTL = d.LedgerTTL
+	}
+	return c
+}
+
+// Validate checks the topology with its defaults applied, with no I/O, and
+// reports every problem (a *config.Error or *config.Errors).
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var p config.Problems
+	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
+		p.Add("WORKER_STREAM_REPLICAS", "must be 1, 3 or 5, got %d", c.Replicas)
+	}
+	if c.DuplicateWindow < 10*time.Minute {
+		p.Add("WORKER_DUPLICATE_WINDOW", "must be at least 10m, got %v", c.DuplicateWindow)
+	}
+	if c.ResultsMaxAge < time.Hour {
+		p.Add("WORKER_RESULTS_MAX_AGE", "must be at least 1h, got %v", c.ResultsMaxAge)
+	}
+	if c.DLQMaxAge < time.Hour {
+		p.Add("WORKER_DLQ_MAX_AGE", "must be at least 1h, got %v", c.DLQMaxAge)
+	}
+	if c.LedgerTTL < time.Hour {
+		p.Add("WORKER_LEDGER_TTL", "must be at least 1h, got %v", c.LedgerTTL)
+	}
+	return p.Err()
+}
+
+// Consumers are the settings of the job consumers and the lock bucket,
+// which belong to the job pipeline's configuration.
+type Consumers struct {
+	AckWait time.Duration // the consumers' ack wait
+	Lease   time.Duration // the age limit of the user locks
+	// MaxDeliver is the pipeline's; the consumers get a little more, as
+	// a backstop for a worker that never settles.
+	MaxDeliver int
+}
+
+// Subjects returns the job subjects of a lane.
+func Subjects(l job.Lane) []string {
+	var s []string
+	for _, t := range job.TypesOf(l) {
+		s = append(s, t.Subject())
+	}
+	return s
+}
+
+// Consumer returns the durable consumer name of a lane.
+func Consumer(l job.Lane) string {
+	if l == job.LaneUrgent {
+		return ConsumerUrgent
+	}
+	return ConsumerNormal
+}
+
+// Objects are the provisioned JetStream objects the pipeline uses.
+type Objects struct {
+	Urgent, Normal jetstream.Consumer
+	Ledger, Locks  jetstream.KeyValue
+}
+
+// Provision creates or updates the streams, buckets and consumers. It is
+// idempotent and safe to run from every replica at once.
+func Provision(ctx context.Context, js jetstream.JetStream, topo Config, cfg Consumers) (*Objects, error) {
+	topo = topo.WithDefaults()
+	if err := topo.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.AckWait <= 0 || cfg.Lease <= 0 || cfg.MaxDeliver <= 0 {
+		return nil, fmt.Errorf("provision: consumer settings must be positive, got %+v", cfg)
+	}
+	var subjects []string
+	for _, t := range job.Types {
+		subjects = append(subjects, t.Subject())
+	}
+	streams := []jetstream.StreamConfig{{
+		Name:        StreamJobs,
+		Description: "MFA jobs; only the six job subjects are accepted, so nothing unhandled sits here",
+		Subjects:    subjects,
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    topo.Replicas,
+		Duplicates:  topo.DuplicateWindow,
+	}, {
+		Name:        StreamResults,
+		Description: "One result event per job",
+		Subjects:    []string{job.ResultSubjectPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    topo.Replicas,
+		MaxAge:      topo.ResultsMaxAge,
+		Duplicates:  topo.DuplicateWindow,
+	}, {
+		Name:        StreamDLQ,
+		Description: "Failed, rejected and expired jobs; body is the original job",
+		Subjects:    []string{job.DLQSubjectPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    topo.Replicas,
+		MaxAge:      topo.DLQMaxAge,
+		Duplicates:  topo.DuplicateWindow,
+	}}
+	for _, sc := range streams {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return nil, fmt.Errorf("provision stream %s: %w", sc.Name, err)
+		}
+	}
+	objs := &Objects{}
+	var err error
+	objs.Ledger, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: BucketLedger, Description: "Idempotency record per job id",
+		TTL: topo.LedgerTTL, History: 1, Storage: jetstream.FileStorage, Replicas: topo.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision bucket %s: %w", BucketLedger, err)
+	}
+	objs.Locks, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: BucketLocks, Description: "Per-user locks; the age limit is the lease",
+		TTL: cfg.Lease, History: 1, Storage: jetstream.FileStorage, Replicas: topo.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision bucket %s: %w", BucketLocks, err)
+	}
+	consumer := func(name, desc string, filters []string) (jetstream.Consumer, error) {
+		c, err := js.CreateOrUpdateConsumer(ctx, StreamJobs, jetstream.ConsumerConfig{
+			Durable:        name,
+			Description:    desc,
+			FilterSubjects: filters,
+			AckPolicy:      jetstream.AckExplicitPolicy,
+			AckWait:        cfg.AckWait,
+			// The worker decides failure itself at MaxDeliver; the server's
+			// limit is a backstop for a worker that never settles.
+			MaxDeliver:    cfg.MaxDeliver + 2,
+			MaxAckPending: 1000,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			Replicas:      topo.Replicas,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("provision consumer %s: %w", name, err)
+		}
+		return c, nil
+	}
+	if objs.Urgent, err = consumer(ConsumerUrgent, "Offboard and remove jobs, served first", Subjects(job.LaneUrgent)); err != nil {
+		return nil, err
+	}
+	if objs.Normal, err = consumer(ConsumerNormal, "Enroll, activate, verify and generate_token jobs", Subjects(job.LaneNormal)); err != nil {
+		return nil, err
+	}
+	return objs, nil
+}
