@@ -42,6 +42,12 @@ type Config struct {
 
 	HTTPAddr string // WORKER_HTTP_ADDR
 	LogLevel string // WORKER_LOG_LEVEL
+	// StatusPage serves the status page at /status on HTTPAddr:
+	// WORKER_STATUS_PAGE (off in `worker run`, on in `worker dev`).
+	StatusPage bool
+	// StatusAuthFile holds "user:password" for the status page's basic
+	// auth: WORKER_STATUS_AUTH_FILE.
+	StatusAuthFile string
 	// RateLimitReserve leaves calls of each OneLogin window unspent:
 	// WORKER_RATE_LIMIT_RESERVE, the number of other replicas.
 	RateLimitReserve int
@@ -106,6 +112,9 @@ func Settings(c *Config) []Setting {
 		{"WORKER_ACK_WAIT", "ack-wait", "consumers' ack wait; InProgress is sent every third of it", &c.Jobs.AckWait, false},
 		{"WORKER_LEASE", "lease", "how long a dead replica's ledger claims and user locks outlive it", &c.Jobs.Lease, false},
 		{"WORKER_RETRY_MAX_DELAY", "retry-max-delay", "longest delay before a redelivery", &c.Jobs.NakMax, false},
+		{"WORKER_USER_CACHE_TTL", "user-cache-ttl", "how long a job's user (email, username, external id) resolved to a OneLogin user id is remembered (at most 5m)", &c.Jobs.UserCacheTTL, false},
+		{"WORKER_STATUS_PAGE", "status-page", "serve the status page at /status on WORKER_HTTP_ADDR", &c.StatusPage, false},
+		{"WORKER_STATUS_AUTH_FILE", "status-auth-file", "file holding user:password for the status page's basic auth", &c.StatusAuthFile, false},
 	}
 }
 

@@ -27,6 +27,7 @@ const (
 
 	// Failed jobs.
 	CodeUserNotFound       = "user_not_found"
+	CodeIdentityAmbiguous  = "identity_ambiguous"
 	CodeFactorNotFound     = "factor_not_found"
 	CodeFactorUnavailable  = "factor_not_available"
 	CodeVerificationFailed = "verification_failed"
@@ -75,7 +76,8 @@ var Codes = []CodeInfo{
 	{CodeIDReused, Rejected, "the id was used for a job with another body"},
 	{CodeRecipientXKeyRequired, Rejected, "generate_token without recipient_xkey while plain tokens are not allowed"},
 	{CodeInvalidRecipientXKey, Rejected, "recipient_xkey is not an nkeys curve public key"},
-	{CodeUserNotFound, Failed, "OneLogin does not know the user"},
+	{CodeUserNotFound, Failed, "OneLogin does not know the user (by user_id, or no user matches the job's user exactly)"},
+	{CodeIdentityAmbiguous, Failed, "several OneLogin users match the job's user exactly; nothing was done"},
 	{CodeFactorNotFound, Failed, "OneLogin does not know the device"},
 	{CodeFactorUnavailable, Failed, "the factor is not available to the user"},
 	{CodeVerificationFailed, Failed, "OneLogin refused the OTP"},

@@ -24,6 +24,9 @@ const (
 	HeaderDeliveries      = "Mfa-Deliveries"
 	HeaderOriginalSubject = "Mfa-Original-Subject"
 	HeaderJobID           = "Mfa-Job-Id"
+	// HeaderUserSelector names the kind of user selector (email, username,
+	// external_id) of a job that named its person by one; never its value.
+	HeaderUserSelector = "Mfa-User-Selector"
 	// HeaderReplay marks a job re-published from the DLQ; its value tags
 	// the replay so that the job runs again once, despite the ledger.
 	HeaderReplay = "Mfa-Replay"

@@ -93,11 +93,14 @@ func TypesOf(l Lane) []Type {
 // Subject returns the job subject of t.
 func (t Type) Subject() string { return SubjectPrefix + string(t) }
 
-// Job is a validated job.
+// Job is a validated job. It names its person by UserID or by User,
+// exactly one of them; the executor resolves User to UserID before it takes
+// the per-user lock.
 type Job struct {
 	ID            string
 	Type          Type
 	UserID        int64
+	User          *User
 	Params        Params
 	CorrelationID string
 	Source        string
@@ -105,6 +108,52 @@ type Job struct {
 	NotAfter      time.Time
 	// Hash identifies the body, secrets excluded (see canonicalHash).
 	Hash string
+}
+
+// User names a person as HR knows them: exactly one field is set. OneLogin
+// resolves it to one user by an exact match (emails and usernames without
+// regard to case).
+type User struct {
+	Email      string `json:"email,omitempty"`
+	Username   string `json:"username,omitempty"`
+	ExternalID string `json:"external_id,omitempty"`
+}
+
+// The kinds of user selector, as in the job's "user" object.
+const (
+	SelectorEmail      = "email"
+	SelectorUsername   = "username"
+	SelectorExternalID = "external_id"
+)
+
+// Kind names the selector's field (SelectorEmail, ...); "" when no field or
+// several are set.
+func (u *User) Kind() string {
+	k, _ := u.field()
+	return k
+}
+
+// Value is the selector's value; "" when no field or several are set.
+func (u *User) Value() string {
+	_, v := u.field()
+	return v
+}
+
+func (u *User) field() (kind, value string) {
+	if u == nil {
+		return "", ""
+	}
+	n := 0
+	for _, f := range [...]struct{ k, v string }{{SelectorEmail, u.Email}, {SelectorUsername, u.Username}, {SelectorExternalID, u.ExternalID}} {
+		if f.v != "" {
+			kind, value = f.k, f.v
+			n++
+		}
+	}
+	if n != 1 {
+		return "", ""
+	}
+	return kind, value
 }
 
 // Params are the per-type parameters; see schemas/job.v1.json.

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/nats-io/nkeys"
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -27,6 +28,8 @@ type Rejection struct {
 	JobID   string
 	UserID  int64
 	Type    Type
+	// User is the job's user selector when it could be read.
+	User *User
 	// Job is the parsed job when the rejection came after parsing (id reuse).
 	Job *Job
 }
@@ -83,25 +86,28 @@ func (p *Parser) Parse(subject string, body []byte) (*Job, *Rejection) {
 		}
 		code, msg := describe(ve)
 		r := rej(code, "%s", msg)
-		r.JobID, r.UserID = id, user
+		r.JobID, r.UserID, r.User = id, user, peekUser(obj)
 		return nil, r
 	}
 	j := build(obj)
 	j.Hash = canonicalHash(obj)
 	if j.Type != subjType {
 		r := rej(CodeTypeMismatch, "type %q does not match subject %s", j.Type, subject)
-		r.JobID, r.UserID = j.ID, j.UserID
+		r.JobID, r.UserID, r.User = j.ID, j.UserID, j.User
 		return nil, r
 	}
-	if r := p.check(j); r != nil {
-		r.JobID, r.UserID, r.Type = j.ID, j.UserID, j.Type
+	if r := p.check(j, obj); r != nil {
+		r.JobID, r.UserID, r.Type, r.User = j.ID, j.UserID, j.Type, j.User
 		return nil, r
 	}
 	return j, nil
 }
 
 // check applies the rules a schema cannot express.
-func (p *Parser) check(j *Job) *Rejection {
+func (p *Parser) check(j *Job, obj map[string]any) *Rejection {
+	if r := checkUser(j, obj); r != nil {
+		return r
+	}
 	switch j.Type {
 	case TypeGenerateToken:
 		if j.Params.RecipientXKey == "" && !p.allowPlainText {
@@ -116,6 +122,52 @@ func (p *Parser) check(j *Job) *Rejection {
 		}
 	}
 	return nil
+}
+
+// checkUser requires exactly one of user_id and user, and a user selector
+// that names exactly one field with a value OneLogin can match exactly.
+func checkUser(j *Job, obj map[string]any) *Rejection {
+	_, hasUser := obj["user"]
+	_, hasID := obj["user_id"]
+	switch {
+	case hasUser && hasID:
+		return &Rejection{Code: CodeConflictingFields, Message: "job: give user_id or user, not both"}
+	case !hasUser && !hasID:
+		return &Rejection{Code: CodeMissingField, Message: "job: missing user_id or user"}
+	case !hasUser:
+		return nil
+	}
+	um, _ := obj["user"].(map[string]any)
+	if len(um) != 1 {
+		return &Rejection{Code: CodeMissingField, Message: "user: give exactly one of email, username, external_id"}
+	}
+	kind, value := j.User.field()
+	loc := "user." + kind
+	switch {
+	case len(value) > 255:
+		return &Rejection{Code: CodeInvalidLength, Message: loc + ": must have at most 255 bytes"}
+	case strings.IndexFunc(value, unicode.IsControl) >= 0:
+		return &Rejection{Code: CodeInvalidFormat, Message: loc + ": must not hold control characters"}
+	case value[0] == '*' || value[0] == '!':
+		// OneLogin reads them as a wildcard and a negation; with no literal
+		// prefix there is nothing to match exactly.
+		return &Rejection{Code: CodeInvalidFormat, Message: loc + ": must not start with '*' or '!'"}
+	}
+	return nil
+}
+
+// peekUser reads the user selector of a job that may be invalid, for the
+// rejection's result: only a selector naming one field is returned.
+func peekUser(obj map[string]any) *User {
+	um, ok := obj["user"].(map[string]any)
+	if !ok || len(um) != 1 {
+		return nil
+	}
+	u := &User{Email: str(um, SelectorEmail), Username: str(um, SelectorUsername), ExternalID: str(um, SelectorExternalID)}
+	if v := u.Value(); v == "" || len(v) > 255 {
+		return nil
+	}
+	return u
 }
 
 // identity reads the id and user id of a job that may be invalid, for the
@@ -177,6 +229,9 @@ func build(obj map[string]any) *Job {
 		UserID:        integer(obj, "user_id"),
 		CorrelationID: str(obj, "correlation_id"),
 		Source:        str(obj, "source"),
+	}
+	if um, ok := obj["user"].(map[string]any); ok {
+		j.User = &User{Email: str(um, SelectorEmail), Username: str(um, SelectorUsername), ExternalID: str(um, SelectorExternalID)}
 	}
 	j.RequestedAt, _ = time.Parse(time.RFC3339Nano, str(obj, "requested_at"))
 	j.NotAfter, _ = time.Parse(time.RFC3339Nano, str(obj, "not_after"))

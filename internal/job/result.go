@@ -29,6 +29,7 @@ type Result struct {
 	JobID         string         `json:"job_id"`
 	Type          Type           `json:"type"`
 	UserID        int64          `json:"user_id"`
+	User          *User          `json:"user,omitempty"`
 	Outcome       Outcome        `json:"outcome"`
 	Attempts      int            `json:"attempts"`
 	StartedAt     time.Time      `json:"started_at"`
@@ -67,6 +68,7 @@ func (r *Result) Marshal() []byte {
 func (j *Job) Result(o Outcome, attempts int, started, finished time.Time, info *ErrorInfo, data Data) *Result {
 	r := newResult(j.ID, j.Type, j.UserID, o, attempts, started, finished, info)
 	r.CorrelationID, r.Source, r.Data = j.CorrelationID, j.Source, dataMap(data)
+	r.User = j.User
 	return r
 }
 
@@ -77,6 +79,7 @@ func (r *Rejection) Result(attempts int, started, finished time.Time) (res *Resu
 		return nil, false
 	}
 	res = newResult(r.JobID, r.Type, r.UserID, Rejected, attempts, started, finished, &ErrorInfo{Code: r.Code, Message: r.Message})
+	res.User = r.User
 	if r.Job != nil {
 		res.CorrelationID, res.Source = r.Job.CorrelationID, r.Job.Source
 	}

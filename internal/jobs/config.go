@@ -38,6 +38,9 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// FactorCacheTTL is how long account-wide factor ids are cached (1h).
 	FactorCacheTTL time.Duration
+	// UserCacheTTL is how long a job's user selector, once resolved to a
+	// OneLogin user id, is remembered (5m, at most 5m; negative: never).
+	UserCacheTTL time.Duration
 	// Owner names this replica in the ledger and locks (random if empty).
 	Owner string
 }
@@ -57,6 +60,7 @@ func DefaultConfig() Config {
 		NakMax:         2 * time.Minute,
 		ShutdownGrace:  20 * time.Second,
 		FactorCacheTTL: time.Hour,
+		UserCacheTTL:   MaxUserCacheTTL,
 	}
 }
 
@@ -86,6 +90,7 @@ func (c Config) WithDefaults() Config {
 	or(&c.NakMax, d.NakMax)
 	or(&c.ShutdownGrace, d.ShutdownGrace)
 	or(&c.FactorCacheTTL, d.FactorCacheTTL)
+	or(&c.UserCacheTTL, d.UserCacheTTL)
 	return c
 }
 
@@ -121,6 +126,9 @@ func (c Config) Validate() error {
 	}
 	if c.NakBase <= 0 || c.NakMax < c.NakBase {
 		p.Add("WORKER_RETRY_MAX_DELAY", "%v must be at least the first delay %v", c.NakMax, c.NakBase)
+	}
+	if c.UserCacheTTL > MaxUserCacheTTL {
+		p.Add("WORKER_USER_CACHE_TTL", "must be at most %v (OneLogin answers may be cached that long), got %v", MaxUserCacheTTL, c.UserCacheTTL)
 	}
 	if c.ShutdownGrace < 0 {
 		p.Add("WORKER_SHUTDOWN_GRACE", "must not be negative, got %v", c.ShutdownGrace)

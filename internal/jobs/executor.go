@@ -47,6 +47,8 @@ type executor struct {
 	pub     publisher
 	ledger  ledgerStore
 	locks   userLocks
+	finder  userFinder
+	users   *userCache
 	parser  *job.Parser
 	h       *handlers
 	m       *metrics.Metrics
@@ -62,6 +64,20 @@ func (x *executor) process(ctx context.Context, t *task) {
 	}
 	j := t.job
 	defer x.m.JobStarted(string(j.Type))()
+	if j.User != nil && j.UserID == 0 {
+		if x.answerFromLedger(ctx, t) {
+			return
+		}
+		if err := x.resolveUser(ctx, t); err != nil {
+			var pe *PermanentError
+			if errors.As(err, &pe) {
+				x.failUnresolved(ctx, t, err)
+				return
+			}
+			x.settle(ctx, t, outcome{}, err)
+			return
+		}
+	}
 	if err := x.lockUser(ctx, t); err != nil {
 		x.settle(ctx, t, outcome{}, &RetryLaterError{Err: err})
 		return
@@ -78,7 +94,7 @@ func (x *executor) process(ctx context.Context, t *task) {
 		x.redeliver(ctx, t, d.entry)
 		return
 	case claimReused:
-		t.rej = &job.Rejection{Code: job.CodeIDReused, Message: "this id was already used for a job with a different body", JobID: j.ID, UserID: j.UserID, Type: j.Type, Job: j}
+		t.rej = &job.Rejection{Code: job.CodeIDReused, Message: "this id was already used for a job with a different body", JobID: j.ID, UserID: j.UserID, Type: j.Type, User: j.User, Job: j}
 		x.settle(ctx, t, outcome{}, t.rej)
 		return
 	}

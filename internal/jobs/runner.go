@@ -52,6 +52,8 @@ func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *topol
 		policy: policy{maxDeliver: cfg.MaxDeliver, nakBase: cfg.NakBase, nakMax: cfg.NakMax},
 		ledger: ledger.New(objs.Ledger),
 		locks:  ledger.NewLocks(objs.Locks, cfg.Owner),
+		finder: ol,
+		users:  newUserCache(cfg.UserCacheTTL, defaultUserCacheSize),
 		h:      &handlers{ol: ol, factors: newFactorCache(cfg.FactorCacheTTL)},
 	}
 	return r, nil

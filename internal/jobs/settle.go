@@ -225,6 +225,9 @@ func (x *executor) deadLetter(ctx context.Context, t *task, reason job.Outcome, 
 	if id := t.jobID(); id != "" {
 		h.Set(job.HeaderJobID, id)
 	}
+	if k := t.userSelector(); k != "" {
+		h.Set(job.HeaderUserSelector, k)
+	}
 	if err := x.publish(ctx, job.DLQSubjectPrefix+string(typ), body, job.DLQMsgID(t.seq, t.replay), h); err != nil {
 		return err
 	}

@@ -41,11 +41,24 @@ func (x *executor) newTask(msg jetstream.Msg) *task {
 }
 
 // userKey is the key of per-user ordering; 0 for jobs with no valid user.
+// A job that names its person by a selector is ordered with the other jobs
+// of the same selector (it is resolved only when it runs).
 func (t *task) userKey() int64 {
-	if t.job != nil {
-		return t.job.UserID
+	switch {
+	case t.job == nil:
+		return 0
+	case t.job.UserID == 0 && t.job.User != nil:
+		return selectorKey(t.job.User)
 	}
-	return 0
+	return t.job.UserID
+}
+
+// userSelector is the kind of the job's user selector, "" if none.
+func (t *task) userSelector() string {
+	if t.job != nil {
+		return t.job.User.Kind()
+	}
+	return t.rej.User.Kind()
 }
 
 func (t *task) jobType() job.Type {

@@ -1,0 +1,169 @@
+package jobs_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
+)
+
+// personBody builds a job that names its person by a user selector.
+func personBody(t *testing.T, id, typ string, user map[string]string, params map[string]any) string {
+	t.Helper()
+	m := map[string]any{"id": id, "type": typ, "user": user}
+	if params != nil {
+		m["params"] = params
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// people is the directory of the people tests: a user per selector kind,
+// two users sharing an external id, and users whose emails a wildcard
+// would match.
+var people = []simulator.DirectoryUser{
+	{ID: 201, Email: "ada@example.com", Username: "ada", ExternalID: "E-201", Status: 1, State: 1},
+	{ID: 202, Email: "grace@example.com", Username: "grace", ExternalID: "E-202", Status: 1, State: 1},
+	{ID: 203, Email: "alan@example.com", Username: "alan", ExternalID: "E-DUP", Status: 1, State: 1},
+	{ID: 204, Email: "alan2@example.com", Username: "alan2", ExternalID: "E-DUP", Status: 1, State: 1},
+	{ID: 205, Email: "bob@example.com", Username: "bob", ExternalID: "E-205", Status: 1, State: 1},
+	{ID: 206, Email: "bobby@example.com", Username: "bobby", ExternalID: "E-206", Status: 1, State: 1},
+}
+
+func TestJobsThatNamePeople(t *testing.T) {
+	e := newEnv(t, simulator.Config{Directory: people})
+	for _, u := range []int64{201, 205, 206} {
+		if _, err := e.sim.EnrollDevice(u, "OneLogin SMS", "phone", true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.start(testConfig())
+	sms := map[string]any{"factor_name": "OneLogin SMS", "display_name": "Work phone", "number": "+15551230001"}
+	jobs := [][3]string{
+		{"offboard", "by-email", personBody(t, "by-email", "offboard", map[string]string{"email": "ADA@example.com"}, nil)},
+		{"enroll", "by-username", personBody(t, "by-username", "enroll", map[string]string{"username": "grace"}, sms)},
+		{"offboard", "by-external-id", personBody(t, "by-external-id", "offboard", map[string]string{"external_id": "E-206"}, nil)},
+		{"offboard", "nobody", personBody(t, "nobody", "offboard", map[string]string{"email": "nobody@example.com"}, nil)},
+		{"offboard", "two", personBody(t, "two", "offboard", map[string]string{"external_id": "E-DUP"}, nil)},
+		{"offboard", "star", personBody(t, "star", "offboard", map[string]string{"email": "bob*@example.com"}, nil)},
+		{"offboard", "ext-case", personBody(t, "ext-case", "offboard", map[string]string{"external_id": "e-205"}, nil)},
+		{"offboard", "leading-star", personBody(t, "leading-star", "offboard", map[string]string{"email": "*@example.com"}, nil)},
+		{"offboard", "both", `{"id":"both","type":"offboard","user_id":205,"user":{"email":"bob@example.com"}}`},
+		{"offboard", "neither", `{"id":"neither","type":"offboard"}`},
+		{"offboard", "two-fields", `{"id":"two-fields","type":"offboard","user":{"email":"bob@example.com","username":"bob"}}`},
+	}
+	for _, j := range jobs {
+		e.publish(j[0], j[2], j[1])
+	}
+	rs := e.waitResults(len(jobs), 30*time.Second)
+
+	r := expectResult(t, rs, "by-email", "offboard", job.Succeeded, "")
+	if r.UserID != 201 || r.User == nil || r.User.Email != "ADA@example.com" {
+		t.Errorf("by-email: user_id %d, user %+v; want 201 and the email as given", r.UserID, r.User)
+	}
+	if d := e.sim.Devices(201); len(d) != 0 {
+		t.Errorf("user 201 still has %d factors", len(d))
+	}
+	r = expectResult(t, rs, "by-username", "enroll", job.Succeeded, "")
+	if r.UserID != 202 || r.User == nil || r.User.Username != "grace" {
+		t.Errorf("by-username: user_id %d, user %+v", r.UserID, r.User)
+	}
+	if d := e.sim.Devices(202); len(d) != 1 {
+		t.Errorf("user 202 has %d factors, want 1", len(d))
+	}
+	if r = expectResult(t, rs, "by-external-id", "offboard", job.Succeeded, ""); r.UserID != 206 {
+		t.Errorf("by-external-id: user_id %d, want 206", r.UserID)
+	}
+	for id, code := range map[string]string{"nobody": job.CodeUserNotFound, "two": job.CodeIdentityAmbiguous, "star": job.CodeUserNotFound, "ext-case": job.CodeUserNotFound} {
+		r := expectResult(t, rs, id, "offboard", job.Failed, code)
+		if r.UserID != 0 || r.User == nil {
+			t.Errorf("%s: user_id %d, user %+v; want 0 and the user echoed", id, r.UserID, r.User)
+		}
+		if strings.Contains(r.Error.Message, "@") || strings.Contains(r.Error.Message, "E-DUP") {
+			t.Errorf("%s: the error message holds the selector's value: %s", id, r.Error.Message)
+		}
+	}
+	// bob and bobby keep their factors: "bob*" matched neither.
+	for _, u := range []int64{205} {
+		if d := e.sim.Devices(u); len(d) != 1 {
+			t.Errorf("user %d has %d factors, want 1", u, len(d))
+		}
+	}
+	expectResult(t, rs, "leading-star", "offboard", job.Rejected, job.CodeInvalidFormat)
+	expectResult(t, rs, "both", "offboard", job.Rejected, job.CodeConflictingFields)
+	expectResult(t, rs, "neither", "offboard", job.Rejected, job.CodeMissingField)
+	expectResult(t, rs, "two-fields", "offboard", job.Rejected, job.CodeMissingField)
+
+	// Every dead letter of a job named by a selector says which kind of
+	// selector, never its value.
+	want := map[string]string{"nobody": "email", "two": "external_id", "star": "email", "ext-case": "external_id", "leading-star": "email"}
+	seen := 0
+	for _, m := range e.streamMsgs(topology.StreamDLQ) {
+		id := m.Header.Get(job.HeaderJobID)
+		kind, ok := want[id]
+		if !ok {
+			continue
+		}
+		seen++
+		if got := m.Header.Get(job.HeaderUserSelector); got != kind {
+			t.Errorf("dead letter of %s: %s = %q, want %q", id, job.HeaderUserSelector, got, kind)
+		}
+		for k, vs := range m.Header {
+			for _, v := range vs {
+				if strings.Contains(v, "@") || strings.Contains(v, "E-DUP") {
+					t.Errorf("dead letter of %s: header %s holds the selector's value", id, k)
+				}
+			}
+		}
+	}
+	if seen != len(want) {
+		t.Errorf("%d dead letters of selector jobs, want %d", seen, len(want))
+	}
+
+	// A duplicate of a job named by email is answered from the ledger,
+	// without asking OneLogin again, even after the person was deleted.
+	calls := e.sim.ResourceCalls()
+	e.sim.DeleteUser(201)
+	e.publish("offboard", personBody(t, "by-email", "offboard", map[string]string{"email": "ADA@example.com"}, nil), "")
+	waitUntil(t, 20*time.Second, func() bool {
+		return testutil.ToFloat64(e.m.DuplicateCounter("offboard")) == 1 && e.count(topology.StreamJobs) == 0
+	}, func() string { return "the duplicate was not answered" })
+	rs = e.waitResults(len(jobs), time.Second)
+	if r := expectResult(t, rs, "by-email", "offboard", job.Succeeded, ""); r.UserID != 201 {
+		t.Errorf("the stored result has user_id %d", r.UserID)
+	}
+	if got := e.sim.ResourceCalls(); got != calls {
+		t.Errorf("the duplicate made %d OneLogin calls", got-calls)
+	}
+}
+
+// A positive answer is cached: a second job for the same person within the
+// cache's time does not look the person up again.
+func TestResolvedUsersAreCached(t *testing.T) {
+	e := newEnv(t, simulator.Config{Directory: people})
+	e.start(testConfig())
+	e.publish("offboard", personBody(t, "c-1", "offboard", map[string]string{"email": "bob@example.com"}, nil), "")
+	e.waitResults(1, 20*time.Second)
+	lookups := func() int { return e.sim.Stats().Requests["users"] }
+	before := lookups()
+	if before == 0 {
+		t.Fatal("the first job made no Users API call")
+	}
+	e.publish("offboard", personBody(t, "c-2", "offboard", map[string]string{"email": "BOB@example.com"}, nil), "")
+	rs := e.waitResults(2, 20*time.Second)
+	if r := expectResult(t, rs, "c-2", "offboard", job.Noop, ""); r.UserID != 205 {
+		t.Errorf("user_id %d, want 205", r.UserID)
+	}
+	if after := lookups(); after != before {
+		t.Errorf("the second job looked the user up again (%d lookups, then %d)", before, after)
+	}
+}
