@@ -13,7 +13,7 @@ NATS_IMAGE ?= mfa-nats:$(NATS_VERSION)
 NATS_VERSION := $(shell $(GO) list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)
 REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all build test test-unit fuzz lint run clean image image-nats image-smoke rules compose-config compose-images compose-secrets compose-smoke compose-smoke-cluster test-containers bench
+.PHONY: all build test test-unit test-browser fuzz lint run clean image image-nats image-smoke rules compose-config compose-images compose-secrets compose-smoke compose-smoke-cluster test-containers bench
 
 all: lint test
 
@@ -26,6 +26,12 @@ test: test-unit fuzz
 test-unit:
 	$(GO) test -race -count=1 -timeout 8m ./...
 
+## test-browser: the status page in headless Chromium (Debian's chromium
+## package): numbers on the page against /metrics, a person lookup, a
+## screenshot for the README.
+test-browser:
+	$(GO) test -tags browser -count=1 -timeout 10m ./internal/status/... ./internal/app/...
+
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/onelogin
 
@@ -33,8 +39,10 @@ lint:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
-run:
-	$(GO) run ./cmd/worker dev
+## run: build bin/worker, then run `worker dev` (the built binary, so that
+## Ctrl-C stops it cleanly and make exits 0).
+run: build
+	./bin/worker dev
 
 ## image: the worker as a FROM scratch image (static binary, non-root, CA roots compiled in).
 image: build
@@ -61,6 +69,8 @@ bench: build
 	mkdir -p docs
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 40m ./internal/bench/ \
 		-args -report $(CURDIR)/docs/benchmarks.md -worker $(CURDIR)/bin/worker
+	$(GO) test -count=1 -run '^$$' -bench 'AcceptVsPublish|EventToResult' -benchtime 1x -timeout 20m ./internal/ingest
+	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkHistoryQuery' -timeout 20m ./internal/history
 
 ## test-containers: the fault suite (NATS in containers built here, the worker as host processes).
 test-containers: build image-nats

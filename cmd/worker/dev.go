@@ -9,12 +9,14 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mfa-worker/mfa-worker/internal/app"
 	"github.com/mfa-worker/mfa-worker/internal/broker"
+	"github.com/mfa-worker/mfa-worker/internal/ingest"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 )
 
@@ -24,7 +26,10 @@ type devConfig struct {
 	NATSPort int    // default 4222; -1 picks a free port
 	SimAddr  string // the simulator's address (default 127.0.0.1:8089)
 	HTTPAddr string // metrics and health (default :9464)
-	Version  string
+	// IngestAddr is where the HR event receiver listens (default
+	// 127.0.0.1:8480).
+	IngestAddr string
+	Version    string
 	// Out receives the how-to banner.
 	Out io.Writer
 }
@@ -34,17 +39,31 @@ type devConfig struct {
 // ready, if not nil, receives the worker's HTTP address once it runs.
 func dev(ctx context.Context, dc devConfig, log *slog.Logger, reg *prometheus.Registry, ready func(httpAddr string)) error {
 	start := time.Now()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	if dc.DataDir == "" {
 		dc.DataDir = "data"
 	}
 	if dc.SimAddr == "" {
 		dc.SimAddr = "127.0.0.1:8089"
 	}
+	if dc.IngestAddr == "" {
+		dc.IngestAddr = "127.0.0.1:8480"
+	}
+	out := &syncWriter{w: dc.Out}
+	if dc.Out == nil {
+		out.w = io.Discard
+	}
 	srv, err := broker.Start(broker.Options{Port: dc.NATSPort, StoreDir: filepath.Join(dc.DataDir, "jetstream")})
 	if err != nil {
 		return err
 	}
-	sim := simulator.New(simulator.Config{})
+	// Every OTP the simulator sends is printed, so that enroll, activate
+	// and verify can be finished by hand. Only here: the simulator's codes
+	// are not secrets, and `worker run` never links the simulator.
+	sim := simulator.New(simulator.Config{OnOTP: func(user, device int64, otp string) {
+		fmt.Fprintf(out, "simulator: OTP for user %d, device %d: %s\n", user, device, otp)
+	}})
 	ln, err := net.Listen("tcp", dc.SimAddr)
 	if err != nil {
 		srv.Stop()
@@ -64,6 +83,7 @@ func dev(ctx context.Context, dc devConfig, log *slog.Logger, reg *prometheus.Re
 		OneLoginClientID:     sim.Config().ClientID,
 		OneLoginClientSecret: sim.Config().ClientSecret,
 		HTTPAddr:             dc.HTTPAddr,
+		StatusPage:           true,
 		Version:              dc.Version,
 	}
 	stop := func() {
@@ -76,23 +96,84 @@ func dev(ctx context.Context, dc devConfig, log *slog.Logger, reg *prometheus.Re
 		stop()
 		return err
 	}
-	if dc.Out != nil {
-		fmt.Fprintf(dc.Out, `
+	// The HR event receiver, with fresh secrets printed below.
+	secrets := ingest.NewDevSecrets()
+	ingestDone, ingestAddr, err := devIngest(ctx, cfg, dc.IngestAddr, secrets, log)
+	if err != nil {
+		cancel()
+		_ = w.Wait()
+		stop()
+		return err
+	}
+	fmt.Fprintf(out, `
 mfa-worker dev is ready in %v
   NATS JetStream   %s   (data in %s)
-  OneLogin sim     %s   (users 1..10000000; client %s)
+  OneLogin sim     %s   (users 1..10000000; client %s; every OTP it sends is printed here)
   metrics/health   http://%s/metrics  /healthz  /readyz
+  status page      http://%s/status
+  HR events in     http://%s   (POST /events, /hooks/bamboohr, /hooks/hibob, /scim/v2)
+    CloudEvents secret  %s
+    BambooHR secret     %s
+    HiBob secret        %s
+    SCIM token          %s
+    a signed CloudEvent with curl and openssl: docs/hr-sources.md, "Sending one by hand"
 
-Try it (in another terminal):
-  go run ./cmd/worker submit enroll --user 42 --factor-name "OneLogin SMS" --display-name "Work phone" --number +15551234567 --wait
-  go run ./cmd/worker submit offboard --user 42 --wait
-  go run ./cmd/worker dlq list
-`, time.Since(start).Round(time.Millisecond), cfg.NATSURL, dc.DataDir, cfg.OneLoginBaseURL, cfg.OneLoginClientID, w.HTTPAddr)
-	}
+Try it (in another terminal; bin/worker is what make build and make run build):
+  bin/worker submit enroll --user 42 --factor-name "OneLogin SMS" --display-name "Work phone" --number +15551234567 --wait
+  bin/worker submit offboard --email user42@example.com --wait
+  bin/worker history --user 42
+  bin/worker dlq list
+`, time.Since(start).Round(time.Millisecond), cfg.NATSURL, dc.DataDir, cfg.OneLoginBaseURL, cfg.OneLoginClientID, w.HTTPAddr, w.HTTPAddr,
+		ingestAddr, secrets.CloudEvents.Text, secrets.BambooHR.Text, secrets.HiBob.Text, secrets.SCIMToken.Text)
 	if ready != nil {
 		ready(w.HTTPAddr)
 	}
 	err = w.Wait()
+	if ierr := <-ingestDone; ierr != nil && err == nil {
+		err = ierr
+	}
 	stop()
 	return err
+}
+
+// devIngest starts the HR event receiver and its mapper on addr with dev
+// secrets, on a NATS connection of its own. The returned channel yields
+// Serve's error once ctx ended and it stopped.
+func devIngest(ctx context.Context, cfg app.Config, addr string, secrets ingest.DevSecrets, log *slog.Logger) (<-chan error, string, error) {
+	nc, err := app.Connect(cfg, log)
+	if err != nil {
+		return nil, "", fmt.Errorf("ingest: connect to NATS: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	s, err := ingest.New(pctx, ingest.Config{Addr: addr, Secrets: secrets.Secrets()}, ingest.Deps{Conn: nc, Log: log.With("component", "ingest")})
+	cancel()
+	if err != nil {
+		nc.Close()
+		return nil, "", err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		nc.Close()
+		return nil, "", fmt.Errorf("ingest address %s: %w", addr, err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		err := s.Serve(ctx, ln)
+		_ = nc.Drain()
+		done <- err
+	}()
+	return done, ln.Addr().String(), nil
+}
+
+// syncWriter serialises writes from the simulator's OTP callback and the
+// banner.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

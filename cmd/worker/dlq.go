@@ -14,11 +14,22 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/ops"
 )
 
+const dlqUsage = "dlq list [--type T] [--code C] [--json] | dlq replay (--seq N[,N...] | --all) [--type T] [--code C] [--dry-run]"
+
 func cmdDLQ(ctx context.Context, args []string, stdout io.Writer) error {
+	help := len(args) > 0 && isHelp(args[0])
+	if help {
+		fmt.Fprintf(stdout, "usage: worker %s\n\nflags:\n", dlqUsage)
+		args = []string{"list", "-h"}
+	}
 	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
-		return usageErr("dlq list | dlq replay (--seq N[,N...] | --all) [--type T] [--code C]")
+		return usageErr("%s (worker dlq --help lists the flags)", dlqUsage)
 	}
 	fs := flag.NewFlagSet("dlq "+args[0], flag.ContinueOnError)
+	if help {
+		fs.SetOutput(stdout)
+		fs.Usage = fs.PrintDefaults
+	}
 	ncfg := natsFlags(fs, "nats://127.0.0.1:4222")
 	typ := fs.String("type", "", "only this job type")
 	code := fs.String("code", "", "only this error code")

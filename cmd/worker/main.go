@@ -37,7 +37,7 @@ const usage = `usage: worker <command> [flags]
 commands:
   run        the production worker (needs NATS and OneLogin settings)
   dev        embedded NATS JetStream + OneLogin simulator + worker, for trying it out
-  submit     publish one job: submit <type> --user N [--id ID] [params] [--wait]
+  submit     publish one job: submit <type> (--user N | --email E | --username U | --external-id X) [--id ID] [params] [--wait]
   dlq        inspect and re-drive dead letters: dlq list | dlq replay
   simulate   the OneLogin simulator alone, on an address
   health     exit 0 when a URL (default path /readyz) answers 200, for container health checks
@@ -62,7 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "dev":
 		err = cmdDev(ctx, args[1:], stdout, stderr)
 	case "submit":
-		err = cmdSubmit(ctx, args[1:], stdout)
+		err = cmdSubmit(ctx, args[1:], stdout, stderr)
 	case "dlq":
 		err = cmdDLQ(ctx, args[1:], stdout)
 	case "history":
@@ -240,7 +240,8 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&dc.DataDir, "data-dir", env("WORKER_DATA_DIR", "data"), "JetStream storage folder")
 	fs.IntVar(&dc.NATSPort, "nats-port", 4222, "NATS port (-1: any free port)")
 	fs.StringVar(&dc.SimAddr, "sim-addr", "127.0.0.1:8089", "OneLogin simulator address")
-	fs.StringVar(&dc.HTTPAddr, "http-addr", env("WORKER_HTTP_ADDR", ":9464"), "metrics and health address")
+	fs.StringVar(&dc.HTTPAddr, "http-addr", env("WORKER_HTTP_ADDR", ":9464"), "metrics, health and status page address")
+	fs.StringVar(&dc.IngestAddr, "ingest-addr", env("INGEST_HTTP_ADDR", "127.0.0.1:8480"), "HR event receiver address")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

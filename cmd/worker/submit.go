@@ -19,6 +19,8 @@ import (
 
 	"github.com/mfa-worker/mfa-worker/internal/app"
 	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/ledger"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // natsFlags registers the NATS connection flags every command shares; the
@@ -43,25 +45,34 @@ func dial(cfg *app.Config) (*nats.Conn, jetstream.JetStream, error) {
 	return nc, js, nil
 }
 
-func cmdSubmit(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return usageErr("submit <type> --user N [flags]; type is one of %v", job.Types)
-	}
-	typ := job.Type(args[0])
-	if !typ.Valid() {
-		return usageErr("unknown job type %q; one of %v", args[0], job.Types)
-	}
-	fs := flag.NewFlagSet("submit "+string(typ), flag.ContinueOnError)
-	ncfg := natsFlags(fs, "nats://127.0.0.1:4222")
-	user := fs.Int64("user", 0, "OneLogin user id (required)")
-	id := fs.String("id", "", "job id, the idempotency key (default: generated)")
-	jsonFile := fs.String("json", "", "file holding the params object (- for stdin)")
-	wait := fs.Bool("wait", false, "wait for the job's result and print it")
-	timeout := fs.Duration("timeout", 60*time.Second, "how long --wait waits")
-	correlation := fs.String("correlation-id", "", "copied to the result")
-	source := fs.String("source", "cli", "copied to the result")
-	notAfter := fs.String("not-after", "", "RFC 3339 time after which the job is not run")
-	p := map[string]any{}
+// submitFlags registers submit's flags on fs; params collects the job's
+// params.
+type submitFlags struct {
+	ncfg                          *app.Config
+	user                          *int64
+	email, username, external     *string
+	id, jsonFile                  *string
+	wait                          *bool
+	timeout                       *time.Duration
+	correlation, source, notAfter *string
+	params                        map[string]any
+}
+
+func newSubmitFlags(fs *flag.FlagSet) *submitFlags {
+	f := &submitFlags{params: map[string]any{}}
+	f.ncfg = natsFlags(fs, "nats://127.0.0.1:4222")
+	f.user = fs.Int64("user", 0, "OneLogin user id (this, --email, --username or --external-id)")
+	f.email = fs.String("email", "", "the person's email, resolved by the worker to one OneLogin user (exact match)")
+	f.username = fs.String("username", "", "the person's OneLogin username, resolved by the worker (exact match)")
+	f.external = fs.String("external-id", "", "the person's external id (often the HR employee id), resolved by the worker (exact match)")
+	f.id = fs.String("id", "", "job id, the idempotency key (default: generated); a used id is answered from the ledger")
+	f.jsonFile = fs.String("json", "", "file holding the params object (- for stdin)")
+	f.wait = fs.Bool("wait", false, "wait for the job's result and print only its JSON on stdout (progress goes to stderr)")
+	f.timeout = fs.Duration("timeout", 60*time.Second, "how long --wait waits")
+	f.correlation = fs.String("correlation-id", "", "copied to the result")
+	f.source = fs.String("source", "cli", "copied to the result")
+	f.notAfter = fs.String("not-after", "", "RFC 3339 time after which the job is not run")
+	p := f.params
 	str := func(name, key, help string) {
 		fs.Func(name, help, func(s string) error { p[key] = s; return nil })
 	}
@@ -96,19 +107,67 @@ func cmdSubmit(ctx context.Context, args []string, stdout io.Writer) error {
 	num("expires-in", "expires_in", "generate_token: seconds (120..259200)")
 	boolean("reusable", "reusable", "generate_token: reusable token")
 	str("recipient-xkey", "recipient_xkey", "generate_token: curve public key to seal the token to")
+	return f
+}
+
+const submitUsage = "submit <type> (--user N | --email E | --username U | --external-id X) [--id ID] [params] [--wait]"
+
+func isHelp(a string) bool { return a == "-h" || a == "-help" || a == "--help" || a == "help" }
+
+// submitHelp prints submit's usage and every flag.
+func submitHelp(w io.Writer) {
+	fs := flag.NewFlagSet("submit", flag.ContinueOnError)
+	fs.SetOutput(w)
+	newSubmitFlags(fs)
+	fmt.Fprintf(w, "usage: worker %s\n\ntypes: %v\n\nflags:\n", submitUsage, job.Types)
+	fs.PrintDefaults()
+}
+
+func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		submitHelp(stdout)
+		return nil
+	}
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return usageErr("%s; type is one of %v (worker submit --help lists the flags)", submitUsage, job.Types)
+	}
+	typ := job.Type(args[0])
+	if !typ.Valid() {
+		return usageErr("unknown job type %q; one of %v", args[0], job.Types)
+	}
+	fs := flag.NewFlagSet("submit "+string(typ), flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f := newSubmitFlags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	if *user <= 0 {
-		return usageErr("--user N is required")
+	if fs.NArg() > 0 {
+		return usageErr("submit takes no arguments after the type, got %q", fs.Args())
 	}
-	if *jsonFile != "" {
+	var sel *job.User
+	named := 0
+	for _, v := range []string{*f.email, *f.username, *f.external} {
+		if v != "" {
+			named++
+		}
+	}
+	if *f.user != 0 {
+		named++
+	}
+	if named != 1 {
+		return usageErr("give exactly one of --user N, --email E, --username U, --external-id X")
+	}
+	if *f.user == 0 {
+		sel = &job.User{Email: *f.email, Username: *f.username, ExternalID: *f.external}
+	}
+	p := f.params
+	if *f.jsonFile != "" {
 		var b []byte
 		var err error
-		if *jsonFile == "-" {
+		if *f.jsonFile == "-" {
 			b, err = io.ReadAll(os.Stdin)
 		} else {
-			b, err = os.ReadFile(*jsonFile)
+			b, err = os.ReadFile(*f.jsonFile)
 		}
 		if err != nil {
 			return err
@@ -117,7 +176,7 @@ func cmdSubmit(ctx context.Context, args []string, stdout io.Writer) error {
 		d.UseNumber()
 		var fp map[string]any
 		if err := d.Decode(&fp); err != nil {
-			return usageErr("--json %s must hold a JSON object of params: %v", *jsonFile, err)
+			return usageErr("--json %s must hold a JSON object of params: %v", *f.jsonFile, err)
 		}
 		for k, v := range fp {
 			if _, set := p[k]; !set {
@@ -125,33 +184,57 @@ func cmdSubmit(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 		}
 	}
-	if *id == "" {
+	if *f.id == "" {
 		b := make([]byte, 6)
 		_, _ = rand.Read(b)
-		*id = fmt.Sprintf("cli-%s-%d-%s", typ, *user, hex.EncodeToString(b))
+		who := fmt.Sprint(*f.user)
+		if sel != nil {
+			who = strings.ReplaceAll(sel.Kind(), "_", "-")
+		}
+		*f.id = fmt.Sprintf("cli-%s-%s-%s", typ, who, hex.EncodeToString(b))
 	}
-	j := map[string]any{"id": *id, "type": typ, "user_id": *user, "source": *source, "requested_at": time.Now().UTC().Format(time.RFC3339)}
-	if len(p) > 0 {
-		j["params"] = p
+	// Always send params, so that a missing one is named (params.device_id),
+	// not the object. No requested_at: the job's time is when JetStream
+	// stored it, and the same command with the same --id makes the same
+	// body, which the ledger then recognises.
+	j := map[string]any{"id": *f.id, "type": typ, "source": *f.source, "params": p}
+	if sel != nil {
+		j["user"] = sel
+	} else {
+		j["user_id"] = *f.user
 	}
-	if *correlation != "" {
-		j["correlation_id"] = *correlation
+	if *f.correlation != "" {
+		j["correlation_id"] = *f.correlation
 	}
-	if *notAfter != "" {
-		j["not_after"] = *notAfter
+	if *f.notAfter != "" {
+		j["not_after"] = *f.notAfter
 	}
 	body, err := json.Marshal(j)
 	if err != nil {
 		return err
 	}
-	nc, js, err := dial(ncfg)
+	// The worker's own validation, before anything is published: an
+	// invalid job never reaches the stream (or the DLQ).
+	parser, err := job.NewParser(64<<10, true)
+	if err != nil {
+		return err
+	}
+	parsed, rej := parser.Parse(typ.Subject(), body)
+	if rej != nil {
+		return usageErr("invalid job (%s): %s", rej.Code, rej.Message)
+	}
+	nc, js, err := dial(f.ncfg)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 
+	progress := stdout
+	if *f.wait {
+		progress = stderr
+	}
 	var results chan *nats.Msg
-	if *wait {
+	if *f.wait {
 		results = make(chan *nats.Msg, 16)
 		sub, err := nc.ChanSubscribe(job.ResultSubjectPrefix+string(typ)+".*", results)
 		if err != nil {
@@ -162,9 +245,20 @@ func cmdSubmit(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 	}
+	// A used id is answered from the ledger at once: the worker would
+	// only publish the stored result again.
+	if rec, ok := storedJob(ctx, js, *f.id); ok {
+		if rec.Hash != parsed.Hash {
+			return fmt.Errorf("job id %s was already used for a job with a different body; choose another --id", *f.id)
+		}
+		if rec.State == ledger.Finished && len(rec.Result) > 0 {
+			fmt.Fprintf(progress, "job id %s was already used; its stored result (nothing published):\n", *f.id)
+			return printResult(stdout, rec.Result, *f.id)
+		}
+	}
 	m := nats.NewMsg(typ.Subject())
 	m.Data = body
-	m.Header.Set(jetstream.MsgIDHeader, *id)
+	m.Header.Set(jetstream.MsgIDHeader, *f.id)
 	ack, err := js.PublishMsg(ctx, m)
 	if err != nil {
 		return fmt.Errorf("publish: %w", err)
@@ -173,29 +267,60 @@ func cmdSubmit(ctx context.Context, args []string, stdout io.Writer) error {
 	if ack.Duplicate {
 		note = " (duplicate within the window: JetStream kept the earlier copy)"
 	}
-	fmt.Fprintf(stdout, "published job %s to %s, stream %s #%d%s\n", *id, m.Subject, ack.Stream, ack.Sequence, note)
-	if !*wait {
+	fmt.Fprintf(progress, "published job %s to %s, stream %s #%d%s\n", *f.id, m.Subject, ack.Stream, ack.Sequence, note)
+	if !*f.wait {
 		return nil
 	}
-	deadline := time.NewTimer(*timeout)
+	deadline := time.NewTimer(*f.timeout)
 	defer deadline.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-deadline.C:
-			return fmt.Errorf("no result for %s within %v (is a worker running?)", *id, *timeout)
+			return fmt.Errorf("no result for %s within %v (is a worker running?)", *f.id, *f.timeout)
 		case rm := <-results:
 			var r job.Result
-			if json.Unmarshal(rm.Data, &r) != nil || r.JobID != *id {
+			if json.Unmarshal(rm.Data, &r) != nil || r.JobID != *f.id {
 				continue
 			}
-			out, _ := json.MarshalIndent(json.RawMessage(rm.Data), "", "  ")
-			fmt.Fprintf(stdout, "result on %s:\n%s\n", rm.Subject, out)
-			if r.Outcome == job.Succeeded || r.Outcome == job.Noop {
-				return nil
-			}
-			return errors.New("job " + string(r.Outcome))
+			fmt.Fprintf(stderr, "result on %s:\n", rm.Subject)
+			return printResult(stdout, rm.Data, *f.id)
 		}
 	}
+}
+
+// storedJob reads the ledger record of a job id, if there is one and the
+// caller may read it.
+func storedJob(ctx context.Context, js jetstream.JetStream, id string) (*ledger.Record, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, topology.BucketLedger)
+	if err != nil {
+		return nil, false
+	}
+	e, err := kv.Get(ctx, ledger.Key(id))
+	if err != nil {
+		return nil, false
+	}
+	var rec ledger.Record
+	if json.Unmarshal(e.Value(), &rec) != nil {
+		return nil, false
+	}
+	return &rec, true
+}
+
+// printResult prints a result's JSON (indented) and returns an error unless
+// the job succeeded or was a no-op, so the exit code tells.
+func printResult(stdout io.Writer, data []byte, id string) error {
+	var r job.Result
+	if err := json.Unmarshal(data, &r); err != nil {
+		return fmt.Errorf("result of %s unreadable: %w", id, err)
+	}
+	out, _ := json.MarshalIndent(json.RawMessage(data), "", "  ")
+	fmt.Fprintf(stdout, "%s\n", out)
+	if r.Outcome == job.Succeeded || r.Outcome == job.Noop {
+		return nil
+	}
+	return errors.New("job " + string(r.Outcome))
 }

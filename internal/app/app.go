@@ -17,10 +17,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mfa-worker/mfa-worker/internal/config"
+	"github.com/mfa-worker/mfa-worker/internal/history"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 	"github.com/mfa-worker/mfa-worker/internal/ops"
+	"github.com/mfa-worker/mfa-worker/internal/status"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
@@ -77,6 +79,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	if err != nil {
 		return fail(fmt.Errorf("start query service: %w", err))
 	}
+	if err := q.AddHistory(history.New(js), log); err != nil {
+		_ = q.Stop()
+		return fail(fmt.Errorf("start query service: %w", err))
+	}
 
 	var tokenOK atomic.Bool
 	h := newHealth(nc, js, &tokenOK)
@@ -84,6 +90,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", h.healthz)
 	mux.HandleFunc("/readyz", h.readyz)
+	if cfg.StatusPage {
+		streams := status.NewStreams(js)
+		page, err := status.New(status.Config{Auth: cfg.statusAuth, Version: cfg.Version}, status.Deps{
+			Gatherer: reg, Results: streams, History: history.New(js), DeadLetters: streams, Budget: ol, Log: log,
+		})
+		if err != nil {
+			_ = q.Stop()
+			return fail(err)
+		}
+		mux.Handle("/status", page)
+	}
 	addr := cfg.HTTPAddr
 	if addr == "" {
 		addr = ":9464"

@@ -258,7 +258,7 @@ func TestQueryService(t *testing.T) {
 			Subject string `json:"subject"`
 		} `json:"endpoints"`
 	}
-	if err := json.Unmarshal(ping.Data, &info); err != nil || info.Name != "mfa" || info.Version != "1.2.3" || len(info.Endpoints) != 2 {
+	if err := json.Unmarshal(ping.Data, &info); err != nil || info.Name != "mfa" || info.Version != "1.2.3" || len(info.Endpoints) != 3 {
 		t.Fatalf("service info %s: %v", ping.Data, err)
 	}
 	ask := func(subject, body string) map[string]any {
@@ -288,6 +288,38 @@ func TestQueryService(t *testing.T) {
 	r = ask("mfa.query.enrolled_factors", `{"user":"x"}`)
 	if e, ok := r["error"].(map[string]any); !ok || e["code"] != job.CodeInvalidUserID {
 		t.Fatalf("bad request: %v", r)
+	}
+	// A person named as HR knows them.
+	r = ask("mfa.query.available_factors", `{"user": {"email": "USER12@example.com"}}`)
+	if f, ok := r["data"].([]any); !ok || len(f) != 4 {
+		t.Fatalf("available factors by email: %v", r)
+	}
+	r = ask("mfa.query.enrolled_factors", `{"user": {"external_id": "nobody"}}`)
+	if e, ok := r["error"].(map[string]any); !ok || e["code"] != job.CodeUserNotFound || strings.Contains(fmt.Sprint(e["message"]), "nobody") {
+		t.Fatalf("unknown person: %v", r)
+	}
+	r = ask("mfa.query.enrolled_factors", `{"user_id": 12, "user": {"email": "user12@example.com"}}`)
+	if e, ok := r["error"].(map[string]any); !ok || e["code"] != job.CodeInvalidUserID {
+		t.Fatalf("both user_id and user: %v", r)
+	}
+	// A person's history: a job by email, then the history by email and by
+	// id, indexed from the result stream.
+	if _, err := testenv.RoundTrip(nurl, "offboard", `{"id":"hist-1","type":"offboard","user":{"email":"user12@example.com"}}`, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`{"user": {"email": "user12@example.com"}}`, `{"user_id": 12}`, `{"user": {"username": "user12"}}`} {
+		var entries []any
+		if err := testenv.WaitFor(10*time.Second, func() bool {
+			r = ask("mfa.query.history", q)
+			entries, _ = r["data"].([]any)
+			return len(entries) == 1
+		}, func() string { return fmt.Sprintf("history %s: %v", q, r) }); err != nil {
+			t.Fatal(err)
+		}
+		e := entries[0].(map[string]any)
+		if e["job_id"] != "hist-1" || e["user_id"].(float64) != 12 || e["outcome"] != "noop" {
+			t.Fatalf("history %s: %v", q, e)
+		}
 	}
 }
 

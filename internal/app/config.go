@@ -17,6 +17,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/config"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
+	"github.com/mfa-worker/mfa-worker/internal/status"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
@@ -48,6 +49,8 @@ type Config struct {
 	// StatusAuthFile holds "user:password" for the status page's basic
 	// auth: WORKER_STATUS_AUTH_FILE.
 	StatusAuthFile string
+	// statusAuth is StatusAuthFile read by Load.
+	statusAuth *status.Credentials
 	// RateLimitReserve leaves calls of each OneLogin window unspent:
 	// WORKER_RATE_LIMIT_RESERVE, the number of other replicas.
 	RateLimitReserve int
@@ -198,6 +201,13 @@ func (c *Config) Load() error {
 				p.Add(f.name, "cannot read file %s", f.path)
 			}
 		}
+	}
+	if c.StatusAuthFile != "" {
+		creds, err := status.LoadCredentials(c.StatusAuthFile)
+		if err != nil {
+			p.Add("WORKER_STATUS_AUTH_FILE", "%s must be readable and hold one line user:password", c.StatusAuthFile)
+		}
+		c.statusAuth = creds
 	}
 	if c.OneLoginClientSecret == "" && c.OneLoginClientSecretFile != "" {
 		b, err := os.ReadFile(c.OneLoginClientSecretFile)

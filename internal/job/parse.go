@@ -118,7 +118,7 @@ func (p *Parser) check(j *Job, obj map[string]any) *Rejection {
 		}
 	case TypeVerify:
 		if j.Params.DeviceID == 0 && j.Params.OTPToken == "" {
-			return &Rejection{Code: CodeMissingField, Message: "params: otp_token is required to verify a temporary MFA token (device_id 0)"}
+			return &Rejection{Code: CodeMissingField, Message: "params.otp_token is required to verify a temporary MFA token (device_id 0)"}
 		}
 	}
 	return nil
@@ -133,7 +133,7 @@ func checkUser(j *Job, obj map[string]any) *Rejection {
 	case hasUser && hasID:
 		return &Rejection{Code: CodeConflictingFields, Message: "job: give user_id or user, not both"}
 	case !hasUser && !hasID:
-		return &Rejection{Code: CodeMissingField, Message: "job: missing user_id or user"}
+		return &Rejection{Code: CodeMissingField, Message: "user_id or user is required"}
 	case !hasUser:
 		return nil
 	}
@@ -313,7 +313,17 @@ func describe(ve *jsonschema.ValidationError) (string, string) {
 	}
 	switch k := e.ErrorKind.(type) {
 	case *kind.Required:
-		return CodeMissingField, fmt.Sprintf("%s: missing %s", loc, strings.Join(k.Missing, ", "))
+		names := make([]string, len(k.Missing))
+		for i, m := range k.Missing {
+			names[i] = m
+			if len(e.InstanceLocation) > 0 {
+				names[i] = loc + "." + m
+			}
+		}
+		if len(names) == 1 {
+			return CodeMissingField, names[0] + " is required"
+		}
+		return CodeMissingField, strings.Join(names, ", ") + " are required"
 	case *kind.AdditionalProperties:
 		names := make([]string, 0, len(k.Properties))
 		for _, p := range k.Properties {
@@ -336,7 +346,7 @@ func describe(ve *jsonschema.ValidationError) (string, string) {
 		if len(k.Subschemas) > 1 {
 			return CodeConflictingFields, fmt.Sprintf("%s: give factor_id or factor_name, not both", loc)
 		}
-		return CodeMissingField, fmt.Sprintf("%s: missing factor_id or factor_name", loc)
+		return CodeMissingField, fmt.Sprintf("%s.factor_id or %s.factor_name is required", loc, loc)
 	case *kind.MaxProperties:
 		return CodeUnknownField, fmt.Sprintf("%s: takes no fields", loc)
 	default:

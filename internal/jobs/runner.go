@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mfa-worker/mfa-worker/internal/history"
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
@@ -28,6 +29,7 @@ type Runner struct {
 	x     *executor
 	sem   *prioritySem
 	order *keyedQueue
+	js    jetstream.JetStream
 	wg    sync.WaitGroup
 }
 
@@ -46,7 +48,7 @@ func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *topol
 	if err != nil {
 		return nil, err
 	}
-	r := &Runner{cfg: cfg, log: log, objs: objs, m: m, sem: newPrioritySem(cfg.Concurrency), order: newKeyedQueue()}
+	r := &Runner{cfg: cfg, log: log, objs: objs, m: m, sem: newPrioritySem(cfg.Concurrency), order: newKeyedQueue(), js: js}
 	r.x = &executor{
 		cfg: &r.cfg, budgets: newBudgets(&r.cfg), log: log, pub: js, m: m, owner: cfg.Owner, parser: parser,
 		policy: policy{maxDeliver: cfg.MaxDeliver, nakBase: cfg.NakBase, nakMax: cfg.NakMax},
@@ -80,7 +82,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		{name: topology.Consumer(job.LaneNormal), cons: r.objs.Normal, prio: onelogin.PriorityNormal},
 	}
 	var fetchers sync.WaitGroup
-	errc := make(chan error, len(lanes))
+	errc := make(chan error, len(lanes)+1)
 	for _, l := range lanes {
 		it, err := l.cons.Messages(
 			// A small buffer: a message waiting in it has its ack timer
@@ -105,6 +107,17 @@ func (r *Runner) Run(ctx context.Context) error {
 		defer fetchers.Done()
 		r.watchPending(ctx, lanes)
 	}()
+	if r.objs.History != nil {
+		// The per-person history is indexed from the result stream, off
+		// the job path (see history.Index).
+		fetchers.Add(1)
+		go func() {
+			defer fetchers.Done()
+			if err := history.Index(ctx, r.objs.History, history.New(r.js), r.log); err != nil {
+				errc <- err
+			}
+		}()
+	}
 
 	<-ctx.Done()
 	fetchers.Wait()

@@ -220,6 +220,10 @@ func (c *Client) NewRequest(ctx context.Context, method, path string, body any) 
 // maxRateLimitWaits bounds how often Do waits out a 429 before returning it.
 const maxRateLimitWaits = 5
 
+// BudgetResetsAt returns when the account's current rate-limit window ends
+// (see Pacer.BudgetResetsAt).
+func (c *Client) BudgetResetsAt() time.Time { return c.pacer.BudgetResetsAt() }
+
 // Do sends req, waiting for the budget first. A 429 is waited out (the pacer
 // holds the request until the window resets; OneLogin did not process it)
 // up to five times. A 401 refreshes the token and re-sends the request once

@@ -295,3 +295,15 @@ func (p *Pacer) wakeAt(now, at time.Time) {
 	}
 	p.timer.Reset(d)
 }
+
+// BudgetResetsAt returns when OneLogin's current rate-limit window ends, as
+// its last answer told; the zero time until an answer carried the
+// rate-limit headers.
+func (p *Pacer) BudgetResetsAt() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.rate.known() {
+		return time.Time{}
+	}
+	return p.rate.Reset
+}

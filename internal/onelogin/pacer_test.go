@@ -181,3 +181,19 @@ func TestPacerLeavesTheReserveUnspent(t *testing.T) {
 		t.Fatal("the pacer spent a reserved call")
 	}
 }
+
+func TestBudgetResetsAtFollowsTheAnswers(t *testing.T) {
+	const window = 10 * time.Second
+	_, c := newSim(t, simulator.Config{RateLimit: 50, RateWindow: window})
+	if got := c.BudgetResetsAt(); !got.IsZero() {
+		t.Fatalf("reset known before any answer: %v", got)
+	}
+	before := time.Now()
+	if _, _, err := c.EnrolledFactors(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	got := c.BudgetResetsAt()
+	if got.Before(before) || got.After(time.Now().Add(window+2*time.Second)) {
+		t.Fatalf("reset at %v, want within the %v window after %v", got, window, before)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -25,10 +26,13 @@ type QueryService struct {
 	ctx context.Context
 	wg  sync.WaitGroup
 	sem chan struct{}
+	// users resolves a request's "user" at query priority.
+	users *Resolver
 }
 
 type queryRequest struct {
-	UserID int64 `json:"user_id"`
+	UserID int64     `json:"user_id"`
+	User   *job.User `json:"user"`
 }
 
 type queryReply struct {
@@ -43,7 +47,7 @@ const queryTimeout = 20 * time.Second
 // Answers in progress are cut short when ctx ends (shutdown); Stop waits
 // for them.
 func StartQueryService(ctx context.Context, nc *nats.Conn, ol *onelogin.Client, version string, log *slog.Logger) (*QueryService, error) {
-	q := &QueryService{ctx: ctx, sem: make(chan struct{}, 8)}
+	q := &QueryService{ctx: ctx, sem: make(chan struct{}, 8), users: &Resolver{ol: ol}}
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        "mfa",
 		Version:     version,
@@ -88,13 +92,24 @@ func (q *QueryService) serve(req micro.Request, name string, fn func(context.Con
 		defer q.wg.Done()
 		defer func() { <-q.sem }()
 		var r queryRequest
-		if err := json.Unmarshal(req.Data(), &r); err != nil || r.UserID <= 0 {
-			_ = req.RespondJSON(queryReply{Error: &job.ErrorInfo{Code: job.CodeInvalidUserID, Message: `request must be {"user_id": N} with N a positive integer`}})
+		if err := json.Unmarshal(req.Data(), &r); err != nil || (r.UserID <= 0) == (r.User == nil) || (r.User != nil && r.User.Kind() == "") {
+			_ = req.RespondJSON(queryReply{Error: &job.ErrorInfo{Code: job.CodeInvalidUserID, Message: `request must be {"user_id": N} with N a positive integer, or {"user": {"email"|"username"|"external_id": "..."}}`}})
 			return
 		}
 		ctx, cancel := context.WithTimeout(q.ctx, queryTimeout)
 		defer cancel()
-		data, err := fn(ctx, r.UserID)
+		user := r.UserID
+		if r.User != nil {
+			id, err := q.resolve(ctx, r.User)
+			if err != nil {
+				info := errorInfo("resolve user", err)
+				log.Info("query failed", "endpoint", name, "code", info.Code, "http_status", info.HTTPStatus)
+				_ = req.RespondJSON(queryReply{Error: info})
+				return
+			}
+			user = id
+		}
+		data, err := fn(ctx, user)
 		if err != nil {
 			info := errorInfo(name, err)
 			log.Info("query failed", "endpoint", name, "code", info.Code, "http_status", info.HTTPStatus)
@@ -114,6 +129,14 @@ func (q *QueryService) Stop() error {
 
 // errorInfo is the error object of a query reply, built as for results.
 func errorInfo(op string, err error) *job.ErrorInfo {
+	var le *onelogin.UserLookupError
+	if errors.As(err, &le) {
+		msg := "no OneLogin user has this " + le.Field
+		if le.Code == onelogin.CodeIdentityAmbiguous {
+			msg = fmt.Sprintf("%d OneLogin users have this %s", le.Matches, le.Field)
+		}
+		return &job.ErrorInfo{Code: le.Code, Message: op + ": " + msg}
+	}
 	if onelogin.Classify(err) == onelogin.Permanent {
 		pe := jobs.Failure("", op, err)
 		return &job.ErrorInfo{Code: pe.Code, Message: pe.Message, HTTPStatus: pe.HTTPStatus}

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mfa-worker/mfa-worker/internal/config"
+	"github.com/mfa-worker/mfa-worker/internal/history"
 	"github.com/mfa-worker/mfa-worker/internal/job"
 )
 
@@ -22,6 +23,11 @@ const (
 	BucketLocks    = "MFA_LOCKS"
 	ConsumerUrgent = "mfa-worker-urgent"
 	ConsumerNormal = "mfa-worker"
+	// StreamHistory is the per-person index of results (package history).
+	StreamHistory = history.Stream
+	// ConsumerHistory reads MFA_RESULTS into MFA_HISTORY, shared by every
+	// replica.
+	ConsumerHistory = "mfa-history"
 )
 
 // Config configures the JetStream objects.
@@ -119,6 +125,9 @@ func Consumer(l job.Lane) string {
 type Objects struct {
 	Urgent, Normal jetstream.Consumer
 	Ledger, Locks  jetstream.KeyValue
+	// History is the consumer on MFA_RESULTS that indexes each result
+	// into MFA_HISTORY.
+	History jetstream.Consumer
 }
 
 // Provision creates or updates the streams, buckets and consumers. It is
@@ -167,8 +176,25 @@ func Provision(ctx context.Context, js jetstream.JetStream, topo Config, cfg Con
 			return nil, fmt.Errorf("provision stream %s: %w", sc.Name, err)
 		}
 	}
+	if err := history.Provision(ctx, js, history.Config{Replicas: topo.Replicas, DuplicateWindow: topo.DuplicateWindow}); err != nil {
+		return nil, err
+	}
 	objs := &Objects{}
 	var err error
+	objs.History, err = js.CreateOrUpdateConsumer(ctx, StreamResults, jetstream.ConsumerConfig{
+		Durable:     ConsumerHistory,
+		Description: "Indexes every result into MFA_HISTORY by person",
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		AckWait:     30 * time.Second,
+		// New deployments index from the start of the stream; an entry
+		// appended twice is dropped by its message id.
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		MaxAckPending: 1000,
+		Replicas:      topo.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision consumer %s: %w", ConsumerHistory, err)
+	}
 	objs.Ledger, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: BucketLedger, Description: "Idempotency record per job id",
 		TTL: topo.LedgerTTL, History: 1, Storage: jetstream.FileStorage, Replicas: topo.Replicas,

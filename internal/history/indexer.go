@@ -1,0 +1,68 @@
+package history
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Index reads results from cons (a durable consumer on MFA_RESULTS) and
+// appends each to store, until ctx ends. It is how the worker keeps the
+// index: off the job path, so a job's settlement never waits for it, and
+// durable, so a result published just before a crash is indexed by the
+// next replica to read the consumer. Each entry is appended with the
+// result's own Nats-Msg-Id, so one redelivered is stored once. A message
+// that is not a result is logged (subject and sequence only) and dropped.
+func Index(ctx context.Context, cons jetstream.Consumer, store *Store, log *slog.Logger) error {
+	it, err := cons.Messages(jetstream.PullMaxMessages(64), jetstream.PullExpiry(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("history: consume results: %w", err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+				return nil
+			}
+			log.Warn("reading results for the history index failed; retrying", "err", err)
+			t := time.NewTimer(time.Second)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+			continue
+		}
+		var seq uint64
+		if md, err := msg.Metadata(); err == nil {
+			seq = md.Sequence.Stream
+		}
+		e, err := EntryFromResult(msg.Data())
+		if err != nil {
+			log.Warn("a message on the result stream is not a result; not indexed", "subject", msg.Subject(), "seq", seq)
+			_ = msg.Term()
+			continue
+		}
+		id := msg.Headers().Get(jetstream.MsgIDHeader)
+		if id == "" {
+			id = fmt.Sprintf("results:%d", seq)
+		}
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		err = store.Append(actx, e, id)
+		cancel()
+		if err != nil {
+			log.Warn("indexing a result failed; it will be retried", "job_id", e.JobID, "err", err)
+			_ = msg.NakWithDelay(time.Second)
+			continue
+		}
+		_ = msg.Ack()
+	}
+}

@@ -1,0 +1,68 @@
+package ops
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/mfa-worker/mfa-worker/internal/history"
+	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/onelogin"
+)
+
+// Resolver finds the OneLogin user that a query's "user" names, with the
+// same exact match as jobs (onelogin.Client.FindUser), at the normal
+// priority: queries never take the urgent lane's place in the OneLogin
+// budget. It caches nothing: a query is an operator's question, asked
+// rarely.
+type Resolver struct {
+	ol *onelogin.Client
+}
+
+// NewResolver returns a resolver on ol.
+func NewResolver(ol *onelogin.Client) *Resolver { return &Resolver{ol: ol} }
+
+// resolve returns the user id sel names, or the client's error (a
+// *onelogin.UserLookupError when none or several match).
+func (r *Resolver) resolve(ctx context.Context, sel *job.User) (int64, error) {
+	u, _, err := r.ol.FindUser(onelogin.WithPriority(ctx, onelogin.PriorityNormal), onelogin.UserSelector{Email: sel.Email, Username: sel.Username, ExternalID: sel.ExternalID}, false)
+	if err != nil {
+		return 0, err
+	}
+	return int64(u.ID), nil
+}
+
+// ResolveUser implements history.Resolver: 0 and no error when no user
+// matches; several matches are an error that names the field, never the
+// value.
+func (r *Resolver) ResolveUser(ctx context.Context, sel history.Selector) (int64, error) {
+	id, err := r.resolve(ctx, &job.User{Email: sel.Email, Username: sel.Username, ExternalID: sel.ExternalID})
+	var le *onelogin.UserLookupError
+	if errors.As(err, &le) && le.Code == onelogin.CodeUserNotFound {
+		return 0, nil
+	}
+	return id, err
+}
+
+func (q *QueryService) resolve(ctx context.Context, sel *job.User) (int64, error) {
+	return q.users.resolve(ctx, sel)
+}
+
+// AddHistory registers mfa.query.history on the service, answered from
+// store (package history); a request naming a person by "user" is resolved
+// as the other queries' are. Answers run a few at a time off the
+// subscription's goroutine, like the others, and Stop waits for them.
+func (q *QueryService) AddHistory(store *history.Store, log *slog.Logger) error {
+	h := history.NewHandler(store, q.users, log)
+	return q.svc.AddGroup("mfa.query").AddEndpoint("history", micro.HandlerFunc(func(req micro.Request) {
+		q.sem <- struct{}{}
+		q.wg.Add(1)
+		go func() {
+			defer q.wg.Done()
+			defer func() { <-q.sem }()
+			h.Handle(req)
+		}()
+	}))
+}
