@@ -62,14 +62,21 @@ func TestRunStopsOnBadConfigNamingEverySetting(t *testing.T) {
 // once it is ready, with how long that took and the NATS URL its banner
 // names.
 func startDev(t *testing.T) (time.Duration, string) {
+	ready, nurl, _ := startDevOutput(t)
+	return ready, nurl
+}
+
+// startDevOutput is startDev that also returns what dev prints (the
+// banner, the simulator's OTPs).
+func startDevOutput(t *testing.T) (time.Duration, string, *testenv.SyncBuffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var banner strings.Builder
+	banner := &testenv.SyncBuffer{}
 	addr := make(chan string, 1)
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() {
-		done <- dev(ctx, devConfig{DataDir: t.TempDir(), NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Version: "1.2.3", Out: &banner},
+		done <- dev(ctx, devConfig{DataDir: t.TempDir(), NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", Version: "1.2.3", Out: banner},
 			slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), func(a string) { addr <- a })
 	}()
 	t.Cleanup(func() {
@@ -98,7 +105,7 @@ func startDev(t *testing.T) (time.Duration, string) {
 	if nurl == "" {
 		t.Fatalf("banner names no NATS URL:\n%s", banner.String())
 	}
-	return ready, nurl
+	return ready, nurl, banner
 }
 
 func TestSubmitAndDLQCommands(t *testing.T) {
