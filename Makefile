@@ -30,7 +30,8 @@ test-unit:
 ## package): numbers on the page against /metrics, a person lookup, a
 ## screenshot for the README.
 test-browser:
-	$(GO) test -tags browser -count=1 -timeout 10m ./internal/status/... ./internal/app/...
+	$(GO) test -tags browser -count=1 -timeout 10m ./internal/status/...
+	$(GO) test -tags browser -count=1 -timeout 10m -run 'TestStatusPageOfTheRealWorker' ./internal/app/
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/onelogin

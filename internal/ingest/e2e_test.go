@@ -188,6 +188,87 @@ func TestDocumentedCurlEndsInOffboard(t *testing.T) {
 	}
 }
 
+// sendLeaver signs and sends one leaver CloudEvent whose data is data.
+func (st *stack) sendLeaver(t testing.TB, id string, data string) {
+	t.Helper()
+	key, _ := ingest.ParseWebhookSecret([]byte(docSecret))
+	body := []byte(fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"test","type":"io.mfaworker.person.left","data":%s}`, id, data))
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	mac := hmac.New(sha256.New, key)
+	fmt.Fprintf(mac, "%s.%s.", id, ts)
+	mac.Write(body)
+	req, _ := http.NewRequest(http.MethodPost, st.ingest+"/events", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/cloudevents+json")
+	req.Header.Set("webhook-id", id)
+	req.Header.Set("webhook-timestamp", ts)
+	req.Header.Set("webhook-signature", "v1,"+base64.StdEncoding.EncodeToString(mac.Sum(nil)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("event %s: %d %s", id, resp.StatusCode, b)
+	}
+}
+
+// waitResult waits for the result of a job whose id starts with prefix.
+func (st *stack) waitResult(t testing.TB, prefix string) map[string]any {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case id := <-st.arrived:
+			if strings.HasPrefix(id, prefix) {
+				st.mu.Lock()
+				defer st.mu.Unlock()
+				return st.results[id]
+			}
+		case <-deadline:
+			t.Fatalf("no result for %s", prefix)
+		}
+	}
+}
+
+// TestLeaverByExternalIDRemovesTheFactors: an HR system knows people by
+// employee id, which is OneLogin's external_id; one leaver event naming it
+// ends in that OneLogin user's factors removed, and an employee id OneLogin
+// does not know ends failed user_not_found, never in a success.
+func TestLeaverByExternalIDRemovesTheFactors(t *testing.T) {
+	st := startStack(t)
+	var devs []int64
+	for _, f := range []string{"OneLogin SMS", "OneLogin Voice"} {
+		d, err := st.sim.EnrollDevice(77, f, "phone", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		devs = append(devs, d)
+	}
+	st.sendLeaver(t, "ext-leaver-1", `{"external_id":"ext77"}`)
+	r := st.waitResult(t, "hr:cloudevents:")
+	if r["type"] != "offboard" || r["outcome"] != "succeeded" || r["user_id"] != float64(77) {
+		t.Fatalf("result %v", r)
+	}
+	if u, _ := r["user"].(map[string]any); u["external_id"] != "ext77" {
+		t.Errorf("result's user %v, want the external id echoed", r["user"])
+	}
+	removed, _ := r["data"].(map[string]any)["removed_device_ids"].([]any)
+	if len(removed) != len(devs) {
+		t.Errorf("removed %v, want %v", removed, devs)
+	}
+	if d := st.sim.Devices(77); len(d) != 0 {
+		t.Errorf("user 77 still has %v", d)
+	}
+
+	st.sendLeaver(t, "ext-leaver-2", `{"external_id":"no-such-employee"}`)
+	r = st.waitResult(t, "hr:cloudevents:")
+	e, _ := r["error"].(map[string]any)
+	if r["outcome"] != "failed" || e["code"] != "user_not_found" || r["user_id"] != float64(0) {
+		t.Fatalf("unknown employee: %v", r)
+	}
+}
+
 // BenchmarkEventToResult measures the time from sending a signed leaver
 // CloudEvent to its offboard result, one event at a time under an idle
 // worker, and reports the median and the 99th percentile (run with
