@@ -171,3 +171,40 @@ func TestResultDataKeepsLargeIDs(t *testing.T) {
 		t.Errorf("data without data: %v", none.Data)
 	}
 }
+
+func TestJobsThatNameAPerson(t *testing.T) {
+	p := newParser(t, false)
+	j, rej := p.Parse("mfa.jobs.offboard", []byte(`{"id":"p1","type":"offboard","user":{"external_id":"E-7"}}`))
+	if rej != nil {
+		t.Fatal(rej)
+	}
+	if j.UserID != 0 || j.User == nil || j.User.Kind() != job.SelectorExternalID || j.User.Value() != "E-7" {
+		t.Fatalf("job %+v, user %+v", j, j.User)
+	}
+	r := j.Result(job.Failed, 1, time.Unix(0, 0), time.Unix(1, 0), &job.ErrorInfo{Code: job.CodeUserNotFound, Message: "m"}, nil)
+	if b := string(r.Marshal()); !strings.Contains(b, `"user":{"external_id":"E-7"}`) || !strings.Contains(b, `"user_id":0`) {
+		t.Fatalf("result %s", b)
+	}
+	for _, c := range []struct{ name, body, code, msg string }{
+		{"both", `{"id":"p2","type":"offboard","user_id":1,"user":{"email":"a@b.c"}}`, job.CodeConflictingFields, "user_id or user, not both"},
+		{"neither", `{"id":"p3","type":"offboard"}`, job.CodeMissingField, "user_id or user is required"},
+		{"empty selector", `{"id":"p4","type":"offboard","user":{}}`, job.CodeMissingField, "exactly one of email"},
+		{"two fields", `{"id":"p5","type":"offboard","user":{"email":"a@b.c","username":"a"}}`, job.CodeMissingField, "exactly one of email"},
+		{"unknown field", `{"id":"p6","type":"offboard","user":{"phone":"1"}}`, job.CodeUnknownField, "user"},
+		{"empty value", `{"id":"p7","type":"offboard","user":{"email":""}}`, job.CodeInvalidLength, "user.email"},
+		{"leading wildcard", `{"id":"p8","type":"offboard","user":{"email":"*@b.c"}}`, job.CodeInvalidFormat, "must not start with"},
+		{"leading negation", `{"id":"p9","type":"offboard","user":{"username":"!root"}}`, job.CodeInvalidFormat, "must not start with"},
+		{"control character", `{"id":"p10","type":"offboard","user":{"username":"a\u0007b"}}`, job.CodeInvalidFormat, "control"},
+		{"not an object", `{"id":"p11","type":"offboard","user":"a@b.c"}`, job.CodeWrongType, "user"},
+		{"missing param named", `{"id":"p12","type":"remove","user_id":1,"params":{}}`, job.CodeMissingField, "params.device_id is required"},
+	} {
+		typ := strings.Split(strings.Split(c.body, `"type":"`)[1], `"`)[0]
+		_, rej := p.Parse("mfa.jobs."+typ, []byte(c.body))
+		if rej == nil || rej.Code != c.code || !strings.Contains(rej.Message, c.msg) {
+			t.Errorf("%s: %+v; want %s naming %q", c.name, rej, c.code, c.msg)
+		}
+		if rej != nil && strings.Contains(rej.Message, "a@b.c") {
+			t.Errorf("%s: the message echoes the selector's value: %s", c.name, rej.Message)
+		}
+	}
+}
