@@ -46,11 +46,13 @@ func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *topol
 	if err != nil {
 		return nil, err
 	}
+	led := ledger.New(objs.Ledger)
 	r := &Runner{cfg: cfg, log: log, objs: objs, m: m, sem: newPrioritySem(cfg.Concurrency), order: newKeyedQueue()}
 	r.x = &executor{
 		cfg: &r.cfg, budgets: newBudgets(&r.cfg), log: log, pub: js, m: m, owner: cfg.Owner, parser: parser,
 		policy: policy{maxDeliver: cfg.MaxDeliver, nakBase: cfg.NakBase, nakMax: cfg.NakMax},
-		ledger: ledger.New(objs.Ledger),
+		ledger: led,
+		grants: led,
 		locks:  ledger.NewLocks(objs.Locks, cfg.Owner),
 		h:      &handlers{ol: ol, factors: newFactorCache(cfg.FactorCacheTTL)},
 	}
