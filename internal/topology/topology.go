@@ -35,7 +35,7 @@ type Config struct {
 	// is reached, and mfa_dlq_usage_ratio warns before that.
 	DLQMaxBytes int
 	DLQMaxMsgs  int
-	LedgerTTL       time.Duration // WORKER_LEDGER_TTL
+	LedgerTTL   time.Duration // WORKER_LEDGER_TTL
 }
 
 // DefaultConfig is the topology of a single-node deployment.
