@@ -271,8 +271,14 @@ func describe(ve *jsonschema.ValidationError) (string, string) {
 	case *kind.Required:
 		return CodeMissingField, fmt.Sprintf("%s: missing %s", loc, strings.Join(k.Missing, ", "))
 	case *kind.AdditionalProperties:
-		names := make([]string, 0, len(k.Properties))
-		for _, p := range k.Properties {
+		// At most five names: a body of thousands of unknown fields must
+		// not make a message of its size.
+		names := make([]string, 0, 6)
+		for i, p := range k.Properties {
+			if i == 5 {
+				names = append(names, fmt.Sprintf("and %d more", len(k.Properties)-5))
+				break
+			}
 			names = append(names, fmt.Sprintf("%.40q", p))
 		}
 		return CodeUnknownField, fmt.Sprintf("%s: unknown field %s", loc, strings.Join(names, ", "))

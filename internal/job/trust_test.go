@@ -3,6 +3,7 @@ package job_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -189,5 +190,19 @@ func BenchmarkParseAbsurdNumber(b *testing.B) {
 		if _, rej := p.Parse("mfa.jobs.remove", body); rej == nil {
 			b.Fatal("accepted")
 		}
+	}
+}
+
+func TestManyUnknownFieldsMakeAShortMessage(t *testing.T) {
+	p, _ := job.NewParser(64<<10, false)
+	var b strings.Builder
+	b.WriteString(`{"id":"k","type":"remove","user_id":1,"params":{"device_id":1}`)
+	for i := 0; i < 3000; i++ {
+		fmt.Fprintf(&b, `,"field%d":1`, i)
+	}
+	b.WriteString("}")
+	_, rej := p.Parse("mfa.jobs.remove", []byte(b.String()))
+	if rej == nil || rej.Code != job.CodeUnknownField || len(rej.Message) > 400 || !strings.Contains(rej.Message, "and 2995 more") {
+		t.Fatalf("%+v", rej)
 	}
 }
