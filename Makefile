@@ -35,6 +35,7 @@ test-browser:
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/onelogin
+	$(GO) test -run '^$$' -fuzz '^FuzzResultMsgIDInjective$$' -fuzztime $(FUZZTIME) ./internal/job
 
 lint:
 	$(GO) vet ./...

@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/nats-io/nkeys"
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -68,6 +67,11 @@ func (p *Parser) Parse(subject string, body []byte) (*Job, *Rejection) {
 		r.JobID, r.UserID = peekIdentity(body)
 		return nil, r
 	}
+	if off, problem := scanNumbers(body); off >= 0 {
+		r := rej(CodeUnreasonableNumber, "%s (at byte %d)", problem, off)
+		r.JobID, r.UserID = peekIdentity(body)
+		return nil, r
+	}
 	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
 	if err != nil {
 		return nil, rej(CodeInvalidJSON, "body is not JSON: %s", jsonErrorText(err))
@@ -108,6 +112,9 @@ func (p *Parser) check(j *Job, obj map[string]any) *Rejection {
 	if r := checkUser(j, obj); r != nil {
 		return r
 	}
+	if r := checkChars(j); r != nil {
+		return r
+	}
 	switch j.Type {
 	case TypeGenerateToken:
 		if j.Params.RecipientXKey == "" && !p.allowPlainText {
@@ -143,11 +150,12 @@ func checkUser(j *Job, obj map[string]any) *Rejection {
 	}
 	kind, value := j.User.field()
 	loc := "user." + kind
+	if r, bad := badChar(value); bad {
+		return &Rejection{Code: CodeInvalidCharacters, Message: fmt.Sprintf("%s: holds the control or bidirectional character U+%04X", loc, r)}
+	}
 	switch {
 	case len(value) > 255:
 		return &Rejection{Code: CodeInvalidLength, Message: loc + ": must have at most 255 bytes"}
-	case strings.IndexFunc(value, unicode.IsControl) >= 0:
-		return &Rejection{Code: CodeInvalidFormat, Message: loc + ": must not hold control characters"}
 	case value[0] == '*' || value[0] == '!':
 		// OneLogin reads them as a wildcard and a negation; with no literal
 		// prefix there is nothing to match exactly.
@@ -214,6 +222,9 @@ func validID(id string) bool {
 func intOf(n json.Number) (int64, bool) {
 	if v, err := n.Int64(); err == nil {
 		return v, true
+	}
+	if off, _ := scanNumbers([]byte(n)); off >= 0 {
+		return 0, false // too costly to read, and no int64 anyway
 	}
 	r, ok := new(big.Rat).SetString(string(n))
 	if !ok || !r.IsInt() || !r.Num().IsInt64() {
@@ -325,8 +336,14 @@ func describe(ve *jsonschema.ValidationError) (string, string) {
 		}
 		return CodeMissingField, strings.Join(names, ", ") + " are required"
 	case *kind.AdditionalProperties:
-		names := make([]string, 0, len(k.Properties))
-		for _, p := range k.Properties {
+		// At most five names: a body of thousands of unknown fields must
+		// not make a message of its size.
+		names := make([]string, 0, 6)
+		for i, p := range k.Properties {
+			if i == 5 {
+				names = append(names, fmt.Sprintf("and %d more", len(k.Properties)-5))
+				break
+			}
 			names = append(names, fmt.Sprintf("%.40q", p))
 		}
 		return CodeUnknownField, fmt.Sprintf("%s: unknown field %s", loc, strings.Join(names, ", "))
@@ -442,30 +459,11 @@ func jsonErrorText(err error) string {
 	return "unexpected end of input"
 }
 
-// BlankSecrets empties params.otp_token and params.state_token, leaving the
-// rest of the job as it was. A body that is not a JSON object is kept.
-func BlankSecrets(body []byte) []byte {
-	var obj map[string]json.RawMessage
-	if json.Unmarshal(body, &obj) != nil {
-		return body
-	}
-	var params map[string]json.RawMessage
-	if json.Unmarshal(obj["params"], &params) != nil || params == nil {
-		return body
-	}
-	for _, k := range secretParams {
-		if _, ok := params[k]; ok {
-			params[k] = json.RawMessage(`""`)
-		}
-	}
-	pb, err := json.Marshal(params)
-	if err != nil {
-		return body
-	}
-	obj["params"] = pb
-	out, err := json.Marshal(obj)
-	if err != nil {
-		return body
-	}
-	return out
+// RejectionHash identifies the body of a rejected job in the ledger: the
+// SHA-256 of the body with its secrets blanked (so that a DLQ copy hashes
+// as its original), prefixed so that it never equals a valid job's hash.
+func RejectionHash(body []byte) string {
+	b, _ := Scrub(body)
+	sum := sha256.Sum256(b)
+	return "r:" + hex.EncodeToString(sum[:16])
 }

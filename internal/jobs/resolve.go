@@ -87,13 +87,14 @@ func (x *executor) answerFromLedger(ctx context.Context, t *task) bool {
 	}
 	switch {
 	case e.Hash != j.Hash:
-		t.rej = &job.Rejection{Code: job.CodeIDReused, Message: "this id was already used for a job with a different body", JobID: j.ID, Type: j.Type, User: j.User, Job: j}
-		x.settle(ctx, t, outcome{}, t.rej)
+		x.reused(ctx, t)
 		return true
 	case e.State != ledger.Finished:
 		return false
-	case t.replay != "" && e.Replay != t.replay && job.Outcome(e.Outcome).DeadLetters():
-		return false // a dead letter re-driven on purpose runs again
+	case t.replay != 0 && job.Outcome(e.Outcome).DeadLetters() && replayOf(&e.Record) != t.replay:
+		// Perhaps a dead letter re-driven with a grant: the claim decides
+		// (and consumes the grant) after the lookup.
+		return false
 	}
 	x.redeliver(ctx, t, e)
 	return true
@@ -113,9 +114,7 @@ func (x *executor) failUnresolved(ctx context.Context, t *task, err error) {
 		x.redeliver(ctx, t, d.entry)
 		return
 	case claimReused:
-		j := t.job
-		t.rej = &job.Rejection{Code: job.CodeIDReused, Message: "this id was already used for a job with a different body", JobID: j.ID, Type: j.Type, User: j.User, Job: j}
-		x.settle(ctx, t, outcome{}, t.rej)
+		x.reused(ctx, t)
 		return
 	}
 	x.settle(ctx, t, outcome{}, err)
