@@ -70,7 +70,8 @@ func (s *Server) RunMapper(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	},
-		// Few messages buffered: each one's ack timer runs while it waits.
+		// At most a batch buffered here and one in work: each one's ack
+		// timer runs while it waits.
 		jetstream.PullMaxMessages(mapBatch),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if ctx.Err() == nil {
