@@ -61,6 +61,11 @@ func TestHistoryCommand(t *testing.T) {
 	if err := svc.AddGroup("mfa.query").AddEndpoint("history", h); err != nil {
 		t.Fatal(err)
 	}
+	// The endpoint's subscription must reach the server before the
+	// command, on another connection, asks.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	url := srv.ClientURL()
 	cmd := func(args ...string) (int, string, string) {
 		var out, errb bytes.Buffer
