@@ -42,7 +42,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 ## run: build bin/worker, then run `worker dev` (the built binary, so that
-## Ctrl-C stops it cleanly and make exits 0).
+## Ctrl-C stops it cleanly, with no "make: *** Error 1").
 run: build
 	./bin/worker dev
 
