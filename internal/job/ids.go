@@ -27,7 +27,19 @@ const (
 	// HeaderReplay marks a job re-published from the DLQ; its value tags
 	// the replay so that the job runs again once, despite the ledger.
 	HeaderReplay = "Mfa-Replay"
+	// HeaderJobTime carries the job's time (RFC 3339, see Job.Time) on
+	// schedules and DLQ copies, and on replays taken from them, so that a
+	// job without not_before or requested_at keeps the time of its first
+	// message on every path.
+	HeaderJobTime = "Mfa-Job-Time"
 )
+
+// ScheduledSubjectPrefix is where jobs wait until their not_before:
+// mfa.scheduled.<type>.<ledger key token of the id>.
+const ScheduledSubjectPrefix = "mfa.scheduled."
+
+// ScheduleMsgID is the message id of the schedule that parks a job.
+func ScheduleMsgID(jobID string) string { return jobID + ":schedule" }
 
 // ResultMsgID is the message id of a job's result: <id>:result, so that a
 // result published twice is stored once. The result of a replayed dead

@@ -38,6 +38,8 @@ type Parser struct {
 	schema         *jsonschema.Schema
 	maxBytes       int
 	allowPlainText bool
+	// Now is the parser's clock, for the not_before horizon.
+	Now func() time.Time
 }
 
 // NewParser compiles the job schema. maxBytes bounds a job's size.
@@ -46,7 +48,7 @@ func NewParser(maxBytes int, allowPlainTokens bool) (*Parser, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Parser{schema: s, maxBytes: maxBytes, allowPlainText: allowPlainTokens}, nil
+	return &Parser{schema: s, maxBytes: maxBytes, allowPlainText: allowPlainTokens, Now: time.Now}, nil
 }
 
 // Parse validates one message body received on subject.
@@ -102,6 +104,14 @@ func (p *Parser) Parse(subject string, body []byte) (*Job, *Rejection) {
 
 // check applies the rules a schema cannot express.
 func (p *Parser) check(j *Job) *Rejection {
+	if !j.NotBefore.IsZero() {
+		if horizon := p.Now().Add(MaxAhead); j.NotBefore.After(horizon) {
+			return &Rejection{Code: CodeOutOfRange, Message: "not_before: more than 366 days ahead"}
+		}
+		if !j.NotAfter.IsZero() && j.NotBefore.After(j.NotAfter) {
+			return &Rejection{Code: CodeConflictingFields, Message: "not_before is after not_after: the job could never run"}
+		}
+	}
 	switch j.Type {
 	case TypeGenerateToken:
 		if j.Params.RecipientXKey == "" && !p.allowPlainText {
@@ -179,6 +189,7 @@ func build(obj map[string]any) *Job {
 		Source:        str(obj, "source"),
 	}
 	j.RequestedAt, _ = time.Parse(time.RFC3339Nano, str(obj, "requested_at"))
+	j.NotBefore, _ = time.Parse(time.RFC3339Nano, str(obj, "not_before"))
 	j.NotAfter, _ = time.Parse(time.RFC3339Nano, str(obj, "not_after"))
 	pm, _ := obj["params"].(map[string]any)
 	j.Params = Params{
@@ -195,6 +206,7 @@ func build(obj map[string]any) *Job {
 		ExpiresIn:           int(integer(pm, "expires_in")),
 		Reusable:            pm["reusable"] == true,
 		RecipientXKey:       str(pm, "recipient_xkey"),
+		JobID:               str(pm, "job_id"),
 	}
 	if b, ok := pm["numeric_sms_otp"].(bool); ok {
 		j.Params.NumericSMSOTP = &b
