@@ -46,6 +46,7 @@ const (
 	// Query replies only (mfa.query.*), never in a result.
 	CodeOneLoginUnavailable = "onelogin_unavailable"
 	CodeRateLimited         = "rate_limited"
+	CodeLedgerUnavailable   = "ledger_unavailable"
 )
 
 // CodeInfo describes one error code.
@@ -93,6 +94,7 @@ var Codes = []CodeInfo{
 	{CodeSupersededByOffboard, Cancelled, "the job's time is earlier than the user's last offboard; OneLogin was not called"},
 	{CodeOneLoginUnavailable, "", "OneLogin did not answer or answered 5xx; retryable"},
 	{CodeRateLimited, "", "the OneLogin rate limit is spent; retryable"},
+	{CodeLedgerUnavailable, "", "the job ledger did not answer (mfa.query.job); retryable"},
 }
 
 // CodesOf returns the codes that come with outcome o.

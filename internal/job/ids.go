@@ -2,6 +2,7 @@ package job
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"strconv"
 )
@@ -37,6 +38,17 @@ const (
 // ScheduledSubjectPrefix is where jobs wait until their not_before:
 // mfa.scheduled.<type>.<ledger key token of the id>.
 const ScheduledSubjectPrefix = "mfa.scheduled."
+
+// IDToken encodes a job id as one NATS subject token (base64url, no
+// padding): job ids may hold any printable ASCII, subject tokens may not.
+// The ledger key of a job is job.<IDToken(id)>.
+func IDToken(jobID string) string { return base64.RawURLEncoding.EncodeToString([]byte(jobID)) }
+
+// ScheduledSubject is the subject of the schedule that parks job id of
+// type t until its not_before.
+func ScheduledSubject(t Type, jobID string) string {
+	return ScheduledSubjectPrefix + string(t) + "." + IDToken(jobID)
+}
 
 // ScheduleMsgID is the message id of the schedule that parks a job.
 func ScheduleMsgID(jobID string) string { return jobID + ":schedule" }

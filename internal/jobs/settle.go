@@ -112,6 +112,14 @@ func (x *executor) redeliver(ctx context.Context, t *task, e *ledger.Entry) {
 	if !same {
 		x.m.Duplicate(string(t.job.Type))
 	}
+	if t.fired && !same {
+		// A schedule fired for a job that ended meanwhile (a cancel, or
+		// its original message came back when due): its result is out.
+		if err := t.msg.Ack(); err != nil {
+			x.log.Warn("acking a fired schedule failed", "job_id", t.job.ID, "err", err)
+		}
+		return
+	}
 	v := decideFinished(job.Outcome(e.Outcome), res.Error, same)
 	if x.deliver(ctx, t, res.Subject(), e.Result, e.ResultMsgID, v, same && e.DeadLettered) {
 		x.log.Info("job already finished; stored result published again", "job_id", t.job.ID, "type", t.job.Type, "outcome", e.Outcome, "duplicate", !same)
@@ -224,6 +232,9 @@ func (x *executor) deadLetter(ctx context.Context, t *task, reason job.Outcome, 
 	h.Set(job.HeaderOriginalSubject, t.msg.Subject())
 	if id := t.jobID(); id != "" {
 		h.Set(job.HeaderJobID, id)
+	}
+	if !t.jobTime.IsZero() {
+		h.Set(job.HeaderJobTime, t.jobTime.UTC().Format(time.RFC3339Nano))
 	}
 	if err := x.publish(ctx, job.DLQSubjectPrefix+string(typ), body, job.DLQMsgID(t.seq, t.replay), h); err != nil {
 		return err

@@ -26,7 +26,9 @@ type DeadLetter struct {
 	ErrorCode       string    `json:"error_code"`
 	Deliveries      int       `json:"deliveries"`
 	OriginalSubject string    `json:"original_subject"`
-	Body            []byte    `json:"-"`
+	// JobTime is the job's time (Mfa-Job-Time), handed on to a replay.
+	JobTime string `json:"job_time,omitempty"`
+	Body    []byte `json:"-"`
 }
 
 // DeadLetterFilter selects dead letters; empty fields match all.
@@ -82,6 +84,7 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, f DeadLetterFi
 			Seq: seq, Subject: m.Subject, Time: m.Time, JobID: m.Header.Get(job.HeaderJobID),
 			Reason: m.Header.Get(job.HeaderReason), ErrorCode: m.Header.Get(job.HeaderErrorCode), Deliveries: n,
 			OriginalSubject: m.Header.Get(job.HeaderOriginalSubject), Body: m.Data,
+			JobTime: m.Header.Get(job.HeaderJobTime),
 		}
 		if f.match(d) {
 			out = append(out, d)
@@ -106,6 +109,9 @@ func Replay(ctx context.Context, js jetstream.JetStream, d DeadLetter) error {
 	m.Data = d.Body
 	m.Header.Set(job.HeaderReplay, tag)
 	m.Header.Set(jetstream.MsgIDHeader, job.ReplayMsgID(d.JobID, tag))
+	if d.JobTime != "" {
+		m.Header.Set(job.HeaderJobTime, d.JobTime)
+	}
 	if _, err := js.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("replay DLQ #%d: %w", d.Seq, err)
 	}
