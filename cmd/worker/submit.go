@@ -61,6 +61,7 @@ func cmdSubmit(ctx context.Context, args []string, stdout io.Writer) error {
 	correlation := fs.String("correlation-id", "", "copied to the result")
 	source := fs.String("source", "cli", "copied to the result")
 	notAfter := fs.String("not-after", "", "RFC 3339 time after which the job is not run")
+	notBefore := fs.String("not-before", "", "RFC 3339 time before which the job is not run (at most 366 days ahead)")
 	p := map[string]any{}
 	str := func(name, key, help string) {
 		fs.Func(name, help, func(s string) error { p[key] = s; return nil })
@@ -96,10 +97,18 @@ func cmdSubmit(ctx context.Context, args []string, stdout io.Writer) error {
 	num("expires-in", "expires_in", "generate_token: seconds (120..259200)")
 	boolean("reusable", "reusable", "generate_token: reusable token")
 	str("recipient-xkey", "recipient_xkey", "generate_token: curve public key to seal the token to")
+	str("job-id", "job_id", "cancel: the id of the job to cancel")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	if *user <= 0 {
+	if typ == job.TypeCancel {
+		if *user != 0 {
+			return usageErr("a cancel names no user: give --job-id only")
+		}
+		if _, ok := p["job_id"]; !ok {
+			return usageErr("--job-id ID is required for cancel")
+		}
+	} else if *user <= 0 {
 		return usageErr("--user N is required")
 	}
 	if *jsonFile != "" {
@@ -130,7 +139,13 @@ func cmdSubmit(ctx context.Context, args []string, stdout io.Writer) error {
 		_, _ = rand.Read(b)
 		*id = fmt.Sprintf("cli-%s-%d-%s", typ, *user, hex.EncodeToString(b))
 	}
-	j := map[string]any{"id": *id, "type": typ, "user_id": *user, "source": *source, "requested_at": time.Now().UTC().Format(time.RFC3339)}
+	j := map[string]any{"id": *id, "type": typ, "source": *source, "requested_at": time.Now().UTC().Format(time.RFC3339)}
+	if typ != job.TypeCancel {
+		j["user_id"] = *user
+	}
+	if *notBefore != "" {
+		j["not_before"] = *notBefore
+	}
 	if len(p) > 0 {
 		j["params"] = p
 	}
