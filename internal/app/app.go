@@ -78,7 +78,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	if err != nil {
 		return fail(fmt.Errorf("start query service: %w", err))
 	}
-	if err := q.AddJobEndpoint(ledger.New(objs.Ledger)); err != nil {
+	if err := q.AddJobEndpoint(ledger.New(objs.Ledger), objs.Jobs); err != nil {
 		_ = q.Stop()
 		return fail(fmt.Errorf("start query service: %w", err))
 	}

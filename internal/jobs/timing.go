@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -41,9 +42,43 @@ type peopleStore interface {
 	RecordOffboard(ctx context.Context, userID int64, at time.Time, jobID string) error
 }
 
-// purger removes a schedule from MFA_JOBS.
+// purger finds and removes schedules in MFA_JOBS.
 type purger interface {
 	Purge(ctx context.Context, opts ...jetstream.StreamPurgeOpt) error
+	GetLastMsgForSubject(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error)
+}
+
+// FindSchedule looks for the schedule of job id in MFA_JOBS, whatever its
+// type: the ledger forgets a scheduled job after its TTL (7 days by
+// default) while the schedule waits up to 366 days, so the schedule itself
+// is the record of last resort. It returns nil when there is none.
+func FindSchedule(ctx context.Context, s interface {
+	GetLastMsgForSubject(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error)
+}, jobID string) (*jetstream.RawStreamMsg, error) {
+	for _, t := range job.Types {
+		if t == job.TypeCancel {
+			continue
+		}
+		m, err := s.GetLastMsgForSubject(ctx, job.ScheduledSubject(t, jobID))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return m, nil
+	}
+	return nil, nil
+}
+
+// ScheduleDue reads the due time of a schedule message (its "@at" pattern).
+func ScheduleDue(m *jetstream.RawStreamMsg) (time.Time, bool) {
+	v := m.Header.Get(jetstream.ScheduleHeader)
+	if len(v) < 4 || v[:4] != "@at " {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339, v[4:])
+	return t, err == nil
 }
 
 // CancelledError ends a job as cancelled: by a cancel job (Code cancelled,
@@ -215,6 +250,21 @@ func (x *executor) cancel(ctx context.Context, t *task) (outcome, error) {
 	for i := 0; i < 20; i++ {
 		e, err := x.ledger.Get(ctx, target)
 		if errors.Is(err, ledger.ErrNotFound) {
+			// A schedule the ledger forgot (its TTL is shorter than 366 days)?
+			sm, ferr := FindSchedule(ctx, x.jobs, target)
+			if ferr != nil {
+				return outcome{}, &RetryLaterError{Err: ferr}
+			}
+			if sm != nil {
+				if tj, _ := x.parser.Parse(job.SubjectPrefix+sm.Subject[len(job.ScheduledSubjectPrefix):strings.LastIndexByte(sm.Subject, '.')], sm.Data); tj != nil && tj.ID == target {
+					rec := ledger.Record{State: ledger.Scheduled, Hash: tj.Hash, Schedule: sm.Subject, Type: string(tj.Type), UserID: tj.UserID,
+						CorrelationID: tj.CorrelationID, Source: tj.Source, Replay: sm.Header.Get(job.HeaderReplay), UpdatedAt: time.Now()}
+					if _, err := x.ledger.Create(ctx, target, rec); err != nil && !errors.Is(err, ledger.ErrExists) {
+						return outcome{}, &RetryLaterError{Err: err}
+					}
+					continue // cancel it as a scheduled job
+				}
+			}
 			// Not arrived yet: a tombstone waits for it.
 			_, err = x.ledger.Create(ctx, target, ledger.Record{State: ledger.Tombstone, CancelledBy: c.ID, UpdatedAt: time.Now()})
 			if errors.Is(err, ledger.ErrExists) {

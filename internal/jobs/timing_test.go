@@ -39,7 +39,11 @@ func (e *env) jobState(id string) *ops.JobState {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	s, err := ops.LookupJob(context.Background(), ledger.New(kv), id)
+	st, err := e.js.Stream(context.Background(), topology.StreamJobs)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	s, err := ops.LookupJob(context.Background(), ledger.New(kv), st, id)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -266,5 +270,28 @@ func TestScheduledGauge(t *testing.T) {
 	gauge(2)
 	if s := e.jobState("later-2"); s.State != ops.JobScheduled || !s.DueAt.Equal(jobs.DueAt(nb)) {
 		t.Fatalf("later-2 after a restart: %+v", s)
+	}
+
+	// The ledger forgets a scheduled job after its TTL (7 days) while its
+	// schedule waits up to 366 days: the schedule is then the record.
+	kv, err := e.js.KeyValue(context.Background(), topology.BucketLedger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Purge(context.Background(), ledger.Key("later-0")); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.jobState("later-0"); s.State != ops.JobScheduled || s.DueAt == nil || !s.DueAt.Equal(jobs.DueAt(nb)) {
+		t.Fatalf("later-0 without its ledger record: %+v", s)
+	}
+	e.publish("cancel", timedBody("c0", "cancel", 0, map[string]any{"job_id": "later-0"}, nil), "c0")
+	gauge(1)
+	rs := e.waitResults(4, 5*time.Second)
+	if c := expectResult(t, rs, "c0", "cancel", job.Succeeded, ""); c.Data["target_outcome"] != "cancelled" {
+		t.Fatalf("cancel of a forgotten schedule: %v", c.Data)
+	}
+	expectResult(t, rs, "later-0", "enroll", job.Cancelled, job.CodeCancelled)
+	if s := e.jobState("later-0"); s.State != ops.JobFinished {
+		t.Fatalf("later-0 after the cancel: %+v", s)
 	}
 }

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 )
 
@@ -45,10 +47,31 @@ type ledgerReader interface {
 	Get(ctx context.Context, jobID string) (*ledger.Entry, error)
 }
 
-// LookupJob answers what the ledger knows of a job id.
-func LookupJob(ctx context.Context, l ledgerReader, jobID string) (*JobState, error) {
+// scheduleReader finds a job's schedule in MFA_JOBS.
+type scheduleReader interface {
+	GetLastMsgForSubject(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error)
+}
+
+// LookupJob answers what the ledger knows of a job id, and for an id the
+// ledger does not know, whether a schedule for it waits in the job stream
+// (the ledger forgets a scheduled job after its TTL; the schedule waits up
+// to 366 days). s may be nil.
+func LookupJob(ctx context.Context, l ledgerReader, sr scheduleReader, jobID string) (*JobState, error) {
 	e, err := l.Get(ctx, jobID)
 	if errors.Is(err, ledger.ErrNotFound) {
+		if sr != nil {
+			m, err := jobs.FindSchedule(ctx, sr, jobID)
+			if err != nil {
+				return nil, err
+			}
+			if m != nil {
+				st := &JobState{JobID: jobID, State: JobScheduled}
+				if due, ok := jobs.ScheduleDue(m); ok {
+					st.DueAt = &due
+				}
+				return st, nil
+			}
+		}
 		return &JobState{JobID: jobID, State: JobUnknown}, nil
 	}
 	if err != nil {
@@ -73,7 +96,7 @@ func LookupJob(ctx context.Context, l ledgerReader, jobID string) (*JobState, er
 // AddJobEndpoint adds mfa.query.job to the service: request
 // {"job_id": "..."}, data a JobState. It reads the ledger only, so it
 // never spends OneLogin's budget.
-func (q *QueryService) AddJobEndpoint(l ledgerReader) error {
+func (q *QueryService) AddJobEndpoint(l ledgerReader, s scheduleReader) error {
 	return q.svc.AddGroup("mfa.query").AddEndpoint("job", micro.HandlerFunc(func(req micro.Request) {
 		var r jobRequest
 		if err := json.Unmarshal(req.Data(), &r); err != nil || !validJobID(r.JobID) {
@@ -82,12 +105,12 @@ func (q *QueryService) AddJobEndpoint(l ledgerReader) error {
 		}
 		ctx, cancel := context.WithTimeout(q.ctx, 5*time.Second)
 		defer cancel()
-		s, err := LookupJob(ctx, l, r.JobID)
+		st, err := LookupJob(ctx, l, s, r.JobID)
 		if err != nil {
 			respondError(req, "503", &job.ErrorInfo{Code: job.CodeLedgerUnavailable, Message: "the job ledger did not answer", Retryable: true})
 			return
 		}
-		_ = req.RespondJSON(queryReply{Data: s})
+		_ = req.RespondJSON(queryReply{Data: st})
 	}))
 }
 
