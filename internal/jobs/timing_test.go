@@ -295,3 +295,40 @@ func TestScheduledGauge(t *testing.T) {
 		t.Fatalf("later-0 after the cancel: %+v", s)
 	}
 }
+
+// A job with neither not_before nor requested_at keeps the time its first
+// message was stored, through the DLQ and a replay (Mfa-Job-Time): an
+// enroll that failed before the user's offboard and is replayed after it
+// is cancelled, not run.
+func TestJobTimeTravelsThroughReplay(t *testing.T) {
+	e := newEnv(t, simulator.Config{LastUser: 1000})
+	e.start(testConfig())
+	ga := map[string]any{"factor_name": "Google Authenticator", "display_name": "x", "number": "+15551230002"}
+	e.publish("enroll", timedBody("enr", "enroll", 400, ga, nil), "enr")
+	rs := e.waitResults(1, 3*time.Second)
+	expectResult(t, rs, "enr", "enroll", job.Failed, job.CodeOneLoginRejected)
+	e.publish("offboard", timedBody("off", "offboard", 400, nil, nil), "off")
+	rs = e.waitResults(2, 3*time.Second)
+	expectResult(t, rs, "off", "offboard", job.Noop, "")
+	all, err := ops.ListDeadLetters(context.Background(), e.js, ops.DeadLetterFilter{Type: "enroll"})
+	if err != nil || len(all) != 1 || all[0].JobTime == "" {
+		t.Fatalf("dead letters %+v %v", all, err)
+	}
+	calls := e.sim.ResourceCalls()
+	if err := ops.Replay(context.Background(), e.js, all[0]); err != nil {
+		t.Fatal(err)
+	}
+	e.waitResults(3, 3*time.Second)
+	var replayed []job.Result
+	for _, m := range e.streamMsgs(topology.StreamResults) {
+		if m.Result.JobID == "enr" && m.Header.Get("Nats-Msg-Id") != "enr:result" {
+			replayed = append(replayed, m.Result)
+		}
+	}
+	if len(replayed) != 1 || replayed[0].Outcome != job.Cancelled || replayed[0].Error.Code != job.CodeSupersededByOffboard {
+		t.Fatalf("replayed enroll: %+v", replayed)
+	}
+	if n := e.sim.ResourceCalls() - calls; n != 0 {
+		t.Fatalf("the replay made %d OneLogin calls", n)
+	}
+}
