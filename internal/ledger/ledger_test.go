@@ -170,7 +170,9 @@ func TestPeopleKeepsTheLatestOffboard(t *testing.T) {
 	}
 	done := make(chan error, 20)
 	for i := range 20 {
-		go func() { done <- p.RecordOffboard(ctx, 7, base.Add(time.Duration(i+1)*time.Minute), fmt.Sprintf("off-%d", i)) }()
+		go func() {
+			done <- p.RecordOffboard(ctx, 7, base.Add(time.Duration(i+1)*time.Minute), fmt.Sprintf("off-%d", i))
+		}()
 	}
 	for range 20 {
 		if err := <-done; err != nil {
