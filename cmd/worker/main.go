@@ -37,7 +37,8 @@ const usage = `usage: worker <command> [flags]
 commands:
   run        the production worker (needs NATS and OneLogin settings)
   dev        embedded NATS JetStream + OneLogin simulator + worker, for trying it out
-  submit     publish one job: submit <type> --user N [--id ID] [params] [--wait]
+  submit     publish one job: submit <type> --user N [--id ID] [--not-before TIME] [params] [--wait];
+             submit cancel --job-id ID cancels a job that has not started
   dlq        inspect and re-drive dead letters: dlq list | dlq replay
   job        what is known of a job id: job <id> (unknown, scheduled with due_at, running, finished with the result)
   simulate   the OneLogin simulator alone, on an address
