@@ -128,7 +128,7 @@ func (x *executor) park(ctx context.Context, t *task) bool {
 	j := t.job
 	due := DueAt(j.NotBefore)
 	rec := ledger.Record{
-		State: ledger.Scheduled, Hash: j.Hash, Replay: t.replay, UpdatedAt: time.Now(),
+		State: ledger.Scheduled, Hash: j.Hash, UpdatedAt: time.Now(),
 		DueAt: due, Schedule: job.ScheduledSubject(j.Type, j.ID), JobTime: t.jobTime,
 		Type: string(j.Type), UserID: j.UserID, CorrelationID: j.CorrelationID, Source: j.Source,
 	}
@@ -142,12 +142,10 @@ func (x *executor) park(ctx context.Context, t *task) bool {
 			// Scheduled before (a redelivery after a crash): make sure the
 			// schedule exists; it is idempotent by message id.
 			rec, rev, err = e.Record, e.Revision, nil
-			if t.replay != "" && e.Replay != t.replay {
-				rec.Replay = t.replay
-				rev, err = x.ledger.Update(ctx, j.ID, rec, e.Revision)
-			}
-		case e.State == ledger.Finished && e.Hash == j.Hash && t.replay != "" && e.Replay != t.replay && job.Outcome(e.Outcome).DeadLetters():
-			// A dead letter re-driven while its not_before is still ahead.
+		case e.State == ledger.Finished && e.Hash == j.Hash && x.granted(ctx, t, e):
+			// A dead letter re-driven (its grant consumed) while its
+			// not_before is still ahead: it waits again, as a replay.
+			rec.Replay = job.ReplayTag(t.replay)
 			rev, err = x.ledger.Update(ctx, j.ID, rec, e.Revision)
 		case e.State == ledger.Running && e.Hash == j.Hash:
 			err = fmt.Errorf("job is running elsewhere")
@@ -161,11 +159,10 @@ func (x *executor) park(ctx context.Context, t *task) bool {
 	}
 	ctx, cancel := x.settleContext(ctx)
 	defer cancel()
+	// The schedule carries the job's time; a replay's tag stays in the
+	// ledger record, which the fired message's claim takes it from.
 	h := nats.Header{}
 	h.Set(job.HeaderJobTime, t.jobTime.UTC().Format(time.RFC3339Nano))
-	if rec.Replay != "" {
-		h.Set(job.HeaderReplay, rec.Replay)
-	}
 	msgID := job.ScheduleMsgID(j.ID)
 	if rec.Replay != "" {
 		msgID += ":replay:" + rec.Replay
@@ -258,7 +255,7 @@ func (x *executor) cancel(ctx context.Context, t *task) (outcome, error) {
 			if sm != nil {
 				if tj, _ := x.parser.Parse(job.SubjectPrefix+sm.Subject[len(job.ScheduledSubjectPrefix):strings.LastIndexByte(sm.Subject, '.')], sm.Data); tj != nil && tj.ID == target {
 					rec := ledger.Record{State: ledger.Scheduled, Hash: tj.Hash, Schedule: sm.Subject, Type: string(tj.Type), UserID: tj.UserID,
-						CorrelationID: tj.CorrelationID, Source: tj.Source, Replay: sm.Header.Get(job.HeaderReplay), UpdatedAt: time.Now()}
+						CorrelationID: tj.CorrelationID, Source: tj.Source, UpdatedAt: time.Now()}
 					if _, err := x.ledger.Create(ctx, target, rec); err != nil && !errors.Is(err, ledger.ErrExists) {
 						return outcome{}, &RetryLaterError{Err: err}
 					}
@@ -297,7 +294,7 @@ func (x *executor) cancel(ctx context.Context, t *task) (outcome, error) {
 			tj := &job.Job{ID: target, Type: job.Type(e.Type), UserID: e.UserID, CorrelationID: e.CorrelationID, Source: e.Source}
 			res := tj.Result(job.Cancelled, 1, now, now, &job.ErrorInfo{Code: job.CodeCancelled, Message: "cancelled by job " + c.ID + " before it started"}, job.CancelledData{CancelledBy: c.ID})
 			rec := e.Record
-			rec.State, rec.Outcome, rec.Result, rec.ResultMsgID = ledger.Finished, string(job.Cancelled), res.Marshal(), job.ResultMsgID(target, e.Replay)
+			rec.State, rec.Outcome, rec.Result, rec.ResultMsgID = ledger.Finished, string(job.Cancelled), res.Marshal(), job.ResultMsgID(target, replayOf(&e.Record))
 			rec.CancelledBy, rec.UpdatedAt = c.ID, now
 			if _, err := x.ledger.Update(ctx, target, rec, e.Revision); errors.Is(err, ledger.ErrConflict) {
 				continue // it fired, or another cancel won: look again
