@@ -332,3 +332,18 @@ func TestJobTimeTravelsThroughReplay(t *testing.T) {
 		t.Fatalf("the replay made %d OneLogin calls", n)
 	}
 }
+
+// An invalid job whose id a cancel already waits for gets its one result,
+// the rejection; the tombstone does not make it a reused id.
+func TestRejectedTargetOfATombstone(t *testing.T) {
+	e := newEnv(t, simulator.Config{LastUser: 1000})
+	e.start(testConfig())
+	e.publish("cancel", timedBody("c", "cancel", 0, map[string]any{"job_id": "bad"}, nil), "c")
+	e.waitResults(1, 3*time.Second)
+	e.publish("remove", `{"id":"bad","type":"remove","user_id":5,"params":{"device_id":"x"}}`, "bad")
+	rs := e.waitResults(2, 3*time.Second)
+	expectResult(t, rs, "bad", "remove", job.Rejected, job.CodeWrongType)
+	if s := e.jobState("bad"); s.State != ops.JobFinished {
+		t.Fatalf("bad: %+v", s)
+	}
+}
