@@ -157,6 +157,10 @@ func (x *executor) park(ctx context.Context, t *task) bool {
 		x.settle(ctx, t, outcome{}, &RetryLaterError{Err: err})
 		return true
 	}
+	// Held as the claim: should the schedule never be stored, the last
+	// delivery's failure finishes this record, so that a schedule stored
+	// after all finds the job finished when it fires.
+	x.setClaim(t, rec, rev)
 	ctx, cancel := x.settleContext(ctx)
 	defer cancel()
 	// The schedule carries the job's time; a replay's tag stays in the
@@ -168,7 +172,8 @@ func (x *executor) park(ctx context.Context, t *task) bool {
 		msgID += ":replay:" + rec.Replay
 	}
 	if err := x.publishSchedule(ctx, rec.Schedule, t.msg.Data(), msgID, h, due, j.Type.Subject()); err != nil {
-		x.nakAfterPublishFailure(t, "schedule", err)
+		// Redelivered, or failed on the last delivery like any job.
+		x.settle(ctx, t, outcome{}, &RetryLaterError{Err: fmt.Errorf("schedule the job: %w", err)})
 		return true
 	}
 	// A cancel may have ended the job between the ledger write and the
