@@ -22,12 +22,13 @@ import (
 // A job whose not_before is ahead is recorded in the ledger as scheduled
 // (with its due time), then published as a schedule on
 // mfa.scheduled.<type>.<id token> in MFA_JOBS ("@at" its not_before rounded
-// up to the second, target mfa.jobs.<type>, the job's body, its replay tag
-// and its job time in Mfa-Job-Time), and its message is acked: nothing waits
-// in a worker or in an ack-pending slot. When the schedule fires, the
-// server stores the body on the target subject (without Nats-Msg-Id; with
-// Nats-Scheduler naming the schedule) and purges the schedule; the ledger's
-// scheduled record recognises the job, which then runs like any other.
+// up to the second, target mfa.jobs.<type>, the job's body, and its job time
+// in Mfa-Job-Time), and its message is acked: nothing waits in a worker or
+// in an ack-pending slot. When the schedule fires, the server stores the
+// body on the target subject (without Nats-Msg-Id; with Nats-Scheduler
+// naming the schedule) and purges the schedule; the ledger's scheduled
+// record recognises the job (and holds the tag of a granted replay), and the
+// job then runs like any other.
 
 // headerScheduler is set by the server on a message a schedule produced.
 const headerScheduler = "Nats-Scheduler"
