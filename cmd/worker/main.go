@@ -37,8 +37,11 @@ const usage = `usage: worker <command> [flags]
 commands:
   run        the production worker (needs NATS and OneLogin settings)
   dev        embedded NATS JetStream + OneLogin simulator + worker, for trying it out
-  submit     publish one job: submit <type> (--user N | --email E | --username U | --external-id X) [--id ID] [params] [--wait]
+  submit     publish one job: submit <type> (--user N | --email E | --username U | --external-id X)
+             [--id ID] [--not-before TIME] [params] [--wait]; submit cancel --job-id ID cancels a job that
+             has not started
   dlq        inspect and re-drive dead letters: dlq list | dlq replay
+  job        what is known of a job id: job <id> (unknown, scheduled with due_at, running, finished with the result)
   simulate   the OneLogin simulator alone, on an address
   health     exit 0 when a URL (default path /readyz) answers 200, for container health checks
   ingest     the HR event receiver and rule mapper (needs NATS only)
@@ -67,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDLQ(ctx, args[1:], stdout)
 	case "history":
 		err = cmdHistory(ctx, args[1:], stdout)
+	case "job":
+		err = cmdJob(ctx, args[1:], stdout)
 	case "simulate":
 		err = cmdSimulate(ctx, args[1:], stdout, stderr)
 	case "health":

@@ -149,6 +149,36 @@ func TestSubmitAndDLQCommands(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// A job for later: scheduled, found by `worker job`, then cancelled.
+	later := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	if code, out = sh("submit", "offboard", "--user", "43", "--id", "cmd-later", "--not-before", later); code != 0 {
+		t.Fatalf("submit scheduled offboard: exit %d\n%s", code, out)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		code, out = sh("job", "cmd-later")
+		if code == 0 && strings.Contains(out, `"state": "scheduled"`) && strings.Contains(out, `"due_at": "`+later+`"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job cmd-later: exit %d\n%s", code, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, out = sh("submit", "cancel", "--user", "43", "--job-id", "cmd-later"); code != 2 {
+		t.Fatalf("cancel with a user: exit %d\n%s", code, out)
+	}
+	code, out = sh("submit", "cancel", "--id", "cmd-cancel", "--job-id", "cmd-later", "--wait", "--timeout", "10s")
+	if code != 0 || !strings.Contains(out, `"target_outcome": "cancelled"`) {
+		t.Fatalf("submit cancel: exit %d\n%s", code, out)
+	}
+	code, out = sh("job", "cmd-later")
+	if code != 0 || !strings.Contains(out, `"state": "finished"`) || !strings.Contains(out, `"outcome": "cancelled"`) {
+		t.Fatalf("job cmd-later after the cancel: exit %d\n%s", code, out)
+	}
+	if code, out = sh("job", "never-seen"); code != 0 || !strings.Contains(out, `"state": "unknown"`) {
+		t.Fatalf("job never-seen: exit %d\n%s", code, out)
+	}
 	if code, out = sh("submit", "nonsense", "--user", "1"); code != 2 {
 		t.Fatalf("unknown type: exit %d %s", code, out)
 	}

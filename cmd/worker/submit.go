@@ -55,6 +55,7 @@ type submitFlags struct {
 	wait                          *bool
 	timeout                       *time.Duration
 	correlation, source, notAfter *string
+	notBefore                     *string
 	params                        map[string]any
 }
 
@@ -72,6 +73,7 @@ func newSubmitFlags(fs *flag.FlagSet) *submitFlags {
 	f.correlation = fs.String("correlation-id", "", "copied to the result")
 	f.source = fs.String("source", "cli", "copied to the result")
 	f.notAfter = fs.String("not-after", "", "RFC 3339 time after which the job is not run")
+	f.notBefore = fs.String("not-before", "", "RFC 3339 time before which the job is not run (at most 366 days ahead)")
 	p := f.params
 	str := func(name, key, help string) {
 		fs.Func(name, help, func(s string) error { p[key] = s; return nil })
@@ -107,10 +109,11 @@ func newSubmitFlags(fs *flag.FlagSet) *submitFlags {
 	num("expires-in", "expires_in", "generate_token: seconds (120..259200)")
 	boolean("reusable", "reusable", "generate_token: reusable token")
 	str("recipient-xkey", "recipient_xkey", "generate_token: curve public key to seal the token to")
+	str("job-id", "job_id", "cancel: the id of the job to cancel")
 	return f
 }
 
-const submitUsage = "submit <type> (--user N | --email E | --username U | --external-id X) [--id ID] [params] [--wait]"
+const submitUsage = "submit <type> (--user N | --email E | --username U | --external-id X) [--id ID] [--not-before TIME] [params] [--wait]; submit cancel --job-id ID"
 
 func isHelp(a string) bool { return a == "-h" || a == "-help" || a == "--help" || a == "help" }
 
@@ -144,6 +147,14 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if fs.NArg() > 0 {
 		return usageErr("submit takes no arguments after the type, got %q", fs.Args())
 	}
+	if typ == job.TypeCancel {
+		if *f.user != 0 || *f.email != "" || *f.username != "" || *f.external != "" {
+			return usageErr("a cancel names no person: give --job-id only")
+		}
+		if _, ok := f.params["job_id"]; !ok {
+			return usageErr("--job-id ID is required for cancel")
+		}
+	}
 	var sel *job.User
 	named := 0
 	for _, v := range []string{*f.email, *f.username, *f.external} {
@@ -154,10 +165,10 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *f.user != 0 {
 		named++
 	}
-	if named != 1 {
+	if named != 1 && typ != job.TypeCancel {
 		return usageErr("give exactly one of --user N, --email E, --username U, --external-id X")
 	}
-	if *f.user == 0 {
+	if *f.user == 0 && typ != job.TypeCancel {
 		sel = &job.User{Email: *f.email, Username: *f.username, ExternalID: *f.external}
 	}
 	p := f.params
@@ -188,6 +199,9 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		b := make([]byte, 6)
 		_, _ = rand.Read(b)
 		who := fmt.Sprint(*f.user)
+		if typ == job.TypeCancel {
+			who = "job"
+		}
 		if sel != nil {
 			who = strings.ReplaceAll(sel.Kind(), "_", "-")
 		}
@@ -198,10 +212,15 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	// stored it, and the same command with the same --id makes the same
 	// body, which the ledger then recognises.
 	j := map[string]any{"id": *f.id, "type": typ, "source": *f.source, "params": p}
-	if sel != nil {
+	switch {
+	case typ == job.TypeCancel:
+	case sel != nil:
 		j["user"] = sel
-	} else {
+	default:
 		j["user_id"] = *f.user
+	}
+	if *f.notBefore != "" {
+		j["not_before"] = *f.notBefore
 	}
 	if *f.correlation != "" {
 		j["correlation_id"] = *f.correlation

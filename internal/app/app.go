@@ -19,6 +19,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/config"
 	"github.com/mfa-worker/mfa-worker/internal/history"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
+	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 	"github.com/mfa-worker/mfa-worker/internal/ops"
@@ -77,6 +78,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	}
 	q, err := ops.StartQueryService(ctx, nc, ol, semver(cfg.Version), log)
 	if err != nil {
+		return fail(fmt.Errorf("start query service: %w", err))
+	}
+	if err := q.AddJobEndpoint(ledger.New(objs.Ledger), objs.Jobs); err != nil {
+		_ = q.Stop()
 		return fail(fmt.Errorf("start query service: %w", err))
 	}
 	if err := q.AddHistory(history.New(js), log); err != nil {

@@ -258,7 +258,7 @@ func TestQueryService(t *testing.T) {
 			Subject string `json:"subject"`
 		} `json:"endpoints"`
 	}
-	if err := json.Unmarshal(ping.Data, &info); err != nil || info.Name != "mfa" || info.Version != "1.2.3" || len(info.Endpoints) != 3 {
+	if err := json.Unmarshal(ping.Data, &info); err != nil || info.Name != "mfa" || info.Version != "1.2.3" || len(info.Endpoints) != 4 {
 		t.Fatalf("service info %s: %v", ping.Data, err)
 	}
 	ask := func(subject, body string) map[string]any {
@@ -288,6 +288,19 @@ func TestQueryService(t *testing.T) {
 	r = ask("mfa.query.enrolled_factors", `{"user":"x"}`)
 	if e, ok := r["error"].(map[string]any); !ok || e["code"] != job.CodeInvalidUserID {
 		t.Fatalf("bad request: %v", r)
+	}
+	// The job query answers from the ledger; a bad request is an error
+	// with the micro error headers set.
+	r = ask("mfa.query.job", `{"job_id": "never-published"}`)
+	if d, ok := r["data"].(map[string]any); !ok || d["state"] != "unknown" || d["job_id"] != "never-published" {
+		t.Fatalf("job query: %v", r)
+	}
+	m, err := nc.Request("mfa.query.job", []byte(`{"job_id": ""}`), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Header.Get("Nats-Service-Error-Code") != "400" || !strings.Contains(string(m.Data), `"code":"invalid_id"`) {
+		t.Fatalf("bad job query: %v %s", m.Header, m.Data)
 	}
 	// A person named as HR knows them.
 	r = ask("mfa.query.available_factors", `{"user": {"email": "USER12@example.com"}}`)

@@ -42,9 +42,14 @@ const (
 	// Expired jobs.
 	CodeExpired = "not_after_passed"
 
+	// Cancelled jobs.
+	CodeCancelled            = "cancelled"
+	CodeSupersededByOffboard = "superseded_by_offboard"
+
 	// Query replies only (mfa.query.*), never in a result.
 	CodeOneLoginUnavailable = "onelogin_unavailable"
 	CodeRateLimited         = "rate_limited"
+	CodeLedgerUnavailable   = "ledger_unavailable"
 )
 
 // CodeInfo describes one error code.
@@ -66,7 +71,7 @@ var Codes = []CodeInfo{
 	{CodeMissingField, Rejected, "a required field is missing"},
 	{CodeUnknownField, Rejected, "a field the schema does not know"},
 	{CodeWrongType, Rejected, "a field has the wrong JSON type"},
-	{CodeOutOfRange, Rejected, "a number is outside its range"},
+	{CodeOutOfRange, Rejected, "a number is outside its range, or not_before is more than 366 days ahead"},
 	{CodeInvalidLength, Rejected, "a string is too short or too long"},
 	{CodeInvalidFormat, Rejected, "a string does not match its format"},
 	{CodeInvalidValue, Rejected, "a value is not one of those allowed"},
@@ -74,7 +79,7 @@ var Codes = []CodeInfo{
 	{CodeInvalidUserID, Rejected, "user_id is not a positive integer"},
 	{CodeInvalidType, Rejected, "type is not a known job type"},
 	{CodeTypeMismatch, Rejected, "type does not match the subject's type"},
-	{CodeConflictingFields, Rejected, "both factor_id and factor_name are given"},
+	{CodeConflictingFields, Rejected, "both factor_id and factor_name are given, or not_before is after not_after"},
 	{CodeIDReused, Rejected, "the id was used for a job with another body"},
 	{CodeRecipientXKeyRequired, Rejected, "generate_token without recipient_xkey while plain tokens are not allowed"},
 	{CodeInvalidRecipientXKey, Rejected, "recipient_xkey is not an nkeys curve public key"},
@@ -91,8 +96,11 @@ var Codes = []CodeInfo{
 	{CodeAmbiguousEffect, Failed, "a call that cannot be read back may have been made; not repeated"},
 	{CodeSealFailed, Failed, "the MFA token could not be sealed to recipient_xkey"},
 	{CodeExpired, Expired, "not_after passed before the job could run"},
+	{CodeCancelled, Cancelled, "a cancel job (data.cancelled_by) ended the job before it started"},
+	{CodeSupersededByOffboard, Cancelled, "the job's time is earlier than the user's last offboard; OneLogin was not called"},
 	{CodeOneLoginUnavailable, "", "OneLogin did not answer or answered 5xx; retryable"},
 	{CodeRateLimited, "", "the OneLogin rate limit is spent; retryable"},
+	{CodeLedgerUnavailable, "", "the job ledger did not answer (mfa.query.job); retryable"},
 }
 
 // CodesOf returns the codes that come with outcome o.

@@ -53,6 +53,26 @@ type GenerateTokenData struct {
 	MFAToken       string `json:"mfa_token,omitempty"`
 }
 
+// CancelData is a cancel job's result data: the target and how it ended
+// (cancelled, running, unknown, or the outcome it had already finished with).
+type CancelData struct {
+	JobID         string `json:"job_id"`
+	TargetOutcome string `json:"target_outcome"`
+}
+
+// CancelledData is the data of a job that a cancel job ended.
+type CancelledData struct {
+	CancelledBy string `json:"cancelled_by"`
+}
+
+// Target outcomes of a cancel beyond the job outcomes.
+const (
+	TargetRunning = "running"
+	TargetUnknown = "unknown"
+)
+
+func (CancelData) resultData()        {}
+func (CancelledData) resultData()     {}
 func (EnrollData) resultData()        {}
 func (ActivateData) resultData()      {}
 func (VerifyData) resultData()        {}

@@ -1,6 +1,7 @@
 package job
 
 import (
+	"encoding/base64"
 	"strconv"
 )
 
@@ -39,7 +40,30 @@ const (
 	// decimal digits. The job runs again only when the ledger holds an
 	// unused replay grant for (job id, that sequence).
 	HeaderReplay = "Mfa-Replay"
+	// HeaderJobTime carries the job's time (RFC 3339, see Job.Time) on
+	// schedules and DLQ copies, and on replays taken from them, so that a
+	// job without not_before or requested_at keeps the time of its first
+	// message on every path.
+	HeaderJobTime = "Mfa-Job-Time"
 )
+
+// ScheduledSubjectPrefix is where jobs wait until their not_before:
+// mfa.scheduled.<type>.<ledger key token of the id>.
+const ScheduledSubjectPrefix = "mfa.scheduled."
+
+// IDToken encodes a job id as one NATS subject token (base64url, no
+// padding): job ids may hold any printable ASCII, subject tokens may not.
+// The ledger key of a job is job.<IDToken(id)>.
+func IDToken(jobID string) string { return base64.RawURLEncoding.EncodeToString([]byte(jobID)) }
+
+// ScheduledSubject is the subject of the schedule that parks job id of
+// type t until its not_before.
+func ScheduledSubject(t Type, jobID string) string {
+	return ScheduledSubjectPrefix + string(t) + "." + IDToken(jobID)
+}
+
+// ScheduleMsgID is the message id of the schedule that parks a job.
+func ScheduleMsgID(jobID string) string { return jobID + ":schedule" }
 
 // ResultMsgID is the message id of a job's result. A job id has exactly one
 // result, <id>:result; the result of a granted replay of the dead letter at

@@ -18,10 +18,12 @@ const (
 	TypeRemove        Type = "remove"
 	TypeOffboard      Type = "offboard"
 	TypeGenerateToken Type = "generate_token"
+	// TypeCancel cancels another job that has not started running.
+	TypeCancel Type = "cancel"
 )
 
 // Types lists every job type.
-var Types = []Type{TypeEnroll, TypeActivate, TypeVerify, TypeRemove, TypeOffboard, TypeGenerateToken}
+var Types = []Type{TypeEnroll, TypeActivate, TypeVerify, TypeRemove, TypeOffboard, TypeGenerateToken, TypeCancel}
 
 // Valid reports whether t is a known type.
 func (t Type) Valid() bool {
@@ -58,15 +60,19 @@ type traits struct {
 	// atMostOnce: the type's OneLogin call cannot be read back afterwards,
 	// so it is made at most once per job (see the executor).
 	atMostOnce bool
+	// guarded: the type gives a user MFA, so it is never executed when its
+	// job time is earlier than the user's recorded offboard.
+	guarded bool
 }
 
 var typeTraits = map[Type]traits{
-	TypeEnroll:        {lane: LaneNormal},
-	TypeActivate:      {lane: LaneNormal, atMostOnce: true},
-	TypeVerify:        {lane: LaneNormal, atMostOnce: true},
+	TypeEnroll:        {lane: LaneNormal, guarded: true},
+	TypeActivate:      {lane: LaneNormal, atMostOnce: true, guarded: true},
+	TypeVerify:        {lane: LaneNormal, atMostOnce: true, guarded: true},
 	TypeRemove:        {lane: LaneUrgent},
 	TypeOffboard:      {lane: LaneUrgent},
-	TypeGenerateToken: {lane: LaneNormal, atMostOnce: true},
+	TypeGenerateToken: {lane: LaneNormal, atMostOnce: true, guarded: true},
+	TypeCancel:        {lane: LaneUrgent},
 }
 
 // Lane returns the lane of t.
@@ -78,6 +84,11 @@ func (t Type) Urgent() bool { return t.Lane() == LaneUrgent }
 // AtMostOnce reports whether t's OneLogin call cannot be read back, so that
 // a delivery after one that may have made it must not make it again.
 func (t Type) AtMostOnce() bool { return typeTraits[t].atMostOnce }
+
+// SupersededByOffboard reports whether a job of type t whose job time is
+// earlier than the user's last offboard must not run (the resurrection
+// guard): enroll, activate, verify and generate_token.
+func (t Type) SupersededByOffboard() bool { return typeTraits[t].guarded }
 
 // TypesOf returns the types of a lane, in the order of Types.
 func TypesOf(l Lane) []Type {
@@ -105,7 +116,9 @@ type Job struct {
 	CorrelationID string
 	Source        string
 	RequestedAt   time.Time
-	NotAfter      time.Time
+	// NotBefore is zero when the job may run at once.
+	NotBefore time.Time
+	NotAfter  time.Time
 	// Hash identifies the body, secrets excluded (see canonicalHash).
 	Hash string
 }
@@ -172,6 +185,25 @@ type Params struct {
 	ExpiresIn           int
 	Reusable            bool
 	RecipientXKey       string
+	// JobID is the target of a cancel.
+	JobID string
+}
+
+// MaxAhead is how far ahead a job's not_before may be.
+const MaxAhead = 366 * 24 * time.Hour
+
+// Time is the job's time: its not_before if given, else its requested_at,
+// else stored (the time JetStream stored the first message that carried the
+// job, which the caller knows from the message or from the Mfa-Job-Time
+// header the worker sets on schedules and dead letters).
+func (j *Job) Time(stored time.Time) time.Time {
+	switch {
+	case !j.NotBefore.IsZero():
+		return j.NotBefore
+	case !j.RequestedAt.IsZero():
+		return j.RequestedAt
+	}
+	return stored
 }
 
 // secretParams are blanked in DLQ copies and left out of the body hash.

@@ -40,6 +40,8 @@ type Parser struct {
 	schema         *jsonschema.Schema
 	maxBytes       int
 	allowPlainText bool
+	// Now is the parser's clock, for the not_before horizon.
+	Now func() time.Time
 }
 
 // NewParser compiles the job schema. maxBytes bounds a job's size.
@@ -48,7 +50,7 @@ func NewParser(maxBytes int, allowPlainTokens bool) (*Parser, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Parser{schema: s, maxBytes: maxBytes, allowPlainText: allowPlainTokens}, nil
+	return &Parser{schema: s, maxBytes: maxBytes, allowPlainText: allowPlainTokens, Now: time.Now}, nil
 }
 
 // Parse validates one message body received on subject.
@@ -115,6 +117,14 @@ func (p *Parser) check(j *Job, obj map[string]any) *Rejection {
 	if r := checkChars(j); r != nil {
 		return r
 	}
+	if !j.NotBefore.IsZero() {
+		if horizon := p.Now().Add(MaxAhead); j.NotBefore.After(horizon) {
+			return &Rejection{Code: CodeOutOfRange, Message: "not_before: more than 366 days ahead"}
+		}
+		if !j.NotAfter.IsZero() && j.NotBefore.After(j.NotAfter) {
+			return &Rejection{Code: CodeConflictingFields, Message: "not_before is after not_after: the job could never run"}
+		}
+	}
 	switch j.Type {
 	case TypeGenerateToken:
 		if j.Params.RecipientXKey == "" && !p.allowPlainText {
@@ -131,9 +141,13 @@ func (p *Parser) check(j *Job, obj map[string]any) *Rejection {
 	return nil
 }
 
-// checkUser requires exactly one of user_id and user, and a user selector
+// checkUser requires exactly one of user_id and user (every type but
+// cancel), and a user selector
 // that names exactly one field with a value OneLogin can match exactly.
 func checkUser(j *Job, obj map[string]any) *Rejection {
+	if j.Type == TypeCancel {
+		return nil // names a job, not a person: the schema refuses both fields
+	}
 	_, hasUser := obj["user"]
 	_, hasID := obj["user_id"]
 	switch {
@@ -245,6 +259,7 @@ func build(obj map[string]any) *Job {
 		j.User = &User{Email: str(um, SelectorEmail), Username: str(um, SelectorUsername), ExternalID: str(um, SelectorExternalID)}
 	}
 	j.RequestedAt, _ = time.Parse(time.RFC3339Nano, str(obj, "requested_at"))
+	j.NotBefore, _ = time.Parse(time.RFC3339Nano, str(obj, "not_before"))
 	j.NotAfter, _ = time.Parse(time.RFC3339Nano, str(obj, "not_after"))
 	pm, _ := obj["params"].(map[string]any)
 	j.Params = Params{
@@ -261,6 +276,7 @@ func build(obj map[string]any) *Job {
 		ExpiresIn:           int(integer(pm, "expires_in")),
 		Reusable:            pm["reusable"] == true,
 		RecipientXKey:       str(pm, "recipient_xkey"),
+		JobID:               str(pm, "job_id"),
 	}
 	if b, ok := pm["numeric_sms_otp"].(bool); ok {
 		j.Params.NumericSMSOTP = &b

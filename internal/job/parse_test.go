@@ -128,7 +128,7 @@ func TestMessageIDs(t *testing.T) {
 
 func TestTypesAndLanes(t *testing.T) {
 	urgent := job.TypesOf(job.LaneUrgent)
-	if len(urgent) != 2 || len(urgent)+len(job.TypesOf(job.LaneNormal)) != len(job.Types) {
+	if len(urgent) != 3 || len(urgent)+len(job.TypesOf(job.LaneNormal)) != len(job.Types) {
 		t.Errorf("lanes: %v", urgent)
 	}
 	for _, typ := range job.Types {
@@ -136,6 +136,74 @@ func TestTypesAndLanes(t *testing.T) {
 		if typ.AtMostOnce() != want {
 			t.Errorf("%s at most once: %v", typ, typ.AtMostOnce())
 		}
+		guarded := typ == job.TypeEnroll || typ == job.TypeActivate || typ == job.TypeVerify || typ == job.TypeGenerateToken
+		if typ.SupersededByOffboard() != guarded {
+			t.Errorf("%s guarded: %v", typ, typ.SupersededByOffboard())
+		}
+	}
+	if !job.TypeCancel.Urgent() {
+		t.Error("cancel is not urgent")
+	}
+}
+
+// not_before is bounded (366 days ahead), ordered before not_after, and
+// forbidden on a cancel; a cancel needs params.job_id and takes no user.
+func TestParseTimeRules(t *testing.T) {
+	p, err := job.NewParser(64<<10, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	p.Now = func() time.Time { return now }
+	off := func(extra string) []byte {
+		return []byte(`{"id":"o1","type":"offboard","user_id":5` + extra + `}`)
+	}
+	ts := func(t time.Time) string { return t.Format(time.RFC3339Nano) }
+	cases := []struct {
+		name, subject string
+		body          []byte
+		code          string
+	}{
+		{"366 days ahead", "mfa.jobs.offboard", off(`,"not_before":"` + ts(now.Add(job.MaxAhead)) + `"`), ""},
+		{"past 366 days", "mfa.jobs.offboard", off(`,"not_before":"` + ts(now.Add(job.MaxAhead+time.Second)) + `"`), job.CodeOutOfRange},
+		{"in the past", "mfa.jobs.offboard", off(`,"not_before":"2020-01-01T00:00:00Z"`), ""},
+		{"after not_after", "mfa.jobs.offboard", off(`,"not_before":"` + ts(now.Add(2*time.Hour)) + `","not_after":"` + ts(now.Add(time.Hour)) + `"`), job.CodeConflictingFields},
+		{"before not_after", "mfa.jobs.offboard", off(`,"not_before":"` + ts(now.Add(time.Hour)) + `","not_after":"` + ts(now.Add(2*time.Hour)) + `"`), ""},
+		{"not a time", "mfa.jobs.offboard", off(`,"not_before":"friday"`), job.CodeInvalidFormat},
+		{"cancel", "mfa.jobs.cancel", []byte(`{"id":"c1","type":"cancel","params":{"job_id":"o1"}}`), ""},
+		{"cancel without target", "mfa.jobs.cancel", []byte(`{"id":"c1","type":"cancel","params":{}}`), job.CodeMissingField},
+		{"cancel with user", "mfa.jobs.cancel", []byte(`{"id":"c1","type":"cancel","user_id":5,"params":{"job_id":"o1"}}`), "*"},
+		{"cancel scheduled", "mfa.jobs.cancel", []byte(`{"id":"c1","type":"cancel","not_before":"` + ts(now.Add(time.Hour)) + `","params":{"job_id":"o1"}}`), "*"},
+		{"offboard without user", "mfa.jobs.offboard", []byte(`{"id":"o1","type":"offboard"}`), job.CodeMissingField},
+	}
+	for _, c := range cases {
+		j, rej := p.Parse(c.subject, c.body)
+		switch {
+		case c.code == "" && rej != nil:
+			t.Errorf("%s: rejected %s", c.name, rej)
+		case c.code == "*" && rej == nil:
+			t.Errorf("%s: accepted", c.name)
+		case c.code != "" && c.code != "*" && (rej == nil || rej.Code != c.code):
+			t.Errorf("%s: got %v, want %s", c.name, rej, c.code)
+		}
+		if c.name == "cancel" && j != nil && j.Params.JobID != "o1" {
+			t.Errorf("cancel target %q", j.Params.JobID)
+		}
+		if c.name == "before not_after" && j != nil && !j.NotBefore.Equal(now.Add(time.Hour)) {
+			t.Errorf("not_before %v", j.NotBefore)
+		}
+	}
+	j := &job.Job{RequestedAt: now}
+	stored := now.Add(time.Minute)
+	if got := j.Time(stored); !got.Equal(now) {
+		t.Errorf("job time with requested_at: %v", got)
+	}
+	j.NotBefore = now.Add(time.Hour)
+	if got := j.Time(stored); !got.Equal(now.Add(time.Hour)) {
+		t.Errorf("job time with not_before: %v", got)
+	}
+	if got := (&job.Job{}).Time(stored); !got.Equal(stored) {
+		t.Errorf("job time without either: %v", got)
 	}
 }
 

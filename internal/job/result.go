@@ -15,10 +15,13 @@ const (
 	Failed    Outcome = "failed"
 	Rejected  Outcome = "rejected"
 	Expired   Outcome = "expired"
+	// Cancelled: a cancel job ended the job before it started, or the
+	// resurrection guard did (a stale job for a user offboarded later).
+	Cancelled Outcome = "cancelled"
 )
 
 // Outcomes lists every outcome.
-var Outcomes = []Outcome{Succeeded, Noop, Failed, Rejected, Expired}
+var Outcomes = []Outcome{Succeeded, Noop, Failed, Rejected, Expired, Cancelled}
 
 // DeadLetters reports whether the outcome sends a copy to MFA_DLQ.
 func (o Outcome) DeadLetters() bool { return o == Failed || o == Rejected || o == Expired }

@@ -16,6 +16,7 @@ const (
 	claimRun       claimKind = iota // this delivery runs the job
 	claimDuplicate                  // the job finished; answer from the ledger
 	claimReused                     // the id belongs to a job with another body
+	claimCancelled                  // a cancel's tombstone waited for the job
 )
 
 type decision struct {
@@ -30,7 +31,7 @@ type decision struct {
 func (x *executor) claim(ctx context.Context, t *task) (decision, error) {
 	j := t.job
 	fresh := func() ledger.Record {
-		return ledger.Record{State: ledger.Running, Hash: j.Hash, Owner: x.owner, LeaseUntil: time.Now().Add(x.cfg.Lease), UpdatedAt: time.Now()}
+		return ledger.Record{State: ledger.Running, Hash: j.Hash, Owner: x.owner, LeaseUntil: time.Now().Add(x.cfg.Lease), UpdatedAt: time.Now(), JobTime: t.jobTime}
 	}
 	deadline := time.Now().Add(x.budgets.claimWait)
 	for {
@@ -50,10 +51,41 @@ func (x *executor) claim(ctx context.Context, t *task) (decision, error) {
 		if err != nil {
 			return decision{}, err
 		}
+		if e.State == ledger.Tombstone {
+			// A cancel came first: claim the id to end the job cancelled.
+			rec.CancelledBy = e.CancelledBy
+			rev, err := x.ledger.Update(ctx, j.ID, rec, e.Revision)
+			if err == nil {
+				x.setClaim(t, rec, rev)
+				return decision{kind: claimCancelled, entry: &ledger.Entry{Record: rec, Revision: rev}}, nil
+			}
+			if !errors.Is(err, ledger.ErrConflict) {
+				return decision{}, err
+			}
+			continue
+		}
 		if e.Hash != j.Hash {
 			return decision{kind: claimReused, entry: e}, nil
 		}
+		if !e.JobTime.IsZero() && !t.timeFromHeader && j.NotBefore.IsZero() && j.RequestedAt.IsZero() {
+			// The first message's time, kept by the ledger (a replay
+			// whose dead letter lost the header).
+			t.jobTime, rec.JobTime = e.JobTime, e.JobTime
+		}
 		switch {
+		case e.State == ledger.Scheduled:
+			// Its schedule fired (or its message came back when due): run
+			// it. The replay tag is the record's (a granted replay parked
+			// again), never the message's header.
+			rec.Replay = e.Replay
+			rev, err := x.ledger.Update(ctx, j.ID, rec, e.Revision)
+			if err == nil {
+				x.setClaim(t, rec, rev)
+				return decision{kind: claimRun}, nil
+			}
+			if !errors.Is(err, ledger.ErrConflict) {
+				return decision{}, err
+			}
 		case e.State == ledger.Finished && x.granted(ctx, t, e):
 			// A dead letter re-driven on purpose, with its one-time grant
 			// consumed: run it again; its result is a replay's.

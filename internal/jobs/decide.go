@@ -20,6 +20,7 @@ const (
 	kindRetryLater       // give the message back now (shutdown, a handler's request)
 	kindExpired          // not_after passed before the job ran
 	kindRejected         // the job is invalid
+	kindCancelled        // a cancel job or the resurrection guard ended the job
 )
 
 // classify is the one reading of an attempt's error, used by the quick
@@ -32,10 +33,13 @@ func classify(err error, t job.Type) (kind, *PermanentError) {
 		rl *RetryLaterError
 		ee *expiredError
 		rj *job.Rejection
+		ce *CancelledError
 	)
 	switch {
 	case err == nil:
 		return kindOK, nil
+	case errors.As(err, &ce):
+		return kindCancelled, nil
 	case errors.As(err, &rj):
 		return kindRejected, nil
 	case errors.As(err, &ee):
@@ -138,6 +142,10 @@ func decide(done job.Outcome, err error, attempts int, p policy, t job.Type) ver
 		var rj *job.Rejection
 		errors.As(err, &rj)
 		return verdict{outcome: job.Rejected, info: &job.ErrorInfo{Code: rj.Code, Message: rj.Message}, action: actTerm}
+	case kindCancelled:
+		var ce *CancelledError
+		errors.As(err, &ce)
+		return verdict{outcome: job.Cancelled, info: &job.ErrorInfo{Code: ce.Code, Message: ce.Message}, action: actAck}
 	case kindExpired:
 		var ee *expiredError
 		errors.As(err, &ee)

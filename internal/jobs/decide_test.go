@@ -25,6 +25,8 @@ func TestDecide(t *testing.T) {
 	laterNoDelay := &RetryLaterError{Err: status(503)}
 	expired := &expiredError{notAfter: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
 	rejected := &job.Rejection{Code: job.CodeIDReused, Message: "m"}
+	cancelled := &CancelledError{Code: job.CodeCancelled, Message: "m", CancelledBy: "c"}
+	superseded := &CancelledError{Code: job.CodeSupersededByOffboard, Message: "m"}
 
 	type want struct {
 		outcome job.Outcome
@@ -43,6 +45,8 @@ func TestDecide(t *testing.T) {
 		want     want
 	}{
 		{"succeeded", job.Succeeded, nil, first, job.TypeEnroll, want{job.Succeeded, "", actAck, 0}},
+		{"cancelled by a cancel", "", cancelled, first, job.TypeOffboard, want{job.Cancelled, job.CodeCancelled, actAck, 0}},
+		{"superseded on the last delivery", "", superseded, last, job.TypeActivate, want{job.Cancelled, job.CodeSupersededByOffboard, actAck, 0}},
 		{"noop on the last delivery", job.Noop, nil, last, job.TypeRemove, want{job.Noop, "", actAck, 0}},
 		{"succeeded at most once", job.Succeeded, nil, last, job.TypeActivate, want{job.Succeeded, "", actAck, 0}},
 		{"permanent first", "", permanent, first, job.TypeEnroll, want{job.Failed, job.CodeFactorUnavailable, actTerm, 0}},
@@ -137,5 +141,21 @@ func TestWorstCasePerDelivery(t *testing.T) {
 	}
 	if b.heartbeat != 10*time.Second || b.lockWait != time.Minute {
 		t.Errorf("budgets: %+v", b)
+	}
+}
+
+// DueAt rounds not_before up to the second: never early, less than a
+// second late.
+func TestDueAt(t *testing.T) {
+	base := time.Date(2026, 11, 28, 16, 0, 0, 0, time.UTC)
+	for _, c := range []struct{ nb, want time.Time }{
+		{base, base},
+		{base.Add(time.Nanosecond), base.Add(time.Second)},
+		{base.Add(999 * time.Millisecond), base.Add(time.Second)},
+		{base.In(time.FixedZone("CET", 3600)).Add(500 * time.Millisecond), base.Add(time.Second)},
+	} {
+		if got := DueAt(c.nb); !got.Equal(c.want) || got.Location() != time.UTC {
+			t.Errorf("DueAt(%v) = %v, want %v", c.nb, got, c.want)
+		}
 	}
 }

@@ -12,7 +12,9 @@
 //     code that touches the message (InProgress every AckWait/3, renewing
 //     the user lock and the ledger lease).
 //   - executor.go: parse (no I/O; an invalid job is rejected, OneLogin is
-//     never called), take the user's lock in MFA_LOCKS, claim the job id in
+//     never called); a job whose not_before is ahead is parked as a
+//     JetStream message schedule and acked (timing.go); take the user's
+//     lock in MFA_LOCKS, claim the job id in
 //     MFA_LEDGER (claim.go: a finished record means a duplicate, answered
 //     from the ledger; a running record whose owner's lease lapsed is taken
 //     over), then make the handler's attempts. Transient failures are
@@ -22,6 +24,13 @@
 //     job.Type.AtMostOnce) are at most once: the intent is recorded in the
 //     ledger before each call, a call whose fate is unknown is not repeated,
 //     and a later delivery after such a call fails with ambiguous_effect.
+//   - timing.go: schedules, cancel jobs (a scheduled target is ended and
+//     its schedule removed; an unknown one gets a tombstone in the ledger,
+//     which ends it cancelled when it arrives), and the resurrection guard:
+//     after the claim, an enroll, activate, verify or generate_token whose
+//     job time is earlier than the user's offboard in MFA_PEOPLE ends
+//     cancelled without a call; a successful or noop offboard records its
+//     job time there before its result.
 //   - handlers.go: one attempt per call, reading before writing (enroll
 //     looks for the device first, remove and offboard treat already-gone as
 //     done). Handlers return typed errors (errors.go) or the OneLogin

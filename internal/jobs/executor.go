@@ -59,6 +59,10 @@ type executor struct {
 	h       *handlers
 	m       *metrics.Metrics
 	owner   string
+	// people is the resurrection guard's store (MFA_PEOPLE); jobs is the
+	// job stream, through which schedules are removed.
+	people peopleStore
+	jobs   purger
 }
 
 // process runs one task to its end. The task's heartbeat is running.
@@ -70,6 +74,12 @@ func (x *executor) process(ctx context.Context, t *task) {
 	}
 	j := t.job
 	defer x.m.JobStarted(string(j.Type))()
+	// A job whose not_before is ahead waits as a schedule; parking it
+	// calls nobody, so it takes no user lock (and a person named by a
+	// selector is looked up only when the job is due).
+	if x.notDue(ctx, t) && x.park(ctx, t) {
+		return
+	}
 	if j.User != nil && j.UserID == 0 {
 		if x.answerFromLedger(ctx, t) {
 			return
@@ -84,11 +94,13 @@ func (x *executor) process(ctx context.Context, t *task) {
 			return
 		}
 	}
-	if err := x.lockUser(ctx, t); err != nil {
-		x.settle(ctx, t, outcome{}, &RetryLaterError{Err: err})
-		return
+	if j.Type != job.TypeCancel {
+		if err := x.lockUser(ctx, t); err != nil {
+			x.settle(ctx, t, outcome{}, &RetryLaterError{Err: err})
+			return
+		}
+		defer x.unlockUser(ctx, t)
 	}
-	defer x.unlockUser(ctx, t)
 
 	d, err := x.claim(ctx, t)
 	if err != nil {
@@ -102,12 +114,26 @@ func (x *executor) process(ctx context.Context, t *task) {
 	case claimReused:
 		x.reused(ctx, t)
 		return
+	case claimCancelled:
+		x.settle(ctx, t, outcome{Data: job.CancelledData{CancelledBy: d.entry.CancelledBy}}, &CancelledError{
+			Code: job.CodeCancelled, Message: "cancelled by job " + d.entry.CancelledBy + " before it arrived", CancelledBy: d.entry.CancelledBy})
+		return
+	}
+	if j.Type == job.TypeCancel {
+		out, err := x.cancel(ctx, t)
+		x.settle(ctx, t, out, err)
+		return
+	}
+	if err := x.guard(ctx, t); err != nil {
+		x.settle(ctx, t, outcome{}, err)
+		return
 	}
 	if !j.NotAfter.IsZero() && time.Now().After(j.NotAfter) {
 		x.settle(ctx, t, outcome{}, &expiredError{notAfter: j.NotAfter})
 		return
 	}
 	out, err := x.run(ctx, t, d.sentBefore)
+	err = x.recordOffboard(ctx, t, out, err)
 	x.settle(ctx, t, out, err)
 }
 
@@ -167,7 +193,7 @@ func (x *executor) attempts(ctx context.Context, t *task, once bool) (outcome, e
 			return out, nil
 		case kindPermanent:
 			return out, pe
-		case kindRetryLater, kindExpired, kindRejected:
+		case kindRetryLater, kindExpired, kindRejected, kindCancelled:
 			return out, err
 		}
 		if ctx.Err() != nil {

@@ -86,11 +86,11 @@ func (x *executor) answerFromLedger(ctx context.Context, t *task) bool {
 		return false // not found, or unreadable: the claim decides later
 	}
 	switch {
+	case e.State != ledger.Finished:
+		return false // running, scheduled or a cancel's tombstone: the claim decides
 	case e.Hash != j.Hash:
 		x.reused(ctx, t)
 		return true
-	case e.State != ledger.Finished:
-		return false
 	case t.replay != 0 && job.Outcome(e.Outcome).DeadLetters() && replayOf(&e.Record) != t.replay:
 		// Perhaps a dead letter re-driven with a grant: the claim decides
 		// (and consumes the grant) after the lookup.
@@ -115,6 +115,10 @@ func (x *executor) failUnresolved(ctx context.Context, t *task, err error) {
 		return
 	case claimReused:
 		x.reused(ctx, t)
+		return
+	case claimCancelled:
+		x.settle(ctx, t, outcome{Data: job.CancelledData{CancelledBy: d.entry.CancelledBy}}, &CancelledError{
+			Code: job.CodeCancelled, Message: "cancelled by job " + d.entry.CancelledBy + " before it arrived", CancelledBy: d.entry.CancelledBy})
 		return
 	}
 	x.settle(ctx, t, outcome{}, err)

@@ -60,6 +60,12 @@ func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *topol
 		users:  newUserCache(cfg.UserCacheTTL, defaultUserCacheSize),
 		h:      &handlers{ol: ol, factors: newFactorCache(cfg.FactorCacheTTL)},
 	}
+	if objs.People != nil {
+		r.x.people = ledger.NewPeople(objs.People)
+	}
+	if objs.Jobs != nil {
+		r.x.jobs = objs.Jobs
+	}
 	return r, nil
 }
 
@@ -186,6 +192,16 @@ func (r *Runner) watchPending(ctx context.Context, lanes []lane) {
 			cancel()
 			if err == nil {
 				r.m.SetPending(l.name, info.NumPending)
+			}
+		}
+		// Jobs waiting for their not_before: the counting consumers'
+		// backlog, kept by the server across restarts.
+		for t, c := range r.objs.Scheduled {
+			ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			info, err := c.Info(ictx)
+			cancel()
+			if err == nil {
+				r.m.SetScheduled(string(t), int(info.NumPending))
 			}
 		}
 		if r.objs.DLQ != nil {

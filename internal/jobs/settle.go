@@ -118,6 +118,14 @@ func (x *executor) redeliver(ctx context.Context, t *task, e *ledger.Entry) {
 	if !same {
 		x.m.Duplicate(string(t.jobType()))
 	}
+	if t.fired && !same {
+		// A schedule fired for a job that ended meanwhile (a cancel, or
+		// its original message came back when due): its result is out.
+		if err := t.msg.Ack(); err != nil {
+			x.log.Warn("acking a fired schedule failed", "job_id", t.jobID(), "err", err)
+		}
+		return
+	}
 	v := decideFinished(job.Outcome(e.Outcome), res.Error, same)
 	if x.deliver(ctx, t, res.Subject(), e.Result, e.ResultMsgID, v, same && e.DeadLettered) {
 		x.log.Info("job already finished; stored result published again", "job_id", t.jobID(), "type", t.jobType(), "outcome", e.Outcome, "duplicate", !same)
@@ -215,6 +223,16 @@ func (x *executor) recordRejection(ctx context.Context, t *task, res *job.Result
 		}
 		if err != nil {
 			return rec.ResultMsgID, nil, err
+		}
+		if e.State == ledger.Tombstone {
+			// A cancel waited for this id; the job is invalid, so its one
+			// result is the rejection, which replaces the tombstone.
+			if _, err := x.ledger.Update(ctx, id, rec, e.Revision); err == nil {
+				return rec.ResultMsgID, nil, nil
+			} else if !errors.Is(err, ledger.ErrConflict) {
+				return rec.ResultMsgID, nil, err
+			}
+			continue
 		}
 		if e.Hash != rec.Hash {
 			return "", nil, errReused
@@ -324,6 +342,9 @@ func (x *executor) deadLetter(ctx context.Context, t *task, reason job.Outcome, 
 	}
 	if k := t.userSelector(); k != "" {
 		h.Set(job.HeaderUserSelector, k)
+	}
+	if !t.jobTime.IsZero() {
+		h.Set(job.HeaderJobTime, t.jobTime.UTC().Format(time.RFC3339Nano))
 	}
 	d.Header(h.Set)
 	if err := x.publish(ctx, job.DLQSubjectPrefix+string(typ), d.Body, job.DLQMsgID(t.seq), h); err != nil {

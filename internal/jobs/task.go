@@ -24,6 +24,12 @@ type task struct {
 	replay   uint64
 	received time.Time
 	stopBeat func()
+	// fired: a schedule produced this message (its not_before is due).
+	fired bool
+	// jobTime is the job's time (job.Job.Time); timeFromHeader says that
+	// the time it falls back on came from Mfa-Job-Time, not the message.
+	jobTime        time.Time
+	timeFromHeader bool
 
 	mu      sync.Mutex
 	lockRev uint64 // 0: the user's lock is not held
@@ -32,12 +38,21 @@ type task struct {
 
 func (x *executor) newTask(msg jetstream.Msg) *task {
 	t := &task{msg: msg, received: time.Now(), attempts: 1}
+	stored := t.received
 	if md, err := msg.Metadata(); err == nil {
 		t.seq, t.attempts = md.Sequence.Stream, int(md.NumDelivered)
+		stored = md.Timestamp
 	}
 	t.job, t.rej = x.parser.Parse(msg.Subject(), msg.Data())
 	if h := msg.Headers(); h != nil {
 		t.replay, _ = job.ParseReplay(h.Get(job.HeaderReplay))
+		t.fired = h.Get(headerScheduler) != ""
+		if v, err := time.Parse(time.RFC3339Nano, h.Get(job.HeaderJobTime)); err == nil {
+			stored, t.timeFromHeader = v, true
+		}
+	}
+	if t.job != nil {
+		t.jobTime = t.job.Time(stored)
 	}
 	return t
 }

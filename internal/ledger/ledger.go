@@ -10,7 +10,6 @@ package ledger
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +17,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/job"
 )
 
 // Errors returned by the ledger.
@@ -34,6 +35,11 @@ type State string
 const (
 	Running  State = "running"
 	Finished State = "finished"
+	// Scheduled: the job waits as a message schedule until DueAt.
+	Scheduled State = "scheduled"
+	// Tombstone: a cancel (CancelledBy) arrived before the job; the job,
+	// when it arrives within the bucket's TTL, ends cancelled.
+	Tombstone State = "tombstone"
 )
 
 // Record is the ledger's entry for one job id.
@@ -61,6 +67,22 @@ type Record struct {
 	// which tells its redelivery from a duplicate message.
 	Seq       uint64    `json:"seq,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
+
+	// DueAt is when a scheduled job's schedule fires (its not_before
+	// rounded up to the second); Schedule is the schedule's subject.
+	DueAt    time.Time `json:"due_at,omitzero"`
+	Schedule string    `json:"schedule,omitempty"`
+	// JobTime is the job's time (see job.Job.Time).
+	JobTime time.Time `json:"job_time,omitzero"`
+	// Type, UserID, CorrelationID and Source let a cancel write the
+	// result of a scheduled job without reading its message.
+	Type          string `json:"type,omitempty"`
+	UserID        int64  `json:"user_id,omitempty"`
+	CorrelationID string `json:"correlation_id,omitempty"`
+	Source        string `json:"source,omitempty"`
+	// CancelledBy is the id of the cancel job that ended this job or left
+	// this tombstone.
+	CancelledBy string `json:"cancelled_by,omitempty"`
 }
 
 // Entry is a record with its KV revision, needed to change it.
@@ -80,7 +102,7 @@ func New(kv jetstream.KeyValue) *Ledger { return &Ledger{kv: kv} }
 // Key returns the KV key of a job id. Job ids may hold any printable ASCII,
 // KV keys may not, so the id is base64url-encoded.
 func Key(jobID string) string {
-	return "job." + base64.RawURLEncoding.EncodeToString([]byte(jobID))
+	return "job." + job.IDToken(jobID)
 }
 
 // Create stores rec for a new job id, or returns ErrExists.
@@ -184,4 +206,78 @@ func (l *Locks) Release(ctx context.Context, userID int64, rev uint64) error {
 		return fmt.Errorf("release lock of user %d: %w", userID, err)
 	}
 	return nil
+}
+
+// People records, per OneLogin user id, the job time of the user's latest
+// offboard: a job that would give the user MFA with an earlier job time is
+// never executed (the resurrection guard).
+type People struct {
+	kv jetstream.KeyValue
+}
+
+// NewPeople returns the people records on kv.
+func NewPeople(kv jetstream.KeyValue) *People { return &People{kv: kv} }
+
+// PersonKey is the KV key of a user's record: user.<id>.
+func PersonKey(userID int64) string { return "user." + strconv.FormatInt(userID, 10) }
+
+type person struct {
+	OffboardedAt time.Time `json:"offboarded_at"`
+	JobID        string    `json:"job_id"`
+}
+
+// Offboarded returns the job time of the user's latest offboard and the
+// id of that job; a zero time when none is recorded.
+func (p *People) Offboarded(ctx context.Context, userID int64) (time.Time, string, error) {
+	e, err := p.kv.Get(ctx, PersonKey(userID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return time.Time{}, "", nil
+	}
+	if err != nil {
+		return time.Time{}, "", fmt.Errorf("people get: %w", err)
+	}
+	var r person
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return time.Time{}, "", fmt.Errorf("people get: corrupt record: %w", err)
+	}
+	return r.OffboardedAt, r.JobID, nil
+}
+
+// RecordOffboard stores at as the user's latest offboard unless a later
+// one is recorded already (compare-and-set, so concurrent offboards keep the
+// latest).
+func (p *People) RecordOffboard(ctx context.Context, userID int64, at time.Time, jobID string) error {
+	b, err := json.Marshal(person{OffboardedAt: at.UTC(), JobID: jobID})
+	if err != nil {
+		return err
+	}
+	for i := 0; i < 20; i++ {
+		e, err := p.kv.Get(ctx, PersonKey(userID))
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
+			_, err = p.kv.Create(ctx, PersonKey(userID), b)
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("people create: %w", err)
+			}
+			return nil
+		case err != nil:
+			return fmt.Errorf("people get: %w", err)
+		}
+		var r person
+		if json.Unmarshal(e.Value(), &r) == nil && !at.After(r.OffboardedAt) {
+			return nil
+		}
+		_, err = p.kv.Update(ctx, PersonKey(userID), b, e.Revision())
+		if isConflict(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("people update: %w", err)
+		}
+		return nil
+	}
+	return errors.New("people: record keeps changing")
 }

@@ -149,3 +149,40 @@ func TestLocks(t *testing.T) {
 		t.Fatalf("acquire after release: %v %v", ok, err)
 	}
 }
+
+// An offboard's time is recorded only when later than the one there, also
+// when offboards of one user race.
+func TestPeopleKeepsTheLatestOffboard(t *testing.T) {
+	ctx := context.Background()
+	p := ledger.NewPeople(bucket(t, 0))
+	if at, by, err := p.Offboarded(ctx, 7); err != nil || !at.IsZero() || by != "" {
+		t.Fatalf("nobody offboarded yet: %v %q %v", at, by, err)
+	}
+	base := time.Date(2026, 11, 27, 17, 0, 0, 0, time.UTC)
+	if err := p.RecordOffboard(ctx, 7, base, "off-a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.RecordOffboard(ctx, 7, base.Add(-time.Hour), "off-earlier"); err != nil {
+		t.Fatal(err)
+	}
+	if at, by, _ := p.Offboarded(ctx, 7); !at.Equal(base) || by != "off-a" {
+		t.Fatalf("an earlier offboard replaced a later one: %v %s", at, by)
+	}
+	done := make(chan error, 20)
+	for i := range 20 {
+		go func() {
+			done <- p.RecordOffboard(ctx, 7, base.Add(time.Duration(i+1)*time.Minute), fmt.Sprintf("off-%d", i))
+		}()
+	}
+	for range 20 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if at, by, _ := p.Offboarded(ctx, 7); !at.Equal(base.Add(20*time.Minute)) || by != "off-19" {
+		t.Fatalf("after racing offboards: %v %s, want the latest", at, by)
+	}
+	if at, _, _ := p.Offboarded(ctx, 8); !at.IsZero() {
+		t.Fatalf("another user: %v", at)
+	}
+}

@@ -227,3 +227,8 @@ func (m *Metrics) ObserveRequest(endpoint, code string, d time.Duration) {
 func (m *Metrics) ObserveRateLimit(r onelogin.RateLimit) {
 	m.rateRemaining.Set(float64(r.Remaining))
 }
+
+// ScheduledGauge returns the scheduled-jobs gauge of a type, for tests.
+func (m *Metrics) ScheduledGauge(typ string) prometheus.Gauge {
+	return m.scheduled.WithLabelValues(typ)
+}

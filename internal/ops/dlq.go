@@ -31,9 +31,11 @@ type DeadLetter struct {
 	OriginalSubject string    `json:"original_subject"`
 	// Truncated and Redacted: the body is not the job's (cut to 64 KiB, or
 	// replaced by its size and hash); such a dead letter cannot be replayed.
-	Truncated bool   `json:"truncated,omitempty"`
-	Redacted  bool   `json:"redacted,omitempty"`
-	Body      []byte `json:"-"`
+	Truncated bool `json:"truncated,omitempty"`
+	Redacted  bool `json:"redacted,omitempty"`
+	// JobTime is the job's time (Mfa-Job-Time), handed on to a replay.
+	JobTime string `json:"job_time,omitempty"`
+	Body    []byte `json:"-"`
 }
 
 // DeadLetterFilter selects dead letters; empty fields match all.
@@ -90,6 +92,7 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, f DeadLetterFi
 			Reason: m.Header.Get(job.HeaderReason), ErrorCode: m.Header.Get(job.HeaderErrorCode), Deliveries: n,
 			OriginalSubject: m.Header.Get(job.HeaderOriginalSubject), Body: m.Data,
 			Truncated: m.Header.Get(job.HeaderBodyTruncated) == "true", Redacted: m.Header.Get(job.HeaderBodyRedacted) == "true",
+			JobTime: m.Header.Get(job.HeaderJobTime),
 		}
 		if f.match(d) {
 			out = append(out, d)
@@ -169,6 +172,9 @@ func Replay(ctx context.Context, js jetstream.JetStream, d DeadLetter) error {
 	m.Data = d.Body
 	m.Header.Set(job.HeaderReplay, job.ReplayTag(d.Seq))
 	m.Header.Set(jetstream.MsgIDHeader, job.ReplayMsgID(id, d.Seq))
+	if d.JobTime != "" {
+		m.Header.Set(job.HeaderJobTime, d.JobTime)
+	}
 	if _, err := js.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("replay DLQ #%d: %w", d.Seq, err)
 	}

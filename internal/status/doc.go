@@ -1,7 +1,7 @@
 // Package status serves the worker's read-only status page: the two lanes
 // with their pending and in-flight jobs, OneLogin's remaining budget and when
 // it resets, the state of the worker's OneLogin credentials, recent results,
-// dead letters by type and reason, jobs scheduled for the next 24 hours, and
+// dead letters by type and reason, jobs scheduled (not_before ahead), and
 // a person lookup that shows one person's history.
 //
 // The page is rendered on the server with html/template, uses no script, and

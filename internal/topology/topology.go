@@ -21,6 +21,7 @@ const (
 	StreamDLQ      = "MFA_DLQ"
 	BucketLedger   = "MFA_LEDGER"
 	BucketLocks    = "MFA_LOCKS"
+	BucketPeople   = "MFA_PEOPLE"
 	ConsumerUrgent = "mfa-worker-urgent"
 	ConsumerNormal = "mfa-worker"
 	// StreamHistory is the per-person index of results (package history).
@@ -140,6 +141,23 @@ func Consumer(l job.Lane) string {
 	return ConsumerNormal
 }
 
+// ScheduledConsumer names the counting consumer of the jobs of type t that
+// wait as schedules. It is never pulled from: its pending count is the
+// number of such jobs (mfa_jobs_scheduled), kept by the server across
+// restarts of the worker and of NATS.
+func ScheduledConsumer(t job.Type) string { return "mfa-scheduled-" + string(t) }
+
+// Schedulable lists the types a not_before can park (every type but cancel).
+func Schedulable() []job.Type {
+	var out []job.Type
+	for _, t := range job.Types {
+		if t != job.TypeCancel {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 // Objects are the provisioned JetStream objects the pipeline uses.
 type Objects struct {
 	Urgent, Normal jetstream.Consumer
@@ -147,6 +165,12 @@ type Objects struct {
 	// History is the consumer on MFA_RESULTS that indexes each result
 	// into MFA_HISTORY.
 	History jetstream.Consumer
+	// People holds per OneLogin user the time of the latest offboard.
+	People jetstream.KeyValue
+	// Jobs is the job stream (schedules are purged through it).
+	Jobs jetstream.Stream
+	// Scheduled are the counting consumers, by type.
+	Scheduled map[job.Type]jetstream.Consumer
 	// DLQ is MFA_DLQ, whose usage against its limits the worker exports.
 	DLQ jetstream.Stream
 }
@@ -165,14 +189,24 @@ func Provision(ctx context.Context, js jetstream.JetStream, topo Config, cfg Con
 	for _, t := range job.Types {
 		subjects = append(subjects, t.Subject())
 	}
+	subjects = append(subjects, job.ScheduledSubjectPrefix+">")
 	streams := []jetstream.StreamConfig{{
 		Name:        StreamJobs,
-		Description: "MFA jobs; only the six job subjects are accepted, so nothing unhandled sits here",
+		Description: "MFA jobs; only the job subjects and the schedules of future jobs are accepted, so nothing unhandled sits here",
 		Subjects:    subjects,
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    topo.Replicas,
 		Duplicates:  topo.DuplicateWindow,
+		// Jobs with a future not_before wait as message schedules on
+		// mfa.scheduled.<type>.<id token>, targeting mfa.jobs.<type>.
+		// Schedules need roll-ups (each schedule rolls up its own
+		// subject), purges (a fired or cancelled schedule is purged) and
+		// discard-old (the default).
+		AllowMsgSchedules: true,
+		AllowRollup:       true,
+		DenyPurge:         false,
+		Discard:           jetstream.DiscardOld,
 	}, {
 		Name:        StreamResults,
 		Description: "One result event per job",
@@ -236,6 +270,31 @@ func Provision(ctx context.Context, js jetstream.JetStream, topo Config, cfg Con
 	if err != nil {
 		return nil, fmt.Errorf("provision bucket %s: %w", BucketLocks, err)
 	}
+	objs.People, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: BucketPeople, Description: "Per OneLogin user id: the job time of the latest offboard (the resurrection guard); no TTL",
+		History: 1, Storage: jetstream.FileStorage, Replicas: topo.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision bucket %s: %w", BucketPeople, err)
+	}
+	if objs.Jobs, err = js.Stream(ctx, StreamJobs); err != nil {
+		return nil, fmt.Errorf("provision stream %s: %w", StreamJobs, err)
+	}
+	objs.Scheduled = map[job.Type]jetstream.Consumer{}
+	for _, t := range Schedulable() {
+		c, err := js.CreateOrUpdateConsumer(ctx, StreamJobs, jetstream.ConsumerConfig{
+			Durable:       ScheduledConsumer(t),
+			Description:   "Counts " + string(t) + " jobs waiting for their not_before; never pulled",
+			FilterSubject: job.ScheduledSubjectPrefix + string(t) + ".>",
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			Replicas:      topo.Replicas,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("provision consumer %s: %w", ScheduledConsumer(t), err)
+		}
+		objs.Scheduled[t] = c
+	}
 	consumer := func(name, desc string, filters []string) (jetstream.Consumer, error) {
 		c, err := js.CreateOrUpdateConsumer(ctx, StreamJobs, jetstream.ConsumerConfig{
 			Durable:        name,
@@ -255,7 +314,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, topo Config, cfg Con
 		}
 		return c, nil
 	}
-	if objs.Urgent, err = consumer(ConsumerUrgent, "Offboard and remove jobs, served first", Subjects(job.LaneUrgent)); err != nil {
+	if objs.Urgent, err = consumer(ConsumerUrgent, "Offboard, remove and cancel jobs, served first", Subjects(job.LaneUrgent)); err != nil {
 		return nil, err
 	}
 	if objs.Normal, err = consumer(ConsumerNormal, "Enroll, activate, verify and generate_token jobs", Subjects(job.LaneNormal)); err != nil {

@@ -33,8 +33,8 @@ import (
 var (
 	secWorkerPerms = server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
-			"$JS.API.>", "$JS.ACK.MFA_JOBS.>", "$KV.MFA_LEDGER.>", "$KV.MFA_LOCKS.>",
-			"mfa.results.>", "mfa.dlq.>", "$SRV.>", "_INBOX.>",
+			"$JS.API.>", "$JS.ACK.MFA_JOBS.>", "$KV.MFA_LEDGER.>", "$KV.MFA_LOCKS.>", "$KV.MFA_PEOPLE.>",
+			"mfa.results.>", "mfa.dlq.>", "mfa.scheduled.>", "$SRV.>", "_INBOX.>",
 			"$JS.ACK.MFA_RESULTS.mfa-history.>", "mfa.history.>",
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", "mfa.query.>", "$SRV.>"}},
@@ -179,6 +179,31 @@ func TestSecNATSPermissions(t *testing.T) {
 		t.Fatalf("publisher's result: %v %v", msg, err)
 	}
 
+	// A job for later, parked by the worker as a schedule, and its cancel:
+	// the worker's schedules, their removal and MFA_PEOPLE need nothing
+	// beyond its block, the publisher's nothing beyond mfa.jobs.*.
+	later := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	if err := pub("mfa.jobs.offboard", `{"id":"perm-later","type":"offboard","user_id":7,"not_before":"`+later+`"}`, map[string]string{jetstream.MsgIDHeader: "perm-later"}); err != nil {
+		t.Fatalf("publisher, scheduled job: %v", err)
+	}
+	if err := pub("mfa.jobs.cancel", `{"id":"perm-cancel","type":"cancel","params":{"job_id":"perm-later"}}`, map[string]string{jetstream.MsgIDHeader: "perm-cancel"}); err != nil {
+		t.Fatalf("publisher, cancel: %v", err)
+	}
+	got := map[string]bool{}
+	for len(got) < 2 {
+		msg, err := rsub.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("results of the scheduled job and its cancel: %v (have %v)", err, got)
+		}
+		got[msg.Subject] = true
+	}
+	if !got["mfa.results.offboard.cancelled"] || !got["mfa.results.cancel.succeeded"] {
+		t.Fatalf("results of the scheduled job and its cancel: %v", got)
+	}
+	if err := pub("mfa.scheduled.offboard.x", `{}`, nil); err == nil {
+		t.Error("a job publisher published a schedule")
+	}
+
 	// What a job publisher cannot do: grant itself a replay, forge a dead
 	// letter.
 	if err := pub("$KV.MFA_LEDGER."+ledger.GrantKey("perm-1", 1), `{"job_id":"perm-1","dlq_seq":1,"state":"granted"}`, nil); err == nil {
@@ -187,7 +212,7 @@ func TestSecNATSPermissions(t *testing.T) {
 	if err := pub("mfa.dlq.offboard", failingOffboard("perm-2"), map[string]string{job.HeaderJobID: "perm-2"}); err == nil {
 		t.Error("a job publisher forged a dead letter")
 	}
-	if len(pubDenied.list()) < 2 {
+	if len(pubDenied.list()) < 3 {
 		t.Errorf("the server did not deny the publisher: %v", pubDenied.list())
 	}
 

@@ -1,0 +1,134 @@
+package ops
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/jobs"
+	"github.com/mfa-worker/mfa-worker/internal/ledger"
+)
+
+// Job states answered by mfa.query.job.
+const (
+	JobUnknown   = "unknown"
+	JobScheduled = "scheduled"
+	JobRunning   = "running"
+	JobFinished  = "finished"
+)
+
+// JobState is the data of a mfa.query.job reply.
+type JobState struct {
+	JobID string `json:"job_id"`
+	// State is unknown, scheduled, running or finished (a cancelled job
+	// is finished).
+	State string `json:"state"`
+	// DueAt is when a scheduled job runs (its not_before rounded up to
+	// the second).
+	DueAt *time.Time `json:"due_at,omitempty"`
+	// Result is a finished job's result event.
+	Result json.RawMessage `json:"result,omitempty"`
+	// CancelledBy is set on an unknown job that a cancel already waits
+	// for: when it arrives, it ends cancelled.
+	CancelledBy string `json:"cancelled_by,omitempty"`
+}
+
+type jobRequest struct {
+	JobID string `json:"job_id"`
+}
+
+// ledgerReader is what the job query needs of the ledger.
+type ledgerReader interface {
+	Get(ctx context.Context, jobID string) (*ledger.Entry, error)
+}
+
+// scheduleReader finds a job's schedule in MFA_JOBS.
+type scheduleReader interface {
+	GetLastMsgForSubject(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error)
+}
+
+// LookupJob answers what the ledger knows of a job id, and for an id the
+// ledger does not know, whether a schedule for it waits in the job stream
+// (the ledger forgets a scheduled job after its TTL; the schedule waits up
+// to 366 days). s may be nil.
+func LookupJob(ctx context.Context, l ledgerReader, sr scheduleReader, jobID string) (*JobState, error) {
+	e, err := l.Get(ctx, jobID)
+	if errors.Is(err, ledger.ErrNotFound) {
+		if sr != nil {
+			m, err := jobs.FindSchedule(ctx, sr, jobID)
+			if err != nil {
+				return nil, err
+			}
+			if m != nil {
+				st := &JobState{JobID: jobID, State: JobScheduled}
+				if due, ok := jobs.ScheduleDue(m); ok {
+					st.DueAt = &due
+				}
+				return st, nil
+			}
+		}
+		return &JobState{JobID: jobID, State: JobUnknown}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := &JobState{JobID: jobID}
+	switch e.State {
+	case ledger.Scheduled:
+		s.State = JobScheduled
+		due := e.DueAt.UTC()
+		s.DueAt = &due
+	case ledger.Running:
+		s.State = JobRunning
+	case ledger.Finished:
+		s.State, s.Result = JobFinished, e.Result
+	default: // a tombstone
+		s.State, s.CancelledBy = JobUnknown, e.CancelledBy
+	}
+	return s, nil
+}
+
+// AddJobEndpoint adds mfa.query.job to the service: request
+// {"job_id": "..."}, data a JobState. It reads the ledger only, so it
+// never spends OneLogin's budget.
+func (q *QueryService) AddJobEndpoint(l ledgerReader, s scheduleReader) error {
+	return q.svc.AddGroup("mfa.query").AddEndpoint("job", micro.HandlerFunc(func(req micro.Request) {
+		var r jobRequest
+		if err := json.Unmarshal(req.Data(), &r); err != nil || !validJobID(r.JobID) {
+			respondError(req, "400", &job.ErrorInfo{Code: job.CodeInvalidID, Message: `request must be {"job_id": "..."} with 1..128 printable ASCII characters`})
+			return
+		}
+		ctx, cancel := context.WithTimeout(q.ctx, 5*time.Second)
+		defer cancel()
+		st, err := LookupJob(ctx, l, s, r.JobID)
+		if err != nil {
+			respondError(req, "503", &job.ErrorInfo{Code: job.CodeLedgerUnavailable, Message: "the job ledger did not answer", Retryable: true})
+			return
+		}
+		_ = req.RespondJSON(queryReply{Data: st})
+	}))
+}
+
+// respondError answers {"error": {...}} with the micro error headers set,
+// so that `nats micro stats` counts the error.
+func respondError(req micro.Request, status string, info *job.ErrorInfo) {
+	b, _ := json.Marshal(queryReply{Error: info})
+	_ = req.Error(status, info.Code, b)
+}
+
+func validJobID(id string) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < '!' || id[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
