@@ -167,3 +167,32 @@ func TestResolvedUsersAreCached(t *testing.T) {
 		t.Errorf("the second job looked the user up again (%d lookups, then %d)", before, after)
 	}
 }
+
+// A job named by a selector keeps the time model: a cancel that came first
+// ends it cancelled even when its person cannot be found, and one whose
+// not_before is ahead is looked up only when it is due.
+func TestPeopleWithCancelAndSchedule(t *testing.T) {
+	e := newEnv(t, simulator.Config{Directory: people})
+	if _, err := e.sim.EnrollDevice(205, "OneLogin SMS", "phone", true); err != nil {
+		t.Fatal(err)
+	}
+	e.start(testConfig())
+	e.publish("cancel", `{"id":"cancel-1","type":"cancel","params":{"job_id":"sel-unknown"}}`, "")
+	e.waitResults(1, 20*time.Second)
+	lookups := func() int { return e.sim.Stats().Requests["users"] }
+	due := time.Now().Add(3 * time.Second).UTC().Format(time.RFC3339)
+	e.publish("offboard", personBody(t, "sel-unknown", "offboard", map[string]string{"email": "nobody@example.com"}, nil), "")
+	e.publish("offboard", `{"id":"sel-later","type":"offboard","user":{"username":"bob"},"not_before":"`+due+`"}`, "")
+	rs := e.waitResults(2, 20*time.Second)
+	expectResult(t, rs, "sel-unknown", "offboard", job.Cancelled, job.CodeCancelled)
+	if n := lookups(); n > 1 {
+		t.Errorf("%d Users API calls before the scheduled job was due", n)
+	}
+	rs = e.waitResults(3, 20*time.Second)
+	if r := expectResult(t, rs, "sel-later", "offboard", job.Succeeded, ""); r.UserID != 205 {
+		t.Errorf("scheduled job resolved to %d", r.UserID)
+	}
+	if d := e.sim.Devices(205); len(d) != 0 {
+		t.Errorf("user 205 still has %v", d)
+	}
+}
