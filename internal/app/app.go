@@ -64,7 +64,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	}
 	ol, err := onelogin.NewClient(onelogin.Config{
 		BaseURL: cfg.baseURL(), ClientID: cfg.OneLoginClientID, ClientSecret: cfg.OneLoginClientSecret,
-		UserAgent: "mfa-worker/" + cfg.Version, Observer: m, RateLimitReserve: cfg.RateLimitReserve,
+		ClientSecretFunc: cfg.secretFunc(),
+		UserAgent:        "mfa-worker/" + cfg.Version, Observer: m, RateLimitReserve: cfg.RateLimitReserve,
+		QueryReserve: cfg.QueryReserve,
 	})
 	if err != nil {
 		return fail(err)
@@ -73,7 +75,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	if err != nil {
 		return fail(err)
 	}
-	q, err := ops.StartQueryService(ctx, nc, ol, semver(cfg.Version), log)
+	q, err := ops.StartQueryServiceWith(ctx, nc, ol, ops.QueryOptions{Version: semver(cfg.Version), MaxConcurrent: cfg.QueryConcurrency}, log)
 	if err != nil {
 		return fail(fmt.Errorf("start query service: %w", err))
 	}

@@ -182,7 +182,7 @@ func (r *Runner) watchPending(ctx context.Context, lanes []lane) {
 type prioritySem struct {
 	mu      sync.Mutex
 	free    int
-	waiters [2][]chan struct{}
+	waiters [3][]chan struct{} // by onelogin.Priority
 }
 
 func newPrioritySem(n int) *prioritySem { return &prioritySem{free: n} }
