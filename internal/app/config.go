@@ -188,7 +188,7 @@ func (c *Config) Validate() error {
 	if c.QueryReserve < 0 || c.QueryReserve >= 1 {
 		p.Add("WORKER_QUERY_RESERVE", "must be a share of the limit, at least 0 and below 1, got %g", c.QueryReserve)
 	}
-	if c.QueryConcurrency < 1 || c.QueryConcurrency > 1024 {
+	if c.QueryConcurrency < 0 || c.QueryConcurrency > 1024 { // 0: the default
 		p.Add("WORKER_QUERY_CONCURRENCY", "must be between 1 and 1024, got %d", c.QueryConcurrency)
 	}
 	p.Merge("jobs", c.Jobs.Validate())
