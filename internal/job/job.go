@@ -66,7 +66,9 @@ var typeTraits = map[Type]traits{
 	TypeVerify:        {lane: LaneNormal, atMostOnce: true},
 	TypeRemove:        {lane: LaneUrgent},
 	TypeOffboard:      {lane: LaneUrgent},
-	TypeGenerateToken: {lane: LaneNormal, atMostOnce: true},
+	// A generate_token whose reply was lost is retried: nobody saw the
+	// lost token, and it expires.
+	TypeGenerateToken: {lane: LaneNormal},
 }
 
 // Lane returns the lane of t.

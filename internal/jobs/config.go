@@ -41,6 +41,10 @@ type Config struct {
 	// ShutdownGrace is how long running jobs may finish after a stop
 	// signal before they are cancelled and nak'ed (20s).
 	ShutdownGrace time.Duration
+	// CredentialsRetryMin and CredentialsRetryMax shape the backoff of
+	// token requests while OneLogin refuses the worker's credentials (1s,
+	// 30s); no job is fetched meanwhile.
+	CredentialsRetryMin, CredentialsRetryMax time.Duration
 	// FactorCacheTTL is how long account-wide factor ids are cached (1h).
 	FactorCacheTTL time.Duration
 	// Owner names this replica in the ledger and locks (random if empty).
@@ -63,6 +67,9 @@ func DefaultConfig() Config {
 		NakMax:         2 * time.Minute,
 		ShutdownGrace:  20 * time.Second,
 		FactorCacheTTL: time.Hour,
+
+		CredentialsRetryMin: time.Second,
+		CredentialsRetryMax: 30 * time.Second,
 	}
 }
 
@@ -95,6 +102,8 @@ func (c Config) WithDefaults() Config {
 	or(&c.NakMax, d.NakMax)
 	or(&c.ShutdownGrace, d.ShutdownGrace)
 	or(&c.FactorCacheTTL, d.FactorCacheTTL)
+	or(&c.CredentialsRetryMin, d.CredentialsRetryMin)
+	or(&c.CredentialsRetryMax, d.CredentialsRetryMax)
 	return c
 }
 
