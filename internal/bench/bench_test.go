@@ -222,6 +222,7 @@ func render() string {
 			fmt.Fprintf(&b, "`worker dev` from exec to `/readyz` answering 200, %d runs: %s ms; median **%.0f ms** (target under 1 s: %s).\n\n", len(ds), floats(xs), Median(xs), mark(Median(xs) < 1000))
 		}
 	}
+	b.WriteString(renderBusyUser())
 	b.WriteString(profiling)
 	return b.String()
 }
