@@ -61,11 +61,11 @@ type traits struct {
 }
 
 var typeTraits = map[Type]traits{
-	TypeEnroll:        {lane: LaneNormal},
-	TypeActivate:      {lane: LaneNormal, atMostOnce: true},
-	TypeVerify:        {lane: LaneNormal, atMostOnce: true},
-	TypeRemove:        {lane: LaneUrgent},
-	TypeOffboard:      {lane: LaneUrgent},
+	TypeEnroll:   {lane: LaneNormal},
+	TypeActivate: {lane: LaneNormal, atMostOnce: true},
+	TypeVerify:   {lane: LaneNormal, atMostOnce: true},
+	TypeRemove:   {lane: LaneUrgent},
+	TypeOffboard: {lane: LaneUrgent},
 	// A generate_token whose reply was lost is retried: nobody saw the
 	// lost token, and it expires.
 	TypeGenerateToken: {lane: LaneNormal},

@@ -69,7 +69,7 @@ func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *topol
 	}
 	r.x = &executor{
 		creds: r.gate,
-		cfg: &r.cfg, budgets: newBudgets(&r.cfg), log: log, pub: js, m: m, owner: cfg.Owner, parser: parser,
+		cfg:   &r.cfg, budgets: newBudgets(&r.cfg), log: log, pub: js, m: m, owner: cfg.Owner, parser: parser,
 		policy: policy{maxDeliver: cfg.MaxDeliver, nakBase: cfg.NakBase, nakMax: cfg.NakMax},
 		ledger: ledger.New(objs.Ledger),
 		locks:  ledger.NewLocks(objs.Locks, cfg.Owner),
