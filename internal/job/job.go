@@ -60,14 +60,14 @@ type traits struct {
 	atMostOnce bool
 }
 
+// A generate_token whose reply was lost is retried (not at most once):
+// nobody saw the lost token, and it expires.
 var typeTraits = map[Type]traits{
-	TypeEnroll:   {lane: LaneNormal},
-	TypeActivate: {lane: LaneNormal, atMostOnce: true},
-	TypeVerify:   {lane: LaneNormal, atMostOnce: true},
-	TypeRemove:   {lane: LaneUrgent},
-	TypeOffboard: {lane: LaneUrgent},
-	// A generate_token whose reply was lost is retried: nobody saw the
-	// lost token, and it expires.
+	TypeEnroll:        {lane: LaneNormal},
+	TypeActivate:      {lane: LaneNormal, atMostOnce: true},
+	TypeVerify:        {lane: LaneNormal, atMostOnce: true},
+	TypeRemove:        {lane: LaneUrgent},
+	TypeOffboard:      {lane: LaneUrgent},
 	TypeGenerateToken: {lane: LaneNormal},
 }
 
