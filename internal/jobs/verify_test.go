@@ -1,0 +1,55 @@
+package jobs_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/simulator"
+)
+
+// A push that is never approved answers 200 "pending": the verify is
+// polled once per delivery (never quickly within one), and after the last
+// delivery the job fails verification_pending, never active. A push
+// approved while the job waits for its next delivery succeeds.
+func TestVerifyPendingPushIsNeverActive(t *testing.T) {
+	e := newEnv(t, simulator.Config{})
+	never, err := e.sim.EnrollDevice(61, "OneLogin Protect", "phone", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later, err := e.sim.EnrollDevice(62, "OneLogin Protect", "phone", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.provision()
+	cfg := testConfig()
+	cfg.NakBase, cfg.NakMax = 300*time.Millisecond, 300*time.Millisecond
+	e.publish("verify", jobBody("push-never", "verify", 61, map[string]any{"device_id": never}), "push-never")
+	e.publish("verify", jobBody("push-later", "verify", 62, map[string]any{"device_id": later}), "push-later")
+	e.start(cfg)
+	// Approve the second push once its first poll was answered pending.
+	waitUntil(t, 10*time.Second, func() bool { return len(e.sim.VerifyAttempts()) >= 2 }, func() string { return "no verify polled" })
+	e.sim.ApprovePush(62, later)
+	rs := e.waitResults(2, 20*time.Second)
+	r := rs["push-never"].Result
+	if r.Outcome != job.Failed || r.Error == nil || r.Error.Code != job.CodeVerificationPending || !r.Error.Retryable || r.Attempts != cfg.MaxDeliver {
+		t.Fatalf("never approved: %s attempts %d %+v data %v", r.Outcome, r.Attempts, r.Error, r.Data)
+	}
+	if r.Data["active"] == true {
+		t.Fatal("a pending verify reported active")
+	}
+	polls := 0
+	for _, a := range e.sim.VerifyAttempts() {
+		if a.DeviceID == never {
+			polls++
+		}
+	}
+	if polls != cfg.MaxDeliver {
+		t.Errorf("the never-approved push was polled %d times in %d deliveries: want one per delivery", polls, cfg.MaxDeliver)
+	}
+	ok := rs["push-later"].Result
+	if ok.Outcome != job.Succeeded || ok.Data["active"] != true || ok.Attempts < 2 {
+		t.Fatalf("approved later: %s attempts %d %+v data %v", ok.Outcome, ok.Attempts, ok.Error, ok.Data)
+	}
+}
