@@ -26,6 +26,7 @@ func BenchmarkOneBusyUser(b *testing.B) {
 		b.ReportMetric(r.Alone.Seconds(), "alone_s")
 		b.ReportMetric(r.WithBusy.Seconds(), "with_busy_s")
 		b.ReportMetric(r.Ratio, "ratio")
+		b.ReportMetric(float64(r.BusyDone), "busy_done")
 		busyUser.Lock()
 		busyUser.r = &r
 		busyUser.Unlock()
