@@ -28,6 +28,7 @@ test-unit:
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/onelogin
+	$(GO) test -run '^$$' -fuzz '^FuzzResultMsgIDInjective$$' -fuzztime $(FUZZTIME) ./internal/job
 
 lint:
 	$(GO) vet ./...

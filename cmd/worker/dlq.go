@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -75,19 +76,36 @@ func cmdDLQ(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "%d dead letter(s)\n", len(dls))
 		return nil
 	}
-	n := 0
+	n, refused := 0, 0
 	for _, d := range dls {
 		if *dry {
-			fmt.Fprintf(stdout, "would replay #%d %s %s\n", d.Seq, d.Subject, d.JobID)
+			if subject, _, err := ops.ReplayTarget(d); err != nil {
+				fmt.Fprintf(stdout, "would refuse #%d: %v\n", d.Seq, err)
+			} else {
+				fmt.Fprintf(stdout, "would replay #%d %s %s to %s\n", d.Seq, d.Subject, d.JobID, subject)
+			}
 			continue
 		}
-		if err := ops.Replay(ctx, js, d); err != nil {
+		err := ops.Replay(ctx, js, d)
+		var re *ops.RefusedError
+		if errors.As(err, &re) {
+			// A dead letter that does not hold up (a forged subject or
+			// type) is skipped; the others are replayed.
+			fmt.Fprintln(stdout, err)
+			refused++
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("%w (replayed %d before it)", err, n)
 		}
 		n++
 	}
-	if !*dry {
-		fmt.Fprintf(stdout, "replayed %d dead letter(s)\n", n)
+	if *dry {
+		return nil
+	}
+	fmt.Fprintf(stdout, "replayed %d dead letter(s)\n", n)
+	if refused > 0 {
+		return fmt.Errorf("%d dead letter(s) refused", refused)
 	}
 	return nil
 }

@@ -128,18 +128,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 // Connect opens a NATS connection with the configuration's servers, auth and
 // TLS, reconnecting forever.
 func Connect(cfg Config, log *slog.Logger) (*nats.Conn, error) {
-	opts := []nats.Option{
+	opts := append([]nats.Option{
 		nats.Name("mfa-worker"),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
 		nats.RetryOnFailedConnect(false),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("NATS disconnected", "err", err)
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted()) }),
-	}
+	}, NATSLogOptions(log)...)
 	if cfg.NATSCreds != "" {
 		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
 	}
@@ -160,6 +154,28 @@ func Connect(cfg Config, log *slog.Logger) (*nats.Conn, error) {
 		opts = append(opts, nats.ClientCert(cfg.NATSCert, cfg.NATSKey))
 	}
 	return nats.Connect(cfg.NATSURL, opts...)
+}
+
+// NATSLogOptions route nats.go's callbacks to log: asynchronous errors
+// (slow consumers, permission violations), disconnects and reconnects.
+// Without its error handler nats.go prints plain-text lines to stderr,
+// into the JSON log.
+func NATSLogOptions(log *slog.Logger) []nats.Option {
+	return []nats.Option{
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			attrs := []any{"err", err}
+			if sub != nil {
+				attrs = append(attrs, "subject", sub.Subject)
+			}
+			log.Warn("NATS asynchronous error", attrs...)
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted()) }),
+	}
 }
 
 func drain(nc *nats.Conn) error {

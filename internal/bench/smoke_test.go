@@ -38,4 +38,11 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("%s: %.2f calls per job, naive %.0f", c.Type, c.PerJob, c.Naive)
 		}
 	}
+	ex, err := ExpensiveInput(30, 5*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.Absurd.ValidLatency <= 0 || ex.Ordinary.CPU <= 0 || ex.Absurd.Bad != 30 {
+		t.Fatalf("expensive input: %+v", ex)
+	}
 }

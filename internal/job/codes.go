@@ -24,6 +24,8 @@ const (
 	CodeIDReused              = "id_reused"
 	CodeRecipientXKeyRequired = "recipient_xkey_required"
 	CodeInvalidRecipientXKey  = "invalid_recipient_xkey"
+	CodeUnreasonableNumber    = "unreasonable_number"
+	CodeInvalidCharacters     = "invalid_characters"
 
 	// Failed jobs.
 	CodeUserNotFound       = "user_not_found"
@@ -81,6 +83,8 @@ var Codes = []CodeInfo{
 	{CodeIDReused, Rejected, "the id was used for a job with another body"},
 	{CodeRecipientXKeyRequired, Rejected, "generate_token without recipient_xkey while plain tokens are not allowed"},
 	{CodeInvalidRecipientXKey, Rejected, "recipient_xkey is not an nkeys curve public key"},
+	{CodeUnreasonableNumber, Rejected, "a number has more than 40 digits or an exponent beyond 400 (refused before validation)"},
+	{CodeInvalidCharacters, Rejected, "a string sent to OneLogin holds a control character (C0, DEL, C1, so also ANSI escapes) or a bidirectional control"},
 	{CodeUserNotFound, Failed, "OneLogin does not know the user"},
 	{CodeFactorNotFound, Failed, "OneLogin does not know the device"},
 	{CodeFactorUnavailable, Failed, "the factor is not available to the user"},

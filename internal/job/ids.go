@@ -1,8 +1,6 @@
 package job
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"strconv"
 )
 
@@ -24,46 +22,69 @@ const (
 	HeaderDeliveries      = "Mfa-Deliveries"
 	HeaderOriginalSubject = "Mfa-Original-Subject"
 	HeaderJobID           = "Mfa-Job-Id"
-	// HeaderReplay marks a job re-published from the DLQ; its value tags
-	// the replay so that the job runs again once, despite the ledger.
+	// HeaderBodyTruncated ("true") marks a DLQ copy whose body was cut to
+	// the DLQ body limit; HeaderBodySHA256 is then the SHA-256 (hex) of the
+	// whole body, secrets blanked.
+	HeaderBodyTruncated = "Mfa-Body-Truncated"
+	HeaderBodySHA256    = "Mfa-Body-Sha256"
+	// HeaderBodyRedacted ("true") marks a DLQ copy whose body was not valid
+	// JSON and named a secret: it holds the original's size and SHA-256
+	// instead (HeaderBodySHA256 repeats the hash).
+	HeaderBodyRedacted = "Mfa-Body-Redacted"
+	// HeaderReplay marks a job re-published from the DLQ by `worker dlq
+	// replay`: its value is the dead letter's MFA_DLQ stream sequence, in
+	// decimal digits. The job runs again only when the ledger holds an
+	// unused replay grant for (job id, that sequence).
 	HeaderReplay = "Mfa-Replay"
 )
 
-// ResultMsgID is the message id of a job's result: <id>:result, so that a
-// result published twice is stored once. The result of a replayed dead
-// letter is <id>:result:replay:<tag>, so it is not swallowed as a duplicate
-// of the first result.
-func ResultMsgID(jobID, replay string) string {
+// ResultMsgID is the message id of a job's result. A job id has exactly one
+// result, <id>:result; the result of a granted replay of the dead letter at
+// MFA_DLQ sequence replaySeq (> 0) is <id>:result:replay:<replaySeq>.
+//
+// The scheme is injective: a plain result id ends in ":result", a replay's
+// in a digit, and a replay's sequence holds no ':', so the last
+// ":result:replay:" of an id ending in digits splits it back into exactly
+// one (job id, sequence) pair, whatever the job id holds.
+func ResultMsgID(jobID string, replaySeq uint64) string {
 	id := jobID + ":result"
-	if replay != "" {
-		id += ":replay:" + replay
+	if replaySeq > 0 {
+		id += ":replay:" + strconv.FormatUint(replaySeq, 10)
 	}
 	return id
 }
 
-// RejectionMsgID is the message id of a rejection's result:
-// <id>:result:rejected:<hash of the body>, so that a rejection is not
-// swallowed as a duplicate of the result of the job whose id it reused.
-func RejectionMsgID(jobID string, body []byte) string {
-	sum := sha256.Sum256(body)
-	return ResultMsgID(jobID, "") + ":rejected:" + hex.EncodeToString(sum[:8])
+// ParseReplay reads an Mfa-Replay header value: a DLQ stream sequence in
+// canonical decimal (digits only, no sign, no leading zero, at least 1). ok
+// is false for anything else, which the worker treats as no replay at all.
+func ParseReplay(v string) (seq uint64, ok bool) {
+	if v == "" || len(v) > 20 || v[0] == '0' {
+		return 0, false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return n, true
 }
 
-// DLQMsgID is the message id of the DLQ copy of the job message at stream
-// sequence seq (replay: its Mfa-Replay tag, if any).
-func DLQMsgID(seq uint64, replay string) string {
-	return "dlq:" + strconv.FormatUint(seq, 10) + ":" + replay
+// DLQMsgID is the message id of the DLQ copy of the job message at MFA_JOBS
+// stream sequence seq: every job message has at most one DLQ copy.
+func DLQMsgID(seq uint64) string {
+	return "dlq:" + strconv.FormatUint(seq, 10)
 }
 
 // ReplayTag is the Mfa-Replay value of a replay of the dead letter at DLQ
 // sequence dlqSeq.
 func ReplayTag(dlqSeq uint64) string { return strconv.FormatUint(dlqSeq, 10) }
 
-// ReplayMsgID is the message id of a dead letter re-published to its job
-// subject: <id>:replay:<tag> (an unreadable id is "unreadable").
-func ReplayMsgID(jobID, tag string) string {
-	if jobID == "" {
-		jobID = "unreadable"
-	}
-	return jobID + ":replay:" + tag
+// ReplayMsgID is the Nats-Msg-Id of a dead letter re-published to its job
+// subject: <id>:replay:<DLQ sequence>, new for every dead letter.
+func ReplayMsgID(jobID string, dlqSeq uint64) string {
+	return jobID + ":replay:" + strconv.FormatUint(dlqSeq, 10)
 }

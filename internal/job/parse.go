@@ -65,6 +65,11 @@ func (p *Parser) Parse(subject string, body []byte) (*Job, *Rejection) {
 		r.JobID, r.UserID = peekIdentity(body)
 		return nil, r
 	}
+	if off, problem := scanNumbers(body); off >= 0 {
+		r := rej(CodeUnreasonableNumber, "%s (at byte %d)", problem, off)
+		r.JobID, r.UserID = peekIdentity(body)
+		return nil, r
+	}
 	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
 	if err != nil {
 		return nil, rej(CodeInvalidJSON, "body is not JSON: %s", jsonErrorText(err))
@@ -102,6 +107,9 @@ func (p *Parser) Parse(subject string, body []byte) (*Job, *Rejection) {
 
 // check applies the rules a schema cannot express.
 func (p *Parser) check(j *Job) *Rejection {
+	if r := checkChars(j); r != nil {
+		return r
+	}
 	switch j.Type {
 	case TypeGenerateToken:
 		if j.Params.RecipientXKey == "" && !p.allowPlainText {
@@ -162,6 +170,9 @@ func validID(id string) bool {
 func intOf(n json.Number) (int64, bool) {
 	if v, err := n.Int64(); err == nil {
 		return v, true
+	}
+	if off, _ := scanNumbers([]byte(n)); off >= 0 {
+		return 0, false // too costly to read, and no int64 anyway
 	}
 	r, ok := new(big.Rat).SetString(string(n))
 	if !ok || !r.IsInt() || !r.Num().IsInt64() {
@@ -260,8 +271,14 @@ func describe(ve *jsonschema.ValidationError) (string, string) {
 	case *kind.Required:
 		return CodeMissingField, fmt.Sprintf("%s: missing %s", loc, strings.Join(k.Missing, ", "))
 	case *kind.AdditionalProperties:
-		names := make([]string, 0, len(k.Properties))
-		for _, p := range k.Properties {
+		// At most five names: a body of thousands of unknown fields must
+		// not make a message of its size.
+		names := make([]string, 0, 6)
+		for i, p := range k.Properties {
+			if i == 5 {
+				names = append(names, fmt.Sprintf("and %d more", len(k.Properties)-5))
+				break
+			}
 			names = append(names, fmt.Sprintf("%.40q", p))
 		}
 		return CodeUnknownField, fmt.Sprintf("%s: unknown field %s", loc, strings.Join(names, ", "))
@@ -377,30 +394,11 @@ func jsonErrorText(err error) string {
 	return "unexpected end of input"
 }
 
-// BlankSecrets empties params.otp_token and params.state_token, leaving the
-// rest of the job as it was. A body that is not a JSON object is kept.
-func BlankSecrets(body []byte) []byte {
-	var obj map[string]json.RawMessage
-	if json.Unmarshal(body, &obj) != nil {
-		return body
-	}
-	var params map[string]json.RawMessage
-	if json.Unmarshal(obj["params"], &params) != nil || params == nil {
-		return body
-	}
-	for _, k := range secretParams {
-		if _, ok := params[k]; ok {
-			params[k] = json.RawMessage(`""`)
-		}
-	}
-	pb, err := json.Marshal(params)
-	if err != nil {
-		return body
-	}
-	obj["params"] = pb
-	out, err := json.Marshal(obj)
-	if err != nil {
-		return body
-	}
-	return out
+// RejectionHash identifies the body of a rejected job in the ledger: the
+// SHA-256 of the body with its secrets blanked (so that a DLQ copy hashes
+// as its original), prefixed so that it never equals a valid job's hash.
+func RejectionHash(body []byte) string {
+	b, _ := Scrub(body)
+	sum := sha256.Sum256(b)
+	return "r:" + hex.EncodeToString(sum[:16])
 }

@@ -30,7 +30,7 @@ type decision struct {
 func (x *executor) claim(ctx context.Context, t *task) (decision, error) {
 	j := t.job
 	fresh := func() ledger.Record {
-		return ledger.Record{State: ledger.Running, Hash: j.Hash, Owner: x.owner, LeaseUntil: time.Now().Add(x.cfg.Lease), Replay: t.replay, UpdatedAt: time.Now()}
+		return ledger.Record{State: ledger.Running, Hash: j.Hash, Owner: x.owner, LeaseUntil: time.Now().Add(x.cfg.Lease), UpdatedAt: time.Now()}
 	}
 	deadline := time.Now().Add(x.budgets.claimWait)
 	for {
@@ -54,8 +54,10 @@ func (x *executor) claim(ctx context.Context, t *task) (decision, error) {
 			return decision{kind: claimReused, entry: e}, nil
 		}
 		switch {
-		case e.State == ledger.Finished && t.replay != "" && e.Replay != t.replay && job.Outcome(e.Outcome).DeadLetters():
-			// A dead letter re-driven on purpose: run it again.
+		case e.State == ledger.Finished && x.granted(ctx, t, e):
+			// A dead letter re-driven on purpose, with its one-time grant
+			// consumed: run it again; its result is a replay's.
+			rec.Replay = job.ReplayTag(t.replay)
 			rev, err := x.ledger.Update(ctx, j.ID, rec, e.Revision)
 			if err == nil {
 				x.setClaim(t, rec, rev)
@@ -69,10 +71,8 @@ func (x *executor) claim(ctx context.Context, t *task) (decision, error) {
 		case !time.Now().Before(e.LeaseUntil):
 			// The owner died or gave the job back: take it over, keeping
 			// the record of calls that may have been made.
-			rec.Sent = e.Sent
-			if rec.Replay == "" {
-				rec.Replay = e.Replay
-			}
+			// The replay tag is the record's, never the message's header.
+			rec.Sent, rec.Replay = e.Sent, e.Replay
 			rev, err := x.ledger.Update(ctx, j.ID, rec, e.Revision)
 			if err == nil {
 				x.setClaim(t, rec, rev)
@@ -90,6 +90,38 @@ func (x *executor) claim(ctx context.Context, t *task) (decision, error) {
 			}
 		}
 	}
+}
+
+// granted reports whether a message may run the job that e records as
+// finished again: it carries Mfa-Replay of a dead letter (the job's outcome
+// dead-lettered) that this record is not already the replay of, and the
+// ledger holds the unused grant for (job id, that DLQ sequence), which is
+// consumed here. A header without a grant changes nothing.
+func (x *executor) granted(ctx context.Context, t *task, e *ledger.Entry) bool {
+	if t.replay == 0 || x.grants == nil || !job.Outcome(e.Outcome).DeadLetters() {
+		return false
+	}
+	if prev, ok := job.ParseReplay(e.Replay); ok && prev == t.replay {
+		return false
+	}
+	ok, err := x.grants.UseGrant(ctx, t.jobID(), t.replay, e.Revision)
+	if err != nil {
+		x.log.Warn("reading the replay grant failed; handled as a duplicate", "job_id", t.jobID(), "replay", t.replay, "err", err)
+		return false
+	}
+	if !ok {
+		x.log.Warn("Mfa-Replay without a grant; handled as a duplicate", "job_id", t.jobID(), "replay", t.replay)
+	}
+	return ok
+}
+
+// replayOf is the DLQ sequence of the replay a record belongs to (0: none).
+func replayOf(rec *ledger.Record) uint64 {
+	if rec == nil {
+		return 0
+	}
+	n, _ := job.ParseReplay(rec.Replay)
+	return n
 }
 
 func (x *executor) setClaim(t *task, rec ledger.Record, rev uint64) {

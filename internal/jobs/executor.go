@@ -24,6 +24,11 @@ type ledgerStore interface {
 	Update(ctx context.Context, jobID string, rec ledger.Record, rev uint64) (uint64, error)
 }
 
+// grantStore consumes the one-time replay grants of the ledger.
+type grantStore interface {
+	UseGrant(ctx context.Context, jobID string, dlqSeq, recordRev uint64) (bool, error)
+}
+
 // userLocks is what the executor needs of the per-user locks.
 type userLocks interface {
 	TryAcquire(ctx context.Context, userID int64) (rev uint64, ok bool, err error)
@@ -46,6 +51,7 @@ type executor struct {
 	log     *slog.Logger
 	pub     publisher
 	ledger  ledgerStore
+	grants  grantStore // nil: no replay is ever granted
 	locks   userLocks
 	parser  *job.Parser
 	h       *handlers
@@ -96,8 +102,7 @@ func (x *executor) process(ctx context.Context, t *task, s slot) {
 		x.redeliver(ctx, t, d.entry)
 		return
 	case claimReused:
-		t.rej = &job.Rejection{Code: job.CodeIDReused, Message: "this id was already used for a job with a different body", JobID: j.ID, UserID: j.UserID, Type: j.Type, Job: j}
-		x.settle(ctx, t, outcome{}, t.rej)
+		x.reused(ctx, t)
 		return
 	}
 	if !j.NotAfter.IsZero() && time.Now().After(j.NotAfter) {

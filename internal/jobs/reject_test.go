@@ -27,7 +27,7 @@ func TestBadJobsAreRejected(t *testing.T) {
 	for i, b := range jobtest.BadJobs {
 		e.publish(b.Subject, b.Body, fmt.Sprintf("bad-%d", i))
 	}
-	withID := 1 // the reuse
+	withID := 0 // the reuse gets no result: its id has one already
 	for _, b := range jobtest.BadJobs {
 		if b.ID != "" {
 			withID++
@@ -73,7 +73,7 @@ func TestBadJobsAreRejected(t *testing.T) {
 		}
 		validResult(t, r.Data)
 	}
-	// The reuse got its own result, next to the original's.
+	// The reuse got no result: the id keeps its one result.
 	var reuse, original int
 	for _, m := range e.streamMsgs(topology.StreamResults) {
 		if m.Result.JobID == "b-reuse" {
@@ -88,7 +88,7 @@ func TestBadJobsAreRejected(t *testing.T) {
 			}
 		}
 	}
-	if reuse != 1 || original != 1 {
+	if reuse != 0 || original != 1 {
 		t.Errorf("b-reuse results: %d rejected, %d original", reuse, original)
 	}
 	// Still healthy: a good job after all that succeeds.
@@ -98,5 +98,34 @@ func TestBadJobsAreRejected(t *testing.T) {
 		t.Fatalf("job after the bad ones: %+v", rs["after-bad"].Result)
 	}
 	waitUntil(t, 5*time.Second, func() bool { return e.count(topology.StreamJobs) == 0 }, func() string { return "jobs left in the stream" })
+	w.stop(t)
+}
+
+// A rejection is final: the id keeps its one result, and a corrected job
+// under the same id gets a DLQ copy (id_reused) but no second result, while
+// the same rejected body again only gets the stored result again.
+func TestRejectionIsFinalForItsID(t *testing.T) {
+	e := newEnv(t, simulator.Config{})
+	e.provision()
+	w := e.start(testConfig())
+	bad := `{"id":"r-1","type":"remove","user_id":5,"params":{"device_id":0}}`
+	e.publish("remove", bad, "r-1")
+	e.waitResults(1, 10*time.Second)
+	e.publish("remove", bad, "r-1:again")
+	e.publish("remove", `{"id":"r-1","type":"remove","user_id":5,"params":{"device_id":9}}`, "r-1:fixed")
+	waitUntil(t, 10*time.Second, func() bool { return e.count(topology.StreamJobs) == 0 && e.count(topology.StreamDLQ) == 2 }, func() string {
+		return fmt.Sprintf("%d jobs, %d dead letters", e.count(topology.StreamJobs), e.count(topology.StreamDLQ))
+	})
+	rs := e.streamMsgs(topology.StreamResults)
+	if len(rs) != 1 || rs[0].Result.Outcome != job.Rejected || rs[0].Header.Get("Nats-Msg-Id") != "r-1:result" {
+		t.Fatalf("results: %+v", rs)
+	}
+	dl := e.streamMsgs(topology.StreamDLQ)
+	if dl[1].Header.Get(job.HeaderErrorCode) != job.CodeIDReused {
+		t.Errorf("second dead letter: %v", dl[1].Header)
+	}
+	if e.sim.ResourceCalls() != 0 {
+		t.Errorf("%d OneLogin calls", e.sim.ResourceCalls())
+	}
 	w.stop(t)
 }

@@ -62,6 +62,7 @@ func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *topol
 	if err != nil {
 		return nil, err
 	}
+	led := ledger.New(objs.Ledger)
 	r := &Runner{cfg: cfg, log: log, objs: objs, m: m, sem: newPrioritySem(cfg.Concurrency), order: newKeyedQueue(), byUser: map[int64]int{}}
 	r.gate = newCredGate(log, m)
 	if ol != nil {
@@ -71,7 +72,8 @@ func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *topol
 		creds: r.gate,
 		cfg:   &r.cfg, budgets: newBudgets(&r.cfg), log: log, pub: js, m: m, owner: cfg.Owner, parser: parser,
 		policy: policy{maxDeliver: cfg.MaxDeliver, nakBase: cfg.NakBase, nakMax: cfg.NakMax},
-		ledger: ledger.New(objs.Ledger),
+		ledger: led,
+		grants: led,
 		locks:  ledger.NewLocks(objs.Locks, cfg.Owner),
 		h:      &handlers{ol: ol, factors: newFactorCache(cfg.FactorCacheTTL)},
 	}
@@ -279,7 +281,8 @@ func (s slot) release() {
 	}
 }
 
-// watchPending refreshes the backlog gauge from consumer info.
+// watchPending refreshes the backlog gauge from consumer info, and the
+// DLQ usage gauge from MFA_DLQ's state and limits.
 func (r *Runner) watchPending(ctx context.Context, lanes []lane) {
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
@@ -292,12 +295,33 @@ func (r *Runner) watchPending(ctx context.Context, lanes []lane) {
 				r.m.SetPending(l.name, info.NumPending)
 			}
 		}
+		if r.objs.DLQ != nil {
+			ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			info, err := r.objs.DLQ.Info(ictx)
+			cancel()
+			if err == nil {
+				r.m.SetDLQUsage(DLQUsage(info))
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
 	}
+}
+
+// DLQUsage is how full a stream is against its limits: the larger of
+// bytes/MaxBytes and messages/MaxMsgs (a limit of 0 or less is none).
+func DLQUsage(info *jetstream.StreamInfo) float64 {
+	ratio := 0.0
+	if mb := info.Config.MaxBytes; mb > 0 {
+		ratio = max(ratio, float64(info.State.Bytes)/float64(mb))
+	}
+	if mm := info.Config.MaxMsgs; mm > 0 {
+		ratio = max(ratio, float64(info.State.Msgs)/float64(mm))
+	}
+	return min(ratio, 1)
 }
 
 // prioritySem is a counting semaphore that serves urgent waiters first.

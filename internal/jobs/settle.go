@@ -57,10 +57,16 @@ func (x *executor) finish(ctx context.Context, t *task, v verdict, data job.Data
 	now := time.Now()
 	res := j.Result(v.outcome, t.attempts, t.received, now, v.info, data)
 	body := res.Marshal()
-	resID := job.ResultMsgID(j.ID, t.replay)
 	// Without a claim (the lock or the ledger stayed out of reach until the
-	// deliveries ran out) there is no record to finish.
+	// deliveries ran out) there is no record to finish. The result id is
+	// the claim's: a granted replay's, or the job's one result.
 	t.mu.Lock()
+	var resID string
+	if t.claim != nil {
+		resID = job.ResultMsgID(j.ID, replayOf(&t.claim.Record))
+	} else {
+		resID = job.ResultMsgID(j.ID, 0)
+	}
 	var err error
 	if t.claim != nil {
 		rec := t.claim.Record
@@ -110,35 +116,119 @@ func (x *executor) redeliver(ctx context.Context, t *task, e *ledger.Entry) {
 	defer cancel()
 	same := e.Seq == t.seq
 	if !same {
-		x.m.Duplicate(string(t.job.Type))
+		x.m.Duplicate(string(t.jobType()))
 	}
 	v := decideFinished(job.Outcome(e.Outcome), res.Error, same)
 	if x.deliver(ctx, t, res.Subject(), e.Result, e.ResultMsgID, v, same && e.DeadLettered) {
-		x.log.Info("job already finished; stored result published again", "job_id", t.job.ID, "type", t.job.Type, "outcome", e.Outcome, "duplicate", !same)
+		x.log.Info("job already finished; stored result published again", "job_id", t.jobID(), "type", t.jobType(), "outcome", e.Outcome, "duplicate", !same)
 	}
 }
 
-// reject ends an invalid job: a result when its id is known, a DLQ copy,
-// and the message terminated. OneLogin is never called and the ledger is
-// not written, so a corrected job may reuse the id.
+// reused ends a message whose id the ledger holds for a job with another
+// body: the id already has its result, so this message gets none, only a
+// DLQ copy with id_reused, and is counted as a duplicate.
+func (x *executor) reused(ctx context.Context, t *task) {
+	ctx, cancel := x.settleContext(ctx)
+	defer cancel()
+	x.m.Duplicate(string(t.jobType()))
+	v := verdict{outcome: job.Rejected, action: actTerm, info: &job.ErrorInfo{Code: job.CodeIDReused, Message: "this id was already used for a job with a different body"}}
+	if x.deliver(ctx, t, "", nil, "", v, true) {
+		x.log.Warn("job id reused for another body; dead-lettered without a result", "job_id", t.jobID(), "type", t.jobType(), "code", job.CodeIDReused, "subject", t.msg.Subject(), "seq", t.seq)
+	}
+}
+
+// reject ends an invalid job. A rejection with a readable id and a known
+// type is final like every outcome: recorded in the ledger first (so the
+// id has exactly one result, and a corrected job must use a new id), then
+// the DLQ copy, the result <id>:result, and the message terminated. A
+// rejection whose id cannot be read gets no result, only a DLQ copy.
+// OneLogin is never called.
 func (x *executor) reject(ctx context.Context, t *task, v verdict) {
 	ctx, cancel := x.settleContext(ctx)
 	defer cancel()
 	now := time.Now()
 	r := t.rej
-	var subject, resID string
-	var body []byte
-	if res, ok := r.Result(t.attempts, t.received, now); ok {
-		subject, body = res.Subject(), res.Marshal()
-		resID = job.RejectionMsgID(r.JobID, t.msg.Data())
-	}
 	typ := r.Type
 	if !typ.Valid() {
 		typ = "unknown"
 	}
-	if x.deliver(ctx, t, subject, body, resID, v, true) {
+	res, ok := r.Result(t.attempts, t.received, now)
+	if !ok {
+		if x.deliver(ctx, t, "", nil, "", v, true) {
+			x.m.JobFinished(string(typ), string(job.Rejected), now.Sub(t.received))
+			x.logRejected(t, typ)
+		}
+		return
+	}
+	resID, e, err := x.recordRejection(ctx, t, res)
+	switch {
+	case errors.Is(err, errReused):
+		x.reused(ctx, t)
+		return
+	case e != nil:
+		x.redeliver(ctx, t, e)
+		return
+	case err != nil && t.attempts < x.policy.maxDeliver:
+		x.nak(t, x.policy.nakDelay(t.attempts))
+		x.log.Warn("recording the rejection failed; job will be redelivered", "job_id", r.JobID, "err", err)
+		return
+	case err != nil:
+		x.log.Error("recording the rejection failed on the last delivery; result published unrecorded", "job_id", r.JobID, "err", err)
+	}
+	res.Attempts = t.attempts
+	if x.deliver(ctx, t, res.Subject(), res.Marshal(), resID, v, true) {
 		x.m.JobFinished(string(typ), string(job.Rejected), now.Sub(t.received))
-		x.log.Info("job rejected", "job_id", r.JobID, "type", typ, "outcome", job.Rejected, "code", r.Code, "reason", r.Message, "subject", t.msg.Subject(), "seq", t.seq, "attempts", t.attempts)
+		x.logRejected(t, typ)
+	}
+}
+
+func (x *executor) logRejected(t *task, typ job.Type) {
+	r := t.rej
+	x.log.Info("job rejected", "job_id", r.JobID, "type", typ, "outcome", job.Rejected, "code", r.Code, "reason", r.Message, "subject", t.msg.Subject(), "seq", t.seq, "attempts", t.attempts)
+}
+
+// errReused: the id belongs to a job with another body.
+var errReused = errors.New("job id reused")
+
+// recordRejection records a rejection as the job id's final outcome and
+// returns its result id. When the ledger already holds the id it returns
+// the entry to answer from (the same body again), or errReused (another
+// body), unless the message is a granted replay of this rejection.
+func (x *executor) recordRejection(ctx context.Context, t *task, res *job.Result) (string, *ledger.Entry, error) {
+	id := t.rej.JobID
+	rec := ledger.Record{
+		State: ledger.Finished, Hash: job.RejectionHash(t.msg.Data()), Outcome: string(job.Rejected),
+		DeadLettered: true, Seq: t.seq, UpdatedAt: time.Now(),
+	}
+	for {
+		rec.Replay = ""
+		rec.ResultMsgID = job.ResultMsgID(id, 0)
+		rec.Result = res.Marshal()
+		if _, err := x.ledger.Create(ctx, id, rec); err == nil {
+			return rec.ResultMsgID, nil, nil
+		} else if !errors.Is(err, ledger.ErrExists) {
+			return rec.ResultMsgID, nil, err
+		}
+		e, err := x.ledger.Get(ctx, id)
+		if errors.Is(err, ledger.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return rec.ResultMsgID, nil, err
+		}
+		if e.Hash != rec.Hash {
+			return "", nil, errReused
+		}
+		if !x.granted(ctx, t, e) {
+			return "", e, nil
+		}
+		rec.Replay = job.ReplayTag(t.replay)
+		rec.ResultMsgID = job.ResultMsgID(id, t.replay)
+		if _, err := x.ledger.Update(ctx, id, rec, e.Revision); err == nil {
+			return rec.ResultMsgID, nil, nil
+		} else if !errors.Is(err, ledger.ErrConflict) {
+			return rec.ResultMsgID, nil, err
+		}
 	}
 }
 
@@ -151,8 +241,12 @@ func (x *executor) deliver(ctx context.Context, t *task, subject string, body []
 	// redelivery after a failure between them publishes neither twice.
 	if dlq {
 		if err := x.deadLetter(ctx, t, v.outcome, v.code()); err != nil {
-			x.nakAfterPublishFailure(t, "dead letter", err)
-			return false
+			if t.attempts < x.policy.maxDeliver {
+				x.nakAfterPublishFailure(t, "dead letter", err)
+				return false
+			}
+			// No job message stays in MFA_JOBS for lack of a DLQ copy.
+			x.log.Error("the DLQ copy could not be written on the last delivery; message settled without it", "subject", t.msg.Subject(), "seq", t.seq, "code", v.code(), "err", err)
 		}
 	}
 	if resID != "" {
@@ -210,14 +304,17 @@ func (x *executor) publish(ctx context.Context, subject string, data []byte, msg
 	return backoff.Retry(op, backoff.WithContext(b, ctx))
 }
 
-// deadLetter copies the job to mfa.dlq.<type>. A verify job's OTP and
-// state token are blanked: they are short-lived secrets.
+// deadLetter copies the job to mfa.dlq.<type>, whatever its subject or
+// type with every otp_token, state_token and mfa_token blanked, a body that
+// is not JSON and names one replaced by its size and hash, and the body cut
+// to 64 KiB (see job.ForDLQ). No header holds anything from the body but
+// the job id.
 func (x *executor) deadLetter(ctx context.Context, t *task, reason job.Outcome, code string) error {
 	typ := t.jobType()
-	body := t.msg.Data()
-	if typ == job.TypeVerify {
-		body = job.BlankSecrets(body)
+	if !typ.Valid() {
+		typ = "unknown"
 	}
+	d := job.ForDLQ(t.msg.Data())
 	h := nats.Header{}
 	h.Set(job.HeaderReason, string(reason))
 	h.Set(job.HeaderErrorCode, code)
@@ -226,7 +323,8 @@ func (x *executor) deadLetter(ctx context.Context, t *task, reason job.Outcome, 
 	if id := t.jobID(); id != "" {
 		h.Set(job.HeaderJobID, id)
 	}
-	if err := x.publish(ctx, job.DLQSubjectPrefix+string(typ), body, job.DLQMsgID(t.seq, t.replay), h); err != nil {
+	d.Header(h.Set)
+	if err := x.publish(ctx, job.DLQSubjectPrefix+string(typ), d.Body, job.DLQMsgID(t.seq), h); err != nil {
 		return err
 	}
 	x.m.DeadLetter(string(typ), code)

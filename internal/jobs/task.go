@@ -19,7 +19,9 @@ type task struct {
 	attempts int
 	job      *job.Job
 	rej      *job.Rejection
-	replay   string
+	// replay is the DLQ sequence of the Mfa-Replay header (0: none, or a
+	// value that is not one). It only counts with a matching grant.
+	replay   uint64
 	received time.Time
 	stopBeat func()
 
@@ -35,7 +37,7 @@ func (x *executor) newTask(msg jetstream.Msg) *task {
 	}
 	t.job, t.rej = x.parser.Parse(msg.Subject(), msg.Data())
 	if h := msg.Headers(); h != nil {
-		t.replay = h.Get(job.HeaderReplay)
+		t.replay, _ = job.ParseReplay(h.Get(job.HeaderReplay))
 	}
 	return t
 }

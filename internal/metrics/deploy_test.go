@@ -71,16 +71,13 @@ func registered(t *testing.T) map[string]bool {
 // announced lists metrics that deploy files may use before this package
 // declares them: the contract 1.1 metrics (mfa_jobs_scheduled,
 // mfa_onelogin_credentials_ok, and `worker ingest`'s mfa_hr_events_total
-// and mfa_ingest_requests_total), and mfa_dlq_usage_ratio, the MFA_DLQ
-// stream's max(bytes/max_bytes, msgs/max_msgs), which the worker exports
-// once the DLQ has limits. An entry is redundant once the name is declared
+// and mfa_ingest_requests_total). An entry is redundant once the name is declared
 // here; a misspelt entry still fails the dashboard check below.
 var announced = []string{
 	"mfa_jobs_scheduled",
 	"mfa_onelogin_credentials_ok",
 	"mfa_hr_events_total",
 	"mfa_ingest_requests_total",
-	"mfa_dlq_usage_ratio",
 }
 
 // declared returns the metric names given as `Name: "..."` in the option

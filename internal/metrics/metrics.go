@@ -32,6 +32,7 @@ var Names = []string{
 	"mfa_consumer_pending_messages",
 	"mfa_jobs_scheduled",
 	"mfa_onelogin_credentials_ok",
+	"mfa_dlq_usage_ratio",
 }
 
 // Label values known up front, so that every series a dashboard or an
@@ -81,6 +82,7 @@ type Metrics struct {
 	pending       *prometheus.GaugeVec
 	scheduled     *prometheus.GaugeVec
 	credentialsOK prometheus.Gauge
+	dlqUsage      prometheus.Gauge
 }
 
 // New registers the metrics, plus the Go and process collectors, on reg.
@@ -127,6 +129,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"type"}),
 		credentialsOK: f.NewGauge(prometheus.GaugeOpts{
 			Name: "mfa_onelogin_credentials_ok", Help: "1 while the worker holds a valid OneLogin access token, else 0.",
+		}),
+		dlqUsage: f.NewGauge(prometheus.GaugeOpts{
+			Name: "mfa_dlq_usage_ratio", Help: "How full MFA_DLQ is: the larger of bytes/max bytes and messages/max messages (1: the oldest dead letters are being dropped).",
 		}),
 	}
 	for _, t := range JobTypes {
@@ -190,6 +195,9 @@ func (m *Metrics) RetryCounter(typ string) prometheus.Counter {
 func (m *Metrics) SetPending(consumer string, n uint64) {
 	m.pending.WithLabelValues(consumer).Set(float64(n))
 }
+
+// SetDLQUsage sets how full MFA_DLQ is, 0..1.
+func (m *Metrics) SetDLQUsage(ratio float64) { m.dlqUsage.Set(ratio) }
 
 // SetCredentialsOK reports whether the worker holds a valid OneLogin
 // access token.

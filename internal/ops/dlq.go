@@ -4,15 +4,18 @@ package ops
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
@@ -26,7 +29,11 @@ type DeadLetter struct {
 	ErrorCode       string    `json:"error_code"`
 	Deliveries      int       `json:"deliveries"`
 	OriginalSubject string    `json:"original_subject"`
-	Body            []byte    `json:"-"`
+	// Truncated and Redacted: the body is not the job's (cut to 64 KiB, or
+	// replaced by its size and hash); such a dead letter cannot be replayed.
+	Truncated bool   `json:"truncated,omitempty"`
+	Redacted  bool   `json:"redacted,omitempty"`
+	Body      []byte `json:"-"`
 }
 
 // DeadLetterFilter selects dead letters; empty fields match all.
@@ -82,6 +89,7 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, f DeadLetterFi
 			Seq: seq, Subject: m.Subject, Time: m.Time, JobID: m.Header.Get(job.HeaderJobID),
 			Reason: m.Header.Get(job.HeaderReason), ErrorCode: m.Header.Get(job.HeaderErrorCode), Deliveries: n,
 			OriginalSubject: m.Header.Get(job.HeaderOriginalSubject), Body: m.Data,
+			Truncated: m.Header.Get(job.HeaderBodyTruncated) == "true", Redacted: m.Header.Get(job.HeaderBodyRedacted) == "true",
 		}
 		if f.match(d) {
 			out = append(out, d)
@@ -93,19 +101,74 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, f DeadLetterFi
 	return out, nil
 }
 
-// Replay publishes a dead letter back to its job subject under a new
-// Nats-Msg-Id and with the Mfa-Replay header, so that the job runs again
-// although the ledger holds its failure, then removes it from the DLQ.
-func Replay(ctx context.Context, js jetstream.JetStream, d DeadLetter) error {
-	subject := d.OriginalSubject
-	if subject == "" || len(subject) <= len(job.SubjectPrefix) || subject[:len(job.SubjectPrefix)] != job.SubjectPrefix {
-		subject = job.SubjectPrefix + d.Subject[len(job.DLQSubjectPrefix):]
+// RefusedError is a dead letter that Replay will not re-drive; nothing was
+// written or published for it.
+type RefusedError struct {
+	Seq    uint64
+	Reason string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("replay DLQ #%d refused: %s", e.Seq, e.Reason)
+}
+
+// ReplayTarget checks a dead letter and returns the job subject it would be
+// replayed to and the job id its grant is for. The type is the DLQ
+// subject's last token (mfa.dlq.<type>), never a header, and the body's
+// "type" must agree with it; the job id is the body's, and the Mfa-Job-Id
+// header must agree with it.
+func ReplayTarget(d DeadLetter) (subject, jobID string, err error) {
+	refuse := func(format string, a ...any) (string, string, error) {
+		return "", "", &RefusedError{Seq: d.Seq, Reason: fmt.Sprintf(format, a...)}
 	}
-	tag := job.ReplayTag(d.Seq)
+	typ := job.Type(strings.TrimPrefix(d.Subject, job.DLQSubjectPrefix))
+	if !strings.HasPrefix(d.Subject, job.DLQSubjectPrefix) || !typ.Valid() {
+		return refuse("subject %.80q is not mfa.dlq.<job type>", d.Subject)
+	}
+	if d.Truncated || d.Redacted {
+		return refuse("the stored body is not the job's (truncated or redacted); publish the job again under a new id")
+	}
+	var body struct {
+		ID   string `json:"id"`
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(d.Body, &body); err != nil {
+		return refuse("the body is not a JSON job")
+	}
+	if body.Type != string(typ) {
+		return refuse("the body's type %.40q does not match the DLQ subject's type %q", body.Type, typ)
+	}
+	if body.ID == "" || len(body.ID) > 128 {
+		return refuse("the body has no valid job id")
+	}
+	if d.JobID != body.ID {
+		return refuse("the Mfa-Job-Id header does not match the body's id")
+	}
+	return typ.Subject(), body.ID, nil
+}
+
+// Replay re-drives a dead letter: it writes a one-time replay grant for
+// (job id, DLQ sequence) into MFA_LEDGER (which needs write access to the
+// bucket), publishes the body to mfa.jobs.<type> with Mfa-Replay: <DLQ
+// sequence> and the new Nats-Msg-Id <id>:replay:<DLQ sequence>, then
+// removes the dead letter. A dead letter that ReplayTarget refuses gets a
+// *RefusedError and nothing is written.
+func Replay(ctx context.Context, js jetstream.JetStream, d DeadLetter) error {
+	subject, id, err := ReplayTarget(d)
+	if err != nil {
+		return err
+	}
+	kv, err := js.KeyValue(ctx, topology.BucketLedger)
+	if err != nil {
+		return fmt.Errorf("replay DLQ #%d: open %s: %w", d.Seq, topology.BucketLedger, err)
+	}
+	if err := ledger.New(kv).WriteGrant(ctx, id, d.Seq); err != nil {
+		return fmt.Errorf("replay DLQ #%d: write the replay grant: %w", d.Seq, err)
+	}
 	m := nats.NewMsg(subject)
 	m.Data = d.Body
-	m.Header.Set(job.HeaderReplay, tag)
-	m.Header.Set(jetstream.MsgIDHeader, job.ReplayMsgID(d.JobID, tag))
+	m.Header.Set(job.HeaderReplay, job.ReplayTag(d.Seq))
+	m.Header.Set(jetstream.MsgIDHeader, job.ReplayMsgID(id, d.Seq))
 	if _, err := js.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("replay DLQ #%d: %w", d.Seq, err)
 	}

@@ -30,7 +30,12 @@ type Config struct {
 	DuplicateWindow time.Duration // WORKER_DUPLICATE_WINDOW, for jobs and results
 	ResultsMaxAge   time.Duration // WORKER_RESULTS_MAX_AGE
 	DLQMaxAge       time.Duration // WORKER_DLQ_MAX_AGE
-	LedgerTTL       time.Duration // WORKER_LEDGER_TTL
+	// DLQMaxBytes and DLQMaxMsgs bound MFA_DLQ (WORKER_DLQ_MAX_BYTES,
+	// WORKER_DLQ_MAX_MSGS); the oldest dead letters go first when either
+	// is reached, and mfa_dlq_usage_ratio warns before that.
+	DLQMaxBytes int
+	DLQMaxMsgs  int
+	LedgerTTL   time.Duration // WORKER_LEDGER_TTL
 }
 
 // DefaultConfig is the topology of a single-node deployment.
@@ -40,6 +45,8 @@ func DefaultConfig() Config {
 		DuplicateWindow: 10 * time.Minute,
 		ResultsMaxAge:   7 * 24 * time.Hour,
 		DLQMaxAge:       30 * 24 * time.Hour,
+		DLQMaxBytes:     1 << 30,
+		DLQMaxMsgs:      1_000_000,
 		LedgerTTL:       7 * 24 * time.Hour,
 	}
 }
@@ -62,6 +69,12 @@ func (c Config) WithDefaults() Config {
 	if c.LedgerTTL == 0 {
 		c.LedgerTTL = d.LedgerTTL
 	}
+	if c.DLQMaxBytes == 0 {
+		c.DLQMaxBytes = d.DLQMaxBytes
+	}
+	if c.DLQMaxMsgs == 0 {
+		c.DLQMaxMsgs = d.DLQMaxMsgs
+	}
 	return c
 }
 
@@ -81,6 +94,12 @@ func (c Config) Validate() error {
 	}
 	if c.DLQMaxAge < time.Hour {
 		p.Add("WORKER_DLQ_MAX_AGE", "must be at least 1h, got %v", c.DLQMaxAge)
+	}
+	if c.DLQMaxBytes < 1<<20 {
+		p.Add("WORKER_DLQ_MAX_BYTES", "must be at least 1048576 (1 MiB), got %d", c.DLQMaxBytes)
+	}
+	if c.DLQMaxMsgs < 100 {
+		p.Add("WORKER_DLQ_MAX_MSGS", "must be at least 100, got %d", c.DLQMaxMsgs)
 	}
 	if c.LedgerTTL < time.Hour {
 		p.Add("WORKER_LEDGER_TTL", "must be at least 1h, got %v", c.LedgerTTL)
@@ -119,6 +138,8 @@ func Consumer(l job.Lane) string {
 type Objects struct {
 	Urgent, Normal jetstream.Consumer
 	Ledger, Locks  jetstream.KeyValue
+	// DLQ is MFA_DLQ, whose usage against its limits the worker exports.
+	DLQ jetstream.Stream
 }
 
 // Provision creates or updates the streams, buckets and consumers. It is
@@ -160,6 +181,9 @@ func Provision(ctx context.Context, js jetstream.JetStream, topo Config, cfg Con
 		Storage:     jetstream.FileStorage,
 		Replicas:    topo.Replicas,
 		MaxAge:      topo.DLQMaxAge,
+		MaxBytes:    int64(topo.DLQMaxBytes),
+		MaxMsgs:     int64(topo.DLQMaxMsgs),
+		Discard:     jetstream.DiscardOld,
 		Duplicates:  topo.DuplicateWindow,
 	}}
 	for _, sc := range streams {
@@ -169,6 +193,9 @@ func Provision(ctx context.Context, js jetstream.JetStream, topo Config, cfg Con
 	}
 	objs := &Objects{}
 	var err error
+	if objs.DLQ, err = js.Stream(ctx, StreamDLQ); err != nil {
+		return nil, fmt.Errorf("provision stream %s: %w", StreamDLQ, err)
+	}
 	objs.Ledger, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: BucketLedger, Description: "Idempotency record per job id",
 		TTL: topo.LedgerTTL, History: 1, Storage: jetstream.FileStorage, Replicas: topo.Replicas,
