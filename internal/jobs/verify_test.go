@@ -1,10 +1,12 @@
 package jobs_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 )
 
@@ -51,5 +53,51 @@ func TestVerifyPendingPushIsNeverActive(t *testing.T) {
 	ok := rs["push-later"].Result
 	if ok.Outcome != job.Succeeded || ok.Data["active"] != true || ok.Attempts < 2 {
 		t.Fatalf("approved later: %s attempts %d %+v data %v", ok.Outcome, ok.Attempts, ok.Error, ok.Data)
+	}
+}
+
+// A verify whose reply is lost after OneLogin applied it is read back from
+// the device's active flag: the job succeeds, active, with the OTP sent
+// once; a verify of a temporary MFA token (device 0) cannot be read back
+// and ends ambiguous_effect.
+func TestVerifyLostReplyIsReadBack(t *testing.T) {
+	e := newEnv(t, simulator.Config{})
+	dev, err := e.sim.EnrollDevice(71, "Google Authenticator", "ga", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otp := e.sim.LastOTP(71, dev)
+	if otp == "" {
+		t.Fatal("the simulator has no code for the authenticator")
+	}
+	ol, err := onelogin.NewClient(onelogin.Config{BaseURL: e.bed.SimURL, ClientID: e.sim.Config().ClientID, ClientSecret: e.sim.Config().ClientSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := ol.GenerateMFAToken(context.Background(), 72, onelogin.MFATokenRequest{ExpiresIn: 3600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.provision()
+	e.sim.SetFaults(simulator.Faults{LostReplyRate: 1})
+	e.publish("verify", jobBody("lost-verify", "verify", 71, map[string]any{"device_id": dev, "otp_token": otp}), "lost-verify")
+	e.publish("verify", jobBody("lost-verify-0", "verify", 72, map[string]any{"device_id": 0, "otp_token": tok.Token}), "lost-verify-0")
+	e.start(testConfig())
+	rs := e.waitResults(2, 20*time.Second)
+	r := rs["lost-verify"].Result
+	if r.Outcome != job.Succeeded || r.Data["active"] != true {
+		t.Fatalf("lost verify: %s %+v data %v", r.Outcome, r.Error, r.Data)
+	}
+	sent := 0
+	for _, a := range e.sim.VerifyAttempts() {
+		if a.DeviceID == dev {
+			sent++
+		}
+	}
+	if sent != 1 {
+		t.Errorf("the OTP reached OneLogin %d times, want once", sent)
+	}
+	if r0 := rs["lost-verify-0"].Result; r0.Outcome != job.Failed || r0.Error == nil || r0.Error.Code != job.CodeAmbiguousEffect {
+		t.Errorf("lost verify of device 0: %s %+v", r0.Outcome, r0.Error)
 	}
 }
