@@ -101,3 +101,25 @@ func TestVerifyLostReplyIsReadBack(t *testing.T) {
 		t.Errorf("lost verify of device 0: %s %+v", r0.Outcome, r0.Error)
 	}
 }
+
+// Activate's result carries OneLogin's state_token_expires_at.
+func TestActivateKeepsStateTokenExpiry(t *testing.T) {
+	e := newEnv(t, simulator.Config{})
+	dev, err := e.sim.EnrollDevice(81, "OneLogin SMS", "phone", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.provision()
+	e.publish("activate", jobBody("act-exp", "activate", 81, map[string]any{"device_id": dev, "state_token_expires_in": 300}), "act-exp")
+	before := time.Now()
+	e.start(testConfig())
+	r := e.waitResults(1, 20*time.Second)["act-exp"].Result
+	exp, _ := r.Data["state_token_expires_at"].(string)
+	at, err := time.Parse(time.RFC3339, exp)
+	if r.Outcome != job.Succeeded || err != nil {
+		t.Fatalf("activate: %s %+v data %v", r.Outcome, r.Error, r.Data)
+	}
+	if d := at.Sub(before); d < 250*time.Second || d > 310*time.Second {
+		t.Errorf("state_token_expires_at %s is %v after the job, want about 300s", exp, d)
+	}
+}
