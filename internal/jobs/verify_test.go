@@ -2,6 +2,8 @@ package jobs_test
 
 import (
 	"context"
+	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,4 +124,28 @@ func TestActivateKeepsStateTokenExpiry(t *testing.T) {
 	if d := at.Sub(before); d < 250*time.Second || d > 310*time.Second {
 		t.Errorf("state_token_expires_at %s is %v after the job, want about 300s", exp, d)
 	}
+}
+
+// A failed OneLogin call is logged with the job id and OneLogin's own
+// X-Request-Id, for support cases.
+func TestFailedCallLogsOneLoginRequestID(t *testing.T) {
+	e := newEnv(t, simulator.Config{})
+	e.provision()
+	e.publish("verify", jobBody("rid-1", "verify", 91, map[string]any{"device_id": 999999, "otp_token": "123456"}), "rid-1")
+	e.start(testConfig())
+	r := e.waitResults(1, 20*time.Second)["rid-1"].Result
+	if r.Outcome != job.Failed {
+		t.Fatalf("verify of an unknown device: %s", r.Outcome)
+	}
+	for _, line := range strings.Split(e.logs.String(), "\n") {
+		var l struct {
+			Msg   string `json:"msg"`
+			JobID string `json:"job_id"`
+			RID   string `json:"onelogin_request_id"`
+		}
+		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "OneLogin call failed" && l.JobID == "rid-1" && l.RID != "" && l.RID != "rid-1" {
+			return
+		}
+	}
+	t.Fatalf("no log line with the job id and OneLogin's request id:\n%s", e.logs.String())
 }
