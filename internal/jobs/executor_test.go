@@ -139,6 +139,7 @@ func TestExecutorAttempts(t *testing.T) {
 		devices    []onelogin.Device
 		device     int64 // the job's device_id (3 when zero)
 		pending    bool  // a pending verify, left to a later delivery
+		creds      bool  // the worker's credentials refused: not the job's failure
 	}{
 		{name: "remove after two refusals", typ: job.TypeRemove, script: map[string][]error{"remove": {refused, refused}},
 			want: job.Succeeded, retries: 2, calls: map[string]int{"remove": 3}},
@@ -172,6 +173,11 @@ func TestExecutorAttempts(t *testing.T) {
 			code: job.CodeStateTokenExpired, sentAfter: true, calls: map[string]int{"verify": 1}},
 		{name: "generate_token whose reply was lost is retried", typ: job.TypeGenerateToken, script: map[string][]error{"token": {lost}},
 			want: job.Succeeded, retries: 1, calls: map[string]int{"token": 2}},
+		{name: "offboard whose token is refused between removals", typ: job.TypeOffboard, devices: []onelogin.Device{{ID: 3}, {ID: 4}},
+			script: map[string][]error{"remove": {nil, &onelogin.TokenError{StatusCode: 401, Credentials: true}}},
+			creds: true, calls: map[string]int{"remove": 2}},
+		{name: "enroll whose token is refused", typ: job.TypeEnroll, script: map[string][]error{"enrolled": {&onelogin.TokenError{StatusCode: 500, Credentials: true}}},
+			creds: true, calls: map[string]int{"enrolled": 1, "enroll": 0}},
 		{name: "verify wrong OTP", typ: job.TypeVerify, script: map[string][]error{"verify": {status(401, "Failed authentication with this factor")}},
 			code: job.CodeVerificationFailed, sentAfter: true, calls: map[string]int{"verify": 1}},
 	}
@@ -207,6 +213,10 @@ func TestExecutorAttempts(t *testing.T) {
 			case c.code != "":
 				if k != kindPermanent || pe.Code != c.code {
 					t.Fatalf("got %v (%v), want %s", err, k, c.code)
+				}
+			case c.creds:
+				if k != kindCredentials {
+					t.Fatalf("got %v (%v), want the credentials' refusal, not the job's failure", err, k)
 				}
 			case c.pending:
 				if k != kindPending || out.Data != nil {

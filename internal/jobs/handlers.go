@@ -221,6 +221,10 @@ func (h *handlers) offboard(ctx context.Context, j *job.Job, a *attempts) (outco
 			if a.sentDevices[d.ID] {
 				a.removed = append(a.removed, int64(d.ID))
 			}
+		case errors.Is(err, onelogin.ErrCredentials):
+			// The worker's own credentials, not this factor: the job
+			// waits for a token like every other.
+			return outcome{Data: data()}, err
 		case onelogin.Classify(err) == onelogin.Permanent:
 			if refused == nil {
 				refused = failure(j.Type, "remove", err)
