@@ -128,7 +128,7 @@ func ingestConfig(args []string) (ingestSettings, error) {
 	fs.IntVar(&c.Topology.Replicas, "stream-replicas", replicas, "replicas of HR_EVENTS and MFA_SCIM_USERS (WORKER_STREAM_REPLICAS)")
 	conc, e := envInt("INGEST_CONCURRENCY", 4)
 	err = errors.Join(err, e)
-	fs.IntVar(&c.Concurrency, "concurrency", conc, "events the mapper handles at once (INGEST_CONCURRENCY)")
+	fs.IntVar(&c.Concurrency, "concurrency", conc, "batches of queued events (up to 64 each) the mapper handles at once (INGEST_CONCURRENCY)")
 	age, e := envDuration("INGEST_EVENTS_MAX_AGE", 30*24*time.Hour)
 	err = errors.Join(err, e)
 	fs.DurationVar(&c.Topology.EventsMaxAge, "events-max-age", age, "how long HR_EVENTS keeps events (INGEST_EVENTS_MAX_AGE)")

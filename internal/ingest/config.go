@@ -39,7 +39,8 @@ type Config struct {
 	// Rules turn events into jobs; nil means the built-in rules.
 	Rules    *rules.Set
 	Topology Topology
-	// Concurrency is how many events the mapper handles at once (4).
+	// Concurrency is how many batches of events the mapper handles at
+	// once (4); a batch is what has queued up, at most 64 events.
 	Concurrency int
 	// ReadTimeout and WriteTimeout bound one request (10s and 30s).
 	ReadTimeout, WriteTimeout time.Duration

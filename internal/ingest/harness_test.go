@@ -296,9 +296,15 @@ func (e *env) waitFor(what string, cond func() bool) {
 // waitMapped waits until mfa-ingest has acknowledged every stored event.
 func (e *env) waitMapped() {
 	e.t.Helper()
+	// Every stored event acknowledged: the consumer's counts alone can
+	// read zero for a moment before it has seen the newest event.
 	e.waitFor("the mapper to finish", func() bool {
+		st, err := e.s.objs.Events.Info(context.Background())
+		if err != nil {
+			return false
+		}
 		info, err := e.s.objs.Consumer.Info(context.Background())
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered == 0
+		return err == nil && info.AckFloor.Stream >= st.State.LastSeq && info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered == 0
 	})
 }
 

@@ -463,3 +463,89 @@ func TestJobsWaitForTheJobStream(t *testing.T) {
 	e.waitFor("the job", func() bool { return len(e.jobs()) == 1 })
 	checkJob(t, e.jobs()[0], l.want)
 }
+
+// TestMapperBatchMixedAndRetried: many events waiting at once are mapped
+// together; while the job stream is missing every one of them is left to
+// retry, and once it exists each is mapped exactly once: leavers to one job
+// each, a rule error to its job and one dead letter, an unknown type to
+// nothing.
+func TestMapperBatchMixedAndRetried(t *testing.T) {
+	set, err := rules.Parse(append(rules.BuiltinYAML(), `
+  - name: joiner-sms
+    when: event.type == "io.mfaworker.person.joined"
+    job:
+      type: '"enroll"'
+      user: '{"email": event.data.email}'
+      params:
+        factor_name: '"OneLogin SMS"'
+        display_name: '"Work phone"'
+        number: event.data.phone
+  - name: joiner-token
+    when: event.type == "io.mfaworker.person.joined"
+    job:
+      type: '"generate_token"'
+      user: '{"email": event.data.email}'
+      params: '{"expires_in": 86400}'
+`...), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(c *Config) { c.Rules = set })
+	ctx := context.Background()
+	if err := e.js.DeleteStream(ctx, "TEST_JOBS"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 150
+	want := map[string]bool{}
+	for range n {
+		l := leavers(t)[0]
+		if code, body := e.post(l.path, l.header(l.body), l.body); code != http.StatusOK {
+			t.Fatalf("status %d: %s", code, body)
+		}
+		want[l.want["id"].(string)] = true
+	}
+	ce := func(id, typ string, data map[string]any) []byte {
+		return jsonBody(t, map[string]any{"specversion": "1.0", "id": id, "source": "hr", "type": typ, "data": data})
+	}
+	joiner := ce("j1", "io.mfaworker.person.joined", map[string]any{"email": "new@example.com"})
+	other := ce("o1", "io.mfaworker.person.moved", map[string]any{"email": "x@example.com"})
+	for _, b := range [][]byte{joiner, other} {
+		if code, body := e.post("/events", signCE(b, randomID(), time.Now(), ceKey), b); code != http.StatusOK {
+			t.Fatalf("status %d: %s", code, body)
+		}
+	}
+	want["hr:cloudevents:"+rules.CloudEventID("hr", "j1")+":joiner-token"] = true
+
+	e.runMapper(e.s)
+	e.waitFor("failed attempts", func() bool { return strings.Count(e.logs.String(), "will retry") >= n })
+	if n := len(e.msgs("TEST_DLQ")); n != 0 {
+		t.Fatalf("%d dead letters before the jobs of their event were stored", n)
+	}
+	if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{Name: "TEST_JOBS", Subjects: []string{"mfa.jobs.>"}, Duplicates: 10 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitMapped()
+	jobs := e.jobs()
+	got := map[string]bool{}
+	for _, j := range jobs {
+		id, _ := j["id"].(string)
+		if got[id] {
+			t.Errorf("job %s stored twice", id)
+		}
+		got[id] = true
+		if !want[id] {
+			t.Errorf("unexpected job %s", id)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d jobs, want %d", len(got), len(want))
+	}
+	if n := len(e.msgs("TEST_DLQ")); n != 1 {
+		t.Errorf("%d dead letters, want 1", n)
+	}
+	for result, w := range map[string]float64{"mapped": n, "rule_error": 1, "ignored": 1} {
+		if got := e.counter("mfa_hr_events_total", "source", "cloudevents", "result", result); got != w {
+			t.Errorf("%s = %v, want %v", result, got, w)
+		}
+	}
+}

@@ -15,12 +15,23 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/rules"
 )
 
+// mapBatch is the most events one mapper goroutine takes at once. The
+// jobs of a batch are published together and each event is acknowledged
+// as soon as all of its own jobs are stored, so that a busy mapper pays one
+// network write for many publishes and many acks instead of one each.
+const mapBatch = 64
+
+// jobPublishTimeout bounds the wait for JetStream's ack of a job.
+const jobPublishTimeout = 10 * time.Second
+
 // RunMapper consumes mfa-ingest and turns each stored event into jobs by
 // the rules, until ctx ends. Events in hand when ctx ends are finished (or
 // left unacknowledged, to be redelivered) before it returns.
 func (s *Server) RunMapper(ctx context.Context) error {
 	var wg sync.WaitGroup
-	work := make(chan jetstream.Msg)
+	// Events wait here for a mapper goroutine; what has queued up while
+	// one was busy is its next batch.
+	work := make(chan jetstream.Msg, mapBatch)
 	// In-flight events get a few seconds to finish after ctx ends, so
 	// that a shutdown does not cut a job publish in half (harmless, but
 	// it would cost a redelivery).
@@ -31,10 +42,22 @@ func (s *Server) RunMapper(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			batch := make([]jetstream.Msg, 0, mapBatch)
 			for {
 				select {
 				case msg := <-work:
-					s.mapEvent(hctx, msg)
+					batch = append(batch[:0], msg)
+				fill:
+					for len(batch) < mapBatch {
+						select {
+						case msg := <-work:
+							batch = append(batch, msg)
+						default:
+							break fill
+						}
+					}
+					s.mapEvents(hctx, batch)
+					clear(batch)
 				case <-quit:
 					return
 				}
@@ -47,8 +70,9 @@ func (s *Server) RunMapper(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	},
-		// Few messages buffered: each one's ack timer runs while it waits.
-		jetstream.PullMaxMessages(2*s.cfg.Concurrency),
+		// At most a batch buffered here and one in work: each one's ack
+		// timer runs while it waits.
+		jetstream.PullMaxMessages(mapBatch),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if ctx.Err() == nil {
 				s.log.Warn("mfa-ingest consumer", "err", err)
@@ -82,51 +106,131 @@ func retryDelay(deliveries uint64) time.Duration {
 	return min(d, time.Minute)
 }
 
-func (s *Server) mapEvent(ctx context.Context, msg jetstream.Msg) {
-	var deliveries uint64 = 1
-	if md, err := msg.Metadata(); err == nil {
-		deliveries = md.NumDelivered
-	}
-	retry := func(what string, err error, ev rules.Event) {
-		s.log.Warn("HR event not mapped yet; will retry", "what", what, "source", ev.Source, "event_id", ev.ID,
-			"deliveries", deliveries, "err", err)
-		_ = msg.NakWithDelay(retryDelay(deliveries))
-	}
-	ev, err := Decode(msg.Headers(), msg.Data())
-	if ev.Source == "" {
-		ev.Source = strings.TrimPrefix(msg.Subject(), EventSubjectPrefix)
-	}
-	if err != nil {
-		// Only a stored event the receiver did not write can get here.
-		if derr := s.deadLetter(ctx, msg, ev, "bad_event", "event cannot be read: "+err.Error(), deliveries); derr != nil {
-			retry("dead letter", derr, ev)
-			return
+// mapping is one event of a batch on its way through the mapper.
+type mapping struct {
+	msg        jetstream.Msg
+	ev         rules.Event
+	deliveries uint64
+	jobs       []rules.Job
+	errs       []*rules.RuleError
+	// futures are the publishes of jobs, in order; a publish that could
+	// not even be sent ends the list and is failed/failedJob.
+	futures   []jetstream.PubAckFuture
+	failed    error
+	failedJob string
+	done      bool // decided: acknowledged, refused or left to retry
+}
+
+// mapEvents maps a batch of stored events: it applies the rules to each,
+// publishes all their jobs without waiting in between, then, event by
+// event, waits for the acks of its jobs and acknowledges it (or asks for
+// it again later). An event is never acknowledged before all its jobs are
+// stored.
+func (s *Server) mapEvents(ctx context.Context, msgs []jetstream.Msg) {
+	ms := make([]mapping, len(msgs))
+	for i, msg := range msgs {
+		m := &ms[i]
+		m.msg, m.deliveries = msg, 1
+		if md, err := msg.Metadata(); err == nil {
+			m.deliveries = md.NumDelivered
 		}
-		s.log.Error("HR event cannot be read; copied to "+DLQSubject, "source", ev.Source, "event_id", ev.ID, "err", err)
-		s.m.Event(ev.Source, "rule_error")
-		_ = msg.Term()
+		ev, err := Decode(msg.Headers(), msg.Data())
+		if ev.Source == "" {
+			ev.Source = strings.TrimPrefix(msg.Subject(), EventSubjectPrefix)
+		}
+		m.ev = ev
+		if err != nil {
+			s.refuse(ctx, m, err)
+			continue
+		}
+		m.jobs, m.errs = s.cfg.Rules.Apply(ev)
+		for _, j := range m.jobs {
+			f, err := s.publishJobAsync(j)
+			if err != nil {
+				m.failed, m.failedJob = err, j.ID
+				break
+			}
+			m.futures = append(m.futures, f)
+		}
+		if len(m.futures) == 0 {
+			// Nothing to wait for: its ack timer need not run on while
+			// the rest of the batch is stored.
+			s.settle(ctx, m)
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, jobPublishTimeout)
+	defer cancel()
+	for i := range ms {
+		m := &ms[i]
+		if m.done {
+			continue
+		}
+		for k, f := range m.futures {
+			if err := awaitAck(wctx, f); err != nil {
+				m.failed, m.failedJob = err, m.jobs[k].ID
+				break
+			}
+		}
+		s.settle(ctx, m)
+	}
+}
+
+// awaitAck waits for JetStream's answer to a publish.
+func awaitAck(ctx context.Context, f jetstream.PubAckFuture) error {
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// retry leaves an event to be delivered again after a delay that grows
+// with its deliveries.
+func (s *Server) retry(m *mapping, what string, err error) {
+	s.log.Warn("HR event not mapped yet; will retry", "what", what, "source", m.ev.Source, "event_id", m.ev.ID,
+		"deliveries", m.deliveries, "err", err)
+	_ = m.msg.NakWithDelay(retryDelay(m.deliveries))
+	m.done = true
+}
+
+// refuse copies an event that cannot be read to the dead-letter subject
+// and terminates it. Only a stored event the receiver did not write can
+// get here.
+func (s *Server) refuse(ctx context.Context, m *mapping, err error) {
+	if derr := s.deadLetter(ctx, m.msg, m.ev, "bad_event", "event cannot be read: "+err.Error(), m.deliveries); derr != nil {
+		s.retry(m, "dead letter", derr)
 		return
 	}
-	jobs, errs := s.cfg.Rules.Apply(ev)
-	for _, j := range jobs {
-		if err := s.publishJob(ctx, j); err != nil {
-			retry("job "+j.ID, err, ev)
-			return
-		}
+	s.log.Error("HR event cannot be read; copied to "+DLQSubject, "source", m.ev.Source, "event_id", m.ev.ID, "err", err)
+	s.m.Event(m.ev.Source, "rule_error")
+	_ = m.msg.Term()
+	m.done = true
+}
+
+// settle finishes an event whose job publishes have all been answered.
+func (s *Server) settle(ctx context.Context, m *mapping) {
+	if m.failed != nil {
+		s.retry(m, "job "+m.failedJob, m.failed)
+		return
 	}
+	ev, errs := m.ev, m.errs
 	if len(errs) > 0 {
 		var msgs, names []string
 		for _, e := range errs {
 			msgs = append(msgs, e.Error())
 			names = append(names, e.Rule)
 		}
-		if err := s.deadLetter(ctx, msg, ev, "rule_error", strings.Join(msgs, "; "), deliveries); err != nil {
-			retry("dead letter", err, ev)
+		if err := s.deadLetter(ctx, m.msg, ev, "rule_error", strings.Join(msgs, "; "), m.deliveries); err != nil {
+			s.retry(m, "dead letter", err)
 			return
 		}
 		s.log.Warn("rule failed on an HR event; event copied to "+DLQSubject, "source", ev.Source, "event_id", ev.ID,
 			"rules", strings.Join(names, ","), "err", strings.Join(msgs, "; "))
 	}
+	m.done = true
 	if s.beforeAck != nil && !s.beforeAck(ev) {
 		return
 	}
@@ -134,31 +238,29 @@ func (s *Server) mapEvent(ctx context.Context, msg jetstream.Msg) {
 	switch {
 	case len(errs) > 0:
 		result = "rule_error"
-	case len(jobs) > 0:
+	case len(m.jobs) > 0:
 		result = "mapped"
 	}
-	for _, j := range jobs {
+	for _, j := range m.jobs {
 		s.log.Info("HR event mapped", "source", ev.Source, "event_id", ev.ID, "job_id", j.ID, "type", j.Type)
 	}
 	s.m.Event(ev.Source, result)
-	_ = msg.Ack()
+	_ = m.msg.Ack()
 }
 
-// publishJob stores a job on mfa.jobs.<type> with Nats-Msg-Id = its id;
-// mapping the same event again publishes the same id, which JetStream (and
-// beyond its window the worker's ledger) turns into one job.
-func (s *Server) publishJob(ctx context.Context, j rules.Job) error {
+// publishJobAsync sends a job to mfa.jobs.<type> with Nats-Msg-Id = its id
+// and returns the future of JetStream's ack; mapping the same event again
+// publishes the same id, which JetStream (and beyond its window the
+// worker's ledger) turns into one job.
+func (s *Server) publishJobAsync(j rules.Job) (jetstream.PubAckFuture, error) {
 	body, err := json.Marshal(j)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	m := nats.NewMsg(j.Subject())
 	m.Header.Set(jetstream.MsgIDHeader, j.ID)
 	m.Data = body
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	_, err = s.mjs.PublishMsg(ctx, m)
-	return err
+	return s.mjs.PublishMsgAsync(m)
 }
 
 // deadLetter copies an event to mfa.dlq.ingest with the contract's headers.

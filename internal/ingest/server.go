@@ -85,11 +85,17 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, nc: d.Conn, js: js, log: d.Log, m: d.Metrics, now: d.Now, objs: objs, mjs: js, mcons: objs.Consumer}
+	s := &Server{cfg: cfg, nc: d.Conn, js: js, log: d.Log, m: d.Metrics, now: d.Now, objs: objs, mcons: objs.Consumer}
+	mc := d.Conn
 	if d.MapperConn != nil {
-		if s.mjs, err = jetstream.New(d.MapperConn); err != nil {
-			return nil, err
-		}
+		mc = d.MapperConn
+	}
+	// The mapper publishes jobs asynchronously; a job whose ack never
+	// comes fails after jobPublishTimeout instead of waiting for ever.
+	if s.mjs, err = jetstream.New(mc, jetstream.WithPublishAsyncTimeout(jobPublishTimeout)); err != nil {
+		return nil, err
+	}
+	if d.MapperConn != nil {
 		if s.mcons, err = s.mjs.Consumer(ctx, StreamEvents, ConsumerIngest); err != nil {
 			return nil, fmt.Errorf("consumer %s: %w", ConsumerIngest, err)
 		}
@@ -341,7 +347,14 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
 }
 
 func mediaType(r *http.Request, want ...string) bool {
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	ct := r.Header.Get("Content-Type")
+	for _, w := range want {
+		// The common case, a bare media type, needs no parsing.
+		if strings.EqualFold(ct, w) {
+			return true
+		}
+	}
+	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil {
 		return false
 	}
@@ -356,15 +369,22 @@ func mediaType(r *http.Request, want ...string) bool {
 // store puts an event on hr.events.<source> and waits for JetStream's ack.
 // dup reports that JetStream already held an event with that id.
 func (s *Server) store(ctx context.Context, source, id string, body []byte) (dup bool, err error) {
-	msg := nats.NewMsg(EventSubjectPrefix + source)
-	msg.Header.Set(jetstream.MsgIDHeader, source+":"+id)
-	msg.Header.Set(HeaderSource, source)
-	msg.Header.Set(HeaderEventID, id)
-	msg.Header.Set(HeaderReceivedAt, s.now().UTC().Format(time.RFC3339Nano))
-	msg.Data = body
+	msg := &nats.Msg{
+		Subject: EventSubjectPrefix + source,
+		// Built whole, with the expected stream set here rather than by
+		// a publish option: this is the receiver's hot path.
+		Header: nats.Header{
+			jetstream.MsgIDHeader:          {source + ":" + id},
+			jetstream.ExpectedStreamHeader: {StreamEvents},
+			HeaderSource:                   {source},
+			HeaderEventID:                  {id},
+			HeaderReceivedAt:               {s.now().UTC().Format(time.RFC3339Nano)},
+		},
+		Data: body,
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
 	defer cancel()
-	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamEvents))
+	ack, err := s.js.PublishMsg(ctx, msg)
 	if err != nil {
 		return false, err
 	}

@@ -48,9 +48,14 @@ type Config struct {
 	// restart. Its error is reported as a credentials failure, with its
 	// text: it must never hold the secret itself.
 	ClientSecretFunc func() (string, error)
-	// Now is the clock for token expiry (default time.Now); tests inject
-	// one to cross a token's end of life without waiting.
+	// Now is the clock for token expiry (default Clock.Now, else
+	// time.Now); tests inject one to cross a token's end of life without
+	// waiting.
 	Now func() time.Time
+	// Clock is the clock of the pacer NewClient makes when Pacer is nil
+	// (default SystemClock); tests inject one to cross a rate-limit window
+	// without waiting. Rate-limit resets are read on the pacer's clock.
+	Clock Clock
 	// Timeout bounds one HTTP exchange (default 30s). Waiting for the
 	// budget is not part of it.
 	Timeout time.Duration
@@ -107,8 +112,11 @@ func NewClient(cfg Config) (*Client, error) {
 	if cfg.ClientID == "" || (cfg.ClientSecret == "" && cfg.ClientSecretFunc == nil) {
 		return nil, errors.New("onelogin: client id and client secret are required")
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = SystemClock
+	}
 	if cfg.Now == nil {
-		cfg.Now = time.Now
+		cfg.Now = cfg.Clock.Now
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
@@ -135,7 +143,7 @@ func NewClient(cfg Config) (*Client, error) {
 		cfg.Transport = t
 	}
 	if cfg.Pacer == nil {
-		cfg.Pacer = NewPacer(0)
+		cfg.Pacer = NewPacerWithClock(0, cfg.Clock)
 	}
 	if cfg.RateLimitReserve > 0 {
 		cfg.Pacer.SetReserve(cfg.RateLimitReserve)
@@ -280,6 +288,9 @@ func (c *Client) send(ctx context.Context, req *http.Request, endpoint string) (
 		return nil, fmt.Errorf("onelogin %s: %w: %w", endpoint, ErrBudgetWait, err)
 	}
 	start := time.Now()
+	// The reset is counted from when the request was sent, on the pacer's
+	// clock.
+	sent := c.pacer.now()
 	hr, err := c.http.Do(req)
 	if err != nil {
 		c.pacer.Observe(RateLimit{}, false)
@@ -292,10 +303,10 @@ func (c *Client) send(ctx context.Context, req *http.Request, endpoint string) (
 	}
 	body, readErr := readBody(hr.Body, c.maxBody)
 	resp := &Response{Response: hr, body: body, RequestID: requestIDOf(hr.Header), AfterCursor: strings.TrimSpace(hr.Header.Get("After-Cursor"))}
-	rate, hasRate := parseRate(hr.Header, start)
+	rate, hasRate := parseRate(hr.Header, sent)
 	if hr.StatusCode == http.StatusTooManyRequests {
 		if !hasRate {
-			rate = RateLimit{Limit: 1, Reset: retryAfter(hr.Header, start)}
+			rate = RateLimit{Limit: 1, Reset: retryAfter(hr.Header, sent)}
 			hasRate = true
 		}
 		rate.Remaining = 0

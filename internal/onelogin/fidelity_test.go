@@ -21,26 +21,6 @@ import (
 // source in onelogin-api.md; the probes failed on the client before these
 // behaviours were built.
 
-// clock is a settable clock shared by a client and a simulator.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // simClient starts a simulator and a client for it, with optional changes
 // to the client's configuration.
 func simClient(t *testing.T, cfg simulator.Config, edit func(*onelogin.Config)) (*simulator.Server, *onelogin.Client) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"time"
 )
 
 func userPath(userID int64, rest string) string {
@@ -282,7 +281,7 @@ func (c *Client) GenerateMFAToken(ctx context.Context, userID int64, r MFATokenR
 
 // RateLimitStatus asks for the account's budget (GET /auth/rate_limit).
 func (c *Client) RateLimitStatus(ctx context.Context) (RateLimit, *Response, error) {
-	sent := time.Now()
+	sent := c.pacer.now()
 	resp, err := c.call(ctx, EndpointRateLimit, http.MethodGet, "auth/rate_limit", nil)
 	if err != nil {
 		return RateLimit{}, resp, err

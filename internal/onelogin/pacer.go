@@ -66,7 +66,7 @@ func priorityFrom(ctx context.Context) Priority {
 // The zero value is not usable; call NewPacer.
 type Pacer struct {
 	mu       sync.Mutex
-	now      func() time.Time
+	clock    Clock
 	lowWater float64
 	reserve  int
 	// queryReserve is the share of the limit that query-priority callers
@@ -79,7 +79,7 @@ type Pacer struct {
 	nextAt   time.Time // earliest next grant while spacing
 
 	queues [numPriorities][]*waiter
-	timer  *time.Timer
+	timer  Timer
 	timeAt time.Time
 }
 
@@ -89,14 +89,27 @@ type waiter struct {
 	busy    bool // refused: the budget fell below the query reserve
 }
 
-// NewPacer returns a pacer. lowWater is the fraction of the limit below which
-// grants are spaced evenly (0.05 when zero or out of range).
+// NewPacer returns a pacer on the system clock. lowWater is the fraction of
+// the limit below which grants are spaced evenly (0.05 when zero or out of
+// range).
 func NewPacer(lowWater float64) *Pacer {
+	return NewPacerWithClock(lowWater, nil)
+}
+
+// NewPacerWithClock is NewPacer on clock c (nil: the system clock). Rate
+// limits reported to the pacer must be in c's time.
+func NewPacerWithClock(lowWater float64, c Clock) *Pacer {
 	if lowWater <= 0 || lowWater >= 1 {
 		lowWater = 0.05
 	}
-	return &Pacer{now: time.Now, lowWater: lowWater}
+	if c == nil {
+		c = SystemClock
+	}
+	return &Pacer{clock: c, lowWater: lowWater}
 }
+
+// now is the time on the pacer's clock.
+func (p *Pacer) now() time.Time { return p.clock.Now() }
 
 // SetReserve leaves n calls of every window unspent. Replicas sharing an
 // account pace on their own; at the end of a window two of them may both
@@ -335,7 +348,7 @@ func (p *Pacer) wakeAt(now, at time.Time) {
 	}
 	p.timeAt = at
 	if p.timer == nil {
-		p.timer = time.AfterFunc(d, func() {
+		p.timer = p.clock.AfterFunc(d, func() {
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			p.timeAt = time.Time{}

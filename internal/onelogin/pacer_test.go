@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,50 +12,78 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 )
 
+// The pacer's tests run on a settable clock: a window passes when the test
+// says so, never by waiting for it.
+
+// resetMargin is the pacer's allowance after a reported reset.
+const resetMargin = 250 * time.Millisecond
+
 func TestPacerKeepsConcurrentCallsUnderBudget(t *testing.T) {
 	const window = 2 * time.Second
-	sim, c := newSim(t, simulator.Config{RateLimit: 50, RateWindow: window})
+	clk := newClock()
+	p := onelogin.NewPacerWithClock(0, clk)
+	sim, c := simClient(t, simulator.Config{RateLimit: 50, RateWindow: window, Now: clk.Now}, func(oc *onelogin.Config) {
+		oc.Pacer, oc.Now = p, clk.Now
+	})
 	ctx := context.Background()
-	start := time.Now()
+	t0 := clk.Now()
 	var wg sync.WaitGroup
+	var done atomic.Int32
 	errs := make(chan error, 100)
-	waits := make(chan time.Duration, 100)
+	at := make(chan time.Time, 100)
 	for i := 0; i < 100; i++ {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			t0 := time.Now()
 			_, _, err := c.EnrolledFactors(ctx, int64(i+1))
-			waits <- time.Since(t0)
+			at <- clk.Now()
+			done.Add(1)
 			if err != nil {
 				errs <- err
 			}
 		}(i)
 	}
+	// The first window's 50 calls go; the other 50 wait for its reset.
+	waitFor(t, func() bool { return done.Load() == 50 && p.Waiting() == 50 })
+	if n := sim.Stats().Requests["enrolled_factors"]; n != 50 {
+		t.Fatalf("%d calls sent in the first window, want 50", n)
+	}
+	if clk.Armed() == 0 {
+		t.Fatal("callers wait for the reset, but no wake-up is set")
+	}
+	clk.Advance(window - time.Millisecond)
+	if p.Waiting() != 50 {
+		t.Fatalf("%d callers granted before the reset", 50-p.Waiting())
+	}
+	clk.Advance(time.Millisecond + resetMargin)
 	wg.Wait()
 	close(errs)
-	close(waits)
+	close(at)
 	for err := range errs {
 		t.Errorf("call failed: %v", err)
 	}
-	var longest time.Duration
-	for w := range waits {
-		longest = max(longest, w)
+	var early, late int
+	for a := range at {
+		switch {
+		case a.Equal(t0):
+			early++
+		case !a.Before(t0.Add(window)):
+			late++
+		}
+	}
+	if early != 50 || late != 50 {
+		t.Errorf("calls done in the first window %d, after its reset %d; want 50 and 50", early, late)
 	}
 	st := sim.Stats()
-	t.Logf("100 calls in %v, longest %v, 429s %d, calls %d", time.Since(start).Round(time.Millisecond), longest.Round(time.Millisecond), st.TooMany, st.Requests["enrolled_factors"])
-	if st.TooMany > 3 {
-		t.Errorf("saw %d 429s; the pacer should wait instead", st.TooMany)
-	}
-	// 100 calls need two windows: one reset to wait for, never more.
-	if longest > window+window/2 {
-		t.Errorf("a call waited %v, longer than the reset (%v)", longest, window)
+	if st.TooMany != 0 || st.Requests["enrolled_factors"] != 100 {
+		t.Errorf("saw %d 429s in %d calls; the pacer should wait instead", st.TooMany, st.Requests["enrolled_factors"])
 	}
 }
 
 func TestPacerServesUrgentFirst(t *testing.T) {
-	p := onelogin.NewPacer(0)
-	reset := time.Now().Add(300 * time.Millisecond)
+	clk := newClock()
+	p := onelogin.NewPacerWithClock(0, clk)
+	reset := clk.Now().Add(300 * time.Millisecond)
 	// Learn a spent budget: everyone must wait for the reset.
 	if err := p.Wait(context.Background(), onelogin.PriorityNormal); err != nil {
 		t.Fatal(err)
@@ -62,6 +91,8 @@ func TestPacerServesUrgentFirst(t *testing.T) {
 	p.Observe(onelogin.RateLimit{Limit: 10, Remaining: 0, Reset: reset}, true)
 
 	order := make(chan onelogin.Priority, 4)
+	var observed atomic.Int32
+	var early atomic.Bool
 	var wg sync.WaitGroup
 	start := func(prio onelogin.Priority) {
 		wg.Add(1)
@@ -71,10 +102,14 @@ func TestPacerServesUrgentFirst(t *testing.T) {
 				t.Error(err)
 				return
 			}
+			if clk.Now().Before(reset) {
+				early.Store(true)
+			}
 			order <- prio
 			// Each answer spends the budget again for a moment, so grants
 			// come one at a time and their order is the pacer's alone.
-			p.Observe(onelogin.RateLimit{Limit: 10, Remaining: 0, Reset: time.Now().Add(20 * time.Millisecond)}, true)
+			p.Observe(onelogin.RateLimit{Limit: 10, Remaining: 0, Reset: clk.Now().Add(20 * time.Millisecond)}, true)
+			observed.Add(1)
 		}()
 	}
 	start(onelogin.PriorityNormal)
@@ -83,6 +118,14 @@ func TestPacerServesUrgentFirst(t *testing.T) {
 	start(onelogin.PriorityUrgent)
 	start(onelogin.PriorityUrgent)
 	waitFor(t, func() bool { return p.Waiting() == 4 })
+	clk.Advance(300*time.Millisecond + resetMargin)
+	for i := int32(1); i <= 4; i++ {
+		waitFor(t, func() bool { return observed.Load() == i })
+		if p.Waiting() != int(4-i) {
+			t.Fatalf("after grant %d, %d waiting; grants must come one per window", i, p.Waiting())
+		}
+		clk.Advance(20*time.Millisecond + resetMargin)
+	}
 	wg.Wait()
 	close(order)
 	var got []onelogin.Priority
@@ -90,25 +133,33 @@ func TestPacerServesUrgentFirst(t *testing.T) {
 		got = append(got, o)
 	}
 	want := []onelogin.Priority{onelogin.PriorityUrgent, onelogin.PriorityUrgent, onelogin.PriorityNormal, onelogin.PriorityNormal}
+	if len(got) != len(want) {
+		t.Fatalf("grant order = %v, want %v", got, want)
+	}
 	for i := range want {
 		if got[i] != want[i] {
 			t.Fatalf("grant order = %v, want urgent first", got)
 		}
 	}
-	if time.Now().Before(reset) {
+	if early.Load() {
 		t.Fatal("granted before the reset")
 	}
 }
 
 func TestPacerWaitGivesUpWithContext(t *testing.T) {
-	p := onelogin.NewPacer(0)
+	clk := newClock()
+	p := onelogin.NewPacerWithClock(0, clk)
 	if err := p.Wait(context.Background(), onelogin.PriorityNormal); err != nil {
 		t.Fatal(err)
 	}
-	p.Observe(onelogin.RateLimit{Limit: 10, Remaining: 0, Reset: time.Now().Add(time.Hour)}, true)
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	p.Observe(onelogin.RateLimit{Limit: 10, Remaining: 0, Reset: clk.Now().Add(time.Hour)}, true)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := p.Wait(ctx, onelogin.PriorityUrgent); err == nil {
+	res := make(chan error, 1)
+	go func() { res <- p.Wait(ctx, onelogin.PriorityUrgent) }()
+	waitFor(t, func() bool { return p.Waiting() == 1 })
+	cancel()
+	if err := <-res; err == nil {
 		t.Fatal("Wait returned without budget")
 	}
 	if p.Waiting() != 0 {
@@ -117,20 +168,35 @@ func TestPacerWaitGivesUpWithContext(t *testing.T) {
 }
 
 func TestPacerUnpacedWithoutHeaders(t *testing.T) {
-	p := onelogin.NewPacer(0)
+	clk := newClock()
+	p := onelogin.NewPacerWithClock(0, clk)
 	if err := p.Wait(context.Background(), onelogin.PriorityNormal); err != nil {
 		t.Fatal(err)
 	}
 	p.Observe(onelogin.RateLimit{}, true) // an answer with no headers
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	for i := 0; i < 10; i++ { // all at once, none observed
-		if err := p.Wait(ctx, onelogin.PriorityNormal); err != nil {
-			t.Fatalf("grant %d: %v", i, err)
+	granted := make(chan error, 1)
+	go func() {
+		for i := 0; i < 10; i++ { // all at once, none observed
+			if err := p.Wait(ctx, onelogin.PriorityNormal); err != nil {
+				granted <- err
+				return
+			}
 		}
+		granted <- nil
+	}()
+	waitFor(t, func() bool { return len(granted) == 1 || p.Waiting() > 0 })
+	if p.Waiting() > 0 {
+		cancel()
+		t.Fatalf("a call waits with nothing to pace by: %v", <-granted)
+	}
+	if err := <-granted; err != nil {
+		t.Fatal(err)
 	}
 }
 
+// waitFor polls cond until it holds, failing the test after 5s.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
@@ -143,43 +209,62 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 func TestPacerTrustsAnEarlierResetFromA429(t *testing.T) {
-	p := onelogin.NewPacer(0)
+	clk := newClock()
+	p := onelogin.NewPacerWithClock(0, clk)
 	if err := p.Wait(context.Background(), onelogin.PriorityNormal); err != nil {
 		t.Fatal(err)
 	}
 	// An hour-long window with plenty left...
-	p.Observe(onelogin.RateLimit{Limit: 5000, Remaining: 4000, Reset: time.Now().Add(time.Hour)}, true)
+	p.Observe(onelogin.RateLimit{Limit: 5000, Remaining: 4000, Reset: clk.Now().Add(time.Hour)}, true)
 	if err := p.Wait(context.Background(), onelogin.PriorityNormal); err != nil {
 		t.Fatal(err)
 	}
 	// ...then a 429 saying the limit clears in 200 ms.
-	p.Observe(onelogin.RateLimit{Limit: 5000, Remaining: 0, Reset: time.Now().Add(200 * time.Millisecond)}, true)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	p.Observe(onelogin.RateLimit{Limit: 5000, Remaining: 0, Reset: clk.Now().Add(200 * time.Millisecond)}, true)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	start := time.Now()
-	if err := p.Wait(ctx, onelogin.PriorityNormal); err != nil {
-		t.Fatalf("still waiting after %v: the short reset was ignored", time.Since(start))
+	res := make(chan error, 1)
+	go func() { res <- p.Wait(ctx, onelogin.PriorityNormal) }()
+	waitFor(t, func() bool { return p.Waiting() == 1 })
+	clk.Advance(150 * time.Millisecond)
+	if p.Waiting() != 1 {
+		t.Fatal("granted before the reset")
 	}
-	if d := time.Since(start); d < 150*time.Millisecond {
-		t.Fatalf("granted after %v, before the reset", d)
+	clk.Advance(50*time.Millisecond + resetMargin)
+	if p.Waiting() != 0 {
+		cancel()
+		t.Fatalf("still waiting past the reset: the short reset was ignored (%v)", <-res)
+	}
+	if err := <-res; err != nil {
+		t.Fatal(err)
 	}
 }
 
 func TestPacerLeavesTheReserveUnspent(t *testing.T) {
-	p := onelogin.NewPacer(0)
+	clk := newClock()
+	p := onelogin.NewPacerWithClock(0, clk)
 	p.SetReserve(2)
 	if err := p.Wait(context.Background(), onelogin.PriorityNormal); err != nil {
 		t.Fatal(err)
 	}
-	p.Observe(onelogin.RateLimit{Limit: 100, Remaining: 3, Reset: time.Now().Add(time.Hour)}, true)
+	p.Observe(onelogin.RateLimit{Limit: 100, Remaining: 3, Reset: clk.Now().Add(time.Hour)}, true)
 	if err := p.Wait(context.Background(), onelogin.PriorityNormal); err != nil {
 		t.Fatal(err) // the third-to-last call may go
 	}
-	p.Observe(onelogin.RateLimit{Limit: 100, Remaining: 2, Reset: time.Now().Add(time.Hour)}, true)
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	p.Observe(onelogin.RateLimit{Limit: 100, Remaining: 2, Reset: clk.Now().Add(time.Hour)}, true)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := p.Wait(ctx, onelogin.PriorityUrgent); err == nil {
+	res := make(chan error, 1)
+	go func() { res <- p.Wait(ctx, onelogin.PriorityUrgent) }()
+	waitFor(t, func() bool { return p.Waiting() == 1 })
+	clk.Advance(59 * time.Minute)
+	if p.Waiting() != 1 {
 		t.Fatal("the pacer spent a reserved call")
+	}
+	// The next window's budget is spendable again.
+	clk.Advance(time.Minute + resetMargin)
+	if err := <-res; err != nil {
+		t.Fatalf("no grant in the next window: %v", err)
 	}
 }
 

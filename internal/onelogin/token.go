@@ -370,10 +370,13 @@ type observedTransport struct {
 	observe   func(endpoint, code string, d time.Duration)
 }
 
+// RoundTrip sets the User-Agent on a clone: a RoundTripper must not modify
+// the request it is given.
 func (t *observedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	req.Header.Set("User-Agent", t.userAgent)
+	r := req.Clone(req.Context())
+	r.Header.Set("User-Agent", t.userAgent)
 	start := time.Now()
-	resp, err := t.base.RoundTrip(req)
+	resp, err := t.base.RoundTrip(r)
 	code := "error"
 	if err == nil {
 		code = strconv.Itoa(resp.StatusCode)

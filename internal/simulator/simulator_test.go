@@ -215,7 +215,8 @@ func TestRoutesAndQuirks(t *testing.T) {
 }
 
 func TestRateLimitWindow(t *testing.T) {
-	h := newHarness(t, Config{RateLimit: 3, RateWindow: 1500 * time.Millisecond})
+	clock := newClock()
+	h := newHarness(t, Config{RateLimit: 3, RateWindow: 1500 * time.Millisecond, Now: clock.Now})
 	for i := 0; i < 3; i++ {
 		status, _, hdr := h.call("GET", "/api/1/users/1/otp_devices", "")
 		if status != 200 || hdr.Get("X-RateLimit-Remaining") != string(rune('2'-i)) || hdr.Get("X-RateLimit-Limit") != "3" || hdr.Get("X-RateLimit-Reset") != "2" {
@@ -230,14 +231,20 @@ func TestRateLimitWindow(t *testing.T) {
 	if !strings.Contains(body, `"X-RateLimit-Remaining":0`) {
 		t.Fatalf("rate_limit: %s", body)
 	}
-	time.Sleep(1600 * time.Millisecond) // the window is the thing under test
-	if status, _, _ := h.call("GET", "/api/1/users/1/otp_devices", ""); status != 200 {
-		t.Fatalf("after the reset: %d", status)
+	clock.Advance(1499 * time.Millisecond)
+	if status, _, hdr := h.call("GET", "/api/1/users/1/otp_devices", ""); status != 429 || hdr.Get("X-RateLimit-Reset") != "1" {
+		t.Fatalf("a moment before the reset: %d %v", status, hdr)
+	}
+	clock.Advance(time.Millisecond)
+	status, _, hdr = h.call("GET", "/api/1/users/1/otp_devices", "")
+	if status != 200 || hdr.Get("X-RateLimit-Remaining") != "2" || hdr.Get("X-RateLimit-Reset") != "2" {
+		t.Fatalf("after the reset: %d %v", status, hdr)
 	}
 }
 
 func TestFaults(t *testing.T) {
-	h := newHarness(t, Config{Seed: 7})
+	clock := newClock()
+	h := newHarness(t, Config{Seed: 7, Now: clock.Now})
 	h.sim.SetFaults(Faults{ErrorRate: 1})
 	if status, _, _ := h.call("GET", "/api/1/users/1/otp_devices", ""); status < 500 {
 		t.Fatalf("error rate 1: %d", status)
@@ -246,9 +253,13 @@ func TestFaults(t *testing.T) {
 	if status, _, _ := h.call("GET", "/api/1/users/1/otp_devices", ""); status != 0 {
 		t.Fatalf("drop rate 1: %d", status)
 	}
-	h.sim.SetFaults(Faults{OutageUntil: time.Now().Add(time.Minute)})
+	h.sim.SetFaults(Faults{OutageUntil: clock.Now().Add(time.Minute)})
 	if status, _, _ := h.call("GET", "/api/1/users/1/otp_devices", ""); status != 503 {
 		t.Fatalf("outage: %d", status)
+	}
+	clock.Advance(time.Minute)
+	if status, _, _ := h.call("GET", "/api/1/users/1/otp_devices", ""); status != 200 {
+		t.Fatalf("after the outage: %d", status)
 	}
 	h.sim.SetFaults(Faults{Burst429: 2})
 	for i := 0; i < 2; i++ {
@@ -259,9 +270,13 @@ func TestFaults(t *testing.T) {
 	if status, _, _ := h.call("GET", "/api/1/users/1/otp_devices", ""); status != 200 {
 		t.Fatalf("after burst: %d", status)
 	}
-	h.sim.SetFaults(Faults{StormUntil: time.Now().Add(1500 * time.Millisecond)})
+	h.sim.SetFaults(Faults{StormUntil: clock.Now().Add(1500 * time.Millisecond)})
 	if status, _, hdr := h.call("GET", "/api/1/users/1/otp_devices", ""); status != 429 || hdr.Get("X-RateLimit-Reset") != "2" || hdr.Get("X-RateLimit-Remaining") != "0" {
 		t.Fatalf("storm: %d %v", status, hdr)
+	}
+	clock.Advance(1500 * time.Millisecond)
+	if status, _, _ := h.call("GET", "/api/1/users/1/otp_devices", ""); status != 200 {
+		t.Fatalf("after the storm: %d", status)
 	}
 	h.sim.SetFaults(Faults{Latency: 100 * time.Millisecond})
 	t0 := time.Now()
