@@ -326,3 +326,50 @@ func TestPacerQueuedQueryRefusedAtReserve(t *testing.T) {
 		t.Fatal("queued query neither granted nor refused")
 	}
 }
+
+// Queries queue behind every job: queued first, granted last.
+func TestPacerServesQueriesLast(t *testing.T) {
+	clk := newClock()
+	p := onelogin.NewPacerWithClock(0, clk)
+	reset := clk.Now().Add(300 * time.Millisecond)
+	if err := p.Wait(context.Background(), onelogin.PriorityNormal); err != nil {
+		t.Fatal(err)
+	}
+	p.Observe(onelogin.RateLimit{Limit: 10, Remaining: 0, Reset: reset}, true)
+	order := make(chan onelogin.Priority, 4)
+	var observed atomic.Int32
+	var wg sync.WaitGroup
+	start := func(prio onelogin.Priority) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.Wait(context.Background(), prio); err != nil {
+				t.Error(err)
+				return
+			}
+			order <- prio
+			p.Observe(onelogin.RateLimit{Limit: 10, Remaining: 0, Reset: clk.Now().Add(20 * time.Millisecond)}, true)
+			observed.Add(1)
+		}()
+	}
+	start(onelogin.PriorityQuery)
+	waitFor(t, func() bool { return p.Waiting() == 1 })
+	start(onelogin.PriorityNormal)
+	start(onelogin.PriorityUrgent)
+	waitFor(t, func() bool { return p.Waiting() == 3 })
+	clk.Advance(300*time.Millisecond + resetMargin)
+	for i := int32(1); i <= 3; i++ {
+		waitFor(t, func() bool { return observed.Load() == i })
+		clk.Advance(20*time.Millisecond + resetMargin)
+	}
+	wg.Wait()
+	close(order)
+	var got []onelogin.Priority
+	for o := range order {
+		got = append(got, o)
+	}
+	want := []onelogin.Priority{onelogin.PriorityUrgent, onelogin.PriorityNormal, onelogin.PriorityQuery}
+	if len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+		t.Fatalf("grant order = %v, want urgent, normal, query", got)
+	}
+}
