@@ -175,7 +175,7 @@ func TestExecutorAttempts(t *testing.T) {
 			want: job.Succeeded, retries: 1, calls: map[string]int{"token": 2}},
 		{name: "offboard whose token is refused between removals", typ: job.TypeOffboard, devices: []onelogin.Device{{ID: 3}, {ID: 4}},
 			script: map[string][]error{"remove": {nil, &onelogin.TokenError{StatusCode: 401, Credentials: true}}},
-			creds: true, calls: map[string]int{"remove": 2}},
+			creds:  true, calls: map[string]int{"remove": 2}},
 		{name: "enroll whose token is refused", typ: job.TypeEnroll, script: map[string][]error{"enrolled": {&onelogin.TokenError{StatusCode: 500, Credentials: true}}},
 			creds: true, calls: map[string]int{"enrolled": 1, "enroll": 0}},
 		{name: "verify wrong OTP", typ: job.TypeVerify, script: map[string][]error{"verify": {status(401, "Failed authentication with this factor")}},
