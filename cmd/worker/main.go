@@ -227,6 +227,13 @@ func bindSettings(fs *flag.FlagSet, settings []app.Setting, choose func(app.Sett
 			if s.Flag != "" {
 				fs.BoolVar(v, s.Flag, x, help)
 			}
+		case *float64:
+			x, err := envParsed(s.Env, *v, func(s string) (float64, error) { return strconv.ParseFloat(s, 64) }, "a number such as 0.2")
+			p.Merge(s.Env, err)
+			*v = x
+			if s.Flag != "" {
+				fs.Float64Var(v, s.Flag, x, help)
+			}
 		case *time.Duration:
 			x, err := envDuration(s.Env, *v)
 			p.Merge(s.Env, err)

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"regexp"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -67,7 +66,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	}
 	ol, err := onelogin.NewClient(onelogin.Config{
 		BaseURL: cfg.baseURL(), ClientID: cfg.OneLoginClientID, ClientSecret: cfg.OneLoginClientSecret,
-		UserAgent: "mfa-worker/" + cfg.Version, Observer: m, RateLimitReserve: cfg.RateLimitReserve,
+		ClientSecretFunc: cfg.secretFunc(),
+		UserAgent:        "mfa-worker/" + cfg.Version, Observer: m, RateLimitReserve: cfg.RateLimitReserve,
+		QueryReserve: cfg.QueryReserve,
 	})
 	if err != nil {
 		return fail(err)
@@ -76,7 +77,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	if err != nil {
 		return fail(err)
 	}
-	q, err := ops.StartQueryService(ctx, nc, ol, semver(cfg.Version), log)
+	q, err := ops.StartQueryServiceWith(ctx, nc, ol, ops.QueryOptions{Version: semver(cfg.Version), MaxConcurrent: cfg.QueryConcurrency}, log)
 	if err != nil {
 		return fail(fmt.Errorf("start query service: %w", err))
 	}
@@ -89,8 +90,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		return fail(fmt.Errorf("start query service: %w", err))
 	}
 
-	var tokenOK atomic.Bool
-	h := newHealth(nc, js, &tokenOK)
+	h := newHealth(nc, js, runner.Credentials)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", h.healthz)
@@ -118,18 +118,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	w := &Worker{HTTPAddr: ln.Addr().String(), done: make(chan error, 1)}
 
-	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	httpDone := make(chan struct{})
 	go func() {
 		defer close(httpDone)
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server failed", "err", err)
 		}
-	}()
-	tokenDone := make(chan struct{})
-	go func() {
-		defer close(tokenDone)
-		obtainToken(bg, ol, &tokenOK, m, log)
 	}()
 	log.Info("worker started", "version", cfg.Version, "http_addr", w.HTTPAddr, "concurrency", runner.Concurrency(), "onelogin", cfg.baseURL())
 	go func() {
@@ -140,8 +134,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		// ctx. Running jobs get their grace in runner.Run.
 		_ = q.Stop()
 		err := <-runDone
-		stopBG()
-		<-tokenDone
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = hs.Shutdown(sctx)
 		cancel()
@@ -153,30 +145,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		w.done <- err
 	}()
 	return w, nil
-}
-
-// obtainToken proves the OneLogin credentials, retrying until it works; the
-// worker is ready only after that.
-func obtainToken(ctx context.Context, ol *onelogin.Client, ok *atomic.Bool, m *metrics.Metrics, log *slog.Logger) {
-	for delay := time.Second; ; delay = min(delay*2, time.Minute) {
-		err := ol.Token(ctx)
-		m.SetCredentialsOK(err == nil)
-		if err == nil {
-			ok.Store(true)
-			return
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		log.Warn("cannot obtain a OneLogin token yet", "err", err, "retry_in", delay.String())
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
 }
 
 // Connect opens a NATS connection with the configuration's servers, auth and
@@ -259,13 +227,15 @@ func semver(v string) string {
 
 // health answers /healthz and /readyz.
 type health struct {
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	tokenOK *atomic.Bool
+	nc *nats.Conn
+	js jetstream.JetStream
+	// credentials says whether the worker takes jobs, and if not why
+	// (no token yet, or OneLogin refuses the credentials).
+	credentials func() (bool, string)
 }
 
-func newHealth(nc *nats.Conn, js jetstream.JetStream, tokenOK *atomic.Bool) *health {
-	return &health{nc: nc, js: js, tokenOK: tokenOK}
+func newHealth(nc *nats.Conn, js jetstream.JetStream, credentials func() (bool, string)) *health {
+	return &health{nc: nc, js: js, credentials: credentials}
 }
 
 func (h *health) healthz(w http.ResponseWriter, _ *http.Request) {
@@ -274,7 +244,8 @@ func (h *health) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // readyz: NATS connected, the streams and consumers present, a OneLogin
-// token obtained.
+// token obtained (the answer names the cause when not, e.g. the
+// credentials refused; jobs are not taken meanwhile).
 func (h *health) readyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	fail := func(why string) {
@@ -299,8 +270,8 @@ func (h *health) readyz(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if !h.tokenOK.Load() {
-		fail("no OneLogin token yet")
+	if ok, cause := h.credentials(); !ok {
+		fail(cause)
 		return
 	}
 	_, _ = w.Write([]byte("ready\n"))

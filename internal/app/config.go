@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,19 +55,29 @@ type Config struct {
 	// RateLimitReserve leaves calls of each OneLogin window unspent:
 	// WORKER_RATE_LIMIT_RESERVE, the number of other replicas.
 	RateLimitReserve int
+	// QueryReserve is the share of OneLogin's limit that queries may not
+	// spend: WORKER_QUERY_RESERVE.
+	QueryReserve float64
+	// QueryConcurrency caps the queries one replica answers at once:
+	// WORKER_QUERY_CONCURRENCY.
+	QueryConcurrency int
 	Jobs             jobs.Config
 	Topology         topology.Config
 	Version          string
+	// loadedSecret is the secret Load read from the file, if it did.
+	loadedSecret string
 }
 
 // DefaultConfig is the configuration when nothing is set: the defaults of
 // the flags, of the README's table and of validation.
 func DefaultConfig() Config {
 	return Config{
-		HTTPAddr: ":9464",
-		LogLevel: "info",
-		Jobs:     jobs.DefaultConfig(),
-		Topology: topology.DefaultConfig(),
+		HTTPAddr:         ":9464",
+		LogLevel:         "info",
+		QueryReserve:     0.2,
+		QueryConcurrency: 8,
+		Jobs:             jobs.DefaultConfig(),
+		Topology:         topology.DefaultConfig(),
 	}
 }
 
@@ -106,6 +117,9 @@ func Settings(c *Config) []Setting {
 		{"WORKER_MAX_DELIVER", "max-deliver", "deliveries before a job fails", &c.Jobs.MaxDeliver, false},
 		{"WORKER_ALLOW_PLAINTEXT_TOKENS", "allow-plaintext-tokens", "allow generate_token without recipient_xkey", &c.Jobs.AllowPlainTokens, false},
 		{"WORKER_RATE_LIMIT_RESERVE", "rate-limit-reserve", "OneLogin calls per window left unspent; set to the number of other replicas", &c.RateLimitReserve, false},
+		{"WORKER_QUERY_RESERVE", "query-reserve", "share of OneLogin's rate limit (0..1) that queries may not spend: below it they are refused with busy", &c.QueryReserve, false},
+		{"WORKER_QUERY_CONCURRENCY", "query-concurrency", "queries answered at once per replica; beyond it they are refused with busy", &c.QueryConcurrency, false},
+		{"WORKER_MAX_PER_USER", "max-per-user", "job messages one person may hold in a replica (running or waiting for their turn)", &c.Jobs.MaxPerUser, false},
 		{"WORKER_STREAM_REPLICAS", "stream-replicas", "replicas of streams and buckets (3 in a cluster)", &c.Topology.Replicas, false},
 		{"WORKER_RESULTS_MAX_AGE", "results-max-age", "how long results are kept", &c.Topology.ResultsMaxAge, false},
 		{"WORKER_DLQ_MAX_AGE", "dlq-max-age", "how long dead letters are kept", &c.Topology.DLQMaxAge, false},
@@ -185,6 +199,12 @@ func (c *Config) Validate() error {
 	if c.RateLimitReserve < 0 || c.RateLimitReserve > 1000 {
 		p.Add("WORKER_RATE_LIMIT_RESERVE", "must be between 0 and 1000, got %d", c.RateLimitReserve)
 	}
+	if c.QueryReserve < 0 || c.QueryReserve >= 1 {
+		p.Add("WORKER_QUERY_RESERVE", "must be a share of the limit, at least 0 and below 1, got %g", c.QueryReserve)
+	}
+	if c.QueryConcurrency < 0 || c.QueryConcurrency > 1024 { // 0: the default
+		p.Add("WORKER_QUERY_CONCURRENCY", "must be between 1 and 1024, got %d", c.QueryConcurrency)
+	}
 	p.Merge("jobs", c.Jobs.Validate())
 	p.Merge("topology", c.Topology.Validate())
 	return p.Err()
@@ -220,9 +240,33 @@ func (c *Config) Load() error {
 			p.Add("ONELOGIN_CLIENT_SECRET_FILE", "%s is empty", c.OneLoginClientSecretFile)
 		default:
 			c.OneLoginClientSecret = strings.TrimSpace(string(b))
+			c.loadedSecret = c.OneLoginClientSecret
 		}
 	}
 	return p.Err()
+}
+
+// secretFunc reads the client secret for every token fetch: from
+// ONELOGIN_CLIENT_SECRET_FILE when the secret came from that file, so that
+// an operator who fixes or rotates the file is heard without a restart.
+// Its errors name the file, never its content.
+func (c *Config) secretFunc() func() (string, error) {
+	if c.OneLoginClientSecretFile == "" || c.loadedSecret != c.OneLoginClientSecret {
+		s := c.OneLoginClientSecret
+		return func() (string, error) { return s, nil }
+	}
+	path := c.OneLoginClientSecretFile
+	return func() (string, error) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("cannot read ONELOGIN_CLIENT_SECRET_FILE %s", path)
+		}
+		s := strings.TrimSpace(string(b))
+		if s == "" {
+			return "", fmt.Errorf("ONELOGIN_CLIENT_SECRET_FILE %s is empty", path)
+		}
+		return s, nil
+	}
 }
 
 func (c *Config) baseURL() string {
@@ -280,6 +324,8 @@ func FormatDefault(v any) string {
 		return fmt.Sprint(*v)
 	case *bool:
 		return fmt.Sprint(*v)
+	case *float64:
+		return strconv.FormatFloat(*v, 'g', -1, 64)
 	case *time.Duration:
 		s := v.String()
 		for _, z := range []string{"0s", "0m"} {

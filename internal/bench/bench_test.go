@@ -224,6 +224,7 @@ func render() string {
 		}
 	}
 	renderExpensive(&b)
+	b.WriteString(renderBusyUser())
 	b.WriteString(profiling)
 	return b.String()
 }

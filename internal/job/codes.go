@@ -33,11 +33,15 @@ const (
 	CodeFactorNotFound     = "factor_not_found"
 	CodeFactorUnavailable  = "factor_not_available"
 	CodeVerificationFailed = "verification_failed"
-	CodeUnauthorized       = "unauthorized"
-	CodeOneLoginRejected   = "onelogin_rejected"
-	CodeRetriesExhausted   = "retries_exhausted"
-	CodeAmbiguousEffect    = "ambiguous_effect"
-	CodeSealFailed         = "seal_failed"
+	// CodeStateTokenExpired and CodeVerificationPending are the codes of
+	// the OneLogin client's typed verify errors (onelogin.ErrorCode).
+	CodeStateTokenExpired   = "state_token_expired"
+	CodeVerificationPending = "verification_pending"
+	CodeUnauthorized        = "unauthorized"
+	CodeOneLoginRejected    = "onelogin_rejected"
+	CodeRetriesExhausted    = "retries_exhausted"
+	CodeAmbiguousEffect     = "ambiguous_effect"
+	CodeSealFailed          = "seal_failed"
 
 	// Expired jobs.
 	CodeExpired = "not_after_passed"
@@ -50,6 +54,8 @@ const (
 	CodeOneLoginUnavailable = "onelogin_unavailable"
 	CodeRateLimited         = "rate_limited"
 	CodeLedgerUnavailable   = "ledger_unavailable"
+	CodeBusy                = "busy"
+	CodeCredentials         = "credentials"
 )
 
 // CodeInfo describes one error code.
@@ -90,6 +96,8 @@ var Codes = []CodeInfo{
 	{CodeFactorNotFound, Failed, "OneLogin does not know the device"},
 	{CodeFactorUnavailable, Failed, "the factor is not available to the user"},
 	{CodeVerificationFailed, Failed, "OneLogin refused the OTP"},
+	{CodeStateTokenExpired, Failed, "the verify's state_token expired or is no longer the device's (OneLogin answered 400); activate again"},
+	{CodeVerificationPending, Failed, "OneLogin still answered pending (a push not yet approved) on the last allowed delivery; never active"},
 	{CodeUnauthorized, Failed, "OneLogin refused the worker's credentials or their scope (401/403)"},
 	{CodeOneLoginRejected, Failed, "OneLogin refused the call for another reason (a 4xx)"},
 	{CodeRetriesExhausted, Failed, "every delivery failed for a transient reason; the last error is in the message"},
@@ -101,6 +109,8 @@ var Codes = []CodeInfo{
 	{CodeOneLoginUnavailable, "", "OneLogin did not answer or answered 5xx; retryable"},
 	{CodeRateLimited, "", "the OneLogin rate limit is spent; retryable"},
 	{CodeLedgerUnavailable, "", "the job ledger did not answer (mfa.query.job); retryable"},
+	{CodeBusy, "", "OneLogin's remaining budget is below WORKER_QUERY_RESERVE, or this replica answers too many queries at once; retry later"},
+	{CodeCredentials, "", "the worker's own OneLogin credentials are refused; jobs wait, nothing fails; retryable"},
 }
 
 // CodesOf returns the codes that come with outcome o.

@@ -23,6 +23,9 @@ type EnrollData struct {
 type ActivateData struct {
 	DeviceID   int64  `json:"device_id"`
 	StateToken string `json:"state_token"`
+	// StateTokenExpiresAt is OneLogin's state_token_expires_at (RFC 3339),
+	// empty when OneLogin did not say.
+	StateTokenExpiresAt string `json:"state_token_expires_at,omitempty"`
 }
 
 // VerifyData is a verify job's result data.

@@ -65,13 +65,15 @@ type traits struct {
 	guarded bool
 }
 
+// A generate_token whose reply was lost is retried (not at most once):
+// nobody saw the lost token, and it expires.
 var typeTraits = map[Type]traits{
 	TypeEnroll:        {lane: LaneNormal, guarded: true},
 	TypeActivate:      {lane: LaneNormal, atMostOnce: true, guarded: true},
 	TypeVerify:        {lane: LaneNormal, atMostOnce: true, guarded: true},
 	TypeRemove:        {lane: LaneUrgent},
 	TypeOffboard:      {lane: LaneUrgent},
-	TypeGenerateToken: {lane: LaneNormal, atMostOnce: true, guarded: true},
+	TypeGenerateToken: {lane: LaneNormal, guarded: true},
 	TypeCancel:        {lane: LaneUrgent},
 }
 

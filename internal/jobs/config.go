@@ -11,6 +11,11 @@ import (
 type Config struct {
 	// Concurrency is how many jobs run at once in this replica (16).
 	Concurrency int
+	// MaxPerUser bounds the messages of one person (user id) that a
+	// replica holds at once, running or waiting for their turn (8). A
+	// message beyond it is given back with a delay, unless it is on one of
+	// its last two deliveries.
+	MaxPerUser int
 	// MaxDeliver is how many deliveries a job gets before it fails with
 	// retries_exhausted (8). The consumer's own MaxDeliver is set a little
 	// higher, as a backstop only.
@@ -36,6 +41,10 @@ type Config struct {
 	// ShutdownGrace is how long running jobs may finish after a stop
 	// signal before they are cancelled and nak'ed (20s).
 	ShutdownGrace time.Duration
+	// CredentialsRetryMin and CredentialsRetryMax shape the backoff of
+	// token requests while OneLogin refuses the worker's credentials (1s,
+	// 30s); no job is fetched meanwhile.
+	CredentialsRetryMin, CredentialsRetryMax time.Duration
 	// FactorCacheTTL is how long account-wide factor ids are cached (1h).
 	FactorCacheTTL time.Duration
 	// UserCacheTTL is how long a job's user selector, once resolved to a
@@ -49,6 +58,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Concurrency:    16,
+		MaxPerUser:     8,
 		MaxDeliver:     8,
 		MaxJobBytes:    64 << 10,
 		AckWait:        30 * time.Second,
@@ -61,6 +71,9 @@ func DefaultConfig() Config {
 		ShutdownGrace:  20 * time.Second,
 		FactorCacheTTL: time.Hour,
 		UserCacheTTL:   MaxUserCacheTTL,
+
+		CredentialsRetryMin: time.Second,
+		CredentialsRetryMax: 30 * time.Second,
 	}
 }
 
@@ -78,6 +91,9 @@ func (c Config) WithDefaults() Config {
 	if c.MaxDeliver == 0 {
 		c.MaxDeliver = d.MaxDeliver
 	}
+	if c.MaxPerUser == 0 {
+		c.MaxPerUser = d.MaxPerUser
+	}
 	if c.MaxJobBytes == 0 {
 		c.MaxJobBytes = d.MaxJobBytes
 	}
@@ -91,6 +107,8 @@ func (c Config) WithDefaults() Config {
 	or(&c.ShutdownGrace, d.ShutdownGrace)
 	or(&c.FactorCacheTTL, d.FactorCacheTTL)
 	or(&c.UserCacheTTL, d.UserCacheTTL)
+	or(&c.CredentialsRetryMin, d.CredentialsRetryMin)
+	or(&c.CredentialsRetryMax, d.CredentialsRetryMax)
 	return c
 }
 
@@ -111,6 +129,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxDeliver < 1 || c.MaxDeliver > 1000 {
 		p.Add("WORKER_MAX_DELIVER", "must be between 1 and 1000, got %d", c.MaxDeliver)
+	}
+	if c.MaxPerUser < 1 || c.MaxPerUser > 10000 {
+		p.Add("WORKER_MAX_PER_USER", "must be between 1 and 10000, got %d", c.MaxPerUser)
 	}
 	if c.MaxJobBytes < 1024 {
 		p.Add("max job size", "must be at least 1024 bytes, got %d", c.MaxJobBytes)

@@ -21,6 +21,8 @@ const (
 	kindExpired          // not_after passed before the job ran
 	kindRejected         // the job is invalid
 	kindCancelled        // a cancel job or the resurrection guard ended the job
+	kindCredentials      // OneLogin refused the worker's own credentials: not the job's failure
+	kindPending          // a verify answered pending: poll again in a later delivery, never at once
 )
 
 // classify is the one reading of an attempt's error, used by the quick
@@ -40,6 +42,10 @@ func classify(err error, t job.Type) (kind, *PermanentError) {
 		return kindOK, nil
 	case errors.As(err, &ce):
 		return kindCancelled, nil
+	case errors.Is(err, onelogin.ErrCredentials):
+		return kindCredentials, nil
+	case errors.Is(err, onelogin.ErrVerificationPending):
+		return kindPending, nil
 	case errors.As(err, &rj):
 		return kindRejected, nil
 	case errors.As(err, &ee):
@@ -152,6 +158,21 @@ func decide(done job.Outcome, err error, attempts int, p policy, t job.Type) ver
 		return verdict{outcome: job.Expired, info: &job.ErrorInfo{Code: job.CodeExpired, Message: ee.Error()}, action: actTerm}
 	case kindPermanent:
 		return verdict{outcome: job.Failed, info: &job.ErrorInfo{Code: pe.Code, Message: pe.Message, HTTPStatus: pe.HTTPStatus}, action: actTerm}
+	case kindCredentials:
+		// Never a failure, whatever the delivery count: the worker stops
+		// fetching until a token is obtained, then the job runs.
+		return verdict{action: actNak, delay: p.nakBase}
+	case kindPending:
+		// Not verified. A quick retry would send the OTP again at once;
+		// a later delivery polls again after the growing nak delay, and
+		// the last allowed delivery fails the job, never active.
+		if attempts >= p.maxDeliver {
+			return verdict{outcome: job.Failed, action: actTerm, info: &job.ErrorInfo{
+				Code: job.CodeVerificationPending, Retryable: true, HTTPStatus: onelogin.StatusCode(err),
+				Message: fmt.Sprintf("OneLogin still answered pending after %d deliveries: not verified", attempts),
+			}}
+		}
+		return verdict{action: actNak, delay: p.nakDelay(attempts)}
 	}
 	if attempts >= p.maxDeliver {
 		cause := err

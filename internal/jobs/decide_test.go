@@ -27,6 +27,9 @@ func TestDecide(t *testing.T) {
 	rejected := &job.Rejection{Code: job.CodeIDReused, Message: "m"}
 	cancelled := &CancelledError{Code: job.CodeCancelled, Message: "m", CancelledBy: "c"}
 	superseded := &CancelledError{Code: job.CodeSupersededByOffboard, Message: "m"}
+	pending := &onelogin.VerifyError{Code: onelogin.CodeVerificationPending, StatusCode: 200}
+	stateExpired := &onelogin.VerifyError{Code: onelogin.CodeStateTokenExpired, StatusCode: 400}
+	credentials := fmt.Errorf("onelogin enroll: %w", &onelogin.TokenError{StatusCode: 401, Credentials: true})
 
 	type want struct {
 		outcome job.Outcome
@@ -65,7 +68,14 @@ func TestDecide(t *testing.T) {
 		{"rate limited first", "", rateLimited, first, job.TypeOffboard, nak(time.Second)},
 		{"rate limited last", "", rateLimited, last, job.TypeOffboard, exhausted},
 		{"ambiguous first, at most once", "", ambiguous, first, job.TypeActivate, want{job.Failed, job.CodeAmbiguousEffect, actTerm, 0}},
-		{"ambiguous last, at most once", "", ambiguous, last, job.TypeGenerateToken, want{job.Failed, job.CodeAmbiguousEffect, actTerm, 0}},
+		{"ambiguous last, at most once", "", ambiguous, last, job.TypeVerify, want{job.Failed, job.CodeAmbiguousEffect, actTerm, 0}},
+		{"generate_token's lost reply is retried", "", ambiguous, first, job.TypeGenerateToken, nak(time.Second)},
+		{"verify pending first: a later delivery", "", pending, first, job.TypeVerify, nak(time.Second)},
+		{"verify pending second", "", pending, 2, job.TypeVerify, nak(2 * time.Second)},
+		{"verify pending last: failed, never active", "", pending, last, job.TypeVerify, want{job.Failed, job.CodeVerificationPending, actTerm, 0}},
+		{"state token expired", "", stateExpired, first, job.TypeVerify, want{job.Failed, job.CodeStateTokenExpired, actTerm, 0}},
+		{"credentials refused first", "", credentials, first, job.TypeOffboard, nak(time.Second)},
+		{"credentials refused beyond the last: never failed", "", credentials, last + 1, job.TypeEnroll, nak(time.Second)},
 		{"earlier delivery, at most once", "", earlier, 2, job.TypeVerify, want{job.Failed, job.CodeAmbiguousEffect, actTerm, 0}},
 		{"ambiguous first, read back", "", ambiguous, first, job.TypeEnroll, nak(time.Second)},
 		{"ambiguous last, read back", "", ambiguous, last, job.TypeRemove, exhausted},

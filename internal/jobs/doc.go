@@ -6,11 +6,21 @@
 //
 // The flow of one message, file by file:
 //
-//   - runner.go: two lanes (urgent first), a priority semaphore and a
-//     per-user queue, so that one user's jobs run in arrival order within
-//     a replica. task.go: the delivery and its heartbeat, the only other
-//     code that touches the message (InProgress every AckWait/3, renewing
-//     the user lock and the ledger lease).
+//   - runner.go: two lanes, a per-user queue, so that one user's jobs run
+//     in arrival order within a replica, and a priority semaphore of
+//     execution slots (urgent first) that a job takes only once it can run,
+//     after its turn in the user's queue and the user's lock: jobs waiting
+//     for a busy user hold no slot. A replica holds at most MaxPerUser
+//     messages of one user (more are given back with a delay, never on a
+//     job's last two deliveries) and twice its concurrency per lane.
+//     task.go: the delivery and its heartbeat, the only other code that
+//     touches the message (InProgress every AckWait/3 from the moment it
+//     is fetched, renewing the user lock and the ledger lease).
+//   - credentials.go: while OneLogin refuses the worker's own credentials
+//     no job is fetched (the lanes' pulls are drained, buffered messages
+//     given back); a token is asked for with backoff, the secret re-read
+//     each time, and fetching resumes once one is obtained. A job that
+//     meets the refusal is nak'ed, never failed.
 //   - executor.go: parse (no I/O; an invalid job is rejected, OneLogin is
 //     never called); a job whose not_before is ahead is parked as a
 //     JetStream message schedule and acked (timing.go); take the user's
@@ -20,10 +30,15 @@
 //     over), then make the handler's attempts. Transient failures are
 //     retried in the delivery with exponential backoff and jitter;
 //     rate-limit answers are waited out and are not retries. Types whose
-//     call cannot be read back (activate, verify, generate_token; see
+//     call cannot simply be repeated (activate, verify; see
 //     job.Type.AtMostOnce) are at most once: the intent is recorded in the
-//     ledger before each call, a call whose fate is unknown is not repeated,
-//     and a later delivery after such a call fails with ambiguous_effect.
+//     ledger before each call, and a call whose fate is unknown is not
+//     repeated: an activate then fails with ambiguous_effect; a verify of a
+//     device is read back from the device's active flag (active: done;
+//     inactive: sent again in a later delivery); a verify of device 0
+//     fails with ambiguous_effect. A pending verify is polled once per
+//     delivery, never quickly. Every failed OneLogin call is logged with
+//     the job id and OneLogin's X-Request-Id.
 //   - timing.go: schedules, cancel jobs (a scheduled target is ended and
 //     its schedule removed; an unknown one gets a tombstone in the ledger,
 //     which ends it cancelled when it arrives), and the resurrection guard:

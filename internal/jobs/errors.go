@@ -19,6 +19,8 @@ type PermanentError struct {
 	Code       string
 	Message    string
 	HTTPStatus int
+	// RequestID is OneLogin's X-Request-Id of the refusal, for the log.
+	RequestID string
 }
 
 func (e *PermanentError) Error() string { return e.Code + ": " + e.Message }
@@ -28,6 +30,9 @@ func (e *PermanentError) Error() string { return e.Code + ": " + e.Message }
 type RetryLaterError struct {
 	Err   error
 	Delay time.Duration
+	// maySent keeps the ledger's record that a call that cannot be read
+	// back may have been made (a verify whose read-back failed).
+	maySent bool
 }
 
 func (e *RetryLaterError) Error() string { return "retry later: " + e.Err.Error() }
@@ -71,6 +76,10 @@ func failure(t job.Type, op string, err error) *PermanentError {
 	}
 	code := job.CodeOneLoginRejected
 	switch {
+	case onelogin.ErrorCode(err) != "":
+		// The client's typed errors name their code: state_token_expired,
+		// verification_failed, user_not_found, ...
+		code = onelogin.ErrorCode(err)
 	case onelogin.IsFactorNotFound(err):
 		code = job.CodeFactorNotFound
 	case onelogin.IsUserNotFound(err):
@@ -80,5 +89,5 @@ func failure(t job.Type, op string, err error) *PermanentError {
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		code = job.CodeUnauthorized
 	}
-	return &PermanentError{Code: code, Message: msg, HTTPStatus: status}
+	return &PermanentError{Code: code, Message: msg, HTTPStatus: status, RequestID: onelogin.RequestIDOf(err)}
 }

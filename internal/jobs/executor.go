@@ -63,20 +63,33 @@ type executor struct {
 	// job stream, through which schedules are removed.
 	people peopleStore
 	jobs   purger
+	// creds hears that OneLogin refused the worker's own credentials.
+	creds interface{ refused(err error) }
 }
 
-// process runs one task to its end. The task's heartbeat is running.
-func (x *executor) process(ctx context.Context, t *task) {
+// process runs one task to its end. The task's heartbeat is running. The
+// job takes its execution slot only once it can run, after the user's lock:
+// waiting for another job of the same user holds no slot.
+func (x *executor) process(ctx context.Context, t *task, s slot) {
 	defer t.stopBeat()
+	if s.stop != nil && s.stop.Err() != nil {
+		x.giveBack(t, x.budgets.cancelledDelay) // the worker stops: never started
+		return
+	}
 	if t.rej != nil {
+		if err := s.acquire(ctx); err != nil {
+			x.giveBack(t, x.budgets.cancelledDelay)
+			return
+		}
+		defer s.release()
 		x.settle(ctx, t, outcome{}, t.rej)
 		return
 	}
 	j := t.job
 	defer x.m.JobStarted(string(j.Type))()
 	// A job whose not_before is ahead waits as a schedule; parking it
-	// calls nobody, so it takes no user lock (and a person named by a
-	// selector is looked up only when the job is due).
+	// calls nobody, so it takes no user lock and no execution slot (and a
+	// person named by a selector is looked up only when the job is due).
 	if x.notDue(ctx, t) && x.park(ctx, t) {
 		return
 	}
@@ -101,6 +114,11 @@ func (x *executor) process(ctx context.Context, t *task) {
 		}
 		defer x.unlockUser(ctx, t)
 	}
+	if err := s.acquire(ctx); err != nil {
+		x.giveBack(t, x.budgets.cancelledDelay)
+		return
+	}
+	defer s.release()
 
 	d, err := x.claim(ctx, t)
 	if err != nil {
@@ -152,17 +170,52 @@ func (x *executor) run(ctx context.Context, t *task, sentBefore bool) (outcome, 
 	}
 	once := j.Type.AtMostOnce()
 	if once && sentBefore {
-		return outcome{}, &AmbiguousError{Op: string(j.Type), Earlier: true}
+		if !readBack(j) {
+			return outcome{}, &AmbiguousError{Op: string(j.Type), Earlier: true}
+		}
+		// A verify of a device is read back: active means an earlier
+		// delivery's verify took effect.
+		out, done, err := x.h.verifyReadBack(ctx, j)
+		switch {
+		case err != nil:
+			x.logCallFailed(j, err)
+			if k, _ := classify(err, j.Type); k == kindPermanent || k == kindCredentials {
+				return outcome{}, err
+			}
+			return outcome{}, &RetryLaterError{Err: err, maySent: true}
+		case done:
+			return out, nil
+		}
 	}
 	out, err := x.attempts(ctx, t, once)
 	var rl *RetryLaterError
-	if once && errors.As(err, &rl) && !errors.Is(err, context.Canceled) {
-		// Every attempt was refused (5xx, 429, no connection): nothing
-		// happened, so the next delivery may call again. If this write
-		// fails the next delivery errs on the side of not calling.
+	retryLater := errors.As(err, &rl) && !rl.maySent
+	if once && (retryLater || errors.Is(err, onelogin.ErrCredentials) || errors.Is(err, onelogin.ErrVerificationPending)) && !errors.Is(err, context.Canceled) {
+		// Every attempt was refused (5xx, 429, no connection, a token
+		// that could not be had, a pending answer): nothing happened, so
+		// the next delivery may call again. If this write fails the next
+		// delivery errs on the side of not calling.
 		_ = x.setSent(context.WithoutCancel(ctx), t, false)
 	}
 	return out, err
+}
+
+// logCallFailed logs a failed OneLogin call with the job id and OneLogin's
+// own X-Request-Id, for support cases.
+func (x *executor) logCallFailed(j *job.Job, err error) {
+	rid := onelogin.RequestIDOf(err)
+	var pe *PermanentError
+	if rid == "" && errors.As(err, &pe) {
+		rid = pe.RequestID
+	}
+	attrs := []any{"job_id", j.ID, "type", j.Type, "err", err.Error()}
+	if rid != "" {
+		attrs = append(attrs, "onelogin_request_id", rid)
+	}
+	if s := onelogin.StatusCode(err); s != 0 {
+		attrs = append(attrs, "http_status", s)
+	}
+	x.log.Warn("OneLogin call failed", attrs...)
 }
 
 func (x *executor) attempts(ctx context.Context, t *task, once bool) (outcome, error) {
@@ -183,8 +236,15 @@ func (x *executor) attempts(ctx context.Context, t *task, once bool) (outcome, e
 		}
 		if err == nil {
 			out, err = x.h.attempt(ctx, j, &a)
+			if err != nil {
+				x.logCallFailed(j, err)
+			}
 			if err != nil && once && onelogin.MayHaveTakenEffect(err) {
-				err = &AmbiguousError{Op: string(j.Type), Err: err}
+				if !readBack(j) {
+					err = &AmbiguousError{Op: string(j.Type), Err: err}
+				} else {
+					out, err = x.readBackAfter(ctx, j, err)
+				}
 			}
 		}
 		k, pe := classify(err, j.Type)
@@ -193,7 +253,12 @@ func (x *executor) attempts(ctx context.Context, t *task, once bool) (outcome, e
 			return out, nil
 		case kindPermanent:
 			return out, pe
-		case kindRetryLater, kindExpired, kindRejected, kindCancelled:
+		case kindCredentials:
+			if x.creds != nil {
+				x.creds.refused(err)
+			}
+			return out, err
+		case kindRetryLater, kindExpired, kindRejected, kindCancelled, kindPending:
 			return out, err
 		}
 		if ctx.Err() != nil {
@@ -211,6 +276,27 @@ func (x *executor) attempts(ctx context.Context, t *task, once bool) (outcome, e
 			return out, &RetryLaterError{Err: err, Delay: x.budgets.cancelledDelay}
 		}
 	}
+}
+
+// readBackAfter settles a verify whose reply was lost (lost) by reading the
+// device's active flag: active is success; inactive means the verify did
+// not take effect, and it is retried in a later delivery (never in this
+// one, which would send the OTP again at once); a failed read-back keeps
+// the ledger's record that the verify may have been sent, so that the next
+// delivery reads back first.
+func (x *executor) readBackAfter(ctx context.Context, j *job.Job, lost error) (outcome, error) {
+	out, done, err := x.h.verifyReadBack(ctx, j)
+	switch {
+	case err != nil:
+		x.logCallFailed(j, err)
+		if k, _ := classify(err, j.Type); k == kindPermanent || k == kindCredentials {
+			return outcome{}, err
+		}
+		return outcome{}, &RetryLaterError{Err: fmt.Errorf("verify's reply lost (%v), and reading the device back failed: %w", lost, err), maySent: true}
+	case done:
+		return out, nil
+	}
+	return outcome{}, &RetryLaterError{Err: fmt.Errorf("verify's reply lost (%v); the device is not active, so it did not take effect", lost)}
 }
 
 // lockUser takes the user's lock, waiting in place (the heartbeat keeps the

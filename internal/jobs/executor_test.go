@@ -23,9 +23,10 @@ import (
 // use the real client against the simulator; these test the executor's
 // attempts alone, in milliseconds.
 type scripted struct {
-	mu    sync.Mutex
-	errs  map[string][]error
-	calls map[string]int
+	mu      sync.Mutex
+	errs    map[string][]error
+	calls   map[string]int
+	devices []onelogin.Device // what Get Enrolled Factors lists
 }
 
 func (s *scripted) next(op string) error {
@@ -44,7 +45,10 @@ func (s *scripted) AvailableFactors(ctx context.Context, userID int64) ([]onelog
 	return []onelogin.Factor{{ID: 1, Name: "OneLogin SMS"}}, nil, s.next("available")
 }
 func (s *scripted) EnrolledFactors(ctx context.Context, userID int64) ([]onelogin.Device, *onelogin.Response, error) {
-	return nil, nil, s.next("enrolled")
+	if err := s.next("enrolled"); err != nil {
+		return nil, nil, err
+	}
+	return s.devices, nil, nil
 }
 func (s *scripted) EnrollFactor(ctx context.Context, userID int64, r onelogin.EnrollRequest) (*onelogin.Device, *onelogin.Response, error) {
 	if err := s.next("enroll"); err != nil {
@@ -132,6 +136,10 @@ func TestExecutorAttempts(t *testing.T) {
 		retries    float64
 		sentAfter  bool
 		calls      map[string]int
+		devices    []onelogin.Device
+		device     int64 // the job's device_id (3 when zero)
+		pending    bool  // a pending verify, left to a later delivery
+		creds      bool  // the worker's credentials refused: not the job's failure
 	}{
 		{name: "remove after two refusals", typ: job.TypeRemove, script: map[string][]error{"remove": {refused, refused}},
 			want: job.Succeeded, retries: 2, calls: map[string]int{"remove": 3}},
@@ -147,12 +155,35 @@ func TestExecutorAttempts(t *testing.T) {
 			retryLater: true, sentAfter: false},
 		{name: "activate after an earlier delivery's call", typ: job.TypeActivate, sentBefore: true,
 			code: job.CodeAmbiguousEffect, sentAfter: true, calls: map[string]int{"activate": 0}},
+		{name: "verify whose reply was lost, read back active", typ: job.TypeVerify, script: map[string][]error{"verify": {lost}},
+			devices: []onelogin.Device{{ID: 3, Active: true}}, want: job.Succeeded, sentAfter: true, calls: map[string]int{"verify": 1, "enrolled": 1}},
+		{name: "verify whose reply was lost, read back inactive: not sent again now", typ: job.TypeVerify, script: map[string][]error{"verify": {lost}},
+			devices: []onelogin.Device{{ID: 3}}, retryLater: true, sentAfter: false, calls: map[string]int{"verify": 1, "enrolled": 1}},
+		{name: "verify whose reply was lost, read-back fails: still may have been sent", typ: job.TypeVerify, script: map[string][]error{"verify": {lost}, "enrolled": repeat(refused, 10)},
+			retryLater: true, sentAfter: true, calls: map[string]int{"verify": 1, "enrolled": 1}},
+		{name: "verify after an earlier delivery's call, read back active", typ: job.TypeVerify, sentBefore: true,
+			devices: []onelogin.Device{{ID: 3, Active: true}}, want: job.Succeeded, sentAfter: true, calls: map[string]int{"verify": 0, "enrolled": 1}},
+		{name: "verify after an earlier delivery's call, read back inactive: sent again", typ: job.TypeVerify, sentBefore: true,
+			devices: []onelogin.Device{{ID: 3}}, want: job.Succeeded, sentAfter: true, calls: map[string]int{"verify": 1, "enrolled": 1}},
+		{name: "verify of a temporary token (device 0) whose reply was lost", typ: job.TypeVerify, device: -1, script: map[string][]error{"verify": {lost}},
+			code: job.CodeAmbiguousEffect, sentAfter: true, calls: map[string]int{"verify": 1, "enrolled": 0}},
+		{name: "verify pending: never retried in the delivery", typ: job.TypeVerify, script: map[string][]error{"verify": {&onelogin.VerifyError{Code: onelogin.CodeVerificationPending, StatusCode: 200}}},
+			pending: true, sentAfter: false, calls: map[string]int{"verify": 1}},
+		{name: "verify with an expired state token", typ: job.TypeVerify, script: map[string][]error{"verify": {&onelogin.VerifyError{Code: onelogin.CodeStateTokenExpired, StatusCode: 400}}},
+			code: job.CodeStateTokenExpired, sentAfter: true, calls: map[string]int{"verify": 1}},
+		{name: "generate_token whose reply was lost is retried", typ: job.TypeGenerateToken, script: map[string][]error{"token": {lost}},
+			want: job.Succeeded, retries: 1, calls: map[string]int{"token": 2}},
+		{name: "offboard whose token is refused between removals", typ: job.TypeOffboard, devices: []onelogin.Device{{ID: 3}, {ID: 4}},
+			script: map[string][]error{"remove": {nil, &onelogin.TokenError{StatusCode: 401, Credentials: true}}},
+			creds:  true, calls: map[string]int{"remove": 2}},
+		{name: "enroll whose token is refused", typ: job.TypeEnroll, script: map[string][]error{"enrolled": {&onelogin.TokenError{StatusCode: 500, Credentials: true}}},
+			creds: true, calls: map[string]int{"enrolled": 1, "enroll": 0}},
 		{name: "verify wrong OTP", typ: job.TypeVerify, script: map[string][]error{"verify": {status(401, "Failed authentication with this factor")}},
 			code: job.CodeVerificationFailed, sentAfter: true, calls: map[string]int{"verify": 1}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			ol := &scripted{errs: c.script, calls: map[string]int{}}
+			ol := &scripted{errs: c.script, calls: map[string]int{}, devices: c.devices}
 			if ol.errs == nil {
 				ol.errs = map[string][]error{}
 			}
@@ -161,7 +192,14 @@ func TestExecutorAttempts(t *testing.T) {
 			led := &memLedger{recs: map[string]ledger.Entry{}}
 			x := &executor{cfg: &cfg, budgets: newBudgets(&cfg), log: slog.New(slog.NewTextHandler(io.Discard, nil)), ledger: led, m: m,
 				h: &handlers{ol: ol, factors: newFactorCache(time.Hour)}}
-			j := &job.Job{ID: "j1", Type: c.typ, UserID: 5, Params: job.Params{DeviceID: 3, FactorName: "OneLogin SMS", DisplayName: "p", OTPToken: "1", StateToken: "s"}}
+			dev := int64(3)
+			switch {
+			case c.device < 0:
+				dev = 0
+			case c.device > 0:
+				dev = c.device
+			}
+			j := &job.Job{ID: "j1", Type: c.typ, UserID: 5, Params: job.Params{DeviceID: dev, FactorName: "OneLogin SMS", DisplayName: "p", OTPToken: "1", StateToken: "s", RecipientXKey: ""}}
 			rec := ledger.Record{State: ledger.Running, Sent: c.sentBefore}
 			rev, _ := led.Create(context.Background(), j.ID, rec)
 			tk := &task{job: j, claim: &ledger.Entry{Record: rec, Revision: rev}}
@@ -175,6 +213,14 @@ func TestExecutorAttempts(t *testing.T) {
 			case c.code != "":
 				if k != kindPermanent || pe.Code != c.code {
 					t.Fatalf("got %v (%v), want %s", err, k, c.code)
+				}
+			case c.creds:
+				if k != kindCredentials {
+					t.Fatalf("got %v (%v), want the credentials' refusal, not the job's failure", err, k)
+				}
+			case c.pending:
+				if k != kindPending || out.Data != nil {
+					t.Fatalf("got %v (%v) data %v, want a pending verify, never active", err, k, out.Data)
 				}
 			case c.retryLater:
 				var rl *RetryLaterError

@@ -139,15 +139,48 @@ func (h *handlers) activate(ctx context.Context, j *job.Job) (outcome, error) {
 	if err != nil {
 		return outcome{}, err
 	}
-	return outcome{Outcome: job.Succeeded, Data: job.ActivateData{DeviceID: int64(act.DeviceID), StateToken: act.StateToken}}, nil
+	data := job.ActivateData{DeviceID: int64(act.DeviceID), StateToken: act.StateToken}
+	if !act.StateTokenExpiresAt.IsZero() {
+		data.StateTokenExpiresAt = act.StateTokenExpiresAt.UTC().Format(time.RFC3339)
+	}
+	return outcome{Outcome: job.Succeeded, Data: data}, nil
 }
 
+// verify sends the OTP. Only OneLogin's "success" is success (the client
+// returns a *VerifyError for a pending push, a refused OTP or an expired
+// state token), so active is true only then.
 func (h *handlers) verify(ctx context.Context, j *job.Job) (outcome, error) {
 	req := onelogin.VerifyRequest{OTPToken: j.Params.OTPToken, StateToken: j.Params.StateToken}
 	if _, err := h.ol.VerifyFactor(ctx, j.UserID, j.Params.DeviceID, req); err != nil {
 		return outcome{}, err
 	}
 	return outcome{Outcome: job.Succeeded, Data: job.VerifyData{DeviceID: j.Params.DeviceID, Active: true}}, nil
+}
+
+// readBack reports whether a verify may be read back: one of a device (not
+// of a temporary MFA token, device 0), whose active flag Get Enrolled
+// Factors shows.
+func readBack(j *job.Job) bool { return j.Type == job.TypeVerify && j.Params.DeviceID != 0 }
+
+// verifyReadBack reads the device's active flag after a verify whose fate
+// is unknown: active means the verify took effect (done); inactive means it
+// did not, and the verify may be sent again. A device that is gone fails
+// the job.
+func (h *handlers) verifyReadBack(ctx context.Context, j *job.Job) (out outcome, done bool, err error) {
+	devices, _, err := h.ol.EnrolledFactors(ctx, j.UserID)
+	if err != nil {
+		return outcome{}, false, err
+	}
+	for _, d := range devices {
+		if int64(d.ID) != j.Params.DeviceID {
+			continue
+		}
+		if d.Active {
+			return outcome{Outcome: job.Succeeded, Data: job.VerifyData{DeviceID: j.Params.DeviceID, Active: true}}, true, nil
+		}
+		return outcome{}, false, nil
+	}
+	return outcome{}, false, &PermanentError{Code: job.CodeFactorNotFound, Message: "verify: the device is no longer among the user's enrolled factors"}
 }
 
 func (h *handlers) remove(ctx context.Context, j *job.Job, a *attempts) (outcome, error) {
@@ -188,6 +221,10 @@ func (h *handlers) offboard(ctx context.Context, j *job.Job, a *attempts) (outco
 			if a.sentDevices[d.ID] {
 				a.removed = append(a.removed, int64(d.ID))
 			}
+		case errors.Is(err, onelogin.ErrCredentials):
+			// The worker's own credentials, not this factor: the job
+			// waits for a token like every other.
+			return outcome{Data: data()}, err
 		case onelogin.Classify(err) == onelogin.Permanent:
 			if refused == nil {
 				refused = failure(j.Type, "remove", err)

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -21,17 +20,34 @@ import (
 )
 
 // Runner consumes both lanes of MFA_JOBS and runs the jobs.
+//
+// A message is held from the moment it is fetched (its heartbeat keeps it
+// alive with InProgress) but takes an execution slot only when its job can
+// run: after its turn among the same user's jobs in this replica (the keyed
+// queue) and after the user's lock in MFA_LOCKS. So one busy person cannot
+// occupy the slots that everyone else's jobs need. What a replica holds is
+// bounded: per lane by heldPerLane, per user by Config.MaxPerUser (more of
+// one user's messages are given back with a delay).
 type Runner struct {
-	cfg   Config
-	log   *slog.Logger
-	objs  *topology.Objects
-	m     *metrics.Metrics
-	x     *executor
-	sem   *prioritySem
-	order *keyedQueue
-	js    jetstream.JetStream
-	wg    sync.WaitGroup
+	cfg    Config
+	log    *slog.Logger
+	objs   *topology.Objects
+	m      *metrics.Metrics
+	x      *executor
+	sem    *prioritySem
+	order  *keyedQueue
+	gate   *credGate
+	tokens tokenProver
+	js     jetstream.JetStream
+	wg     sync.WaitGroup
+
+	heldMu sync.Mutex
+	byUser map[int64]int
 }
+
+// heldPerLane is how many messages one lane may hold per execution slot,
+// running or waiting for their turn.
+const heldPerLane = 2
 
 // NewRunner builds a runner over provisioned objects.
 func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *topology.Objects, ol *onelogin.Client, m *metrics.Metrics) (*Runner, error) {
@@ -49,9 +65,14 @@ func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *topol
 		return nil, err
 	}
 	led := ledger.New(objs.Ledger)
-	r := &Runner{cfg: cfg, log: log, objs: objs, m: m, sem: newPrioritySem(cfg.Concurrency), order: newKeyedQueue(), js: js}
+	r := &Runner{cfg: cfg, log: log, objs: objs, m: m, sem: newPrioritySem(cfg.Concurrency), order: newKeyedQueue(), byUser: map[int64]int{}, js: js}
+	r.gate = newCredGate(log, m)
+	if ol != nil {
+		r.tokens = ol
+	}
 	r.x = &executor{
-		cfg: &r.cfg, budgets: newBudgets(&r.cfg), log: log, pub: js, m: m, owner: cfg.Owner, parser: parser,
+		creds: r.gate,
+		cfg:   &r.cfg, budgets: newBudgets(&r.cfg), log: log, pub: js, m: m, owner: cfg.Owner, parser: parser,
 		policy: policy{maxDeliver: cfg.MaxDeliver, nakBase: cfg.NakBase, nakMax: cfg.NakMax},
 		ledger: led,
 		grants: led,
@@ -72,6 +93,11 @@ func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *topol
 // Concurrency is how many jobs run at once in this replica.
 func (r *Runner) Concurrency() int { return r.cfg.Concurrency }
 
+// Credentials reports whether the runner takes jobs: false (with the cause,
+// which never holds a secret) until a OneLogin token is obtained, and while
+// OneLogin refuses the worker's own credentials.
+func (r *Runner) Credentials() (ok bool, cause string) { return r.gate.ready() }
+
 type lane struct {
 	name string
 	cons jetstream.Consumer
@@ -90,25 +116,21 @@ func (r *Runner) Run(ctx context.Context) error {
 		{name: topology.Consumer(job.LaneNormal), cons: r.objs.Normal, prio: onelogin.PriorityNormal},
 	}
 	var fetchers sync.WaitGroup
-	errc := make(chan error, len(lanes)+1)
 	for _, l := range lanes {
-		it, err := l.cons.Messages(
-			// A small buffer: a message waiting in it has its ack timer
-			// running and nobody sending InProgress for it.
-			jetstream.PullMaxMessages(max(1, r.cfg.Concurrency/4)),
-			jetstream.PullExpiry(5*time.Second),
-		)
-		if err != nil {
-			return fmt.Errorf("consume %s: %w", l.name, err)
-		}
 		fetchers.Add(1)
 		go func() {
 			defer fetchers.Done()
-			if err := r.fetch(ctx, work, l, it); err != nil {
-				errc <- err
-			}
+			r.fetch(ctx, work, l)
 		}()
-		context.AfterFunc(ctx, it.Stop)
+	}
+	if r.tokens != nil {
+		fetchers.Add(1)
+		go func() {
+			defer fetchers.Done()
+			r.gate.run(ctx, r.tokens, r.cfg.CredentialsRetryMin, r.cfg.CredentialsRetryMax)
+		}()
+	} else {
+		r.gate.set(true, true, "")
 	}
 	fetchers.Add(1)
 	go func() {
@@ -122,7 +144,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		go func() {
 			defer fetchers.Done()
 			if err := history.Index(ctx, r.objs.History, history.New(r.js), r.log); err != nil {
-				errc <- err
+				r.log.Error("the history index stopped; results are not indexed until the next start", "err", err)
 			}
 		}()
 	}
@@ -141,42 +163,142 @@ func (r *Runner) Run(ctx context.Context) error {
 		cancelWork()
 		<-done
 	}
-	select {
-	case err := <-errc:
-		return err
-	default:
-		return nil
+	return nil
+}
+
+// fetch takes messages from one lane while the credentials gate is open:
+// the gate's closing drains the lane's pull (messages already buffered are
+// given back with a delay), and its opening starts a new one.
+func (r *Runner) fetch(ctx, work context.Context, l lane) {
+	held := make(chan struct{}, heldPerLane*r.cfg.Concurrency)
+	for r.gate.wait(ctx) {
+		it, err := l.cons.Messages(
+			// A small buffer: a message waiting in it has its ack timer
+			// running and nobody sending InProgress for it.
+			jetstream.PullMaxMessages(max(1, r.cfg.Concurrency/4)),
+			jetstream.PullExpiry(5*time.Second),
+		)
+		if err != nil {
+			r.log.Warn("consuming jobs failed; retrying", "consumer", l.name, "err", err)
+			if !sleep(ctx, time.Second) {
+				return
+			}
+			continue
+		}
+		stop := context.AfterFunc(ctx, it.Stop)
+		undrain := r.gate.onClose(it.Drain)
+		if open, _ := r.gate.state(); !open {
+			it.Drain() // closed before the hook was in place
+		}
+		r.take(ctx, work, l, it, held)
+		undrain()
+		stop()
+		it.Stop()
 	}
 }
 
-// fetch takes messages from one lane: it takes a message, starts its
-// heartbeat, waits for a slot (urgent first), and hands it to the user's
-// queue so that one user's jobs run in arrival order.
-func (r *Runner) fetch(ctx, work context.Context, l lane, it jetstream.MessagesContext) error {
-	for {
+// take runs one pull until it ends: it takes a message when the lane holds
+// fewer than its bound, starts its heartbeat, and hands it to the user's
+// queue, so that one user's jobs run in arrival order; the job takes an
+// execution slot only when it can run (executor.process).
+func (r *Runner) take(ctx, work context.Context, l lane, it jetstream.MessagesContext, held chan struct{}) {
+	for ctx.Err() == nil {
+		select {
+		case held <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
 		msg, err := it.Next()
 		if err != nil {
+			<-held
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
-				return nil
+				return
 			}
 			r.log.Warn("fetching jobs failed; retrying", "consumer", l.name, "err", err)
 			if !sleep(ctx, time.Second) {
-				return nil
+				return
 			}
 			continue
 		}
 		t := r.x.newTask(msg)
 		r.x.heartbeat(t)
-		if err := r.sem.acquire(ctx, l.prio); err != nil {
-			r.x.giveBack(t) // shutting down before it started
-			return nil
+		if open, _ := r.gate.state(); !open {
+			// Buffered before the gate closed: back to the stream, to be
+			// run once a token is obtained; the pull ends once its buffer
+			// is empty, so nothing more is fetched meanwhile.
+			it.Drain()
+			r.x.giveBack(t, r.cfg.NakBase)
+			<-held
+			continue
+		}
+		key := t.userKey()
+		if n, ok := r.admit(key, t.attempts); !ok {
+			// This user holds enough of this replica already; the delay
+			// grows with their backlog. Never on a job's last two
+			// deliveries, so that being busy never fails a job.
+			r.x.giveBack(t, min(r.cfg.NakMax, max(r.cfg.NakBase, time.Duration(n)*time.Second)))
+			<-held
+			continue
 		}
 		r.wg.Add(1)
-		r.order.submit(t.userKey(), func() {
+		r.order.submit(key, func() {
 			defer r.wg.Done()
-			defer r.sem.release()
-			r.x.process(work, t)
+			defer func() { <-held }()
+			defer r.leave(key)
+			r.x.process(work, t, slot{sem: r.sem, prio: l.prio, stop: ctx})
 		})
+	}
+}
+
+// admit counts a message of user key as held, unless the user holds
+// MaxPerUser already and the message has deliveries to spare; n is what
+// the user holds.
+func (r *Runner) admit(key int64, attempts int) (n int, ok bool) {
+	if key == 0 {
+		return 0, true
+	}
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	n = r.byUser[key]
+	if n >= r.cfg.MaxPerUser && attempts < r.cfg.MaxDeliver-1 {
+		return n, false
+	}
+	r.byUser[key] = n + 1
+	return n + 1, true
+}
+
+func (r *Runner) leave(key int64) {
+	if key == 0 {
+		return
+	}
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	if r.byUser[key]--; r.byUser[key] <= 0 {
+		delete(r.byUser, key)
+	}
+}
+
+// slot is an execution slot to take once a job can run. A job still
+// waiting for it when the worker is told to stop (stop ends) never starts.
+type slot struct {
+	sem  *prioritySem
+	prio onelogin.Priority
+	stop context.Context
+}
+
+func (s slot) acquire(ctx context.Context) error {
+	if s.sem == nil {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer context.AfterFunc(s.stop, cancel)()
+	defer cancel()
+	return s.sem.acquire(ctx, s.prio)
+}
+
+func (s slot) release() {
+	if s.sem != nil {
+		s.sem.release()
 	}
 }
 
@@ -237,7 +359,7 @@ func DLQUsage(info *jetstream.StreamInfo) float64 {
 type prioritySem struct {
 	mu      sync.Mutex
 	free    int
-	waiters [2][]chan struct{}
+	waiters [3][]chan struct{} // by onelogin.Priority
 }
 
 func newPrioritySem(n int) *prioritySem { return &prioritySem{free: n} }

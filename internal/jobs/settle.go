@@ -294,11 +294,12 @@ func (x *executor) nak(t *task, delay time.Duration) {
 	}
 }
 
-// giveBack returns a message that was never started (the worker is
-// shutting down).
-func (x *executor) giveBack(t *task) {
+// giveBack returns a message whose job never started, for redelivery after
+// delay: the worker is shutting down, its credentials are refused, or the
+// job's user holds enough of this replica.
+func (x *executor) giveBack(t *task, delay time.Duration) {
 	t.stopBeat()
-	x.nak(t, x.budgets.cancelledDelay)
+	x.nak(t, delay)
 }
 
 func (x *executor) nakAfterPublishFailure(t *task, what string, err error) {

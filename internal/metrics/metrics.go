@@ -41,7 +41,7 @@ var Names = []string{
 var (
 	JobTypes  = strs(job.Types)
 	Outcomes  = strs(job.Outcomes)
-	Endpoints = []string{"token", "available_factors", "enroll", "enrolled_factors", "activate", "verify", "remove", "mfa_token"}
+	Endpoints = []string{"token", "available_factors", "enroll", "enrolled_factors", "activate", "verify", "remove", "mfa_token", "users"}
 	Consumers = []string{"mfa-worker-urgent", "mfa-worker"}
 	// DeadLetterReasons are the error codes a DLQ copy can carry.
 	DeadLetterReasons = deadLetterReasons()

@@ -77,6 +77,9 @@ type Config struct {
 	// RateLimitReserve is how many calls of each window the pacer leaves
 	// unspent: the number of other replicas sharing the account.
 	RateLimitReserve int
+	// QueryReserve is the share of the rate limit (0..1) that calls made at
+	// PriorityQuery may not spend: below it they fail with ErrBusy at once.
+	QueryReserve float64
 	// Observer receives request metrics; nil discards them.
 	Observer Observer
 }
@@ -144,6 +147,9 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	if cfg.RateLimitReserve > 0 {
 		cfg.Pacer.SetReserve(cfg.RateLimitReserve)
+	}
+	if cfg.QueryReserve > 0 {
+		cfg.Pacer.SetQueryReserve(cfg.QueryReserve)
 	}
 	c := &Client{
 		base:      base,

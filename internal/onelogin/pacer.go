@@ -2,6 +2,7 @@ package onelogin
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -15,12 +16,20 @@ const resetMargin = 250 * time.Millisecond
 type Priority int
 
 const (
+	// PriorityQuery is for read-only questions (mfa.query.*): served last,
+	// and refused at once (ErrBusy) while the budget is below the query
+	// reserve, so that queries never spend what jobs need.
+	PriorityQuery Priority = iota
 	// PriorityNormal is for onboarding and other routine work.
-	PriorityNormal Priority = iota
+	PriorityNormal
 	// PriorityUrgent is for removals: a leaver's factors go first.
 	PriorityUrgent
 	numPriorities
 )
+
+// ErrBusy is what a query-priority caller gets instead of a grant while
+// OneLogin's remaining budget is below the query reserve (SetQueryReserve).
+var ErrBusy = errors.New("OneLogin budget is reserved for jobs")
 
 type priorityKey struct{}
 
@@ -60,6 +69,9 @@ type Pacer struct {
 	clock    Clock
 	lowWater float64
 	reserve  int
+	// queryReserve is the share of the limit that query-priority callers
+	// may not spend.
+	queryReserve float64
 
 	rate     RateLimit // Remaining is the lowest seen in the current window
 	unpaced  bool      // answers carry no rate-limit headers: nothing to pace by
@@ -74,6 +86,7 @@ type Pacer struct {
 type waiter struct {
 	ch      chan struct{}
 	granted bool
+	busy    bool // refused: the budget fell below the query reserve
 }
 
 // NewPacer returns a pacer on the system clock. lowWater is the fraction of
@@ -107,14 +120,36 @@ func (p *Pacer) SetReserve(n int) {
 	p.reserve = max(0, n)
 }
 
+// SetQueryReserve makes query-priority callers fail with ErrBusy, at once
+// and without waiting, while OneLogin's remaining budget (less the calls in
+// flight) is below share of the limit. 0 turns the reserve off.
+func (p *Pacer) SetQueryReserve(share float64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.queryReserve = min(max(0, share), 1)
+}
+
+// belowQueryReserve reports whether a query may not be granted now.
+func (p *Pacer) belowQueryReserve(now time.Time) bool {
+	if p.queryReserve <= 0 || !p.rate.known() || !now.Before(p.rate.Reset.Add(resetMargin)) {
+		return false
+	}
+	return float64(p.rate.Remaining-p.inflight) <= p.queryReserve*float64(p.rate.Limit)
+}
+
 // Wait blocks until a request may be sent or ctx ends. Every nil return must
-// be followed by exactly one call to Observe.
+// be followed by exactly one call to Observe. A PriorityQuery caller gets
+// ErrBusy instead of waiting while the budget is down to the query reserve.
 func (p *Pacer) Wait(ctx context.Context, prio Priority) error {
 	if prio < 0 || prio >= numPriorities {
 		prio = PriorityNormal
 	}
 	p.mu.Lock()
 	now := p.now()
+	if prio == PriorityQuery && p.belowQueryReserve(now) {
+		p.mu.Unlock()
+		return ErrBusy
+	}
 	if !p.queuedAtOrAbove(prio) {
 		if ok, _ := p.canGrant(now); ok {
 			p.grant(now)
@@ -129,10 +164,16 @@ func (p *Pacer) Wait(ctx context.Context, prio Priority) error {
 
 	select {
 	case <-w.ch:
+		if w.busy {
+			return ErrBusy
+		}
 		return nil
 	case <-ctx.Done():
 		p.mu.Lock()
 		defer p.mu.Unlock()
+		if w.busy {
+			return ErrBusy
+		}
 		if w.granted {
 			// Granted while we gave up: hand the grant back.
 			p.inflight--
@@ -272,6 +313,15 @@ func (p *Pacer) dispatch(now time.Time) {
 		}
 		if w == nil {
 			return
+		}
+		if prio == PriorityQuery && p.belowQueryReserve(now) {
+			// Every queued query is refused: the budget left is the jobs'.
+			for _, q := range p.queues[PriorityQuery] {
+				q.busy = true
+				close(q.ch)
+			}
+			p.queues[PriorityQuery] = nil
+			continue
 		}
 		ok, at := p.canGrant(now)
 		if !ok {

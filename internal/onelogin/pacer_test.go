@@ -2,6 +2,7 @@ package onelogin_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -280,5 +281,111 @@ func TestBudgetResetsAtFollowsTheAnswers(t *testing.T) {
 	got := c.BudgetResetsAt()
 	if got.Before(before) || got.After(time.Now().Add(window+2*time.Second)) {
 		t.Fatalf("reset at %v, want within the %v window after %v", got, window, before)
+	}
+}
+
+// Queries queue behind every job, and while the budget is below the query
+// reserve they are refused at once, queued or not.
+func TestPacerQueryReserve(t *testing.T) {
+	p := onelogin.NewPacer(0)
+	p.SetQueryReserve(0.2)
+	ctx := context.Background()
+	if err := p.Wait(ctx, onelogin.PriorityQuery); err != nil {
+		t.Fatalf("first query with an unknown budget: %v", err)
+	}
+	p.Observe(onelogin.RateLimit{Limit: 100, Remaining: 30, Reset: time.Now().Add(time.Hour)}, true)
+	// 30 left, reserve 20: ten queries may go, the eleventh is refused.
+	for i := 0; i < 10; i++ {
+		if err := p.Wait(ctx, onelogin.PriorityQuery); err != nil {
+			t.Fatalf("query %d with %d left: %v", i, 30-i, err)
+		}
+	}
+	start := time.Now()
+	if err := p.Wait(ctx, onelogin.PriorityQuery); !errors.Is(err, onelogin.ErrBusy) {
+		t.Fatalf("query at the reserve: err = %v, want ErrBusy", err)
+	}
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Errorf("refusal took %v, want at once", d)
+	}
+	// Jobs still spend the reserve.
+	if err := p.Wait(ctx, onelogin.PriorityNormal); err != nil {
+		t.Fatalf("job at the reserve: %v", err)
+	}
+	for i := 0; i < 11; i++ {
+		p.Observe(onelogin.RateLimit{Limit: 100, Remaining: 19, Reset: time.Now().Add(time.Hour)}, true)
+	}
+	if err := p.Wait(ctx, onelogin.PriorityQuery); !errors.Is(err, onelogin.ErrBusy) {
+		t.Fatalf("query below the reserve: err = %v, want ErrBusy", err)
+	}
+}
+
+// A queued query is refused when an answer shows the budget down to the
+// reserve.
+func TestPacerQueuedQueryRefusedAtReserve(t *testing.T) {
+	p := onelogin.NewPacer(0)
+	p.SetQueryReserve(0.5)
+	ctx := context.Background()
+	// The first call probes the budget; the query queues behind it.
+	if err := p.Wait(ctx, onelogin.PriorityNormal); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- p.Wait(ctx, onelogin.PriorityQuery) }()
+	waitFor(t, func() bool { return p.Waiting() == 1 })
+	p.Observe(onelogin.RateLimit{Limit: 10, Remaining: 4, Reset: time.Now().Add(time.Hour)}, true)
+	select {
+	case err := <-errc:
+		if !errors.Is(err, onelogin.ErrBusy) {
+			t.Fatalf("queued query: err = %v, want ErrBusy", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("queued query neither granted nor refused")
+	}
+}
+
+// Queries queue behind every job: queued first, granted last.
+func TestPacerServesQueriesLast(t *testing.T) {
+	clk := newClock()
+	p := onelogin.NewPacerWithClock(0, clk)
+	reset := clk.Now().Add(300 * time.Millisecond)
+	if err := p.Wait(context.Background(), onelogin.PriorityNormal); err != nil {
+		t.Fatal(err)
+	}
+	p.Observe(onelogin.RateLimit{Limit: 10, Remaining: 0, Reset: reset}, true)
+	order := make(chan onelogin.Priority, 4)
+	var observed atomic.Int32
+	var wg sync.WaitGroup
+	start := func(prio onelogin.Priority) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.Wait(context.Background(), prio); err != nil {
+				t.Error(err)
+				return
+			}
+			order <- prio
+			p.Observe(onelogin.RateLimit{Limit: 10, Remaining: 0, Reset: clk.Now().Add(20 * time.Millisecond)}, true)
+			observed.Add(1)
+		}()
+	}
+	start(onelogin.PriorityQuery)
+	waitFor(t, func() bool { return p.Waiting() == 1 })
+	start(onelogin.PriorityNormal)
+	start(onelogin.PriorityUrgent)
+	waitFor(t, func() bool { return p.Waiting() == 3 })
+	clk.Advance(300*time.Millisecond + resetMargin)
+	for i := int32(1); i <= 3; i++ {
+		waitFor(t, func() bool { return observed.Load() == i })
+		clk.Advance(20*time.Millisecond + resetMargin)
+	}
+	wg.Wait()
+	close(order)
+	var got []onelogin.Priority
+	for o := range order {
+		got = append(got, o)
+	}
+	want := []onelogin.Priority{onelogin.PriorityUrgent, onelogin.PriorityNormal, onelogin.PriorityQuery}
+	if len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+		t.Fatalf("grant order = %v, want urgent, normal, query", got)
 	}
 }

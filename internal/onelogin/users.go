@@ -130,8 +130,11 @@ func (c *Client) ListUsers(ctx context.Context, opts ListUsersOptions, urgent bo
 	}
 	q.Set("limit", strconv.Itoa(limit))
 	prio := PriorityNormal
-	if urgent {
+	switch {
+	case urgent:
 		prio = PriorityUrgent
+	case priorityFrom(ctx) == PriorityQuery:
+		prio = PriorityQuery // a query's lookup stays a query
 	}
 	req, err := c.NewRequest(WithPriority(ctx, prio), http.MethodGet, "api/2/users", nil)
 	if err != nil {

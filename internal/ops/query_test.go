@@ -45,24 +45,7 @@ func TestQueryServiceStopsWithItsContext(t *testing.T) {
 	}()
 	// Wait until the service took the request (its answer then waits for
 	// the slow OneLogin).
-	taken := func() bool {
-		m, err := nc.Request("$SRV.STATS.mfa", nil, time.Second)
-		if err != nil {
-			return false
-		}
-		var st struct {
-			Endpoints []struct {
-				NumRequests int `json:"num_requests"`
-			} `json:"endpoints"`
-		}
-		n := 0
-		if json.Unmarshal(m.Data, &st) == nil {
-			for _, e := range st.Endpoints {
-				n += e.NumRequests
-			}
-		}
-		return n > 0
-	}
+	taken := func() bool { return bed.Sim.Stats().Requests["enrolled_factors"] > 0 }
 	if err := testenv.WaitFor(10*time.Second, taken, func() string { return "the service took no request" }); err != nil {
 		t.Fatal(err)
 	}

@@ -13,9 +13,9 @@ import (
 )
 
 // Resolver finds the OneLogin user that a query's "user" names, with the
-// same exact match as jobs (onelogin.Client.FindUser), at the normal
-// priority: queries never take the urgent lane's place in the OneLogin
-// budget. It caches nothing: a query is an operator's question, asked
+// same exact match as jobs (onelogin.Client.FindUser), at the query
+// priority: behind every job, and refused (busy) while OneLogin's budget
+// is below the query reserve. It caches nothing: a query is an operator's question, asked
 // rarely.
 type Resolver struct {
 	ol *onelogin.Client
@@ -27,7 +27,7 @@ func NewResolver(ol *onelogin.Client) *Resolver { return &Resolver{ol: ol} }
 // resolve returns the user id sel names, or the client's error (a
 // *onelogin.UserLookupError when none or several match).
 func (r *Resolver) resolve(ctx context.Context, sel *job.User) (int64, error) {
-	u, _, err := r.ol.FindUser(onelogin.WithPriority(ctx, onelogin.PriorityNormal), onelogin.UserSelector{Email: sel.Email, Username: sel.Username, ExternalID: sel.ExternalID}, false)
+	u, _, err := r.ol.FindUser(onelogin.WithPriority(ctx, onelogin.PriorityQuery), onelogin.UserSelector{Email: sel.Email, Username: sel.Username, ExternalID: sel.ExternalID}, false)
 	if err != nil {
 		return 0, err
 	}
@@ -52,17 +52,26 @@ func (q *QueryService) resolve(ctx context.Context, sel *job.User) (int64, error
 
 // AddHistory registers mfa.query.history on the service, answered from
 // store (package history); a request naming a person by "user" is resolved
-// as the other queries' are. Answers run a few at a time off the
-// subscription's goroutine, like the others, and Stop waits for them.
+// as the other queries' are. Like the others it is registered once per
+// concurrent answer and shares their cap: past it a query is refused with
+// busy at once.
 func (q *QueryService) AddHistory(store *history.Store, log *slog.Logger) error {
 	h := history.NewHandler(store, q.users, log)
-	return q.svc.AddGroup("mfa.query").AddEndpoint("history", micro.HandlerFunc(func(req micro.Request) {
-		q.sem <- struct{}{}
-		q.wg.Add(1)
-		go func() {
-			defer q.wg.Done()
-			defer func() { <-q.sem }()
-			h.Handle(req)
-		}()
-	}))
+	handler := micro.HandlerFunc(func(req micro.Request) {
+		select {
+		case q.sem <- struct{}{}:
+		default:
+			q.fail(req, "history", &job.ErrorInfo{Code: job.CodeBusy, Message: "history: too many queries in progress; retry later", Retryable: true})
+			return
+		}
+		defer func() { <-q.sem }()
+		h.Handle(req)
+	})
+	g := q.svc.AddGroup("mfa.query")
+	for i := 0; i < cap(q.sem); i++ {
+		if err := g.AddEndpoint("history", handler, micro.WithEndpointMetadata(map[string]string{"description": "a person's results, newest first (request {\"user_id\": N} or {\"user\": {...}}, optional \"limit\")"})); err != nil {
+			return err
+		}
+	}
+	return nil
 }

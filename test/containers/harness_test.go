@@ -416,6 +416,13 @@ func (w *world) verify(name string, planned []testenv.Job, note string) figures 
 		seen[key{e.RequestID, e.Kind, e.DeviceID}]++
 	}
 	for k, n := range seen {
+		if n > 1 && k.kind == "mfa_token" {
+			// Contract 1.1: a generate_token whose reply was lost is
+			// retried (nobody saw the lost token, and it expires); the
+			// job still has one result, checked above.
+			w.t.Logf("job %s generated %d temporary tokens (a lost reply retried)", k.req, n)
+			continue
+		}
 		if n > 1 {
 			f.DuplicatedEffects += n - 1
 			w.t.Errorf("job %s made effect %s on device %d %d times", k.req, k.kind, k.dev, n)
