@@ -15,10 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/mfa-worker/mfa-worker/internal/broker"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
 // ingestEnv clears every variable `worker ingest` reads.
@@ -112,17 +111,7 @@ func freeAddr(t *testing.T) string {
 // signed HiBob leaver event becomes a stored event and an offboard job.
 func TestIngestCommand(t *testing.T) {
 	ingestEnv(t)
-	srv, err := broker.Start(broker.Options{Port: -1, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	srv, _, js := testenv.JetStream(t)
 	ctx := context.Background()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "JOBS", Subjects: []string{"mfa.jobs.>"}}); err != nil {
 		t.Fatal(err)

@@ -15,8 +15,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/mfa-worker/mfa-worker/internal/broker"
 	"github.com/mfa-worker/mfa-worker/internal/history"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
 // env is a real embedded NATS server with MFA_HISTORY provisioned.
@@ -28,20 +28,7 @@ type env struct {
 
 func newEnv(tb testing.TB, cfg history.Config) *env {
 	tb.Helper()
-	srv, err := broker.Start(broker.Options{Port: -1, StoreDir: tb.TempDir()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(srv.Stop)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	_, nc, js := testenv.JetStream(tb)
 	if err := history.Provision(context.Background(), js, cfg); err != nil {
 		tb.Fatal(err)
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/broker"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/rules"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
 // Test secrets. The CloudEvents one is given in the whsec_ form.
@@ -99,20 +100,7 @@ type envOpt func(*Config)
 
 func newEnv(t testing.TB, opts ...envOpt) *env {
 	t.Helper()
-	srv, err := broker.Start(broker.Options{Port: -1, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, nc, js := testenv.JetStream(t)
 	ctx := context.Background()
 	for name, subj := range testStreams {
 		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}, Duplicates: 10 * time.Minute}); err != nil {

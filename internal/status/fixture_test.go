@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -22,11 +21,11 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/mfa-worker/mfa-worker/internal/broker"
 	"github.com/mfa-worker/mfa-worker/internal/history"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 	"github.com/mfa-worker/mfa-worker/internal/status"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
 // Values of the known workload.
@@ -60,20 +59,7 @@ func (b fixedBudget) BudgetResetsAt() time.Time { return time.Time(b) }
 func newFixture(t testing.TB, cfg status.Config) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	srv, err := broker.Start(broker.Options{Port: -1, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, js := testenv.JetStream(t)
 	for _, sc := range []jetstream.StreamConfig{
 		{Name: status.ResultsStream, Subjects: []string{"mfa.results.>"}},
 		{Name: status.DLQStream, Subjects: []string{"mfa.dlq.>"}},

@@ -16,12 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/mfa-worker/mfa-worker/internal/broker"
 	"github.com/mfa-worker/mfa-worker/internal/status"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
 var (
@@ -190,20 +189,7 @@ func TestNewNeedsGathererAndLogger(t *testing.T) {
 }
 
 func TestPageWithoutStreams(t *testing.T) {
-	srv, err := broker.Start(broker.Options{Port: -1, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, js := testenv.JetStream(t)
 	streams := status.NewStreams(js)
 	h, err := status.New(status.Config{}, status.Deps{
 		Gatherer: prometheus.NewRegistry(), Results: streams, DeadLetters: streams,

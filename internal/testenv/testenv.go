@@ -18,6 +18,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -80,6 +81,28 @@ func NewBed(simCfg simulator.Config) (*Bed, error) {
 	hs := httptest.NewServer(sim)
 	reg := prometheus.NewRegistry()
 	return &Bed{dir: dir, srv: srv, nc: nc, JS: js, Sim: sim, SimURL: hs.URL, hs: hs, Logs: &SyncBuffer{}, Reg: reg, M: metrics.New(reg)}, nil
+}
+
+// JetStream starts a bare embedded JetStream server, its data under a
+// temporary folder of tb, and connects a client to it, for tests that need
+// no simulator and no worker. Both are closed when tb ends.
+func JetStream(tb testing.TB) (*broker.Server, *nats.Conn, jetstream.JetStream) {
+	tb.Helper()
+	srv, err := broker.Start(broker.Options{Port: -1, StoreDir: tb.TempDir()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(srv.Stop)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return srv, nc, js
 }
 
 // Close stops everything and removes the data.
