@@ -25,6 +25,31 @@ type decision struct {
 	sentBefore bool
 }
 
+// claimOrEnd claims the job id and ends the task itself when this delivery
+// must not run the job: a failed claim is retried later, a finished job is
+// answered from the ledger, a reused id is rejected, and a job a cancel
+// waited for settles as cancelled. ok reports that the delivery runs it.
+func (x *executor) claimOrEnd(ctx context.Context, t *task) (d decision, ok bool) {
+	d, err := x.claim(ctx, t)
+	if err != nil {
+		x.settle(ctx, t, outcome{}, &RetryLaterError{Err: err})
+		return d, false
+	}
+	switch d.kind {
+	case claimDuplicate:
+		x.redeliver(ctx, t, d.entry)
+		return d, false
+	case claimReused:
+		x.reused(ctx, t)
+		return d, false
+	case claimCancelled:
+		x.settle(ctx, t, outcome{Data: job.CancelledData{CancelledBy: d.entry.CancelledBy}}, &CancelledError{
+			Code: job.CodeCancelled, Message: "cancelled by job " + d.entry.CancelledBy + " before it arrived", CancelledBy: d.entry.CancelledBy})
+		return d, false
+	}
+	return d, true
+}
+
 // claim takes ownership of the job id in the ledger. It runs under the
 // user's lock, so a live running record belongs to a replica that lost that
 // lock (stalled past its lease); it is waited out, then taken over.

@@ -120,21 +120,8 @@ func (x *executor) process(ctx context.Context, t *task, s slot) {
 	}
 	defer s.release()
 
-	d, err := x.claim(ctx, t)
-	if err != nil {
-		x.settle(ctx, t, outcome{}, &RetryLaterError{Err: err})
-		return
-	}
-	switch d.kind {
-	case claimDuplicate:
-		x.redeliver(ctx, t, d.entry)
-		return
-	case claimReused:
-		x.reused(ctx, t)
-		return
-	case claimCancelled:
-		x.settle(ctx, t, outcome{Data: job.CancelledData{CancelledBy: d.entry.CancelledBy}}, &CancelledError{
-			Code: job.CodeCancelled, Message: "cancelled by job " + d.entry.CancelledBy + " before it arrived", CancelledBy: d.entry.CancelledBy})
+	d, ok := x.claimOrEnd(ctx, t)
+	if !ok {
 		return
 	}
 	if j.Type == job.TypeCancel {

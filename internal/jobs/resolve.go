@@ -104,21 +104,7 @@ func (x *executor) answerFromLedger(ctx context.Context, t *task) bool {
 // PermanentError): the job id is claimed in the ledger first, so that the
 // failure is its one stored result, as for any other job.
 func (x *executor) failUnresolved(ctx context.Context, t *task, err error) {
-	d, cerr := x.claim(ctx, t)
-	if cerr != nil {
-		x.settle(ctx, t, outcome{}, &RetryLaterError{Err: cerr})
-		return
-	}
-	switch d.kind {
-	case claimDuplicate:
-		x.redeliver(ctx, t, d.entry)
-		return
-	case claimReused:
-		x.reused(ctx, t)
-		return
-	case claimCancelled:
-		x.settle(ctx, t, outcome{Data: job.CancelledData{CancelledBy: d.entry.CancelledBy}}, &CancelledError{
-			Code: job.CodeCancelled, Message: "cancelled by job " + d.entry.CancelledBy + " before it arrived", CancelledBy: d.entry.CancelledBy})
+	if _, ok := x.claimOrEnd(ctx, t); !ok {
 		return
 	}
 	x.settle(ctx, t, outcome{}, err)
