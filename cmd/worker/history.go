@@ -63,35 +63,14 @@ func cmdHistory(ctx context.Context, args []string, stdout io.Writer) error {
 	default:
 		return usageErr("--format must be json, table or csv, got %q", *format)
 	}
-	body, err := json.Marshal(req)
-	if err != nil {
+	var es []history.Entry
+	if err := askWorkers(ctx, ncfg, "mfa.query.history", req, *timeout, &es); err != nil {
 		return err
 	}
-	nc, _, err := dial(ncfg)
-	if err != nil {
-		return err
+	if es == nil {
+		es = []history.Entry{}
 	}
-	defer nc.Close()
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	msg, err := nc.RequestWithContext(ctx, "mfa.query.history", body)
-	if err != nil {
-		return fmt.Errorf("history query: %w (is a worker running?)", err)
-	}
-	var rep struct {
-		Data  []history.Entry    `json:"data"`
-		Error *history.ErrorInfo `json:"error"`
-	}
-	if err := json.Unmarshal(msg.Data, &rep); err != nil {
-		return fmt.Errorf("history query: unreadable answer: %w", err)
-	}
-	if rep.Error != nil {
-		return fmt.Errorf("history query: %s: %s", rep.Error.Code, rep.Error.Message)
-	}
-	if rep.Data == nil {
-		rep.Data = []history.Entry{}
-	}
-	return writeHistory(stdout, *format, rep.Data)
+	return writeHistory(stdout, *format, es)
 }
 
 func writeHistory(w io.Writer, format string, es []history.Entry) error {

@@ -3,13 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
+
+	"github.com/mfa-worker/mfa-worker/internal/app"
 )
 
 // cmdJob asks the running workers (mfa.query.job) what is known of a job id
@@ -32,7 +33,20 @@ func cmdJob(ctx context.Context, args []string, stdout io.Writer) error {
 	} else if id == "" || fs.NArg() > 0 {
 		return usageErr("job <id> [flags]")
 	}
-	req, err := json.Marshal(map[string]string{"job_id": id})
+	var data json.RawMessage
+	if err := askWorkers(ctx, ncfg, "mfa.query.job", map[string]string{"job_id": id}, *timeout, &data); err != nil {
+		return err
+	}
+	out, _ := json.MarshalIndent(data, "", "  ")
+	fmt.Fprintf(stdout, "%s\n", out)
+	return nil
+}
+
+// askWorkers sends req, as JSON, to the workers' query service on subject,
+// waits up to timeout for the answer and decodes its data into data. An
+// error answer, of the endpoint or of the service, is an error.
+func askWorkers(ctx context.Context, ncfg *app.Config, subject string, req any, timeout time.Duration, data any) error {
+	body, err := json.Marshal(req)
 	if err != nil {
 		return err
 	}
@@ -41,11 +55,11 @@ func cmdJob(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer nc.Close()
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	m, err := nc.RequestWithContext(ctx, "mfa.query.job", req)
+	m, err := nc.RequestWithContext(ctx, subject, body)
 	if err != nil {
-		return fmt.Errorf("ask the workers (mfa.query.job): %w (is a worker running?)", err)
+		return fmt.Errorf("ask the workers (%s): %w (is a worker running?)", subject, err)
 	}
 	var reply struct {
 		Data  json.RawMessage `json:"data"`
@@ -55,15 +69,19 @@ func cmdJob(ctx context.Context, args []string, stdout io.Writer) error {
 		} `json:"error"`
 	}
 	if err := json.Unmarshal(m.Data, &reply); err != nil {
-		return fmt.Errorf("unreadable answer: %w", err)
+		return fmt.Errorf("%s: unreadable answer: %w", subject, err)
 	}
 	if reply.Error != nil {
-		return errors.New(reply.Error.Code + ": " + reply.Error.Message)
+		return fmt.Errorf("%s: %s: %s", subject, reply.Error.Code, reply.Error.Message)
 	}
 	if m.Header.Get(micro.ErrorCodeHeader) != "" {
-		return errors.New("the service answered " + m.Header.Get(micro.ErrorHeader))
+		return fmt.Errorf("%s: the service answered %s", subject, m.Header.Get(micro.ErrorHeader))
 	}
-	out, _ := json.MarshalIndent(reply.Data, "", "  ")
-	fmt.Fprintf(stdout, "%s\n", out)
+	if len(reply.Data) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(reply.Data, data); err != nil {
+		return fmt.Errorf("%s: unreadable answer: %w", subject, err)
+	}
 	return nil
 }
