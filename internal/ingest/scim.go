@@ -295,6 +295,29 @@ func boolValue(v json.RawMessage) (bool, error) {
 	return false, scimFail(http.StatusBadRequest, "invalidValue", "active must be true or false")
 }
 
+// userAttrs reads what a whole user resource (POST, PUT) sets: userName
+// (required), externalId, and active (nil when omitted or null).
+func userAttrs(attrs map[string]json.RawMessage) (name, ext string, active *bool, err error) {
+	name, ok, err := stringAttr(attrs, "userName")
+	if err != nil {
+		return "", "", nil, err
+	}
+	if !ok || strings.TrimSpace(name) == "" {
+		return "", "", nil, scimFail(http.StatusBadRequest, "invalidValue", "userName is required")
+	}
+	if ext, _, err = stringAttr(attrs, "externalId"); err != nil {
+		return "", "", nil, err
+	}
+	if v, ok := attrs["active"]; ok && string(v) != "null" {
+		b, err := boolValue(v)
+		if err != nil {
+			return "", "", nil, err
+		}
+		active = &b
+	}
+	return name, ext, active, nil
+}
+
 func newSCIMID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
@@ -308,22 +331,13 @@ func (s *Server) scimCreate(r *http.Request, w http.ResponseWriter) (int, any, e
 	if err != nil {
 		return 0, nil, err
 	}
-	name, ok, err := stringAttr(attrs, "userName")
-	if err != nil {
-		return 0, nil, err
-	}
-	if !ok || strings.TrimSpace(name) == "" {
-		return 0, nil, scimFail(http.StatusBadRequest, "invalidValue", "userName is required")
-	}
-	ext, _, err := stringAttr(attrs, "externalId")
+	name, ext, set, err := userAttrs(attrs)
 	if err != nil {
 		return 0, nil, err
 	}
 	active := true
-	if v, ok := attrs["active"]; ok && string(v) != "null" {
-		if active, err = boolValue(v); err != nil {
-			return 0, nil, err
-		}
+	if set != nil {
+		active = *set
 	}
 	ctx := r.Context()
 	now := s.now().UTC()
@@ -471,27 +485,13 @@ func (s *Server) scimReplace(r *http.Request, w http.ResponseWriter, id string) 
 	if err != nil {
 		return 0, nil, err
 	}
-	name, ok, err := stringAttr(attrs, "userName")
+	name, ext, active, err := userAttrs(attrs)
 	if err != nil {
 		return 0, nil, err
 	}
-	if !ok || strings.TrimSpace(name) == "" {
-		return 0, nil, scimFail(http.StatusBadRequest, "invalidValue", "userName is required")
-	}
-	ext, _, err := stringAttr(attrs, "externalId")
-	if err != nil {
-		return 0, nil, err
-	}
-	c := change{userName: &name, externalID: &ext}
 	// An omitted active leaves it as it is: a PUT that forgets it must
 	// neither offboard nor revive anyone.
-	if v, ok := attrs["active"]; ok && string(v) != "null" {
-		b, err := boolValue(v)
-		if err != nil {
-			return 0, nil, err
-		}
-		c.active = &b
-	}
+	c := change{userName: &name, externalID: &ext, active: active}
 	u, err := s.apply(r, id, c, body)
 	if err != nil {
 		return 0, nil, err
