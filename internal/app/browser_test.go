@@ -107,7 +107,7 @@ func TestStatusPageOfTheRealWorker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := expectedCells(metrics())
+	want := testenv.StatusCells(metrics())
 	for k, v := range want {
 		if shown[k] != v {
 			t.Errorf("the page shows %s = %q; /metrics says %q", k, shown[k], v)
@@ -155,68 +155,4 @@ func TestStatusPageOfTheRealWorker(t *testing.T) {
 	if !slices.Equal(ids, []string{"b-enroll", "b-off-1", "b-off-2"}) {
 		t.Errorf("the lookup of user %d shows jobs %q", person, ids)
 	}
-}
-
-// expectedCells is what the page's data-k cells must show for a scrape.
-func expectedCells(fams map[string]*dto.MetricFamily) map[string]string {
-	num := func(x float64) string { return strconv.FormatFloat(x, 'f', -1, 64) }
-	label := func(m *dto.Metric, name string) string {
-		for _, l := range m.GetLabel() {
-			if l.GetName() == name {
-				return l.GetValue()
-			}
-		}
-		return ""
-	}
-	val := func(m *dto.Metric) float64 {
-		if m.Gauge != nil {
-			return m.GetGauge().GetValue()
-		}
-		return m.GetCounter().GetValue()
-	}
-	want := map[string]string{}
-	for _, m := range fams["mfa_consumer_pending_messages"].GetMetric() {
-		want["pending/"+label(m, "consumer")] = num(val(m))
-	}
-	lanes := map[string]float64{"urgent": 0, "normal": 0}
-	for _, m := range fams["mfa_jobs_in_flight"].GetMetric() {
-		typ := label(m, "type")
-		want["inflight/"+typ] = num(val(m))
-		if typ == "offboard" || typ == "remove" || typ == "cancel" {
-			lanes["urgent"] += val(m)
-		} else {
-			lanes["normal"] += val(m)
-		}
-	}
-	for l, x := range lanes {
-		want["lane-inflight/"+l] = num(x)
-	}
-	for _, m := range fams["mfa_onelogin_rate_limit_remaining"].GetMetric() {
-		want["remaining"] = num(val(m))
-	}
-	for _, m := range fams["mfa_onelogin_credentials_ok"].GetMetric() {
-		want["credentials"] = map[bool]string{true: "ok", false: "failing"}[val(m) == 1]
-	}
-	finished := map[string]float64{}
-	for _, m := range fams["mfa_jobs_total"].GetMetric() {
-		finished[label(m, "outcome")] += val(m)
-	}
-	for o, x := range finished {
-		want["finished/"+o] = num(x)
-	}
-	var dl float64
-	for _, m := range fams["mfa_dead_letters_total"].GetMetric() {
-		if val(m) != 0 {
-			want["dl/"+label(m, "type")+"/"+label(m, "reason")] = num(val(m))
-			dl += val(m)
-		}
-	}
-	want["dl-total"] = num(dl)
-	var sched float64
-	for _, m := range fams["mfa_jobs_scheduled"].GetMetric() {
-		want["scheduled/"+label(m, "type")] = num(val(m))
-		sched += val(m)
-	}
-	want["scheduled-total"] = num(sched)
-	return want
 }

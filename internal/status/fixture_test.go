@@ -204,75 +204,11 @@ func (f *fixture) scrape(t testing.TB) map[string]*dto.MetricFamily {
 	return fams
 }
 
-func value(m *dto.Metric) float64 {
-	switch {
-	case m.Gauge != nil:
-		return m.GetGauge().GetValue()
-	case m.Counter != nil:
-		return m.GetCounter().GetValue()
-	}
-	return m.GetUntyped().GetValue()
-}
-
-func label(m *dto.Metric, name string) string {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == name {
-			return l.GetValue()
-		}
-	}
-	return ""
-}
-
-func num(x float64) string { return strconv.FormatFloat(x, 'f', -1, 64) }
-
 // expected computes, from a scrape of /metrics and from the streams, what
 // every data-k cell of the page must show.
 func (f *fixture) expected(t testing.TB) map[string]string {
 	t.Helper()
-	fams := f.scrape(t)
-	want := map[string]string{}
-	sum := map[string]float64{}
-	for _, m := range fams["mfa_consumer_pending_messages"].GetMetric() {
-		want["pending/"+label(m, "consumer")] = num(value(m))
-	}
-	for _, m := range fams["mfa_jobs_in_flight"].GetMetric() {
-		typ := label(m, "type")
-		want["inflight/"+typ] = num(value(m))
-		lane := "normal"
-		if typ == "offboard" || typ == "remove" || typ == "cancel" {
-			lane = "urgent"
-		}
-		sum["lane/"+lane] += value(m)
-	}
-	want["lane-inflight/urgent"] = num(sum["lane/urgent"])
-	want["lane-inflight/normal"] = num(sum["lane/normal"])
-	for _, m := range fams["mfa_onelogin_rate_limit_remaining"].GetMetric() {
-		want["remaining"] = num(value(m))
-	}
-	for _, m := range fams["mfa_onelogin_credentials_ok"].GetMetric() {
-		want["credentials"] = map[bool]string{true: "ok", false: "failing"}[value(m) == 1]
-	}
-	finished := map[string]float64{}
-	for _, m := range fams["mfa_jobs_total"].GetMetric() {
-		finished[label(m, "outcome")] += value(m)
-	}
-	for o, x := range finished {
-		want["finished/"+o] = num(x)
-	}
-	var dl float64
-	for _, m := range fams["mfa_dead_letters_total"].GetMetric() {
-		if value(m) != 0 {
-			want["dl/"+label(m, "type")+"/"+label(m, "reason")] = num(value(m))
-			dl += value(m)
-		}
-	}
-	want["dl-total"] = num(dl)
-	var sched float64
-	for _, m := range fams["mfa_jobs_scheduled"].GetMetric() {
-		want["scheduled/"+label(m, "type")] = num(value(m))
-		sched += value(m)
-	}
-	want["scheduled-total"] = num(sched)
+	want := testenv.StatusCells(f.scrape(t))
 	want["resets-in"] = "37s"
 
 	st, err := f.js.Stream(context.Background(), status.DLQStream)
@@ -284,7 +220,7 @@ func (f *fixture) expected(t testing.TB) map[string]string {
 		t.Fatal(err)
 	}
 	for subj, n := range info.State.Subjects {
-		want["dlq-held/"+strings.TrimPrefix(subj, "mfa.dlq.")] = num(float64(n))
+		want["dlq-held/"+strings.TrimPrefix(subj, "mfa.dlq.")] = testenv.Num(float64(n))
 	}
 	return want
 }
