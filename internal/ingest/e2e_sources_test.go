@@ -662,29 +662,8 @@ func lastSeq(t *testing.T, js jetstream.JetStream, stream string) uint64 {
 
 // counterValue reads one counter series from reg (0 when absent).
 func counterValue(reg *prometheus.Registry, name string, labels ...string) float64 {
-	fams, err := reg.Gather()
-	if err != nil {
-		return 0
-	}
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range f.GetMetric() {
-			got := map[string]string{}
-			for _, l := range m.GetLabel() {
-				got[l.GetName()] = l.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if got[labels[i]] != labels[i+1] {
-					continue series
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
+	v, _ := testenv.Counter(reg, name, labels...)
+	return v
 }
 
 // selectorJSON is a job's user selector as it decodes from JSON.

@@ -320,28 +320,9 @@ func mustContain(t testing.TB, s, sub string) {
 // counter reads one counter series from the test's registry.
 func (e *env) counter(name string, labels ...string) float64 {
 	e.t.Helper()
-	fams, err := e.reg.Gather()
+	v, err := testenv.Counter(e.reg, name, labels...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range f.GetMetric() {
-			got := map[string]string{}
-			for _, l := range m.GetLabel() {
-				got[l.GetName()] = l.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if got[labels[i]] != labels[i+1] {
-					continue series
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	e.t.Fatalf("no series %s%v", name, labels)
-	return 0
+	return v
 }

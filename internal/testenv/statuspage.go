@@ -1,8 +1,10 @@
 package testenv
 
 import (
+	"fmt"
 	"strconv"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -79,4 +81,29 @@ func metricLabel(m *dto.Metric, name string) string {
 		}
 	}
 	return ""
+}
+
+// Counter reads one counter series of g: the first series of name whose
+// labels include the given name, value pairs. A series that is not there
+// is an error.
+func Counter(g prometheus.Gatherer, name string, labels ...string) (float64, error) {
+	fams, err := g.Gather()
+	if err != nil {
+		return 0, err
+	}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				if metricLabel(m, labels[i]) != labels[i+1] {
+					continue series
+				}
+			}
+			return m.GetCounter().GetValue(), nil
+		}
+	}
+	return 0, fmt.Errorf("no series %s%v", name, labels)
 }
