@@ -196,7 +196,7 @@ func peekUser(obj map[string]any) *User {
 // rejection's result. An id that could not be a valid id is not returned.
 func identity(obj map[string]any) (string, int64) {
 	id, _ := obj["id"].(string)
-	if !validID(id) {
+	if !ValidID(id) {
 		id = ""
 	}
 	var user int64
@@ -219,7 +219,9 @@ func peekIdentity(body []byte) (string, int64) {
 	return identity(obj)
 }
 
-func validID(id string) bool {
+// ValidID reports whether id can be a job id: 1..128 printable ASCII
+// characters, no space.
+func ValidID(id string) bool {
 	if len(id) == 0 || len(id) > 128 {
 		return false
 	}

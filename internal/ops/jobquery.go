@@ -99,7 +99,7 @@ func LookupJob(ctx context.Context, l ledgerReader, sr scheduleReader, jobID str
 func (q *QueryService) AddJobEndpoint(l ledgerReader, s scheduleReader) error {
 	return q.svc.AddGroup("mfa.query").AddEndpoint("job", micro.HandlerFunc(func(req micro.Request) {
 		var r jobRequest
-		if err := json.Unmarshal(req.Data(), &r); err != nil || !validJobID(r.JobID) {
+		if err := json.Unmarshal(req.Data(), &r); err != nil || !job.ValidID(r.JobID) {
 			respondError(req, "400", &job.ErrorInfo{Code: job.CodeInvalidID, Message: `request must be {"job_id": "..."} with 1..128 printable ASCII characters`})
 			return
 		}
@@ -119,16 +119,4 @@ func (q *QueryService) AddJobEndpoint(l ledgerReader, s scheduleReader) error {
 func respondError(req micro.Request, status string, info *job.ErrorInfo) {
 	b, _ := json.Marshal(queryReply{Error: info})
 	_ = req.Error(status, info.Code, b)
-}
-
-func validJobID(id string) bool {
-	if len(id) == 0 || len(id) > 128 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		if id[i] < '!' || id[i] > '~' {
-			return false
-		}
-	}
-	return true
 }
