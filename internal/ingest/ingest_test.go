@@ -378,12 +378,9 @@ func TestStoreUnavailable(t *testing.T) {
 	}
 }
 
-// TestRuleErrorAndIgnored: a rule that fails on an event copies the event
-// to mfa.dlq.ingest with the rule's name, while a sound rule on the same
-// event still makes its job; an event no rule matches is counted ignored.
-func TestRuleErrorAndIgnored(t *testing.T) {
-	set, err := rules.Parse([]byte(`
-rules:
+// joinerRules are two rules for one joiner event, an SMS enrollment and a
+// token, as list items of a rules file.
+const joinerRules = `
   - name: joiner-sms
     when: event.type == "io.mfaworker.person.joined"
     job:
@@ -399,7 +396,13 @@ rules:
       type: '"generate_token"'
       user: '{"email": event.data.email}'
       params: '{"expires_in": 86400}'
-`), "test")
+`
+
+// TestRuleErrorAndIgnored: a rule that fails on an event copies the event
+// to mfa.dlq.ingest with the rule's name, while a sound rule on the same
+// event still makes its job; an event no rule matches is counted ignored.
+func TestRuleErrorAndIgnored(t *testing.T) {
+	set, err := rules.Parse([]byte("\nrules:"+joinerRules), "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,23 +473,7 @@ func TestJobsWaitForTheJobStream(t *testing.T) {
 // each, a rule error to its job and one dead letter, an unknown type to
 // nothing.
 func TestMapperBatchMixedAndRetried(t *testing.T) {
-	set, err := rules.Parse(append(rules.BuiltinYAML(), `
-  - name: joiner-sms
-    when: event.type == "io.mfaworker.person.joined"
-    job:
-      type: '"enroll"'
-      user: '{"email": event.data.email}'
-      params:
-        factor_name: '"OneLogin SMS"'
-        display_name: '"Work phone"'
-        number: event.data.phone
-  - name: joiner-token
-    when: event.type == "io.mfaworker.person.joined"
-    job:
-      type: '"generate_token"'
-      user: '{"email": event.data.email}'
-      params: '{"expires_in": 86400}'
-`...), "test")
+	set, err := rules.Parse(append(rules.BuiltinYAML(), joinerRules...), "test")
 	if err != nil {
 		t.Fatal(err)
 	}
