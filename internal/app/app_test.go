@@ -199,7 +199,19 @@ func newBed(t *testing.T, simCfg simulator.Config) *testenv.Bed {
 func startWorker(t *testing.T) (*Worker, string) {
 	t.Helper()
 	bed := newBed(t, simulator.Config{})
-	w, cancel := runWorker(t, bed, 10*time.Second)
+	return serve(t, workerConfig(bed, 10*time.Second)), bed.NATSURL()
+}
+
+// serve runs a worker with cfg until the test ends and waits until it is
+// ready.
+func serve(t *testing.T, cfg Config) *Worker {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := Run(ctx, cfg, quiet(), prometheus.NewRegistry())
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		cancel()
 		if err := w.Wait(); err != nil {
@@ -209,7 +221,7 @@ func startWorker(t *testing.T) (*Worker, string) {
 	if err := testenv.WaitHTTP("http://"+w.HTTPAddr+"/readyz", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	return w, bed.NATSURL()
+	return w
 }
 
 // resultsClient connects to NATS and subscribes to every result.
@@ -353,17 +365,22 @@ func shutdownWorld(t *testing.T, latency time.Duration) *testenv.Bed {
 func runWorker(t *testing.T, bed *testenv.Bed, grace time.Duration) (*Worker, context.CancelFunc) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cfg := Config{
-		NATSURL: bed.NATSURL(), OneLoginBaseURL: bed.SimURL, OneLoginClientID: bed.Sim.Config().ClientID,
-		OneLoginClientSecret: bed.Sim.Config().ClientSecret, HTTPAddr: "127.0.0.1:0", Version: "1.2.3",
-		Jobs: jobs.Config{ShutdownGrace: grace, NakBase: 50 * time.Millisecond, NakMax: 100 * time.Millisecond},
-	}
-	w, err := Run(ctx, cfg, quiet(), prometheus.NewRegistry())
+	w, err := Run(ctx, workerConfig(bed, grace), quiet(), prometheus.NewRegistry())
 	if err != nil {
 		cancel()
 		t.Fatal(err)
 	}
 	return w, cancel
+}
+
+// workerConfig is the configuration of a worker on bed with the given
+// shutdown grace and short naks.
+func workerConfig(bed *testenv.Bed, grace time.Duration) Config {
+	return Config{
+		NATSURL: bed.NATSURL(), OneLoginBaseURL: bed.SimURL, OneLoginClientID: bed.Sim.Config().ClientID,
+		OneLoginClientSecret: bed.Sim.Config().ClientSecret, HTTPAddr: "127.0.0.1:0", Version: "1.2.3",
+		Jobs: jobs.Config{ShutdownGrace: grace, NakBase: 50 * time.Millisecond, NakMax: 100 * time.Millisecond},
+	}
 }
 
 // offboardsInFlight publishes n offboard jobs (ids prefix-0...) for users

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
@@ -32,24 +31,10 @@ func TestStatusPageOfTheRealWorker(t *testing.T) {
 		t.Fatal("chromium is not installed (apt-get install -y chromium): ", err)
 	}
 	bed := newBed(t, simulator.Config{})
-	ctx, cancel := context.WithCancel(context.Background())
-	w, err := Run(ctx, Config{
+	w := serve(t, Config{
 		NATSURL: bed.NATSURL(), OneLoginBaseURL: bed.SimURL, OneLoginClientID: bed.Sim.Config().ClientID,
 		OneLoginClientSecret: bed.Sim.Config().ClientSecret, HTTPAddr: "127.0.0.1:0", Version: "1.2.3", StatusPage: true,
-	}, quiet(), prometheus.NewRegistry())
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := w.Wait(); err != nil {
-			t.Errorf("worker: %v", err)
-		}
 	})
-	if err := testenv.WaitHTTP("http://"+w.HTTPAddr+"/readyz", 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
 
 	// The workload: user 42 enrolls and is offboarded (by id and by
 	// email), two other users are offboarded with nothing to remove, a
