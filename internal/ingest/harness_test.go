@@ -63,23 +63,6 @@ func testRules(t testing.TB) *rules.Set {
 	return s
 }
 
-// syncBuffer collects logs from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // env is one test's world: a JetStream server with stand-ins for the
 // worker's job and dead-letter streams, and an ingest server on httptest.
@@ -92,7 +75,7 @@ type env struct {
 	http *httptest.Server
 	reg  *prometheus.Registry
 	m    *metrics.Ingest
-	logs *syncBuffer
+	logs *testenv.SyncBuffer
 	cfg  Config
 }
 
@@ -119,7 +102,7 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	e := &env{t: t, srv: srv, nc: nc, js: js, reg: prometheus.NewRegistry(), logs: &syncBuffer{}, cfg: cfg}
+	e := &env{t: t, srv: srv, nc: nc, js: js, reg: prometheus.NewRegistry(), logs: &testenv.SyncBuffer{}, cfg: cfg}
 	e.m = metrics.NewIngest(e.reg)
 	e.s = e.newServer()
 	e.http = httptest.NewServer(e.s.Handler())

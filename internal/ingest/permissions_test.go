@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
 // The NATS permissions an ingest replica needs, as docs/hr-sources.md shows
@@ -75,7 +77,7 @@ func TestNATSPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	srv, err := New(ctx, Config{
 		Secrets: Secrets{CloudEvents: ceKey, SCIMToken: scimToken}, Rules: testRules(t),
 	}, Deps{Conn: nc, Log: slog.New(slog.NewTextHandler(logs, nil))})
