@@ -63,7 +63,6 @@ func testRules(t testing.TB) *rules.Set {
 	return s
 }
 
-
 // env is one test's world: a JetStream server with stand-ins for the
 // worker's job and dead-letter streams, and an ingest server on httptest.
 type env struct {
