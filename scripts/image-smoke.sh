@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs `worker simulate` from the image and checks that it answers on its
-# port: a token request with the default credentials must succeed.
+# port: a token request with the default credentials, in a form OneLogin
+# documents (JSON body, HTTP Basic), must succeed.
 set -euo pipefail
 image=$1
 name=mfa-image-smoke-$$
@@ -9,7 +10,8 @@ trap cleanup EXIT
 docker run -d --name "$name" -p 127.0.0.1::8089 "$image" simulate --addr :8089 >/dev/null
 port=$(docker port "$name" 8089/tcp | head -1 | sed 's/.*://')
 for i in $(seq 1 50); do
-  if body=$(curl -sf -u sim-client:sim-secret -d grant_type=client_credentials "http://127.0.0.1:$port/auth/oauth2/v2/token"); then
+  if body=$(curl -sf -u sim-client:sim-secret -H 'Content-Type: application/json' \
+      -d '{"grant_type":"client_credentials"}' "http://127.0.0.1:$port/auth/oauth2/v2/token"); then
     echo "$body" | grep -q '"access_token"' && { echo "image answers on port 8089: token issued"; exit 0; }
   fi
   sleep 0.2

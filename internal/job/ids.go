@@ -62,8 +62,15 @@ func ScheduledSubject(t Type, jobID string) string {
 	return ScheduledSubjectPrefix + string(t) + "." + IDToken(jobID)
 }
 
-// ScheduleMsgID is the message id of the schedule that parks a job.
-func ScheduleMsgID(jobID string) string { return jobID + ":schedule" }
+// ScheduleMsgID is the message id of the schedule that parks a job; a
+// granted replay's schedule (replay, its tag, not empty) gets its own, so
+// that the stream does not drop it as a duplicate of the first schedule.
+func ScheduleMsgID(jobID, replay string) string {
+	if replay != "" {
+		return jobID + ":schedule:replay:" + replay
+	}
+	return jobID + ":schedule"
+}
 
 // ResultMsgID is the message id of a job's result. A job id has exactly one
 // result, <id>:result; the result of a granted replay of the dead letter at

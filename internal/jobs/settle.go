@@ -297,6 +297,14 @@ func (x *executor) nak(t *task, delay time.Duration) {
 // giveBack returns a message whose job never started, for redelivery after
 // delay: the worker is shutting down, its credentials are refused, or the
 // job's user holds enough of this replica.
+// ackParked acknowledges a job that now waits as a JetStream schedule: it
+// has no result yet, and a lost ack only schedules it again (idempotent).
+func (x *executor) ackParked(t *task) {
+	if err := t.msg.Ack(); err != nil {
+		x.log.Warn("acking a scheduled job failed; a redelivery schedules it again (idempotent)", "job_id", t.job.ID, "err", err)
+	}
+}
+
 func (x *executor) giveBack(t *task, delay time.Duration) {
 	t.stopBeat()
 	x.nak(t, delay)

@@ -168,10 +168,7 @@ func (x *executor) park(ctx context.Context, t *task) bool {
 	// ledger record, which the fired message's claim takes it from.
 	h := nats.Header{}
 	h.Set(job.HeaderJobTime, t.jobTime.UTC().Format(time.RFC3339Nano))
-	msgID := job.ScheduleMsgID(j.ID)
-	if rec.Replay != "" {
-		msgID += ":replay:" + rec.Replay
-	}
+	msgID := job.ScheduleMsgID(j.ID, rec.Replay)
 	if err := x.publishSchedule(ctx, rec.Schedule, t.msg.Data(), msgID, h, due, j.Type.Subject()); err != nil {
 		// Redelivered, or failed on the last delivery like any job.
 		x.settle(ctx, t, outcome{}, &RetryLaterError{Err: fmt.Errorf("schedule the job: %w", err)})
@@ -187,9 +184,7 @@ func (x *executor) park(ctx context.Context, t *task) bool {
 			}
 		}
 	}
-	if err := t.msg.Ack(); err != nil {
-		x.log.Warn("acking a scheduled job failed; a redelivery schedules it again (idempotent)", "job_id", j.ID, "err", err)
-	}
+	x.ackParked(t)
 	x.log.Info("job scheduled", "job_id", j.ID, "type", j.Type, "due_at", due.Format(time.RFC3339))
 	return true
 }
