@@ -15,20 +15,16 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/goleak"
 
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 	"github.com/mfa-worker/mfa-worker/internal/testenv"
+	"github.com/mfa-worker/mfa-worker/internal/testenv/leak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-		goleak.IgnoreTopFunction("time.Sleep"),
-	)
+	leak.VerifyTestMain(m)
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

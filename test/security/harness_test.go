@@ -9,22 +9,18 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/goleak"
 
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 	"github.com/mfa-worker/mfa-worker/internal/testenv"
+	"github.com/mfa-worker/mfa-worker/internal/testenv/leak"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // TestMain runs the suite and checks that no test leaves a goroutine behind.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-		goleak.IgnoreTopFunction("time.Sleep"),
-	)
+	leak.VerifyTestMain(m)
 }
 
 // secEnv is one attack's world: the test bed (JetStream, the simulator)
