@@ -197,6 +197,31 @@ func (w *world) startNATS(name string, network string, args ...string) *natsNode
 
 func (n *natsNode) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
 
+// waitServing waits until a restarted node accepts a new client and its
+// JetStream answers: the container runtime may accept (and drop) a
+// connection on the published port before the server listens.
+func (n *natsNode) waitServing(t *testing.T, ctx context.Context) {
+	t.Helper()
+	err := testenv.WaitFor(60*time.Second, func() bool {
+		nc, err := nats.Connect(n.url(), nats.Timeout(time.Second))
+		if err != nil {
+			return false
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return false
+		}
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err = js.AccountInfo(actx)
+		return err == nil
+	}, func() string { return "NATS serving again" })
+	if err != nil {
+		t.Fatalf("NATS at %s after its restart: %v", n.url(), err)
+	}
+}
+
 // connect opens the test's own connection to every node.
 func (w *world) connect() {
 	w.t.Helper()

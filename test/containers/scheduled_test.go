@@ -194,6 +194,7 @@ func TestTenThousandScheduled(t *testing.T) {
 	if err := n.c.Start(w.ctx); err != nil {
 		t.Fatal(err)
 	}
+	n.waitServing(t, w.ctx)
 	p.signal(syscall.SIGTERM, 30*time.Second)
 	httpAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	w.startWorker("w2", "WORKER_HTTP_ADDR="+httpAddr)
