@@ -186,6 +186,22 @@ func TestSecNATSPermissions(t *testing.T) {
 	if err := pub("mfa.jobs.offboard", `{"id":"perm-later","type":"offboard","user_id":7,"not_before":"`+later+`"}`, map[string]string{jetstream.MsgIDHeader: "perm-later"}); err != nil {
 		t.Fatalf("publisher, scheduled job: %v", err)
 	}
+	// The cancel goes out once the job waits as a schedule; sent before,
+	// it would find the job not arrived yet (a tombstone, and noop).
+	wjs, jerr := jetstream.New(wnc)
+	if jerr != nil {
+		t.Fatal(jerr)
+	}
+	if err := testenv.WaitFor(10*time.Second, func() bool {
+		st, err := wjs.Stream(ctx, topology.StreamJobs)
+		if err != nil {
+			return false
+		}
+		info, err := st.Info(ctx, jetstream.WithSubjectFilter("mfa.scheduled.>"))
+		return err == nil && len(info.State.Subjects) == 1
+	}, func() string { return "the later job parked as a schedule" }); err != nil {
+		t.Fatal(err)
+	}
 	if err := pub("mfa.jobs.cancel", `{"id":"perm-cancel","type":"cancel","params":{"job_id":"perm-later"}}`, map[string]string{jetstream.MsgIDHeader: "perm-cancel"}); err != nil {
 		t.Fatalf("publisher, cancel: %v", err)
 	}
