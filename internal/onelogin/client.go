@@ -134,13 +134,7 @@ func NewClient(cfg Config) (*Client, error) {
 		cfg.TokenMaxElapsed = 20 * time.Second
 	}
 	if cfg.Transport == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		// Every call goes to one host: keep enough idle connections for
-		// the worker's concurrency, or most calls pay for a new TCP and
-		// TLS handshake (the default keeps two).
-		t.MaxIdleConnsPerHost = 128
-		t.MaxIdleConns = 128
-		cfg.Transport = t
+		cfg.Transport = NewTransport()
 	}
 	if cfg.Pacer == nil {
 		cfg.Pacer = NewPacerWithClock(0, cfg.Clock)
@@ -167,6 +161,17 @@ func NewClient(cfg Config) (*Client, error) {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	return c, nil
+}
+
+// NewTransport returns the transport the client uses unless its Config
+// names one. Every call goes to one host: it keeps enough idle connections
+// for the worker's concurrency, or most calls would pay for a new TCP and
+// TLS handshake (http.DefaultTransport keeps two per host).
+func NewTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 128
+	t.MaxIdleConns = 128
+	return t
 }
 
 // Token fetches (or returns the cached) access token, proving that the

@@ -169,7 +169,7 @@ func (b *Bed) StartWorker(cfg jobs.Config, o WorkerOptions) (*Worker, error) {
 	if log == nil {
 		log = slog.New(slog.NewJSONHandler(b.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	cut := &cuttable{base: http.DefaultTransport.(*http.Transport).Clone()}
+	cut := &cuttable{base: onelogin.NewTransport()}
 	ol, err := onelogin.NewClient(onelogin.Config{
 		BaseURL: b.SimURL, ClientID: b.Sim.Config().ClientID, ClientSecret: b.Sim.Config().ClientSecret,
 		Timeout: o.Timeout, TokenMaxElapsed: o.TokenMaxElapsed, Observer: m, Transport: cut, RateLimitReserve: o.Reserve,
