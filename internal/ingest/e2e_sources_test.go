@@ -198,8 +198,11 @@ func runE2ELeaver(t *testing.T, c e2eCase, set *rules.Set) {
 		t.Fatalf("the second mapper never mapped event %s; logs:\n%s", l.eventID, logs)
 	}
 	b.kill()
-	if n := pubs.count(jobID); n < 1 {
-		t.Fatalf("the second mapper reached its ack without publishing %s", jobID)
+	// The watcher's own subscription may see the publish a moment after the
+	// mapper had its PubAck.
+	if err := testenv.WaitFor(5*time.Second, func() bool { return pubs.count(jobID) >= 1 },
+		func() string { return "the second mapper reached its ack without publishing " + jobID }); err != nil {
+		t.Fatal(err)
 	}
 	events := consumerState(t, bed.JS)
 	if events.AckFloor.Stream != 0 {
