@@ -244,8 +244,10 @@ func runE2ELeaver(t *testing.T, c e2eCase, set *rules.Set) {
 
 	// One job: published at least twice (the dying mapper's and the
 	// third's), stored once.
-	if n := pubs.count(jobID); n < 2 {
-		t.Errorf("job %s published %d times: the event was never mapped again", jobID, n)
+	if err := testenv.WaitFor(5*time.Second, func() bool { return pubs.count(jobID) >= 2 }, func() string {
+		return fmt.Sprintf("job %s published %d times: the event was never mapped again", jobID, pubs.count(jobID))
+	}); err != nil {
+		t.Error(err)
 	}
 	if n := pubs.count(""); n != pubs.count(jobID) {
 		t.Errorf("publishes of other jobs: %v", pubs.ids())
