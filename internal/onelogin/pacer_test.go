@@ -80,59 +80,67 @@ func TestPacerKeepsConcurrentCallsUnderBudget(t *testing.T) {
 	}
 }
 
-func TestPacerServesUrgentFirst(t *testing.T) {
+// grantOrder learns a budget spent until 300 ms from now, queues waiters
+// batch by batch (each batch waiting before the next is queued), then
+// advances the clock past the reset and returns the order of the grants.
+// Each grant spends the budget again for a moment, so grants come one per
+// window and their order is the pacer's alone. early reports a grant
+// before the reset.
+func grantOrder(t *testing.T, batches ...[]onelogin.Priority) (got []onelogin.Priority, early bool) {
+	t.Helper()
 	clk := newClock()
 	p := onelogin.NewPacerWithClock(0, clk)
 	reset := clk.Now().Add(300 * time.Millisecond)
-	// Learn a spent budget: everyone must wait for the reset.
 	if err := p.Wait(context.Background(), onelogin.PriorityNormal); err != nil {
 		t.Fatal(err)
 	}
 	p.Observe(onelogin.RateLimit{Limit: 10, Remaining: 0, Reset: reset}, true)
 
-	order := make(chan onelogin.Priority, 4)
+	order := make(chan onelogin.Priority, 16)
 	var observed atomic.Int32
-	var early atomic.Bool
+	var grantedEarly atomic.Bool
 	var wg sync.WaitGroup
-	start := func(prio onelogin.Priority) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := p.Wait(context.Background(), prio); err != nil {
-				t.Error(err)
-				return
-			}
-			if clk.Now().Before(reset) {
-				early.Store(true)
-			}
-			order <- prio
-			// Each answer spends the budget again for a moment, so grants
-			// come one at a time and their order is the pacer's alone.
-			p.Observe(onelogin.RateLimit{Limit: 10, Remaining: 0, Reset: clk.Now().Add(20 * time.Millisecond)}, true)
-			observed.Add(1)
-		}()
+	queued := 0
+	for _, batch := range batches {
+		for _, prio := range batch {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := p.Wait(context.Background(), prio); err != nil {
+					t.Error(err)
+					return
+				}
+				if clk.Now().Before(reset) {
+					grantedEarly.Store(true)
+				}
+				order <- prio
+				p.Observe(onelogin.RateLimit{Limit: 10, Remaining: 0, Reset: clk.Now().Add(20 * time.Millisecond)}, true)
+				observed.Add(1)
+			}()
+		}
+		queued += len(batch)
+		waitFor(t, func() bool { return p.Waiting() == queued })
 	}
-	start(onelogin.PriorityNormal)
-	start(onelogin.PriorityNormal)
-	waitFor(t, func() bool { return p.Waiting() == 2 })
-	start(onelogin.PriorityUrgent)
-	start(onelogin.PriorityUrgent)
-	waitFor(t, func() bool { return p.Waiting() == 4 })
 	clk.Advance(300*time.Millisecond + resetMargin)
-	for i := int32(1); i <= 4; i++ {
+	for i := int32(1); i <= int32(queued); i++ {
 		waitFor(t, func() bool { return observed.Load() == i })
-		if p.Waiting() != int(4-i) {
+		if p.Waiting() != queued-int(i) {
 			t.Fatalf("after grant %d, %d waiting; grants must come one per window", i, p.Waiting())
 		}
 		clk.Advance(20*time.Millisecond + resetMargin)
 	}
 	wg.Wait()
 	close(order)
-	var got []onelogin.Priority
 	for o := range order {
 		got = append(got, o)
 	}
-	want := []onelogin.Priority{onelogin.PriorityUrgent, onelogin.PriorityUrgent, onelogin.PriorityNormal, onelogin.PriorityNormal}
+	return got, grantedEarly.Load()
+}
+
+func TestPacerServesUrgentFirst(t *testing.T) {
+	n, u := onelogin.PriorityNormal, onelogin.PriorityUrgent
+	got, early := grantOrder(t, []onelogin.Priority{n, n}, []onelogin.Priority{u, u})
+	want := []onelogin.Priority{u, u, n, n}
 	if len(got) != len(want) {
 		t.Fatalf("grant order = %v, want %v", got, want)
 	}
@@ -141,7 +149,7 @@ func TestPacerServesUrgentFirst(t *testing.T) {
 			t.Fatalf("grant order = %v, want urgent first", got)
 		}
 	}
-	if early.Load() {
+	if early {
 		t.Fatal("granted before the reset")
 	}
 }
@@ -345,46 +353,9 @@ func TestPacerQueuedQueryRefusedAtReserve(t *testing.T) {
 
 // Queries queue behind every job: queued first, granted last.
 func TestPacerServesQueriesLast(t *testing.T) {
-	clk := newClock()
-	p := onelogin.NewPacerWithClock(0, clk)
-	reset := clk.Now().Add(300 * time.Millisecond)
-	if err := p.Wait(context.Background(), onelogin.PriorityNormal); err != nil {
-		t.Fatal(err)
-	}
-	p.Observe(onelogin.RateLimit{Limit: 10, Remaining: 0, Reset: reset}, true)
-	order := make(chan onelogin.Priority, 4)
-	var observed atomic.Int32
-	var wg sync.WaitGroup
-	start := func(prio onelogin.Priority) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := p.Wait(context.Background(), prio); err != nil {
-				t.Error(err)
-				return
-			}
-			order <- prio
-			p.Observe(onelogin.RateLimit{Limit: 10, Remaining: 0, Reset: clk.Now().Add(20 * time.Millisecond)}, true)
-			observed.Add(1)
-		}()
-	}
-	start(onelogin.PriorityQuery)
-	waitFor(t, func() bool { return p.Waiting() == 1 })
-	start(onelogin.PriorityNormal)
-	start(onelogin.PriorityUrgent)
-	waitFor(t, func() bool { return p.Waiting() == 3 })
-	clk.Advance(300*time.Millisecond + resetMargin)
-	for i := int32(1); i <= 3; i++ {
-		waitFor(t, func() bool { return observed.Load() == i })
-		clk.Advance(20*time.Millisecond + resetMargin)
-	}
-	wg.Wait()
-	close(order)
-	var got []onelogin.Priority
-	for o := range order {
-		got = append(got, o)
-	}
-	want := []onelogin.Priority{onelogin.PriorityUrgent, onelogin.PriorityNormal, onelogin.PriorityQuery}
+	q, n, u := onelogin.PriorityQuery, onelogin.PriorityNormal, onelogin.PriorityUrgent
+	got, _ := grantOrder(t, []onelogin.Priority{q}, []onelogin.Priority{n, u})
+	want := []onelogin.Priority{u, n, q}
 	if len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
 		t.Fatalf("grant order = %v, want urgent, normal, query", got)
 	}
