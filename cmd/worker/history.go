@@ -43,13 +43,11 @@ func cmdHistory(ctx context.Context, args []string, stdout io.Writer) error {
 		n++
 	}
 	sel := history.Selector{Email: *email, Username: *username, ExternalID: *external}
-	for _, v := range []string{*email, *username, *external} {
-		if v != "" {
-			n++
-		}
+	if !sel.IsZero() {
+		n++
 	}
 	if n != 1 {
-		return usageErr("history needs exactly one of --user N, --email E, --username U, --external-id X")
+		return usageErr("history needs --user N, or one or more of --email E, --username U, --external-id X")
 	}
 	if !sel.IsZero() {
 		req.User = &sel

@@ -179,6 +179,19 @@ func TestSubmitAndDLQCommands(t *testing.T) {
 	if code, out = sh("job", "never-seen"); code != 0 || !strings.Contains(out, `"state": "unknown"`) {
 		t.Fatalf("job never-seen: exit %d\n%s", code, out)
 	}
+	// A person named by two identifiers: both find user 44; a look-alike's
+	// external id with the same email finds two people and changes nothing.
+	code, out = sh("submit", "offboard", "--email", "user44@example.com", "--external-id", "ext44", "--id", "cmd-two-ids", "--wait", "--timeout", "10s")
+	if code != 0 || !strings.Contains(out, `"user_id": 44`) || !strings.Contains(out, `"external_id": "ext44"`) || !strings.Contains(out, `"email": "user44@example.com"`) {
+		t.Fatalf("submit offboard by email and external id: exit %d\n%s", code, out)
+	}
+	code, out = sh("submit", "offboard", "--email", "user46@example.com", "--external-id", "ext47", "--id", "cmd-look-alike", "--wait", "--timeout", "10s")
+	if code != 1 || !strings.Contains(out, `"code": "identity_ambiguous"`) {
+		t.Fatalf("submit offboard with a look-alike's external id: exit %d\n%s", code, out)
+	}
+	if code, out = sh("submit", "offboard", "--user", "44", "--email", "user44@example.com"); code != 2 {
+		t.Fatalf("--user with --email: exit %d\n%s", code, out)
+	}
 	if code, out = sh("submit", "nonsense", "--user", "1"); code != 2 {
 		t.Fatalf("unknown type: exit %d %s", code, out)
 	}

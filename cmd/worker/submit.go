@@ -62,7 +62,7 @@ type submitFlags struct {
 func newSubmitFlags(fs *flag.FlagSet) *submitFlags {
 	f := &submitFlags{params: map[string]any{}}
 	f.ncfg = natsFlags(fs, "nats://127.0.0.1:4222")
-	f.user = fs.Int64("user", 0, "OneLogin user id (this, --email, --username or --external-id)")
+	f.user = fs.Int64("user", 0, "OneLogin user id (this, or one or more of --email, --username, --external-id)")
 	f.email = fs.String("email", "", "the person's email, resolved by the worker to one OneLogin user (exact match)")
 	f.username = fs.String("username", "", "the person's OneLogin username, resolved by the worker (exact match)")
 	f.external = fs.String("external-id", "", "the person's external id (often the HR employee id), resolved by the worker (exact match)")
@@ -113,7 +113,7 @@ func newSubmitFlags(fs *flag.FlagSet) *submitFlags {
 	return f
 }
 
-const submitUsage = "submit <type> (--user N | --email E | --username U | --external-id X) [--id ID] [--not-before TIME] [params] [--wait]; submit cancel --job-id ID"
+const submitUsage = "submit <type> (--user N | [--email E] [--username U] [--external-id X]) [--id ID] [--not-before TIME] [params] [--wait]; submit cancel --job-id ID"
 
 func isHelp(a string) bool { return a == "-h" || a == "-help" || a == "--help" || a == "help" }
 
@@ -162,13 +162,13 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			named++
 		}
 	}
-	if *f.user != 0 {
-		named++
-	}
-	if named != 1 && typ != job.TypeCancel {
-		return usageErr("give exactly one of --user N, --email E, --username U, --external-id X")
-	}
-	if *f.user == 0 && typ != job.TypeCancel {
+	switch {
+	case typ == job.TypeCancel:
+	case *f.user != 0 && named > 0:
+		return usageErr("give --user N, or --email/--username/--external-id (one or more of them), not both")
+	case *f.user == 0 && named == 0:
+		return usageErr("give --user N, or one or more of --email E, --username U, --external-id X")
+	case *f.user == 0:
 		sel = &job.User{Email: *f.email, Username: *f.username, ExternalID: *f.external}
 	}
 	p := f.params
@@ -203,7 +203,7 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			who = "job"
 		}
 		if sel != nil {
-			who = strings.ReplaceAll(sel.Kind(), "_", "-")
+			who = strings.NewReplacer("_", "-", ",", "-").Replace(sel.Kind())
 		}
 		*f.id = fmt.Sprintf("cli-%s-%s-%s", typ, who, hex.EncodeToString(b))
 	}

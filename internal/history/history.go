@@ -38,20 +38,22 @@ type Selector struct {
 // IsZero reports whether no field is set.
 func (s Selector) IsZero() bool { return s == Selector{} }
 
-// key returns the selector's kind and normalised value, or false when it does
-// not name exactly one field.
+// key returns the selector's kind and normalised value, or false when it
+// names no field. A selector with several identifiers has a kind of its own
+// ("email-external_id", the kinds in the order email, username, external_id)
+// and its values joined: its unresolved entries are found by the same
+// identifiers.
 func (s Selector) key() (kind, value string, ok bool) {
-	n := 0
+	var kinds, values []string
 	for _, f := range []struct{ k, v string }{{"email", s.Email}, {"username", s.Username}, {"external_id", s.ExternalID}} {
 		if v := strings.TrimSpace(f.v); v != "" {
-			kind, value = f.k, v
-			n++
+			if f.k == "email" {
+				v = strings.ToLower(v)
+			}
+			kinds, values = append(kinds, f.k), append(values, v)
 		}
 	}
-	if kind == "email" {
-		value = strings.ToLower(value)
-	}
-	return kind, value, n == 1
+	return strings.Join(kinds, "-"), strings.Join(values, "\x00"), len(kinds) > 0
 }
 
 // Entry is one result in a person's history: everything a result says except
@@ -206,7 +208,7 @@ func unresolvedSubject(sel Selector) (string, bool) {
 
 // Append records e. msgID deduplicates within the stream's duplicate window;
 // pass the result's own Nats-Msg-Id ("<job id>:result", or its replay form).
-// An entry with neither a user id nor a selector that names one field
+// An entry with neither a user id nor a selector that names a field
 // belongs to nobody's history (for example a job rejected before its user
 // could be read) and is not stored.
 func (s *Store) Append(ctx context.Context, e Entry, msgID string) error {
@@ -250,7 +252,7 @@ func (s *Store) Query(ctx context.Context, userID int64, limit int) ([]Entry, er
 func (s *Store) QuerySelector(ctx context.Context, sel Selector, limit int) ([]Entry, error) {
 	subj, ok := unresolvedSubject(sel)
 	if !ok {
-		return nil, errors.New("history: a selector names exactly one of email, username, external_id")
+		return nil, errors.New("history: a selector names at least one of email, username, external_id")
 	}
 	return s.read(ctx, subj, clampLimit(limit))
 }

@@ -358,7 +358,8 @@ func TestHandler(t *testing.T) {
 		{"empty", h, `{}`, history.CodeInvalidUserID, nil},
 		{"negative id", h, `{"user_id":-1}`, history.CodeInvalidUserID, nil},
 		{"both", h, `{"user_id":10,"user":{"email":"a@b"}}`, history.CodeConflictingFields, nil},
-		{"two selector fields", h, `{"user":{"email":"a@b","username":"a"}}`, history.CodeInvalidRequest, nil},
+		{"two selector fields", h, `{"user":{"email":"a@b","username":"a"}}`, "", nil},
+		{"empty selector", h, `{"user":{}}`, history.CodeInvalidRequest, nil},
 		{"limit too big", h, `{"user_id":10,"limit":501}`, history.CodeOutOfRange, nil},
 		{"negative limit", h, `{"user_id":10,"limit":-5}`, history.CodeOutOfRange, nil},
 	}

@@ -132,7 +132,7 @@ func (h *Handler) Answer(ctx context.Context, body []byte) Reply {
 		return Reply{Data: es}
 	}
 	if _, _, ok := r.User.key(); !ok {
-		return errReply(CodeInvalidRequest, "user must name exactly one of email, username, external_id", 400, false)
+		return errReply(CodeInvalidRequest, "user must name at least one of email, username, external_id", 400, false)
 	}
 	unresolved, err := h.store.QuerySelector(ctx, *r.User, limit)
 	if err != nil {

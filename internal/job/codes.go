@@ -26,6 +26,7 @@ const (
 	CodeInvalidRecipientXKey  = "invalid_recipient_xkey"
 	CodeUnreasonableNumber    = "unreasonable_number"
 	CodeInvalidCharacters     = "invalid_characters"
+	CodeInvalidSelector       = "invalid_selector"
 
 	// Failed jobs.
 	CodeUserNotFound       = "user_not_found"
@@ -91,8 +92,9 @@ var Codes = []CodeInfo{
 	{CodeInvalidRecipientXKey, Rejected, "recipient_xkey is not an nkeys curve public key"},
 	{CodeUnreasonableNumber, Rejected, "a number has more than 40 digits or an exponent beyond 400 (refused before validation)"},
 	{CodeInvalidCharacters, Rejected, "a string sent to OneLogin holds a control character (C0, DEL, C1, so also ANSI escapes) or a bidirectional control"},
-	{CodeUserNotFound, Failed, "OneLogin does not know the user (by user_id, or no user matches the job's user exactly)"},
-	{CodeIdentityAmbiguous, Failed, "several OneLogin users match the job's user exactly; nothing was done"},
+	{CodeInvalidSelector, Rejected, "a value of user holds '*' or '!', which OneLogin's Users API reads as operators (wildcard, negation): it cannot be matched exactly"},
+	{CodeUserNotFound, Failed, "OneLogin does not know the user (by user_id, or none of the job's user identifiers matches anyone exactly)"},
+	{CodeIdentityAmbiguous, Failed, "an identifier of the job's user matches several OneLogin users exactly, or its identifiers find different users; nothing was done"},
 	{CodeFactorNotFound, Failed, "OneLogin does not know the device"},
 	{CodeFactorUnavailable, Failed, "the factor is not available to the user"},
 	{CodeVerificationFailed, Failed, "OneLogin refused the OTP"},

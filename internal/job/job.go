@@ -5,7 +5,10 @@
 // worker's own packages but the schemas.
 package job
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Type is a job type: the last token of its subject mfa.jobs.<type>.
 type Type string
@@ -125,51 +128,60 @@ type Job struct {
 	Hash string
 }
 
-// User names a person as HR knows them: exactly one field is set. OneLogin
-// resolves it to one user by an exact match (emails and usernames without
-// regard to case).
+// User names a person as HR knows them by one or more identifiers (at
+// least one field is set). Each identifier is resolved on its own by an
+// exact match (emails and usernames without regard to case); those that find
+// someone must all find the same single OneLogin user.
 type User struct {
 	Email      string `json:"email,omitempty"`
 	Username   string `json:"username,omitempty"`
 	ExternalID string `json:"external_id,omitempty"`
 }
 
-// The kinds of user selector, as in the job's "user" object.
+// The kinds of user identifier, as in the job's "user" object.
 const (
 	SelectorEmail      = "email"
 	SelectorUsername   = "username"
 	SelectorExternalID = "external_id"
 )
 
-// Kind names the selector's field (SelectorEmail, ...); "" when no field or
-// several are set.
-func (u *User) Kind() string {
-	k, _ := u.field()
-	return k
+// Identifier is one identifier of a User: its kind (SelectorEmail, ...) and
+// value.
+type Identifier struct {
+	Kind  string
+	Value string
 }
 
-// Value is the selector's value; "" when no field or several are set.
-func (u *User) Value() string {
-	_, v := u.field()
-	return v
-}
-
-func (u *User) field() (kind, value string) {
+// Identifiers returns the identifiers set, in the order email, username,
+// external_id; nil for a nil User.
+func (u *User) Identifiers() []Identifier {
 	if u == nil {
-		return "", ""
+		return nil
 	}
-	n := 0
-	for _, f := range [...]struct{ k, v string }{{SelectorEmail, u.Email}, {SelectorUsername, u.Username}, {SelectorExternalID, u.ExternalID}} {
-		if f.v != "" {
-			kind, value = f.k, f.v
-			n++
+	var out []Identifier
+	for _, f := range [...]Identifier{{SelectorEmail, u.Email}, {SelectorUsername, u.Username}, {SelectorExternalID, u.ExternalID}} {
+		if f.Value != "" {
+			out = append(out, f)
 		}
 	}
-	if n != 1 {
-		return "", ""
-	}
-	return kind, value
+	return out
 }
+
+// Kind names the identifiers set, joined by commas in the order email,
+// username, external_id ("email,external_id"); "" when none is set.
+func (u *User) Kind() string {
+	var kinds []string
+	for _, f := range u.Identifiers() {
+		kinds = append(kinds, f.Kind)
+	}
+	return strings.Join(kinds, ",")
+}
+
+// SelectorOperators are the characters OneLogin's Users API reads as
+// operators in a query value ("*" a wildcard, "!" a negation). OneLogin
+// documents no escape for them, so a value holding one cannot be matched
+// exactly and is refused (CodeInvalidSelector).
+const SelectorOperators = "*!"
 
 // Params are the per-type parameters; see schemas/job.v1.json.
 type Params struct {

@@ -142,8 +142,8 @@ func (p *Parser) check(j *Job, obj map[string]any) *Rejection {
 }
 
 // checkUser requires exactly one of user_id and user (every type but
-// cancel), and a user selector
-// that names exactly one field with a value OneLogin can match exactly.
+// cancel), and a user holding at least one identifier, each with a value
+// OneLogin can match exactly.
 func checkUser(j *Job, obj map[string]any) *Rejection {
 	if j.Type == TypeCancel {
 		return nil // names a job, not a person: the schema refuses both fields
@@ -158,35 +158,53 @@ func checkUser(j *Job, obj map[string]any) *Rejection {
 	case !hasUser:
 		return nil
 	}
-	um, _ := obj["user"].(map[string]any)
-	if len(um) != 1 {
-		return &Rejection{Code: CodeMissingField, Message: "user: give exactly one of email, username, external_id"}
+	ids := j.User.Identifiers()
+	if len(ids) == 0 {
+		return &Rejection{Code: CodeMissingField, Message: "user: give at least one of email, username, external_id"}
 	}
-	kind, value := j.User.field()
-	loc := "user." + kind
-	if r, bad := badChar(value); bad {
-		return &Rejection{Code: CodeInvalidCharacters, Message: fmt.Sprintf("%s: holds the control or bidirectional character U+%04X", loc, r)}
-	}
-	switch {
-	case len(value) > 255:
-		return &Rejection{Code: CodeInvalidLength, Message: loc + ": must have at most 255 bytes"}
-	case value[0] == '*' || value[0] == '!':
-		// OneLogin reads them as a wildcard and a negation; with no literal
-		// prefix there is nothing to match exactly.
-		return &Rejection{Code: CodeInvalidFormat, Message: loc + ": must not start with '*' or '!'"}
+	for _, f := range ids {
+		if r := checkIdentifier(f); r != nil {
+			return r
+		}
 	}
 	return nil
 }
 
-// peekUser reads the user selector of a job that may be invalid, for the
-// rejection's result: only a selector naming one field is returned.
+// checkIdentifier checks one identifier's value; the message names the
+// field, never the value.
+func checkIdentifier(f Identifier) *Rejection {
+	loc := "user." + f.Kind
+	if r, bad := badChar(f.Value); bad {
+		return &Rejection{Code: CodeInvalidCharacters, Message: fmt.Sprintf("%s: holds the control or bidirectional character U+%04X", loc, r)}
+	}
+	switch {
+	case len(f.Value) > 255:
+		return &Rejection{Code: CodeInvalidLength, Message: loc + ": must have at most 255 bytes"}
+	case strings.ContainsAny(f.Value, SelectorOperators):
+		// OneLogin reads them as a wildcard and a negation and documents
+		// no escape: the value cannot be looked up exactly.
+		return &Rejection{Code: CodeInvalidSelector, Message: loc + ": holds '*' or '!', which OneLogin's Users API reads as operators; such a value cannot be matched exactly"}
+	}
+	return nil
+}
+
+// peekUser reads the user of a job that may be invalid, for the rejection's
+// result: the identifiers that are strings of 1..255 bytes; nil if none.
 func peekUser(obj map[string]any) *User {
 	um, ok := obj["user"].(map[string]any)
-	if !ok || len(um) != 1 {
+	if !ok {
 		return nil
 	}
-	u := &User{Email: str(um, SelectorEmail), Username: str(um, SelectorUsername), ExternalID: str(um, SelectorExternalID)}
-	if v := u.Value(); v == "" || len(v) > 255 {
+	u := &User{}
+	for _, f := range [...]struct {
+		k string
+		p *string
+	}{{SelectorEmail, &u.Email}, {SelectorUsername, &u.Username}, {SelectorExternalID, &u.ExternalID}} {
+		if v := str(um, f.k); len(v) <= 255 {
+			*f.p = v
+		}
+	}
+	if len(u.Identifiers()) == 0 {
 		return nil
 	}
 	return u
@@ -353,6 +371,8 @@ func describe(ve *jsonschema.ValidationError) (string, string) {
 			return CodeMissingField, names[0] + " is required"
 		}
 		return CodeMissingField, strings.Join(names, ", ") + " are required"
+	case *kind.MinProperties:
+		return CodeMissingField, loc + ": give at least one of email, username, external_id"
 	case *kind.AdditionalProperties:
 		// At most five names: a body of thousands of unknown fields must
 		// not make a message of its size.

@@ -230,22 +230,41 @@ func TestJobsThatNameAPerson(t *testing.T) {
 	if rej != nil {
 		t.Fatal(rej)
 	}
-	if j.UserID != 0 || j.User == nil || j.User.Kind() != job.SelectorExternalID || j.User.Value() != "E-7" {
+	if j.UserID != 0 || j.User == nil || j.User.Kind() != job.SelectorExternalID || j.User.ExternalID != "E-7" {
 		t.Fatalf("job %+v, user %+v", j, j.User)
 	}
 	r := j.Result(job.Failed, 1, time.Unix(0, 0), time.Unix(1, 0), &job.ErrorInfo{Code: job.CodeUserNotFound, Message: "m"}, nil)
 	if b := string(r.Marshal()); !strings.Contains(b, `"user":{"external_id":"E-7"}`) || !strings.Contains(b, `"user_id":0`) {
 		t.Fatalf("result %s", b)
 	}
+	// Several identifiers: all kept, in the result as given.
+	j, rej = p.Parse("mfa.jobs.offboard", []byte(`{"id":"p1b","type":"offboard","user":{"external_id":"00u1","email":"Ada@Example.com","username":"ada"}}`))
+	if rej != nil {
+		t.Fatal(rej)
+	}
+	if j.User.Kind() != "email,username,external_id" || j.User.Email != "Ada@Example.com" || j.User.Username != "ada" || j.User.ExternalID != "00u1" {
+		t.Fatalf("user %+v, kind %q", j.User, j.User.Kind())
+	}
+	r = j.Result(job.Failed, 1, time.Unix(0, 0), time.Unix(1, 0), &job.ErrorInfo{Code: job.CodeIdentityAmbiguous, Message: "m"}, nil)
+	if b := string(r.Marshal()); !strings.Contains(b, `"user":{"email":"Ada@Example.com","username":"ada","external_id":"00u1"}`) {
+		t.Fatalf("result %s", b)
+	}
+	// A rejected job's result keeps the identifiers that could be read.
+	_, rej = p.Parse("mfa.jobs.offboard", []byte(`{"id":"p1c","type":"offboard","user":{"email":"a@b.c","external_id":"x!"}}`))
+	if rej == nil || rej.Code != job.CodeInvalidSelector || rej.User == nil || rej.User.Email != "a@b.c" || rej.User.ExternalID != "x!" {
+		t.Fatalf("rejection %+v", rej)
+	}
 	for _, c := range []struct{ name, body, code, msg string }{
 		{"both", `{"id":"p2","type":"offboard","user_id":1,"user":{"email":"a@b.c"}}`, job.CodeConflictingFields, "user_id or user, not both"},
 		{"neither", `{"id":"p3","type":"offboard"}`, job.CodeMissingField, "user_id or user is required"},
-		{"empty selector", `{"id":"p4","type":"offboard","user":{}}`, job.CodeMissingField, "exactly one of email"},
-		{"two fields", `{"id":"p5","type":"offboard","user":{"email":"a@b.c","username":"a"}}`, job.CodeMissingField, "exactly one of email"},
+		{"empty selector", `{"id":"p4","type":"offboard","user":{}}`, job.CodeMissingField, "at least one of email"},
+		{"second identifier bad", `{"id":"p5","type":"offboard","user":{"email":"a@b.c","external_id":"x*"}}`, job.CodeInvalidSelector, "user.external_id"},
 		{"unknown field", `{"id":"p6","type":"offboard","user":{"phone":"1"}}`, job.CodeUnknownField, "user"},
 		{"empty value", `{"id":"p7","type":"offboard","user":{"email":""}}`, job.CodeInvalidLength, "user.email"},
-		{"leading wildcard", `{"id":"p8","type":"offboard","user":{"email":"*@b.c"}}`, job.CodeInvalidFormat, "must not start with"},
-		{"leading negation", `{"id":"p9","type":"offboard","user":{"username":"!root"}}`, job.CodeInvalidFormat, "must not start with"},
+		{"leading wildcard", `{"id":"p8","type":"offboard","user":{"email":"*@b.c"}}`, job.CodeInvalidSelector, "user.email"},
+		{"leading negation", `{"id":"p9","type":"offboard","user":{"username":"!root"}}`, job.CodeInvalidSelector, "user.username"},
+		{"inner wildcard", `{"id":"p13","type":"offboard","user":{"email":"a*b@b.c"}}`, job.CodeInvalidSelector, "operators"},
+		{"inner negation", `{"id":"p14","type":"offboard","user":{"username":"a!b","external_id":"E-1"}}`, job.CodeInvalidSelector, "user.username"},
 		{"control character", `{"id":"p10","type":"offboard","user":{"username":"a\u0007b"}}`, job.CodeInvalidCharacters, "control"},
 		{"not an object", `{"id":"p11","type":"offboard","user":"a@b.c"}`, job.CodeWrongType, "user"},
 		{"missing param named", `{"id":"p12","type":"remove","user_id":1,"params":{}}`, job.CodeMissingField, "params.device_id is required"},

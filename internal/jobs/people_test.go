@@ -37,11 +37,19 @@ var people = []simulator.DirectoryUser{
 	{ID: 204, Email: "alan2@example.com", Username: "alan2", ExternalID: "E-DUP", Status: 1, State: 1},
 	{ID: 205, Email: "bob@example.com", Username: "bob", ExternalID: "E-205", Status: 1, State: 1},
 	{ID: 206, Email: "bobby@example.com", Username: "bobby", ExternalID: "E-206", Status: 1, State: 1},
+	// Several identifiers: carol is named by her email and an identity
+	// provider's own id (unknown to OneLogin); dave's external id is held
+	// by a look-alike, eve; frank's email matches two people.
+	{ID: 207, Email: "carol@example.com", Username: "carol", ExternalID: "E-207", Status: 1, State: 1},
+	{ID: 208, Email: "dave@example.com", Username: "dave", ExternalID: "E-208", Status: 1, State: 1},
+	{ID: 209, Email: "eve@example.com", Username: "eve", ExternalID: "E-DAVE", Status: 1, State: 1},
+	{ID: 210, Email: "Frank@example.com", Username: "frank", ExternalID: "E-210", Status: 1, State: 1},
+	{ID: 211, Email: "frank@example.com", Username: "frank.k", ExternalID: "E-211", Status: 1, State: 1},
 }
 
 func TestJobsThatNamePeople(t *testing.T) {
 	e := newEnv(t, simulator.Config{Directory: people})
-	for _, u := range []int64{201, 205, 206} {
+	for _, u := range []int64{201, 205, 206, 207, 208, 209, 210, 211} {
 		if _, err := e.sim.EnrollDevice(u, "OneLogin SMS", "phone", true); err != nil {
 			t.Fatal(err)
 		}
@@ -59,7 +67,12 @@ func TestJobsThatNamePeople(t *testing.T) {
 		{"offboard", "leading-star", personBody(t, "leading-star", "offboard", map[string]string{"email": "*@example.com"}, nil)},
 		{"offboard", "both", `{"id":"both","type":"offboard","user_id":205,"user":{"email":"bob@example.com"}}`},
 		{"offboard", "neither", `{"id":"neither","type":"offboard"}`},
-		{"offboard", "two-fields", `{"id":"two-fields","type":"offboard","user":{"email":"bob@example.com","username":"bob"}}`},
+		{"offboard", "empty-user", `{"id":"empty-user","type":"offboard","user":{}}`},
+		{"offboard", "inner-bang", personBody(t, "inner-bang", "offboard", map[string]string{"email": "bob@example.com", "username": "b!ob"}, nil)},
+		{"offboard", "okta", personBody(t, "okta", "offboard", map[string]string{"email": "carol@example.com", "external_id": "00u1okta"}, nil)},
+		{"offboard", "look-alike", personBody(t, "look-alike", "offboard", map[string]string{"email": "dave@example.com", "external_id": "E-DAVE"}, nil)},
+		{"offboard", "email-twins", personBody(t, "email-twins", "offboard", map[string]string{"email": "frank@example.com", "external_id": "E-210"}, nil)},
+		{"offboard", "none-of-them", personBody(t, "none-of-them", "offboard", map[string]string{"username": "nobody", "external_id": "E-NONE"}, nil)},
 	}
 	for _, j := range jobs {
 		e.publish(j[0], j[2], j[1])
@@ -83,29 +96,45 @@ func TestJobsThatNamePeople(t *testing.T) {
 	if r = expectResult(t, rs, "by-external-id", "offboard", job.Succeeded, ""); r.UserID != 206 {
 		t.Errorf("by-external-id: user_id %d, want 206", r.UserID)
 	}
-	for id, code := range map[string]string{"nobody": job.CodeUserNotFound, "two": job.CodeIdentityAmbiguous, "star": job.CodeUserNotFound, "ext-case": job.CodeUserNotFound} {
+	for id, code := range map[string]string{"nobody": job.CodeUserNotFound, "two": job.CodeIdentityAmbiguous, "ext-case": job.CodeUserNotFound,
+		"look-alike": job.CodeIdentityAmbiguous, "email-twins": job.CodeIdentityAmbiguous, "none-of-them": job.CodeUserNotFound} {
 		r := expectResult(t, rs, id, "offboard", job.Failed, code)
 		if r.UserID != 0 || r.User == nil {
 			t.Errorf("%s: user_id %d, user %+v; want 0 and the user echoed", id, r.UserID, r.User)
 		}
-		if strings.Contains(r.Error.Message, "@") || strings.Contains(r.Error.Message, "E-DUP") {
+		if strings.Contains(r.Error.Message, "@") || strings.Contains(r.Error.Message, "E-DUP") || strings.Contains(r.Error.Message, "E-DAVE") {
 			t.Errorf("%s: the error message holds the selector's value: %s", id, r.Error.Message)
 		}
 	}
-	// bob and bobby keep their factors: "bob*" matched neither.
-	for _, u := range []int64{205} {
+	// The Okta-style pair: the email finds carol, the identity provider's
+	// own id finds nobody; carol is offboarded and the result carries the
+	// user as given.
+	r = expectResult(t, rs, "okta", "offboard", job.Succeeded, "")
+	if r.UserID != 207 || r.User == nil || r.User.Email != "carol@example.com" || r.User.ExternalID != "00u1okta" {
+		t.Errorf("okta: user_id %d, user %+v", r.UserID, r.User)
+	}
+	if d := e.sim.Devices(207); len(d) != 0 {
+		t.Errorf("user 207 still has %d factors", len(d))
+	}
+	// Look-alikes keep their factors: bob and bobby ("bob*" is refused,
+	// never a wildcard), dave and eve (eve holds dave's external id),
+	// frank and his namesake (the email names both).
+	for _, u := range []int64{205, 208, 209, 210, 211} {
 		if d := e.sim.Devices(u); len(d) != 1 {
 			t.Errorf("user %d has %d factors, want 1", u, len(d))
 		}
 	}
-	expectResult(t, rs, "leading-star", "offboard", job.Rejected, job.CodeInvalidFormat)
+	for _, id := range []string{"star", "leading-star", "inner-bang"} {
+		expectResult(t, rs, id, "offboard", job.Rejected, job.CodeInvalidSelector)
+	}
 	expectResult(t, rs, "both", "offboard", job.Rejected, job.CodeConflictingFields)
 	expectResult(t, rs, "neither", "offboard", job.Rejected, job.CodeMissingField)
-	expectResult(t, rs, "two-fields", "offboard", job.Rejected, job.CodeMissingField)
+	expectResult(t, rs, "empty-user", "offboard", job.Rejected, job.CodeMissingField)
 
-	// Every dead letter of a job named by a selector says which kind of
-	// selector, never its value.
-	want := map[string]string{"nobody": "email", "two": "external_id", "star": "email", "ext-case": "external_id", "leading-star": "email"}
+	// Every dead letter of a job named by a selector says which kinds of
+	// identifier, never their values.
+	want := map[string]string{"nobody": "email", "two": "external_id", "star": "email", "ext-case": "external_id", "leading-star": "email",
+		"inner-bang": "email,username", "look-alike": "email,external_id", "email-twins": "email,external_id", "none-of-them": "username,external_id"}
 	seen := 0
 	for _, m := range e.streamMsgs(topology.StreamDLQ) {
 		id := m.Header.Get(job.HeaderJobID)
@@ -119,7 +148,7 @@ func TestJobsThatNamePeople(t *testing.T) {
 		}
 		for k, vs := range m.Header {
 			for _, v := range vs {
-				if strings.Contains(v, "@") || strings.Contains(v, "E-DUP") {
+				if strings.Contains(v, "@") || strings.Contains(v, "E-DUP") || strings.Contains(v, "E-DAVE") {
 					t.Errorf("dead letter of %s: header %s holds the selector's value", id, k)
 				}
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -14,10 +15,12 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 )
 
-// Jobs that name their person by email, username or external id ("user")
-// are resolved to one OneLogin user id before the per-user lock, which keys
-// on the resolved id. Resolution goes through OneLogin's Users API at the
-// job's lane priority (exact match: see onelogin.Client.FindUser); a
+// Jobs that name their person by email, username and/or external id
+// ("user") are resolved to one OneLogin user id before the per-user lock,
+// which keys on the resolved id. Resolution goes through OneLogin's Users
+// API at the job's lane priority: each identifier by an exact match, and
+// those that find someone must find the same single user (see
+// onelogin.Client.FindUser); a
 // positive answer is cached for at most UserCacheTTL, never a negative one,
 // so a person created in OneLogin a moment ago is found by the next
 // delivery.
@@ -54,11 +57,7 @@ func (x *executor) resolveUser(ctx context.Context, t *task) error {
 	var le *onelogin.UserLookupError
 	switch {
 	case errors.As(err, &le):
-		msg := "no OneLogin user has this " + kind
-		if le.Code == onelogin.CodeIdentityAmbiguous {
-			msg = fmt.Sprintf("%d OneLogin users have this %s; nothing was done", le.Matches, kind)
-		}
-		return &PermanentError{Code: le.Code, Message: "resolve user: " + msg}
+		return &PermanentError{Code: le.Code, Message: "resolve user: " + le.Reason()}
 	case ctx.Err() != nil:
 		return &RetryLaterError{Err: err, Delay: x.budgets.cancelledDelay}
 	case onelogin.Classify(err) == onelogin.Permanent:
@@ -110,14 +109,23 @@ func (x *executor) failUnresolved(ctx context.Context, t *task, err error) {
 	x.settle(ctx, t, outcome{}, err)
 }
 
-// userCacheKey is the cache key of a selector: emails and usernames match
-// without regard to case, external ids exactly.
+// userCacheKey is the cache key of a user: every identifier it gives
+// (a user found by email and external id together is not the user found by
+// the email alone); emails and usernames match without regard to case,
+// external ids exactly.
 func userCacheKey(u *job.User) string {
-	kind, value := u.Kind(), u.Value()
-	if kind != job.SelectorExternalID {
-		value = strings.ToLower(value)
+	var b strings.Builder
+	for _, f := range u.Identifiers() {
+		v := f.Value
+		if f.Kind != job.SelectorExternalID {
+			v = strings.ToLower(v)
+		}
+		b.WriteString(f.Kind)
+		b.WriteByte('=')
+		b.WriteString(strconv.Quote(v)) // quoted: no value can forge a separator
+		b.WriteByte(';')
 	}
-	return kind + "\x00" + value
+	return b.String()
 }
 
 // selectorKey is the per-replica ordering key of a job named by a selector,

@@ -54,7 +54,17 @@ func TestSelectorKeys(t *testing.T) {
 	if userCacheKey(&job.User{Username: "ada"}) == userCacheKey(&job.User{Email: "ada"}) {
 		t.Error("a username and an email with the same text share a key")
 	}
-	for _, u := range []*job.User{a, x, y} {
+	both := &job.User{Email: "ADA@example.com", ExternalID: "E-1"}
+	if userCacheKey(both) == userCacheKey(a) || userCacheKey(both) == userCacheKey(x) {
+		t.Error("a user named by two identifiers shares a key with one named by one of them")
+	}
+	if userCacheKey(both) != userCacheKey(&job.User{ExternalID: "E-1", Email: "ada@EXAMPLE.com"}) {
+		t.Error("the same identifiers, emails differing in case, have different keys")
+	}
+	if userCacheKey(&job.User{Email: "a", Username: "b"}) == userCacheKey(&job.User{Email: "a\x00username\x00b"}) {
+		t.Error("keys of different users collide")
+	}
+	for _, u := range []*job.User{a, x, y, both} {
 		if k := selectorKey(u); k >= 0 {
 			t.Errorf("selector key %d is not negative: it could equal a user id", k)
 		}

@@ -281,8 +281,12 @@ const (
 	CodeVerificationPending = "verification_pending"
 	// CodeUserNotFound: no OneLogin user matches a UserSelector exactly.
 	CodeUserNotFound = "user_not_found"
-	// CodeIdentityAmbiguous: several OneLogin users match a UserSelector.
+	// CodeIdentityAmbiguous: several OneLogin users match an identifier of
+	// a UserSelector, or its identifiers find different users.
 	CodeIdentityAmbiguous = "identity_ambiguous"
+	// CodeInvalidSelector: a UserSelector value holds "*" or "!", which
+	// OneLogin reads as operators; it is never sent.
+	CodeInvalidSelector = "invalid_selector"
 	// CodeCredentials: the worker's own OneLogin credentials are refused.
 	CodeCredentials = "credentials"
 )
@@ -317,19 +321,36 @@ func (e *VerifyError) Is(target error) bool {
 }
 
 // UserLookupError says that a UserSelector did not name exactly one
-// OneLogin user. Code is CodeUserNotFound or CodeIdentityAmbiguous. It never
-// holds the value looked up.
+// OneLogin user. Code is CodeUserNotFound, CodeIdentityAmbiguous or
+// CodeInvalidSelector. It never holds a value looked up.
 type UserLookupError struct {
-	Code    string
-	Field   string // email, username or external_id
-	Matches int    // exact matches found (0, or 2 and more)
+	Code string
+	// Field names the identifiers concerned, comma-separated ("email", or
+	// "email,external_id").
+	Field string
+	// Matches is the number of users found: 0, or 2 and more.
+	Matches int
+	// Disagree is set when each identifier found one user, but not the
+	// same one.
+	Disagree bool
 }
 
-func (e *UserLookupError) Error() string {
-	if e.Code == CodeUserNotFound {
-		return fmt.Sprintf("onelogin users: no user has this %s", e.Field)
+func (e *UserLookupError) Error() string { return "onelogin users: " + e.Reason() }
+
+// Reason says why the lookup failed, naming the identifiers, never their
+// values.
+func (e *UserLookupError) Reason() string {
+	switch {
+	case e.Code == CodeInvalidSelector:
+		return fmt.Sprintf("the %s holds '*' or '!', which OneLogin reads as operators; nothing was looked up", e.Field)
+	case e.Code == CodeUserNotFound && strings.Contains(e.Field, ","):
+		return fmt.Sprintf("no OneLogin user has any of these identifiers (%s)", e.Field)
+	case e.Code == CodeUserNotFound:
+		return fmt.Sprintf("no OneLogin user has this %s", e.Field)
+	case e.Disagree:
+		return fmt.Sprintf("the identifiers (%s) name different OneLogin users; nothing was done", e.Field)
 	}
-	return fmt.Sprintf("onelogin users: %d users have this %s", e.Matches, e.Field)
+	return fmt.Sprintf("%d OneLogin users have this %s; nothing was done", e.Matches, e.Field)
 }
 
 // ErrorCode returns the result code that a typed error of this package

@@ -58,43 +58,54 @@ func (u *User) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// UserSelector names one person as HR knows them: exactly one of the three
-// fields is set.
+// UserSelector names one person as HR knows them, by one or more
+// identifiers: at least one of the three fields is set.
 type UserSelector struct {
 	Email      string
 	Username   string
 	ExternalID string
 }
 
-// field returns the selector's one query parameter and value.
-func (s UserSelector) field() (name, value string, err error) {
-	n := 0
-	for _, f := range []struct{ name, value string }{{"email", s.Email}, {"username", s.Username}, {"external_id", s.ExternalID}} {
-		if f.value != "" {
-			name, value = f.name, f.value
-			n++
+// userField is one identifier of a UserSelector: its query parameter and
+// value.
+type userField struct{ name, value string }
+
+// fields returns the selector's identifiers in the order email, username,
+// external_id. A selector with none, or a value that is not 1 to 255
+// printable characters, is a usage error; a value holding "*" or "!"
+// (OneLogin's wildcard and negation, which it documents no escape for) is a
+// *UserLookupError with CodeInvalidSelector: it never reaches OneLogin.
+func (s UserSelector) fields() ([]userField, error) {
+	var out []userField
+	for _, f := range [...]userField{{"email", s.Email}, {"username", s.Username}, {"external_id", s.ExternalID}} {
+		if f.value == "" {
+			continue
 		}
+		if len(f.value) > 255 || !utf8.ValidString(f.value) || strings.IndexFunc(f.value, unicode.IsControl) >= 0 {
+			return nil, &usageError{msg: "users: the " + f.name + " is not 1 to 255 printable characters"}
+		}
+		if strings.ContainsAny(f.value, "*!") {
+			return nil, &UserLookupError{Code: CodeInvalidSelector, Field: f.name}
+		}
+		out = append(out, f)
 	}
-	if n != 1 {
-		return "", "", &usageError{msg: "users: exactly one of email, username and external_id is required"}
+	if len(out) == 0 {
+		return nil, &usageError{msg: "users: at least one of email, username and external_id is required"}
 	}
-	if len(value) > 255 || !utf8.ValidString(value) || strings.IndexFunc(value, unicode.IsControl) >= 0 {
-		return "", "", &usageError{msg: "users: the " + name + " is not 1 to 255 printable characters"}
-	}
-	return name, value, nil
+	return out, nil
 }
 
-// matches reports whether u has exactly the selector's value. Emails and
+// matches reports whether u has exactly the identifier's value. Emails and
 // usernames compare without regard to case, as OneLogin treats them;
 // external ids compare exactly.
-func (s UserSelector) matches(u User) bool {
-	switch {
-	case s.Email != "":
-		return strings.EqualFold(u.Email, s.Email)
-	case s.Username != "":
-		return strings.EqualFold(u.Username, s.Username)
+func (f userField) matches(u User) bool {
+	switch f.name {
+	case "email":
+		return strings.EqualFold(u.Email, f.value)
+	case "username":
+		return strings.EqualFold(u.Username, f.value)
 	default:
-		return u.ExternalID == s.ExternalID
+		return u.ExternalID == f.value
 	}
 }
 
@@ -152,43 +163,69 @@ func (c *Client) ListUsers(ctx context.Context, opts ListUsersOptions, urgent bo
 	return users, resp, nil
 }
 
-// maxUserPages bounds the pages one FindUser reads.
+// maxUserPages bounds the pages one identifier's lookup reads.
 const maxUserPages = 10
 
-// FindUser returns the one OneLogin user that sel names exactly. The query
-// never passes a wildcard or negation of the caller's to OneLogin: a value
-// holding "*" or "!" is queried by its literal prefix followed by OneLogin's
-// wildcard, and every answer is filtered here for an exact match; a value
-// that starts with "*" or "!" is refused (it has no literal prefix to
-// narrow the search). No exact match is a *UserLookupError with
-// CodeUserNotFound, several with CodeIdentityAmbiguous. Pages are followed
-// through After-Cursor, up to 500 candidates.
+// FindUser returns the one OneLogin user that sel names. Each identifier of
+// sel is looked up on its own, by an exact match (every answer is filtered
+// here, whatever OneLogin's own matching); those that find someone must all
+// find the same single user. None finds anyone: a *UserLookupError with
+// CodeUserNotFound; one finds several, or two find different users:
+// CodeIdentityAmbiguous. A value holding "*" or "!" is refused before any
+// call (CodeInvalidSelector). Pages are followed through After-Cursor, up to
+// 500 candidates per identifier; the lookup stops at the first identifier
+// that makes the answer ambiguous.
 func (c *Client) FindUser(ctx context.Context, sel UserSelector, urgent bool) (*User, *Response, error) {
-	name, value, err := sel.field()
+	fields, err := sel.fields()
 	if err != nil {
 		return nil, nil, err
 	}
-	query := value
-	if i := strings.IndexAny(value, "*!"); i >= 0 {
-		if i == 0 {
-			return nil, nil, &usageError{msg: "users: a " + name + " starting with '*' or '!' cannot be looked up exactly"}
+	var found *User
+	var foundBy string
+	var last *Response
+	names := make([]string, len(fields))
+	for i, f := range fields {
+		names[i] = f.name
+		users, resp, err := c.findExact(ctx, f, urgent)
+		if resp != nil {
+			last = resp
 		}
-		query = value[:i] + "*"
+		if err != nil {
+			return nil, last, err
+		}
+		switch {
+		case len(users) > 1:
+			return nil, last, &UserLookupError{Code: CodeIdentityAmbiguous, Field: f.name, Matches: len(users)}
+		case len(users) == 0:
+			continue
+		case found == nil:
+			found, foundBy = &users[0], f.name
+		case found.ID != users[0].ID:
+			return nil, last, &UserLookupError{Code: CodeIdentityAmbiguous, Field: foundBy + "," + f.name, Matches: 2, Disagree: true}
+		}
 	}
+	if found == nil {
+		return nil, last, &UserLookupError{Code: CodeUserNotFound, Field: strings.Join(names, ",")}
+	}
+	return found, last, nil
+}
+
+// findExact returns every user whose f is exactly f's value.
+func (c *Client) findExact(ctx context.Context, f userField, urgent bool) ([]User, *Response, error) {
 	opts := ListUsersOptions{}
-	switch name {
+	switch f.name {
 	case "email":
-		opts.Email = query
+		opts.Email = f.value
 	case "username":
-		opts.Username = query
+		opts.Username = f.value
 	default:
-		opts.ExternalID = query
+		opts.ExternalID = f.value
 	}
 	var found []User
 	var last *Response
 	for page := 0; ; page++ {
 		if page == maxUserPages {
-			return nil, last, &usageError{msg: fmt.Sprintf("users: more than %d candidates for this %s", maxUserPages*maxUsersPage, name)}
+			return nil, last, &usageError{msg: fmt.Sprintf("users: more than %d candidates for this %s", maxUserPages*maxUsersPage, f.name)}
 		}
 		users, resp, err := c.ListUsers(ctx, opts, urgent)
 		last = resp
@@ -196,7 +233,7 @@ func (c *Client) FindUser(ctx context.Context, sel UserSelector, urgent bool) (*
 			return nil, resp, err
 		}
 		for _, u := range users {
-			if sel.matches(u) && !containsUser(found, u.ID) {
+			if f.matches(u) && !containsUser(found, u.ID) {
 				found = append(found, u)
 			}
 		}
@@ -205,14 +242,7 @@ func (c *Client) FindUser(ctx context.Context, sel UserSelector, urgent bool) (*
 		}
 		opts.Cursor = resp.AfterCursor
 	}
-	switch len(found) {
-	case 0:
-		return nil, last, &UserLookupError{Code: CodeUserNotFound, Field: name}
-	case 1:
-		return &found[0], last, nil
-	default:
-		return nil, last, &UserLookupError{Code: CodeIdentityAmbiguous, Field: name, Matches: len(found)}
-	}
+	return found, last, nil
 }
 
 func containsUser(us []User, id ID) bool {

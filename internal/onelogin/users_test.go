@@ -3,7 +3,6 @@ package onelogin_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -87,17 +86,15 @@ func TestReplayUsersV2(t *testing.T) {
 func TestFindUserAgainstSimulator(t *testing.T) {
 	dir := []simulator.DirectoryUser{
 		{ID: 11, Email: "grace@example.com", Username: "grace", ExternalID: "E-11", Status: 1, State: 1},
-		{ID: 12, Email: "g*e@example.com", Username: "gstar", ExternalID: "E-12", Status: 1, State: 1},
+		{ID: 12, Email: "gstar@example.com", Username: "gstar", ExternalID: "E-12", Status: 1, State: 1},
 		{ID: 13, Email: "twin1@example.com", Username: "twin1", ExternalID: "E-13", Status: 1, State: 1},
 		{ID: 14, Email: "twin2@example.com", Username: "twin2", ExternalID: "E-13", Status: 1, State: 1},
 		{ID: 15, Email: "gone@example.com", Username: "gone", ExternalID: "E-15", Status: 1, State: 1},
+		// Two people whose emails differ only by case: OneLogin matches
+		// emails without regard to case, so the email names both.
+		{ID: 16, Email: "Pat@example.com", Username: "pat", ExternalID: "E-16", Status: 1, State: 1},
+		{ID: 17, Email: "pat@example.com", Username: "pat.k", ExternalID: "E-17", Status: 1, State: 1},
 	}
-	// 80 more users whose emails start with "g", so that the literal
-	// search for "g*e@example.com" runs over more than one page.
-	for i := 0; i < 80; i++ {
-		dir = append(dir, simulator.DirectoryUser{ID: int64(100 + i), Email: fmt.Sprintf("g%02de@example.com", i), Username: fmt.Sprintf("g%02d", i), ExternalID: fmt.Sprintf("G-%d", i)})
-	}
-	dir = append(dir, simulator.DirectoryUser{ID: 500, Email: "G*E@example.com", Username: "gstar2", ExternalID: "E-500"})
 	obs := &recorder{}
 	sim, c := simClient(t, simulator.Config{Directory: dir}, func(oc *onelogin.Config) { oc.Observer = obs })
 	ctx := context.Background()
@@ -116,12 +113,17 @@ func TestFindUserAgainstSimulator(t *testing.T) {
 		{"no match", onelogin.UserSelector{Email: "nobody@example.com"}, 0, onelogin.CodeUserNotFound},
 		{"deleted user", onelogin.UserSelector{Username: "gone"}, 0, onelogin.CodeUserNotFound},
 		{"several", onelogin.UserSelector{ExternalID: "E-13"}, 0, onelogin.CodeIdentityAmbiguous},
-		// The simulator honours "*" as OneLogin does: "gstar*" would match
-		// gstar and gstar2; the literal value matches only itself.
-		{"literal star in username", onelogin.UserSelector{Username: "gsta*"}, 0, onelogin.CodeUserNotFound},
-		// 80 users share the prefix "g": the exact match is on page 2,
-		// and email case makes G*E a second exact match.
-		{"literal star in email, paged", onelogin.UserSelector{Email: "g*e@example.com"}, 0, onelogin.CodeIdentityAmbiguous},
+		// Several identifiers: those that find someone must find the
+		// same one.
+		{"all three agree", onelogin.UserSelector{Email: "grace@example.com", Username: "GRACE", ExternalID: "E-11"}, 11, ""},
+		{"an identity provider's own id finds nobody", onelogin.UserSelector{Email: "grace@example.com", ExternalID: "00u1abcd"}, 11, ""},
+		{"username found, email unknown", onelogin.UserSelector{Email: "old@example.com", Username: "grace"}, 11, ""},
+		{"look-alike holds the external id", onelogin.UserSelector{Email: "grace@example.com", ExternalID: "E-12"}, 0, onelogin.CodeIdentityAmbiguous},
+		{"look-alike holds the username", onelogin.UserSelector{Username: "gstar", ExternalID: "E-11"}, 0, onelogin.CodeIdentityAmbiguous},
+		{"email names two people", onelogin.UserSelector{Email: "pat@example.com", ExternalID: "E-16"}, 0, onelogin.CodeIdentityAmbiguous},
+		{"external id names two people", onelogin.UserSelector{Email: "twin1@example.com", ExternalID: "E-13"}, 0, onelogin.CodeIdentityAmbiguous},
+		{"none of them", onelogin.UserSelector{Email: "q9@example.com", Username: "q9", ExternalID: "Q-9"}, 0, onelogin.CodeUserNotFound},
+		{"the deleted person's identifiers", onelogin.UserSelector{Email: "gone@example.com", ExternalID: "E-15"}, 0, onelogin.CodeUserNotFound},
 	} {
 		u, _, err := c.FindUser(ctx, tc.sel, false)
 		switch {
@@ -129,15 +131,24 @@ func TestFindUserAgainstSimulator(t *testing.T) {
 			t.Errorf("%s: user %+v, err %v", tc.name, u, err)
 		case tc.code != "" && onelogin.ErrorCode(err) != tc.code:
 			t.Errorf("%s: err %v, want %s", tc.name, err, tc.code)
+		case tc.code != "" && onelogin.Classify(err) != onelogin.Permanent:
+			t.Errorf("%s: %v is not permanent", tc.name, err)
+		}
+		for _, v := range []string{tc.sel.Email, tc.sel.Username, tc.sel.ExternalID} {
+			if err != nil && v != "" && strings.Contains(err.Error(), v) {
+				t.Errorf("%s: the error %q holds a value looked up", tc.name, err)
+			}
 		}
 	}
-	sim.DeleteUser(500)
-	u, _, err := c.FindUser(ctx, onelogin.UserSelector{Email: "g*e@example.com"}, true)
-	if err != nil || u.ID != 12 {
-		t.Fatalf("literal star: %+v, %v", u, err)
-	}
 	before := sim.Stats().Requests["users"]
-	for _, bad := range []onelogin.UserSelector{{}, {Email: "a@x", Username: "a"}, {Email: "*@example.com"}, {Username: "!grace"}, {Email: "a\nb"}, {ExternalID: strings.Repeat("x", 256)}} {
+	// "*" and "!" anywhere, in any identifier: refused before any call.
+	for _, bad := range []onelogin.UserSelector{{Email: "*@example.com"}, {Username: "!grace"}, {Email: "g*e@example.com"}, {Username: "gr!ace"}, {Email: "grace@example.com", ExternalID: "E-1*"}} {
+		_, _, err := c.FindUser(ctx, bad, false)
+		if onelogin.ErrorCode(err) != onelogin.CodeInvalidSelector || onelogin.Classify(err) != onelogin.Permanent {
+			t.Errorf("%+v: err = %v, want invalid_selector", bad, err)
+		}
+	}
+	for _, bad := range []onelogin.UserSelector{{}, {Email: "a\nb"}, {Username: "a", ExternalID: strings.Repeat("x", 256)}} {
 		if _, _, err := c.FindUser(ctx, bad, false); err == nil || onelogin.Classify(err) != onelogin.Permanent {
 			t.Errorf("%+v: err = %v", bad, err)
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
@@ -232,11 +231,7 @@ func MaskPhone(s string) string {
 func errorInfo(op string, err error) *job.ErrorInfo {
 	var le *onelogin.UserLookupError
 	if errors.As(err, &le) {
-		msg := "no OneLogin user has this " + le.Field
-		if le.Code == onelogin.CodeIdentityAmbiguous {
-			msg = fmt.Sprintf("%d OneLogin users have this %s", le.Matches, le.Field)
-		}
-		return &job.ErrorInfo{Code: le.Code, Message: op + ": " + msg}
+		return &job.ErrorInfo{Code: le.Code, Message: op + ": " + le.Reason()}
 	}
 	switch {
 	case errors.Is(err, onelogin.ErrBusy):

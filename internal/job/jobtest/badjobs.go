@@ -55,6 +55,7 @@ var BadJobs = []BadJob{
 	{"oversize", "enroll", `{"id":"b35","type":"enroll","user_id":1,"params":{"factor_name":"` + strings.Repeat("A", 70<<10) + `","display_name":"p","number":"+15551234567"}}`, "b35", job.CodeTooLarge},
 	{"unicode id", "offboard", `{"id":"b36-ü","type":"offboard","user_id":1}`, "", job.CodeInvalidID},
 	{"absurd exponent", "remove", `{"id":"b37","type":"remove","user_id":1,"params":{"device_id":1e999999}}`, "b37", job.CodeUnreasonableNumber},
+	{"wildcard in an identifier", "offboard", `{"id":"b40","type":"offboard","user":{"email":"ada@example.com","external_id":"E*"}}`, "b40", job.CodeInvalidSelector},
 	{"ANSI escape in a display name", "enroll", `{"id":"b38","type":"enroll","user_id":1,"params":{"factor_name":"OneLogin SMS","display_name":"\u001b[2Jphone","number":"+15551234567"}}`, "b38", job.CodeInvalidCharacters},
 	{"bidi override in an SMS message", "activate", `{"id":"b39","type":"activate","user_id":1,"params":{"device_id":5,"sms_message":"\u202ecode"}}`, "b39", job.CodeInvalidCharacters},
 }
