@@ -50,6 +50,8 @@ const (
 	// Cancelled jobs.
 	CodeCancelled            = "cancelled"
 	CodeSupersededByOffboard = "superseded_by_offboard"
+	// CodeDiscarded: an operator discarded a job the blast-radius guard held.
+	CodeDiscarded = "discarded"
 
 	// Query replies only (mfa.query.*), never in a result.
 	CodeOneLoginUnavailable = "onelogin_unavailable"
@@ -108,6 +110,7 @@ var Codes = []CodeInfo{
 	{CodeExpired, Expired, "not_after passed before the job could run"},
 	{CodeCancelled, Cancelled, "a cancel job (data.cancelled_by) ended the job before it started"},
 	{CodeSupersededByOffboard, Cancelled, "the job's time is earlier than the user's last offboard; OneLogin was not called"},
+	{CodeDiscarded, Cancelled, "the blast-radius guard held the job and an operator discarded it (worker hold discard); OneLogin was not called"},
 	{CodeOneLoginUnavailable, "", "OneLogin did not answer or answered 5xx; retryable"},
 	{CodeRateLimited, "", "the OneLogin rate limit is spent; retryable"},
 	{CodeLedgerUnavailable, "", "the job ledger did not answer (mfa.query.job); retryable"},
