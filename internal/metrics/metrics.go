@@ -33,6 +33,9 @@ var Names = []string{
 	"mfa_jobs_scheduled",
 	"mfa_onelogin_credentials_ok",
 	"mfa_dlq_usage_ratio",
+	"mfa_jobs_held",
+	"mfa_offboards_cancelled_total",
+	"mfa_jobs_cancelled_total",
 }
 
 // Label values known up front, so that every series a dashboard or an
@@ -83,6 +86,7 @@ type Metrics struct {
 	scheduled     *prometheus.GaugeVec
 	credentialsOK prometheus.Gauge
 	dlqUsage      prometheus.Gauge
+	guard         *guardSeries // guard.go
 }
 
 // New registers the metrics, plus the Go and process collectors, on reg.
@@ -134,6 +138,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "mfa_dlq_usage_ratio", Help: "How full MFA_DLQ is: the larger of bytes/max bytes and messages/max messages (1: the oldest dead letters are being dropped).",
 		}),
 	}
+	m.guard = newGuardSeries(f)
 	for _, t := range JobTypes {
 		m.inFlight.WithLabelValues(t)
 		m.retries.WithLabelValues(t)
