@@ -9,7 +9,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mfa-worker/mfa-worker/internal/audit"
 	"github.com/mfa-worker/mfa-worker/internal/config"
+	"github.com/mfa-worker/mfa-worker/internal/guard"
 	"github.com/mfa-worker/mfa-worker/internal/history"
 	"github.com/mfa-worker/mfa-worker/internal/job"
 )
@@ -173,6 +175,8 @@ type Objects struct {
 	Scheduled map[job.Type]jetstream.Consumer
 	// DLQ is MFA_DLQ, whose usage against its limits the worker exports.
 	DLQ jetstream.Stream
+	// Guard is MFA_GUARD, the blast-radius guard's bucket (package guard).
+	Guard jetstream.KeyValue
 }
 
 // Provision creates or updates the streams, buckets and consumers. It is
@@ -239,6 +243,12 @@ func Provision(ctx context.Context, js jetstream.JetStream, topo Config, cfg Con
 	}
 	objs := &Objects{}
 	var err error
+	if objs.Guard, err = guard.Provision(ctx, js, topo.Replicas); err != nil {
+		return nil, err
+	}
+	if err := audit.Provision(ctx, js, audit.Config{Replicas: topo.Replicas}); err != nil {
+		return nil, err
+	}
 	if objs.DLQ, err = js.Stream(ctx, StreamDLQ); err != nil {
 		return nil, fmt.Errorf("provision stream %s: %w", StreamDLQ, err)
 	}
