@@ -41,6 +41,8 @@ commands:
              [--id ID] [--not-before TIME] [params] [--wait]; submit cancel --job-id ID cancels a job that
              has not started
   dlq        inspect and re-drive dead letters: dlq list | dlq replay
+  hold       jobs the blast-radius guard holds: hold list | hold release | hold discard (--source S | --job ID)
+  people     a person's offboard record (MFA_PEOPLE): people show --user N | people clear --user N --reason TEXT
   job        what is known of a job id: job <id> (unknown, scheduled with due_at, running, finished with the result)
   simulate   the OneLogin simulator alone, on an address
   health     exit 0 when a URL (default path /readyz) answers 200, for container health checks
@@ -72,6 +74,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdHistory(ctx, args[1:], stdout)
 	case "job":
 		err = cmdJob(ctx, args[1:], stdout)
+	case "hold":
+		err = cmdHold(ctx, args[1:], stdout)
+	case "people":
+		err = cmdPeople(ctx, args[1:], stdout)
 	case "simulate":
 		err = cmdSimulate(ctx, args[1:], stdout, stderr)
 	case "health":
