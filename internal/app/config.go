@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mfa-worker/mfa-worker/internal/config"
+	"github.com/mfa-worker/mfa-worker/internal/guard"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 	"github.com/mfa-worker/mfa-worker/internal/status"
@@ -63,7 +64,10 @@ type Config struct {
 	QueryConcurrency int
 	Jobs             jobs.Config
 	Topology         topology.Config
-	Version          string
+	// Guard is the blast-radius guard: WORKER_GUARD_LIMIT and
+	// WORKER_GUARD_WINDOW.
+	Guard   guard.Config
+	Version string
 	// loadedSecret is the secret Load read from the file, if it did.
 	loadedSecret string
 }
@@ -78,6 +82,7 @@ func DefaultConfig() Config {
 		QueryConcurrency: 8,
 		Jobs:             jobs.DefaultConfig(),
 		Topology:         topology.DefaultConfig(),
+		Guard:            guard.DefaultConfig(),
 	}
 }
 
@@ -133,6 +138,8 @@ func Settings(c *Config) []Setting {
 		{"WORKER_RETRY_MAX_DELAY", "retry-max-delay", "longest delay before a redelivery", &c.Jobs.NakMax, false},
 		{"WORKER_USER_CACHE_TTL", "user-cache-ttl", "how long a job's user (email, username, external id) resolved to a OneLogin user id is remembered (at most 5m)", &c.Jobs.UserCacheTTL, false},
 		{"WORKER_STATUS_PAGE", "status-page", "serve the status page at /status on WORKER_HTTP_ADDR", &c.StatusPage, false},
+		{"WORKER_GUARD_LIMIT", "guard-limit", "offboards and removes of one source that run per WORKER_GUARD_WINDOW; more are held for an operator (0 turns counting off)", &c.Guard.Limit, false},
+		{"WORKER_GUARD_WINDOW", "guard-window", "the sliding window of WORKER_GUARD_LIMIT", &c.Guard.Window, false},
 		{"WORKER_STATUS_AUTH_FILE", "status-auth-file", "file holding user:password for the status page's basic auth", &c.StatusAuthFile, false},
 	}
 }
@@ -207,6 +214,7 @@ func (c *Config) Validate() error {
 	}
 	p.Merge("jobs", c.Jobs.Validate())
 	p.Merge("topology", c.Topology.Validate())
+	p.Merge("guard", c.Guard.Validate())
 	return p.Err()
 }
 
