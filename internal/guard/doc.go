@@ -69,4 +69,32 @@
 // job held for longer than the ledger's TTL runs from a fresh ledger record
 // when released: the guard's record, not the ledger, is the hold's record of
 // last resort, and it carries the job's time (Mfa-Job-Time).
+//
+// # How the job path uses it
+//
+// After the claim of an offboard or a remove (claimRun), after its
+// not_after check (an expired job is not held) and before the handler:
+//
+//	d, err := g.Admit(ctx, guard.Job{ID: j.ID, Type: j.Type, Source: j.Source,
+//		UserID: j.UserID, CorrelationID: j.CorrelationID, Body: msg.Data(),
+//		Header: msg.Headers(), Time: jobTime}, time.Now())
+//
+// and by the answer:
+//
+//   - err: retry later (nak); never run unguarded.
+//   - Hold: replace the claimed ledger record, at its revision, by one in
+//     state ledger.Held keeping Hash, JobTime, Replay, Type, UserID,
+//     CorrelationID and Source; tell the leaver registry; ack the message.
+//     No result, no mfa_jobs_total.
+//   - Discarded: settle as cancelled with code job.CodeDiscarded.
+//   - Run, Released: go on.
+//
+// The claim treats a ledger.Held record like a scheduled one (take it and
+// run); a cancel treats it like a scheduled one too (write the cancelled
+// result into the ledger, publish it) and then calls Ended, so that the job
+// is no longer listed as held. The job query answers "held" for a
+// ledger.Held record, and, when the ledger has forgotten the id, for a
+// record Lookup finds in state held. Every replica runs
+// WatchHeld(ctx, metrics.SetHeld) for mfa_jobs_held; every cancelled
+// outcome is counted with metrics.JobCancelled(type, code, source).
 package guard

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -218,6 +219,21 @@ const casTries = 100
 
 var errBusy = errors.New("guard: the record keeps changing; try again")
 
+// backoff pauses after a lost compare-and-set, a little longer each time
+// and at random, so that replicas holding a burst of jobs at once do not
+// retry in lockstep. It reports false when ctx ended.
+func backoff(ctx context.Context, try int) bool {
+	d := time.Duration(rand.Int64N(int64(min(try+1, 20)) * int64(time.Millisecond)))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
 func isConflict(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)
 }
@@ -356,6 +372,9 @@ func (g *Guard) Admit(ctx context.Context, j Job, now time.Time) (Decision, erro
 		if !isConflict(err) {
 			return Run, fmt.Errorf("guard: count the job: %w", err)
 		}
+		if !backoff(ctx, i) {
+			return Run, ctx.Err()
+		}
 	}
 	// Past the limit or tripped: store the job first, then trip the
 	// source, so that a trip is cleared only once no held job is left.
@@ -410,6 +429,9 @@ func (g *Guard) trip(ctx context.Context, source string, now time.Time) error {
 		}
 		if !isConflict(err) {
 			return fmt.Errorf("guard: trip the source: %w", err)
+		}
+		if !backoff(ctx, i) {
+			return ctx.Err()
 		}
 	}
 	return errBusy
@@ -489,6 +511,9 @@ func (g *Guard) Ended(ctx context.Context, source, jobID, by string, now time.Ti
 		}
 		if !isConflict(err) {
 			return fmt.Errorf("guard: end the held job: %w", err)
+		}
+		if !backoff(ctx, i) {
+			return ctx.Err()
 		}
 	}
 	return errBusy

@@ -246,6 +246,9 @@ func (g *Guard) clearTrip(ctx context.Context, source string) error {
 		if !isConflict(err) {
 			return fmt.Errorf("guard: clear the trip: %w", err)
 		}
+		if !backoff(ctx, i) {
+			return ctx.Err()
+		}
 	}
 	return errBusy
 }

@@ -40,6 +40,11 @@ const (
 	// Tombstone: a cancel (CancelledBy) arrived before the job; the job,
 	// when it arrives within the bucket's TTL, ends cancelled.
 	Tombstone State = "tombstone"
+	// Held: the blast-radius guard holds the job (package guard) until an
+	// operator releases or discards it; the released or discarded message
+	// claims the record like a fired schedule, and a cancel ends it like a
+	// scheduled job.
+	Held State = "held"
 )
 
 // Record is the ledger's entry for one job id.
