@@ -81,7 +81,7 @@
 //
 // and by the answer:
 //
-//   - err: retry later (nak); never run unguarded.
+//   - err (with Undecided): retry later (nak); never run unguarded.
 //   - Hold: replace the claimed ledger record, at its revision, by one in
 //     state ledger.Held keeping Hash, JobTime, Replay, Type, UserID,
 //     CorrelationID and Source; tell the leaver registry; ack the message.

@@ -90,8 +90,11 @@ type Decision int
 
 // Decisions.
 const (
+	// Undecided comes with an error: nothing was decided; the job must
+	// not run now (give its message back and try later).
+	Undecided Decision = iota
 	// Run: execute the job.
-	Run Decision = iota
+	Run
 	// Hold: the job is stored as held; mark its ledger record held and
 	// acknowledge the message, publishing no result.
 	Hold
@@ -104,6 +107,8 @@ const (
 
 func (d Decision) String() string {
 	switch d {
+	case Undecided:
+		return "undecided"
 	case Run:
 		return "run"
 	case Hold:
@@ -320,8 +325,8 @@ func (g *Guard) putWindow(ctx context.Context, w *window, rev uint64) error {
 }
 
 // Admit decides whether an offboard or a remove runs now (see the package
-// documentation). Jobs of other types always Run. An error means nothing
-// was decided: the job must not run; give its message back and try later.
+// documentation). Jobs of other types always Run. An error comes with
+// Undecided: the job must not run; give its message back and try later.
 // now is the worker's clock at the decision; admissions are counted at it.
 func (g *Guard) Admit(ctx context.Context, j Job, now time.Time) (Decision, error) {
 	if !Guarded(j.Type) {
@@ -329,7 +334,7 @@ func (g *Guard) Admit(ctx context.Context, j Job, now time.Time) (Decision, erro
 	}
 	h, err := g.get(ctx, HeldKey(j.Source, j.ID))
 	if err != nil {
-		return Run, err
+		return Undecided, err
 	}
 	if h != nil {
 		switch h.State {
@@ -341,7 +346,7 @@ func (g *Guard) Admit(ctx context.Context, j Job, now time.Time) (Decision, erro
 		// Held before (a redelivery after a worker died between the hold
 		// and the ack): make sure the source is tripped.
 		if err := g.trip(ctx, j.Source, now); err != nil {
-			return Run, err
+			return Undecided, err
 		}
 		return Hold, nil
 	}
@@ -351,11 +356,11 @@ func (g *Guard) Admit(ctx context.Context, j Job, now time.Time) (Decision, erro
 	ih := idHash(j.ID)
 	for i := 0; ; i++ {
 		if i == casTries {
-			return Run, errBusy
+			return Undecided, errBusy
 		}
 		w, rev, err := g.window(ctx, j.Source)
 		if err != nil {
-			return Run, err
+			return Undecided, err
 		}
 		w.prune(now.Add(-g.cfg.Window))
 		if w.has(ih) {
@@ -370,19 +375,19 @@ func (g *Guard) Admit(ctx context.Context, j Job, now time.Time) (Decision, erro
 			return Run, nil
 		}
 		if !isConflict(err) {
-			return Run, fmt.Errorf("guard: count the job: %w", err)
+			return Undecided, fmt.Errorf("guard: count the job: %w", err)
 		}
 		if !backoff(ctx, i) {
-			return Run, ctx.Err()
+			return Undecided, ctx.Err()
 		}
 	}
 	// Past the limit or tripped: store the job first, then trip the
 	// source, so that a trip is cleared only once no held job is left.
 	if err := g.store(ctx, j, now); err != nil {
-		return Run, err
+		return Undecided, err
 	}
 	if err := g.trip(ctx, j.Source, now); err != nil {
-		return Run, err
+		return Undecided, err
 	}
 	return Hold, nil
 }

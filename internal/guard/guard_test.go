@@ -541,3 +541,44 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestAWorkerKilledBetweenStoreAndTripStillTrips(t *testing.T) {
+	js := startServer(t).client(t)
+	g := newGuard(t, js, 5)
+	ctx := context.Background()
+	// The held record exists, the window was never tripped: the worker
+	// died in between, and the job's message was not acknowledged.
+	kv, err := js.KeyValue(ctx, guard.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := json.Marshal(guard.Held{JobID: "z", Type: job.TypeOffboard, Source: "s2", Body: []byte(`{}`), State: guard.StateHeld, HeldAt: t0})
+	if _, err := kv.Create(ctx, guard.HeldKey("s2", "z"), rec); err != nil {
+		t.Fatal(err)
+	}
+	// Its redelivery is held again and trips the source, so the next job
+	// of the source is held although the window has room.
+	want(t, g, offboard("z", "s2"), t0, guard.Hold)
+	if at, err := g.Tripped(ctx, "s2"); err != nil || at.IsZero() {
+		t.Fatalf("not tripped (%v)", err)
+	}
+	want(t, g, offboard("y", "s2"), t0, guard.Hold)
+}
+
+func TestNoDecisionWithoutNATS(t *testing.T) {
+	s := startServer(t)
+	g := newGuard(t, s.client(t), 5)
+	s.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	d, err := g.Admit(ctx, offboard("a", "s"), t0)
+	if err == nil || d != guard.Undecided {
+		t.Fatalf("admit without NATS: %s, %v; want undecided and an error", d, err)
+	}
+	// Other types never need the guard.
+	e := offboard("e", "s")
+	e.Type = job.TypeVerify
+	if d, err := g.Admit(ctx, e, t0); err != nil || d != guard.Run {
+		t.Fatalf("verify without NATS: %s, %v", d, err)
+	}
+}
