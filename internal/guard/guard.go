@@ -50,8 +50,19 @@ type Config struct {
 // DefaultConfig is the guard as shipped.
 func DefaultConfig() Config { return Config{Limit: DefaultLimit, Window: DefaultWindow} }
 
-// Validate reports every problem, each naming its setting.
+// WithDefaults returns c with a zero Window set to DefaultWindow. A zero
+// Limit stays 0 (off): only DefaultConfig turns the guard on.
+func (c Config) WithDefaults() Config {
+	if c.Window == 0 {
+		c.Window = DefaultWindow
+	}
+	return c
+}
+
+// Validate reports every problem of c with its defaults applied, each
+// naming its setting.
 func (c Config) Validate() error {
+	c = c.WithDefaults()
 	var p config.Problems
 	if c.Limit < 0 || c.Limit > MaxLimit {
 		p.Add("WORKER_GUARD_LIMIT", "must be 0 (off) to %d, got %d", MaxLimit, c.Limit)
@@ -188,7 +199,7 @@ type Guard struct {
 // New returns a guard on kv; pub re-publishes released and discarded jobs
 // and audit records.
 func New(kv jetstream.KeyValue, pub Publisher, cfg Config) *Guard {
-	return &Guard{kv: kv, pub: pub, cfg: cfg}
+	return &Guard{kv: kv, pub: pub, cfg: cfg.WithDefaults()}
 }
 
 // Open returns a guard on the provisioned bucket, for the operators'

@@ -24,13 +24,13 @@ import (
 // server is an embedded JetStream server on a fixed port and store, so that
 // a test can stop it and start it again on the same data.
 type server struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	port int
 	srv  *broker.Server
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -40,7 +40,7 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func startServer(t *testing.T) *server {
+func startServer(t testing.TB) *server {
 	t.Helper()
 	s := &server{t: t, dir: t.TempDir(), port: freePort(t)}
 	s.start()
@@ -70,7 +70,7 @@ func (s *server) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port
 
 // client connects to the server (reconnecting for ever) and provisions the
 // guard's bucket, the audit stream and a stream for the job subjects.
-func (s *server) client(t *testing.T) jetstream.JetStream {
+func (s *server) client(t testing.TB) jetstream.JetStream {
 	t.Helper()
 	nc, err := nats.Connect(s.url(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
@@ -514,6 +514,7 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{guard.DefaultConfig(), nil, "defaults"},
 		{guard.Config{Limit: 0, Window: time.Hour}, nil, "off"},
+		{guard.Config{Limit: 50}, nil, "window defaults to 1h"},
 		{guard.Config{Limit: -1, Window: time.Hour}, []string{"WORKER_GUARD_LIMIT"}, "negative"},
 		{guard.Config{Limit: guard.MaxLimit + 1, Window: time.Hour}, []string{"WORKER_GUARD_LIMIT"}, "too large"},
 		{guard.Config{Limit: 5, Window: time.Second}, []string{"WORKER_GUARD_WINDOW"}, "short window"},
