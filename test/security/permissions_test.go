@@ -33,7 +33,7 @@ import (
 var (
 	secWorkerPerms = server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
-			"$JS.API.>", "$JS.ACK.MFA_JOBS.>", "$KV.MFA_LEDGER.>", "$KV.MFA_LOCKS.>", "$KV.MFA_PEOPLE.>",
+			"$JS.API.>", "$JS.ACK.MFA_JOBS.>", "$KV.MFA_LEDGER.>", "$KV.MFA_LOCKS.>", "$KV.MFA_PEOPLE.>", "$KV.MFA_GUARD.>",
 			"mfa.results.>", "mfa.dlq.>", "mfa.scheduled.>", "$SRV.>", "_INBOX.>",
 			"$JS.ACK.MFA_RESULTS.mfa-history.>", "mfa.history.>",
 		}},
