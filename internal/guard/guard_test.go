@@ -191,6 +191,14 @@ func TestLimitZeroRunsEverythingButKeepsHolds(t *testing.T) {
 	}
 	// A job held before the guard was turned off waits for an operator.
 	want(t, off, offboard("b", "s"), t0, guard.Hold)
+	// The longest source the schema allows, in four-byte characters,
+	// still makes valid keys.
+	long := strings.Repeat("\U0001F600", 256)
+	want(t, g, offboard("l1", long), t0, guard.Run)
+	want(t, g, offboard("l2", long), t0, guard.Hold)
+	if hs, err := g.List(context.Background(), guard.Filter{Source: long, BySource: true}); err != nil || len(hs) != 1 || hs[0].Source != long {
+		t.Fatalf("held under the long source: %d, %v", len(hs), err)
+	}
 }
 
 func TestTwoReplicasNeverAdmitMoreThanTheLimit(t *testing.T) {
