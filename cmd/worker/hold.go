@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -163,12 +165,23 @@ func holdList(ctx context.Context, g *guard.Guard, f guard.Filter, asJSON bool, 
 	fmt.Fprintf(stdout, "%d job(s) held", held)
 	if len(sources) > 0 {
 		var parts []string
-		for s, n := range sources {
-			parts = append(parts, fmt.Sprintf("%s: %d", printable(orNone(s)), n))
+		for _, s := range slices.Sorted(maps.Keys(sources)) {
+			parts = append(parts, fmt.Sprintf("%s: %d", printable(orNone(s)), sources[s]))
 		}
 		fmt.Fprintf(stdout, " (%s); release: worker hold release --source S, discard: worker hold discard --source S --reason TEXT", strings.Join(parts, ", "))
 	}
 	fmt.Fprintln(stdout)
+	tripped, err := g.TrippedSources(ctx)
+	if err != nil {
+		return err
+	}
+	for _, s := range slices.Sorted(maps.Keys(tripped)) {
+		if f.BySource && s != f.Source {
+			continue
+		}
+		fmt.Fprintf(stdout, "source %s is tripped since %s: its offboards and removes are held until none of it is left held\n",
+			printable(orNone(s)), tripped[s].UTC().Format(time.RFC3339))
+	}
 	return nil
 }
 

@@ -89,8 +89,8 @@ func TestHoldCommands(t *testing.T) {
 	}
 
 	code, out, errs := runCmd(t, url, "hold", "list")
-	if code != 0 || !strings.Contains(out, "4 job(s) held") || strings.Count(out, "offboard") != 4 || strings.Contains(out, "\x1b") ||
-		!strings.Contains(out, `evil\x1b[2J`) || !strings.Contains(out, "hr.scim: 2") {
+	if code != 0 || !strings.Contains(out, "4 job(s) held") || strings.Count(out, " offboard ") != 4 || strings.Contains(out, "\x1b") ||
+		!strings.Contains(out, `evil\x1b[2J`) || !strings.Contains(out, "hr.scim: 2") || !strings.Contains(out, "source hr.scim is tripped since") {
 		t.Fatalf("hold list: exit %d\n%s%s", code, out, errs)
 	}
 	code, out, _ = runCmd(t, url, "hold", "list", "--source", "hr.scim", "--json")
@@ -135,7 +135,7 @@ func TestHoldCommands(t *testing.T) {
 		t.Fatalf("release of an unknown job: exit %d %s", code, errs)
 	}
 	code, out, _ = runCmd(t, url, "hold", "list", "--all")
-	if code != 0 || !strings.Contains(out, "1 job(s) held") || strings.Count(out, "anna") != 3 {
+	if code != 0 || !strings.Contains(out, "1 job(s) held") || strings.Count(out, "anna") != 3 || strings.Contains(out, "source hr.scim is tripped") {
 		t.Fatalf("hold list --all: exit %d\n%s", code, out)
 	}
 	// The released and discarded jobs are decided by the guard's record.

@@ -166,6 +166,9 @@ func TestCountsPerSourceOverASlidingWindow(t *testing.T) {
 	}
 	// A held job delivered again stays held.
 	want(t, g, rm, t0.Add(6*time.Hour), guard.Hold)
+	if ts, err := g.TrippedSources(context.Background()); err != nil || len(ts) != 1 || !ts["hr.scim"].Equal(t0.Add(63*time.Minute)) {
+		t.Fatalf("tripped sources: %v, %v", ts, err)
+	}
 	hs, err := g.List(context.Background(), guard.Filter{})
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package guard
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -256,7 +257,8 @@ func (g *Guard) clearTrip(ctx context.Context, source string) error {
 // WatchHeld calls fn with the number of held jobs per source (sources with
 // none left out) once it has read the bucket, then after every change,
 // until ctx ends. Every replica runs it, so each exports the same
-// mfa_jobs_held. It returns nil when ctx ends.
+// mfa_jobs_held. It returns nil when ctx ends, and an error when the watch
+// ends otherwise; the caller starts it again.
 func (g *Guard) WatchHeld(ctx context.Context, fn func(map[string]int)) error {
 	w, err := g.kv.Watch(ctx, "held.>")
 	if err != nil {
@@ -295,6 +297,38 @@ func (g *Guard) WatchHeld(ctx context.Context, fn func(map[string]int)) error {
 			}
 			if ready {
 				report()
+			}
+		}
+	}
+}
+
+// TrippedSources returns every tripped source with the time it tripped.
+// A tripped source holds all of its offboards and removes until an
+// operator has decided on its held jobs.
+func (g *Guard) TrippedSources(ctx context.Context) (map[string]time.Time, error) {
+	w, err := g.kv.Watch(ctx, "window.>", jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("guard: list windows: %w", err)
+	}
+	defer w.Stop()
+	out := map[string]time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("guard: list windows: %w", ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("guard: list windows: the watch ended early")
+			}
+			if e == nil {
+				return out, nil
+			}
+			var win window
+			if err := json.Unmarshal(e.Value(), &win); err != nil {
+				return nil, fmt.Errorf("guard: corrupt window under %s: %w", e.Key(), err)
+			}
+			if !win.TrippedAt.IsZero() {
+				out[win.Source] = win.TrippedAt
 			}
 		}
 	}
