@@ -348,18 +348,9 @@ func (g *Guard) Admit(ctx context.Context, j Job, now time.Time) (Decision, erro
 		return Undecided, err
 	}
 	if h != nil {
-		switch h.State {
-		case StateReleased:
-			return Released, nil
-		case StateDiscarded, StateCancelled:
-			return Discarded, nil
-		}
-		// Held before (a redelivery after a worker died between the hold
-		// and the ack): make sure the source is tripped.
-		if err := g.trip(ctx, j.Source, now); err != nil {
-			return Undecided, err
-		}
-		return Hold, nil
+		// Held before: decided by an operator, or a redelivery after a
+		// worker died between the hold and the ack.
+		return g.decided(ctx, h, now)
 	}
 	if g.cfg.Limit <= 0 {
 		return Run, nil
@@ -394,18 +385,32 @@ func (g *Guard) Admit(ctx context.Context, j Job, now time.Time) (Decision, erro
 	}
 	// Past the limit or tripped: store the job first, then trip the
 	// source, so that a trip is cleared only once no held job is left.
-	if err := g.store(ctx, j, now); err != nil {
+	h, err = g.store(ctx, j, now)
+	if err != nil {
 		return Undecided, err
 	}
-	if err := g.trip(ctx, j.Source, now); err != nil {
+	return g.decided(ctx, h, now)
+}
+
+// decided answers for a job the guard has a record of: an operator's
+// decision, or Hold, making sure the source is tripped.
+func (g *Guard) decided(ctx context.Context, h *Held, now time.Time) (Decision, error) {
+	switch h.State {
+	case StateReleased:
+		return Released, nil
+	case StateDiscarded, StateCancelled:
+		return Discarded, nil
+	}
+	if err := g.trip(ctx, h.Source, now); err != nil {
 		return Undecided, err
 	}
 	return Hold, nil
 }
 
-// store creates the held record of j; one that exists already (a
-// redelivery) is left as it is.
-func (g *Guard) store(ctx context.Context, j Job, now time.Time) error {
+// store creates the held record of j and returns it; one that exists
+// already (a redelivery, or one an operator decided on meanwhile) is left as
+// it is and returned.
+func (g *Guard) store(ctx context.Context, j Job, now time.Time) (*Held, error) {
 	hdr := map[string][]string{}
 	for k, vs := range j.Header {
 		if len(k) >= 5 && (k[:5] == "Nats-" || k[:5] == "nats-") || k == HeaderGuard || k == job.HeaderJobTime {
@@ -419,12 +424,21 @@ func (g *Guard) store(ctx context.Context, j Job, now time.Time) error {
 	}
 	b, err := json.Marshal(h)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := g.kv.Create(ctx, HeldKey(j.Source, j.ID), b); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		return fmt.Errorf("guard: store the held job: %w", err)
+	rev, err := g.kv.Create(ctx, HeldKey(j.Source, j.ID), b)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyExists):
+		old, err := g.get(ctx, HeldKey(j.Source, j.ID))
+		if err == nil && old == nil {
+			err = errors.New("guard: the held record vanished")
+		}
+		return old, err
+	case err != nil:
+		return nil, fmt.Errorf("guard: store the held job: %w", err)
 	}
-	return nil
+	h.Revision = rev
+	return &h, nil
 }
 
 // trip marks the source tripped (if it is not) and records a hold; the
