@@ -313,9 +313,10 @@ func (g *Guard) window(ctx context.Context, source string) (*window, uint64, err
 	}
 	var w window
 	if err := json.Unmarshal(e.Value(), &w); err != nil {
-		// A corrupt window is rebuilt; counting starts again, which errs
-		// towards running, so say so.
-		return nil, 0, fmt.Errorf("guard: corrupt window under %s: %w", WindowKey(source), err)
+		// A window nobody can read (written by hand) counts as tripped:
+		// the source's jobs are held, which pages, rather than run
+		// uncounted or fail. The next write replaces it.
+		return &window{Source: source, TrippedAt: time.Now().UTC()}, e.Revision(), nil
 	}
 	w.Source = source
 	return &w, e.Revision(), nil

@@ -594,3 +594,25 @@ func TestNoDecisionWithoutNATS(t *testing.T) {
 		t.Fatalf("verify without NATS: %s, %v", d, err)
 	}
 }
+
+func TestACorruptWindowHoldsAndIsRepaired(t *testing.T) {
+	js := startServer(t).client(t)
+	g := newGuard(t, js, 5)
+	ctx := context.Background()
+	kv, err := js.KeyValue(ctx, guard.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, guard.WindowKey("s"), []byte("not json")); err != nil {
+		t.Fatal(err)
+	}
+	want(t, g, offboard("a", "s"), t0, guard.Hold)
+	// The window was rewritten as tripped; a release clears it.
+	if at, err := g.Tripped(ctx, "s"); err != nil || at.IsZero() {
+		t.Fatalf("tripped at %v (%v)", at, err)
+	}
+	if _, err := g.Release(ctx, guard.Filter{Source: "s", BySource: true}, guard.Operator{By: "x"}, t0); err != nil {
+		t.Fatal(err)
+	}
+	want(t, g, offboard("b", "s"), t0, guard.Run)
+}
