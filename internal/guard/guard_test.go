@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -615,4 +617,62 @@ func TestACorruptWindowHoldsAndIsRepaired(t *testing.T) {
 		t.Fatal(err)
 	}
 	want(t, g, offboard("b", "s"), t0, guard.Run)
+}
+
+func TestHeldGaugeFollowsThroughANATSRestart(t *testing.T) {
+	s := startServer(t)
+	g := newGuard(t, s.client(t), 1)
+	want(t, g, offboard("a", "s"), t0, guard.Run)
+	want(t, g, offboard("b", "s"), t0, guard.Hold)
+	var mu sync.Mutex
+	last := map[string]int{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		g.RunHeldGauge(ctx, func(m map[string]int) {
+			mu.Lock()
+			last = m
+			mu.Unlock()
+		}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	defer func() { cancel(); <-done }()
+	waitFor := func(n int) {
+		t.Helper()
+		// After a restart the watch's ordered consumer notices its missed
+		// heartbeats (5 s apart) and resumes: about 20 s.
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			mu.Lock()
+			got := last["s"]
+			mu.Unlock()
+			if got == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("gauge of s: %d, want %d", got, n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor(1)
+	s.stop()
+	s.start()
+	restarted := time.Now()
+	// The same client reconnects; holds made after the restart are seen.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := g.Admit(context.Background(), offboard("c", "s"), t0)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("admit after the restart: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("admitting again %v after the restart", time.Since(restarted))
+	want(t, g, offboard("d", "s"), t0, guard.Hold)
+	waitFor(3)
+	t.Logf("gauge caught up %v after the restart", time.Since(restarted))
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strconv"
 	"time"
@@ -331,5 +332,34 @@ func (g *Guard) TrippedSources(ctx context.Context) (map[string]time.Time, error
 				out[win.Source] = win.TrippedAt
 			}
 		}
+	}
+}
+
+// RunHeldGauge keeps calling set with the held jobs per source (see
+// WatchHeld) until ctx ends, watching again after a pause whenever the
+// watch ends. After a NATS restart the watch resumes by itself once its
+// consumer notices the missed heartbeats (about 20 s), so the gauge lags
+// by that much. It returns when ctx ends; run it in a goroutine that the
+// worker waits for.
+func (g *Guard) RunHeldGauge(ctx context.Context, set func(map[string]int), log *slog.Logger) {
+	pause := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := g.WatchHeld(ctx, set)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > time.Minute {
+			pause = 100 * time.Millisecond
+		}
+		log.Warn("watching the held jobs failed; watching again", "err", err, "in", pause)
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		pause = min(2*pause, 10*time.Second)
 	}
 }
