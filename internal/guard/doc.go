@@ -95,6 +95,6 @@
 // is no longer listed as held. The job query answers "held" for a
 // ledger.Held record, and, when the ledger has forgotten the id, for a
 // record Lookup finds in state held. Every replica runs
-// WatchHeld(ctx, metrics.SetHeld) for mfa_jobs_held; every cancelled
-// outcome is counted with metrics.JobCancelled(type, code, source).
+// RunHeldGauge(ctx, m.SetHeld, log) for mfa_jobs_held; every cancelled
+// outcome is counted with m.JobCancelled(type, code, source).
 package guard
