@@ -321,7 +321,12 @@ func (c *Client) send(ctx context.Context, req *http.Request, endpoint string) (
 		rate.Remaining = 0
 	}
 	resp.Rate = rate
-	c.pacer.Observe(rate, hasRate || readErr == nil)
+	// An answer without the rate-limit headers tells the pacer something
+	// (a proxy strips them: there is nothing to pace by) only where
+	// OneLogin sends them: its Users API v2 answers and its 401s carry none
+	// and are not counted in the v1 budget, so they leave the budget view
+	// as it was.
+	c.pacer.Observe(rate, hasRate || (readErr == nil && endpoint != EndpointUsers && hr.StatusCode != http.StatusUnauthorized))
 	c.observe(endpoint, strconv.Itoa(hr.StatusCode), time.Since(start))
 	if hasRate && c.observer != nil {
 		c.observer.ObserveRateLimit(rate)
@@ -342,6 +347,7 @@ func (c *Client) send(ctx context.Context, req *http.Request, endpoint string) (
 			}
 		} else {
 			er.Status.Message.Description = bareMessage(body)
+			er.Status.Type = bareType(body)
 		}
 		return resp, er
 	}

@@ -2,10 +2,14 @@ package onelogin_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -378,4 +382,272 @@ func TestNewClientValidates(t *testing.T) {
 	if got := onelogin.SubdomainURL("acme"); got != "https://acme.onelogin.com" {
 		t.Fatalf("SubdomainURL = %s", got)
 	}
+}
+
+// round3 reads a recorded answer from testdata/round3 (see its README for
+// where each comes from).
+func round3(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "round3", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// usersV2 answers GET /api/2/users as OneLogin does: two pages, the second
+// reached by the opaque After-Cursor alone; a cursor together with limit or
+// page is refused with the recorded 400; no rate-limit headers (v2 answers
+// carry none). Every other call answers with the v1 headers and no devices.
+type usersV2 struct {
+	pages   [2]string
+	cursor  string
+	xor400  string
+	repeat  bool // every page names the same After-Cursor
+	mu      sync.Mutex
+	queries []url.Values
+}
+
+func (u *usersV2) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	switch r.URL.Path {
+	case "/auth/oauth2/v2/token":
+		io.WriteString(w, tokenBody)
+		return
+	case "/api/2/users":
+	default:
+		w.Header().Set("X-RateLimit-Limit", "5000")
+		w.Header().Set("X-RateLimit-Remaining", "4321")
+		w.Header().Set("X-RateLimit-Reset", "1200")
+		io.WriteString(w, `{"status":{"error":false,"code":200,"type":"success","message":"Success"},"data":{"otp_devices":[]}}`)
+		return
+	}
+	q := r.URL.Query()
+	u.mu.Lock()
+	u.queries = append(u.queries, q)
+	u.mu.Unlock()
+	c := q.Get("cursor")
+	switch {
+	case c != "" && (q.Has("limit") || q.Has("page")):
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, u.xor400)
+	case c == "" || u.repeat:
+		w.Header().Set("After-Cursor", u.cursor)
+		io.WriteString(w, u.pages[0])
+	case c == u.cursor:
+		io.WriteString(w, u.pages[1])
+	default:
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, `{"status":400,"error":"BadRequestError","description":"Invalid pagination cursor"}`)
+	}
+}
+
+// TestReplayRoundThree replays what OneLogin answers and the simulator did
+// not: each subtest fails on a client that sends cursor and limit together,
+// reads no v2 description, loops on a repeated cursor, takes header-less
+// answers as a budget signal, or repeats a write answered 502.
+func TestReplayRoundThree(t *testing.T) {
+	ctx := context.Background()
+	page1 := `[{"id":1001,"email":"ada@example.com","username":"ada","external_id":null,"firstname":"Ada","lastname":"Lovelace","status":1,"state":1}]`
+	page2 := `[{"id":1002,"email":"Ada@Example.com","username":"ada2","external_id":"E-2","firstname":"Ada","lastname":"King","status":1,"state":1}]`
+
+	t.Run("users paging: cursor xor limit, opaque cursor", func(t *testing.T) {
+		h := &usersV2{pages: [2]string{page1, page2}, cursor: round3(t, "users_after_cursor.txt"), xor400: round3(t, "users_cursor_and_limit_400.json")}
+		c := replayClient(t, h)
+		_, _, err := c.FindUser(ctx, onelogin.UserSelector{Email: "ada@example.com"}, true)
+		var le *onelogin.UserLookupError
+		if !errors.As(err, &le) || le.Code != onelogin.CodeIdentityAmbiguous || le.Matches != 2 {
+			t.Fatalf("err = %v; want both pages read and two matches", err)
+		}
+		if len(h.queries) != 2 || h.queries[0].Get("limit") != "50" || h.queries[1].Get("cursor") != h.cursor || h.queries[1].Has("limit") || h.queries[1].Has("page") {
+			t.Fatalf("queries = %v", h.queries)
+		}
+		// The username is on page 2 only: found, through the cursor.
+		u, _, err := c.FindUser(ctx, onelogin.UserSelector{Username: "ada2", ExternalID: "E-2"}, false)
+		if err != nil || u.ID != 1002 {
+			t.Fatalf("page-2 user: %+v, %v", u, err)
+		}
+	})
+
+	t.Run("users paging: a repeated cursor ends the loop", func(t *testing.T) {
+		h := &usersV2{pages: [2]string{page1, page2}, cursor: round3(t, "users_after_cursor.txt"), xor400: round3(t, "users_cursor_and_limit_400.json"), repeat: true}
+		_, _, err := replayClient(t, h).FindUser(ctx, onelogin.UserSelector{Email: "ada@example.com"}, false)
+		var pe *onelogin.PagingError
+		if !errors.As(err, &pe) || onelogin.Classify(err) != onelogin.Transient {
+			t.Fatalf("err = %v; want a transient PagingError", err)
+		}
+		if len(h.queries) != 2 {
+			t.Fatalf("%d requests; the repeated cursor was followed", len(h.queries))
+		}
+	})
+
+	t.Run("v2 error bodies keep their description", func(t *testing.T) {
+		for _, tc := range []struct{ file, typ, msg string }{
+			{"users_cursor_and_limit_400.json", "BadRequestError", "Requests can only have cursor xor pagination arguments"},
+			{"users_invalid_cursor_400.json", "BadRequestError", "Invalid pagination cursor"},
+			{"v2_statuscode_422.json", "UnprocessableEntityError", "Validation failed: Email must be unique within DOMAIN"},
+		} {
+			body := round3(t, tc.file)
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				if r.URL.Path == "/auth/oauth2/v2/token" {
+					io.WriteString(w, tokenBody)
+					return
+				}
+				var v struct {
+					Status     int `json:"status"`
+					StatusCode int `json:"statusCode"`
+				}
+				_ = json.Unmarshal([]byte(body), &v)
+				w.WriteHeader(max(v.Status, v.StatusCode))
+				io.WriteString(w, body)
+			})
+			_, _, err := replayClient(t, h).ListUsers(ctx, onelogin.ListUsersOptions{Email: "ada@example.com"}, false)
+			var er *onelogin.ErrorResponse
+			if !errors.As(err, &er) || !strings.Contains(er.Message(), tc.msg) || er.Status.Type != tc.typ || !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("%s: err = %v", tc.file, err)
+			}
+			if onelogin.Classify(err) != onelogin.Permanent {
+				t.Errorf("%s: class %v", tc.file, onelogin.Classify(err))
+			}
+		}
+	})
+
+	t.Run("header-less v2 and 401 answers leave the budget unknown", func(t *testing.T) {
+		for _, first := range []string{"v2 lookup", "401"} {
+			t.Run(first, func(t *testing.T) {
+				var mu sync.Mutex
+				inflight, unauthorized := 0, first == "401"
+				release := make(chan struct{})
+				h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Content-Type", "application/json")
+					switch {
+					case r.URL.Path == "/auth/oauth2/v2/token":
+						io.WriteString(w, tokenBody)
+						return
+					case r.URL.Path == "/api/2/users":
+						io.WriteString(w, page1) // no rate-limit headers, as recorded
+						return
+					}
+					mu.Lock()
+					if unauthorized {
+						mu.Unlock()
+						w.WriteHeader(http.StatusUnauthorized) // no rate-limit headers, as recorded
+						io.WriteString(w, `{"status":{"error":true,"code":401,"type":"Unauthorized","message":"Authentication Failure"}}`)
+						return
+					}
+					inflight++
+					mu.Unlock()
+					<-release
+					mu.Lock()
+					inflight--
+					mu.Unlock()
+					w.Header().Set("X-RateLimit-Limit", "5000")
+					w.Header().Set("X-RateLimit-Remaining", "4321")
+					w.Header().Set("X-RateLimit-Reset", "1200")
+					io.WriteString(w, `{"status":{"error":false,"code":200,"type":"success","message":"Success"},"data":{"otp_devices":[]}}`)
+				})
+				srv := httptest.NewServer(h)
+				t.Cleanup(srv.Close)
+				p := onelogin.NewPacer(0)
+				c, err := onelogin.NewClient(onelogin.Config{BaseURL: srv.URL, ClientID: "id", ClientSecret: "s", Timeout: 5 * time.Second, Transport: srv.Client().Transport, Pacer: p})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if first == "401" {
+					if _, _, err := c.EnrolledFactors(ctx, 1); onelogin.StatusCode(err) != http.StatusUnauthorized {
+						t.Fatalf("401: %v", err)
+					}
+					mu.Lock()
+					unauthorized = false
+					mu.Unlock()
+				} else if _, _, err := c.FindUser(ctx, onelogin.UserSelector{Email: "ada@example.com"}, false); err != nil {
+					t.Fatal(err)
+				}
+				if !c.BudgetResetsAt().IsZero() {
+					t.Fatal("a header-less answer set a budget window")
+				}
+				// The budget is still unknown: the next v1 calls go one at a
+				// time until an answer carries the headers.
+				var wg sync.WaitGroup
+				for range 3 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						_, _, _ = c.EnrolledFactors(ctx, 1)
+					}()
+				}
+				deadline := time.Now().Add(5 * time.Second)
+				for {
+					mu.Lock()
+					n := inflight
+					mu.Unlock()
+					if n+p.Waiting() == 3 {
+						if n != 1 {
+							t.Errorf("%d calls sent at once while the budget was unknown; want one probe", n)
+						}
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Errorf("in flight %d, waiting %d", n, p.Waiting())
+						break
+					}
+					time.Sleep(time.Millisecond)
+				}
+				close(release)
+				wg.Wait()
+				if r := c.BudgetResetsAt(); time.Until(r) < 1100*time.Second {
+					t.Fatalf("budget window after the v1 answers: %v", r)
+				}
+			})
+		}
+	})
+
+	t.Run("push device listed twice", func(t *testing.T) {
+		r := &replay{status: 200, body: round3(t, "enrolled_push_pair.json")}
+		d, _, err := replayClient(t, r).EnrolledFactors(ctx, 1)
+		if err != nil || len(d) != 2 || d[0].ID != 3417001 || !d[0].NeedsTrigger || !d[0].Active || d[1].ID != 3417002 {
+			t.Fatalf("devices = %+v, err = %v", d, err)
+		}
+	})
+
+	t.Run("a 5xx after sending may have taken effect; 503, 429 and no connection did not", func(t *testing.T) {
+		gateway := round3(t, "gateway_502.html")
+		for _, tc := range []struct {
+			status int
+			body   string
+			may    bool
+		}{
+			{502, gateway, true},
+			{504, gateway, true},
+			{500, `{"status":{"error":true,"code":500,"type":"Internal Server Error","message":"Internal Server Error"}}`, true},
+			{503, `{"status":{"error":true,"code":503,"type":"service unavailable","message":"Service Unavailable"}}`, false},
+			{429, ``, false},
+		} {
+			r := &replay{status: tc.status, body: tc.body}
+			if tc.status == 429 {
+				r.headers = map[string]string{"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "0"}
+			}
+			c := replayClient(t, r)
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, _, err := c.ActivateFactor(cctx, 1, 2, nil)
+			cancel()
+			if err == nil || onelogin.MayHaveTakenEffect(err) != tc.may {
+				t.Errorf("%d: may have taken effect = %v, want %v (err %v)", tc.status, onelogin.MayHaveTakenEffect(err), tc.may, err)
+			}
+			if tc.status >= 500 && onelogin.Classify(err) != onelogin.Transient {
+				t.Errorf("%d: class %v; a read may be retried", tc.status, onelogin.Classify(err))
+			}
+		}
+		srv := httptest.NewServer(http.NotFoundHandler())
+		base := srv.URL
+		srv.Close()
+		c, err := onelogin.NewClient(onelogin.Config{BaseURL: base, ClientID: "id", ClientSecret: "s", Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := c.ActivateFactor(ctx, 1, 2, nil); err == nil || onelogin.MayHaveTakenEffect(err) {
+			t.Errorf("refused connection: may have taken effect (err %v)", err)
+		}
+	})
 }

@@ -24,11 +24,15 @@ func decodeStatus(body []byte) *Status {
 }
 
 // bareMessage pulls a message out of a body that is not a v1 envelope (v2
-// style errors, OAuth errors, plain text).
+// style errors, OAuth errors, plain text). The Users API v2 answers errors in
+// two shapes, {"statusCode":N,"name":"...","message":"..."} and
+// {"status":N,"error":"...","description":"..."}: the message or the
+// description is what says what went wrong; the name or error only names
+// its class.
 func bareMessage(body []byte) string {
 	var obj map[string]json.RawMessage
 	if json.Unmarshal(body, &obj) == nil {
-		for _, k := range []string{"message", "error_description", "error", "name"} {
+		for _, k := range []string{"message", "description", "error_description", "error", "name"} {
 			if v, ok := obj[k]; ok {
 				var m StatusMessage
 				if json.Unmarshal(v, &m) == nil && m.String() != "" {
@@ -42,6 +46,25 @@ func bareMessage(body []byte) string {
 		return "" // an HTML error page says nothing useful
 	}
 	return sanitize(string(body))
+}
+
+// bareType is the error class a v2 error body names ("BadRequestError"),
+// or "".
+func bareType(body []byte) string {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(body, &obj) != nil {
+		return ""
+	}
+	for _, k := range []string{"error", "name"} {
+		var s string
+		if v, ok := obj[k]; ok && json.Unmarshal(v, &s) == nil && s != "" {
+			if _, hasDesc := obj["error_description"]; k == "error" && hasDesc {
+				continue // an OAuth error: "error" is a code, not a class
+			}
+			return sanitize(s)
+		}
+	}
+	return ""
 }
 
 // dataOf returns the data member of an enveloped body, or the body itself when

@@ -101,6 +101,19 @@ func (e *DecodeError) Error() string {
 }
 func (e *DecodeError) Unwrap() error { return e.Err }
 
+// PagingError is a list whose After-Cursor repeated an earlier one: the
+// list cannot be read to its end. Retrying may help (the list may have
+// changed), so it is transient.
+type PagingError struct {
+	Endpoint string
+	// RequestID is OneLogin's X-Request-Id of the answer (may be empty).
+	RequestID string
+}
+
+func (e *PagingError) Error() string {
+	return fmt.Sprintf("onelogin %s: the After-Cursor repeated an earlier page's; the list was not read to its end", e.Endpoint)
+}
+
 // ErrBudgetWait means the caller gave up while waiting for the rate-limit
 // budget; the request was never sent.
 var ErrBudgetWait = errors.New("gave up waiting for rate-limit budget")
@@ -183,9 +196,12 @@ func Classify(err error) Class {
 
 // MayHaveTakenEffect reports whether a failed call may still have reached
 // OneLogin and taken effect: it was (or may have been) sent and no answer
-// says it was refused. Answers 500, 502 and 503, 4xx, 429, failures to
-// connect, token failures and giving up on the budget are not ambiguous;
-// time-outs, resets, lost replies and 504 are.
+// says it was refused. A 5xx other than 503 says nothing about the effect:
+// OneLogin's edge answers 502 (and 504) in bursts for calls that were
+// applied, so 500, 502, 504 and any other 5xx received after the request
+// was sent are ambiguous, as are time-outs, resets and lost replies. 503
+// ("try again"), 4xx, 429, failures to connect, token failures and giving
+// up on the budget are not: nothing was applied.
 func MayHaveTakenEffect(err error) bool {
 	if err == nil || errors.Is(err, ErrBudgetWait) {
 		return false
@@ -206,8 +222,12 @@ func MayHaveTakenEffect(err error) bool {
 	if errors.As(err, &ue) {
 		return false
 	}
+	var pe *PagingError
+	if errors.As(err, &pe) {
+		return false // a list read: it changes nothing
+	}
 	if s := StatusCode(err); s != 0 {
-		return s == http.StatusGatewayTimeout
+		return s >= 500 && s != http.StatusServiceUnavailable
 	}
 	var de *DecodeError
 	if errors.As(err, &de) {
@@ -392,6 +412,10 @@ func RequestIDOf(err error) string {
 	var de *DecodeError
 	if errors.As(err, &de) {
 		return de.RequestID
+	}
+	var pe *PagingError
+	if errors.As(err, &pe) {
+		return pe.RequestID
 	}
 	return ""
 }

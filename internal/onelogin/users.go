@@ -117,8 +117,11 @@ type ListUsersOptions struct {
 	Username   string
 	ExternalID string
 	// Cursor is the AfterCursor of the previous page; empty for the first.
+	// OneLogin takes a cursor or paging arguments, never both ("Requests
+	// can only have cursor xor pagination arguments"): the cursor carries
+	// the page size of the first request, so Limit is not sent with it.
 	Cursor string
-	// Limit is the page size, at most 50 (default 50).
+	// Limit is the page size of the first page, at most 50 (default 50).
 	Limit int
 }
 
@@ -135,11 +138,13 @@ func (c *Client) ListUsers(ctx context.Context, opts ListUsersOptions, urgent bo
 			q.Set(k, v)
 		}
 	}
-	limit := opts.Limit
-	if limit <= 0 || limit > maxUsersPage {
-		limit = maxUsersPage
+	if opts.Cursor == "" {
+		limit := opts.Limit
+		if limit <= 0 || limit > maxUsersPage {
+			limit = maxUsersPage
+		}
+		q.Set("limit", strconv.Itoa(limit))
 	}
-	q.Set("limit", strconv.Itoa(limit))
 	prio := PriorityNormal
 	switch {
 	case urgent:
@@ -223,6 +228,7 @@ func (c *Client) findExact(ctx context.Context, f userField, urgent bool) ([]Use
 	}
 	var found []User
 	var last *Response
+	seen := map[string]bool{}
 	for page := 0; ; page++ {
 		if page == maxUserPages {
 			return nil, last, &usageError{msg: fmt.Sprintf("users: more than %d candidates for this %s", maxUserPages*maxUsersPage, f.name)}
@@ -240,6 +246,12 @@ func (c *Client) findExact(ctx context.Context, f userField, urgent bool) ([]Use
 		if resp.AfterCursor == "" || len(users) == 0 {
 			break
 		}
+		// The cursor is opaque; one that comes back again would page
+		// forever (or until the page bound, at the budget's cost).
+		if seen[resp.AfterCursor] || resp.AfterCursor == opts.Cursor {
+			return nil, resp, &PagingError{Endpoint: EndpointUsers, RequestID: resp.RequestID}
+		}
+		seen[resp.AfterCursor] = true
 		opts.Cursor = resp.AfterCursor
 	}
 	return found, last, nil

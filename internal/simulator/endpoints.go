@@ -40,7 +40,7 @@ func (s *Server) availableFactors(userID int64) reply {
 	}
 	list := []map[string]any{}
 	for _, f := range s.cfg.Factors {
-		if !have[f.ID] {
+		if !have[f.ID] && !f.APIHidden {
 			list = append(list, map[string]any{"factor_id": f.ID, "name": f.Name})
 		}
 	}
@@ -56,12 +56,19 @@ func (s *Server) enrolledFactors(userID int64) reply {
 	}
 	list := []map[string]any{}
 	for _, d := range sortedDevices(u) {
-		list = append(list, deviceJSON(d, false))
-		if f, ok := s.factorByID(d.FactorID); ok && f.Push && !s.cfg.ListDevicesOnce {
-			// A push-and-pull factor "should appear twice" (OneLogin's
-			// spec): once for the push, once for its codes.
-			list = append(list, deviceJSON(d, false))
+		f, _ := s.factorByID(d.FactorID)
+		if f.APIHidden {
+			continue // enrolled, but not a factor the v1 API returns
 		}
+		if f.Push && !s.cfg.ListDevicesOnce {
+			// A push-and-pull factor "should appear twice" (OneLogin's
+			// spec): once for the push, which needs a trigger, and once
+			// for its codes, which do not.
+			push := deviceJSON(d, false)
+			push["needs_trigger"] = true
+			list = append(list, push)
+		}
+		list = append(list, deviceJSON(d, false))
 	}
 	return okReply("Success", map[string]any{"otp_devices": list})
 }
@@ -247,7 +254,7 @@ func (s *Server) remove(r *http.Request, userID, deviceID int64) reply {
 	if u == nil {
 		return userNotFound(userID)
 	}
-	if u.devices[deviceID] == nil {
+	if d := u.devices[deviceID]; d == nil || s.hiddenLocked(d) {
 		return factorNotFound()
 	}
 	delete(u.devices, deviceID)
@@ -301,4 +308,10 @@ func (s *Server) MFATokenValid(userID int64, token string) bool {
 	defer s.mu.Unlock()
 	t := s.mfaTokens[token]
 	return t != nil && t.userID == userID && s.now().Before(t.expiresAt) && !t.used
+}
+
+// hiddenLocked reports whether d is of a factor the v1 API does not show.
+func (s *Server) hiddenLocked(d *Device) bool {
+	f, _ := s.factorByID(d.FactorID)
+	return f.APIHidden
 }

@@ -293,18 +293,22 @@ func (s *Server) handleResource(w http.ResponseWriter, r *http.Request, rt route
 	s.mu.Lock()
 	now := s.now()
 	exp, ok := s.tokens[bearer(r)]
+	// A 401 carries no rate-limit headers (recorded answers have none).
 	if !ok || !now.Before(exp) {
-		h := s.rateHeadersLocked(now)
 		s.mu.Unlock()
-		copyHeaders(w, h)
 		writeError(w, http.StatusUnauthorized, "Unauthorized", "Authentication Failure")
 		return
 	}
 	if s.denyScope && (r.Method != http.MethodGet || rt.endpoint == "rate_limit") {
-		h := s.rateHeadersLocked(now)
 		s.mu.Unlock()
-		copyHeaders(w, h)
 		writeError(w, http.StatusUnauthorized, "Unauthorized", "Insufficient Permission")
+		return
+	}
+	if rt.endpoint == "users" {
+		// The Users API v2 is not counted in the v1 budget, and its
+		// answers carry no rate-limit headers.
+		s.mu.Unlock()
+		s.listUsers(w, r)
 		return
 	}
 	if rt.endpoint == "rate_limit" {
@@ -340,6 +344,7 @@ func (s *Server) handleResource(w http.ResponseWriter, r *http.Request, rt route
 	s.win.used++
 	h := s.rateHeadersLocked(now)
 	lose := s.faults.LostReplyRate > 0 && r.Method != http.MethodGet && s.rng.Float64() < s.faults.LostReplyRate
+	bad502 := !lose && s.faults.PostEffect502Rate > 0 && r.Method != http.MethodGet && s.rng.Float64() < s.faults.PostEffect502Rate
 	s.mu.Unlock()
 
 	copyHeaders(w, h)
@@ -363,15 +368,22 @@ func (s *Server) handleResource(w http.ResponseWriter, r *http.Request, rt route
 		out = s.remove(r, rt.userID, rt.deviceID)
 	case "mfa_token":
 		out = s.mfaToken(r, rt.userID)
-	case "users":
-		s.listUsers(w, r)
-		return
 	}
-	if lose && out.status < 300 {
+	switch {
+	case lose && out.status < 300:
 		s.mu.Lock()
 		s.stats.Dropped++
 		s.mu.Unlock()
 		dropConnection(w)
+		return
+	case bad502 && out.status < 300:
+		// The call took effect; the edge answers 502 anyway.
+		s.mu.Lock()
+		s.stats.ServerError++
+		s.mu.Unlock()
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusBadGateway)
+		_, _ = io.WriteString(w, "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n")
 		return
 	}
 	out.write(w)

@@ -1,13 +1,16 @@
 package simulator
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -258,5 +261,125 @@ func TestDirectoryFile(t *testing.T) {
 		if _, err := LoadDirectory(path); err == nil {
 			t.Fatalf("LoadDirectory accepted %s", bad)
 		}
+	}
+}
+
+// Round three: what recorded OneLogin answers show and the simulator did not
+// (onelogin-api.md, "Round three").
+func TestRoundThreeFidelity(t *testing.T) {
+	h := newHarness(t, Config{FirstUser: 1, LastUser: 120, RateLimit: 5, APIHiddenFactor: true})
+
+	// Users API v2: paged by limit (and page) or by the opaque cursor alone.
+	p := h.users("email=" + url.QueryEscape("user*@example.com") + "&limit=10")
+	if len(p.users) != 10 || p.cursor == "" {
+		t.Fatalf("page 1: %+v", p)
+	}
+	if raw, err := base64.StdEncoding.DecodeString(p.cursor); err != nil || !strings.Contains(string(raw), "page=2") {
+		t.Fatalf("cursor %q is not base64 of a page query: %v", p.cursor, err)
+	}
+	status, body, hdr := h.call("GET", "/api/2/users?cursor="+url.QueryEscape(p.cursor)+"&limit=10", "")
+	if status != 400 || body != `{"description":"Requests can only have cursor xor pagination arguments","error":"BadRequestError","status":400}`+"\n" {
+		t.Fatalf("cursor with limit: %d %s", status, body)
+	}
+	if hdr.Get("X-RateLimit-Remaining") != "" {
+		t.Fatal("a v2 answer carries rate-limit headers")
+	}
+	p2 := h.users("email=" + url.QueryEscape("user*@example.com") + "&cursor=" + url.QueryEscape(p.cursor))
+	if len(p2.users) != 10 || p2.users[0].ID != 11 {
+		t.Fatalf("page 2 by cursor: %+v", p2)
+	}
+	if p3 := h.users("email=" + url.QueryEscape("user*@example.com") + "&limit=10&page=3"); len(p3.users) != 10 || p3.users[0].ID != 21 {
+		t.Fatalf("page 3 by page: %+v", p3)
+	}
+	if status, body, _ := h.call("GET", "/api/2/users?cursor=dTk5", ""); status != 400 || !strings.Contains(body, "Invalid pagination cursor") {
+		t.Fatalf("foreign cursor: %d %s", status, body)
+	}
+
+	// v2 calls are not counted in the v1 budget (5 here) and carry no
+	// rate-limit headers.
+	for range 5 {
+		status, _, hdr := h.call("GET", "/api/2/users?email=user1@example.com", "")
+		if status != 200 || hdr.Get("X-RateLimit-Limit") != "" {
+			t.Fatalf("v2: %d %v", status, hdr)
+		}
+	}
+	if status, _, hdr := h.call("GET", "/api/1/users/1/otp_devices", ""); status != 200 || hdr.Get("X-RateLimit-Remaining") != "4" {
+		t.Fatalf("v1 after v2 calls: %d remaining %q", status, hdr.Get("X-RateLimit-Remaining"))
+	}
+	// 401 answers carry no rate-limit headers.
+	req, _ := http.NewRequest(http.MethodGet, h.srv.URL+"/api/1/users/1/otp_devices", nil)
+	req.Header.Set("Authorization", "bearer:nope")
+	if status, _, hdr := h.do(req); status != 401 || hdr.Get("X-RateLimit-Remaining") != "" || hdr.Get("X-RateLimit-Reset") != "" {
+		t.Fatalf("401: %d %v", status, hdr)
+	}
+
+	// A push device is listed twice: needs_trigger true (push), then false.
+	push, err := h.sim.EnrollDevice(2, "OneLogin Protect", "Pixel", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hidden, err := h.sim.EnrollDevice(2, HiddenFactorName, "YubiKey", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, _ = h.call("GET", "/api/1/users/2/otp_devices", "")
+	var listed struct {
+		Data struct {
+			Devices []struct {
+				ID           int64 `json:"id"`
+				NeedsTrigger bool  `json:"needs_trigger"`
+			} `json:"otp_devices"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(body), &listed); err != nil {
+		t.Fatal(err)
+	}
+	d := listed.Data.Devices
+	if len(d) != 2 || d[0].ID != push || d[1].ID != push || !d[0].NeedsTrigger || d[1].NeedsTrigger {
+		t.Fatalf("push pair: %s", body)
+	}
+	// The API-hidden factor: not listed, not available, not removable by
+	// the v1 API; still the user's.
+	if _, body, _ := h.call("GET", "/api/1/users/2/auth_factors", ""); strings.Contains(body, HiddenFactorName) {
+		t.Fatalf("the hidden factor is available: %s", body)
+	}
+	if status, body, _ := h.call("DELETE", "/api/1/users/2/otp_devices/"+strconv.FormatInt(hidden, 10), ""); status != 400 || !strings.Contains(body, "Factor could not be found") {
+		t.Fatalf("remove hidden: %d %s", status, body)
+	}
+	if n := len(h.sim.Devices(2)); n != 2 {
+		t.Fatalf("user 2 has %d devices, want 2", n)
+	}
+}
+
+func TestPostEffect502AndPagingLookups(t *testing.T) {
+	// A page of one: an exact lookup of a value two people share pages.
+	h := newHarness(t, Config{FirstUser: 1, LastUser: 20, UsersPageSize: 1,
+		Directory: []DirectoryUser{{ID: 500, Email: "USER3@example.com", Username: "u500", ExternalID: "x500"}}})
+	p := h.users("email=user3@example.com")
+	if len(p.users) != 1 || p.cursor == "" {
+		t.Fatalf("page 1: %+v", p)
+	}
+	if p2 := h.users("email=user3@example.com&cursor=" + url.QueryEscape(p.cursor)); len(p2.users) != 1 || p2.users[0].ID != 500 || p2.cursor != "" {
+		t.Fatalf("page 2: %+v", p2)
+	}
+
+	dev, err := h.sim.EnrollDevice(4, "Google Authenticator", "GA", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.sim.SetFaults(Faults{PostEffect502Rate: 1})
+	status, body, _ := h.call("DELETE", "/api/1/users/4/otp_devices/"+strconv.FormatInt(dev, 10), "")
+	if status != 502 || !strings.Contains(body, "502 Bad Gateway") {
+		t.Fatalf("remove: %d %s", status, body)
+	}
+	if n := len(h.sim.Devices(4)); n != 0 {
+		t.Fatal("the 502'd remove did not take effect")
+	}
+	if e := h.sim.Effects(); len(e) != 1 || e[0].Kind != EffectRemove {
+		t.Fatalf("effects %+v", e)
+	}
+	// Reads are answered as usual.
+	if status, _, _ := h.call("GET", "/api/1/users/4/otp_devices", ""); status != 200 {
+		t.Fatalf("read under PostEffect502Rate: %d", status)
 	}
 }

@@ -23,7 +23,16 @@ type Factor struct {
 	// Push factors (OneLogin Protect) are approved on the user's phone:
 	// a verify without an OTP answers "pending" until ApprovePush.
 	Push bool
+	// APIHidden factors are enrolled by the user in OneLogin's portal and
+	// are not returned by the v1 API: Get Enrolled Factors "only returns
+	// factors that are enrolled and can be verified via API". Neither
+	// listed, nor available, nor removable through the v1 API.
+	APIHidden bool
 }
+
+// HiddenFactorName is the factor that Config.APIHiddenFactor adds to the
+// catalog: enrolled in the portal, never listed by the v1 API.
+const HiddenFactorName = "Security Key (WebAuthn)"
 
 // DefaultFactors is the catalog a new account has.
 func DefaultFactors() []Factor {
@@ -69,6 +78,13 @@ type Config struct {
 	// listed twice in Get Enrolled Factors, as OneLogin's spec says a
 	// push-and-pull factor is.
 	ListDevicesOnce bool
+	// APIHiddenFactor adds HiddenFactorName to the catalog: a factor the
+	// user can have (seed it with EnrollDevice) that the v1 API does not
+	// list, so that an offboard through the v1 API leaves it in place.
+	APIHiddenFactor bool
+	// UsersPageSize is the largest page the Users API v2 serves (default
+	// 50, OneLogin's); a smaller one makes lookups page.
+	UsersPageSize int
 	// NumericOTPs makes every sent code digits only; by default SMS and
 	// Voice codes are alphanumeric unless the activate asks numeric_sms_otp.
 	NumericOTPs bool
@@ -118,6 +134,10 @@ type Faults struct {
 	// LostReplyRate is the fraction of state-changing calls whose effect is
 	// applied and whose connection is then closed without an answer.
 	LostReplyRate float64
+	// PostEffect502Rate is the fraction of state-changing calls whose
+	// effect is applied and which are then answered 502 by the edge, as
+	// OneLogin's are in bursts under concurrency.
+	PostEffect502Rate float64
 	// Burst429 answers the next N resource calls with 429, each saying the
 	// window resets in a second.
 	Burst429 int
@@ -257,6 +277,12 @@ func New(cfg Config) *Server {
 	}
 	if len(cfg.Factors) == 0 {
 		cfg.Factors = DefaultFactors()
+	}
+	if cfg.APIHiddenFactor {
+		cfg.Factors = append(cfg.Factors[:len(cfg.Factors):len(cfg.Factors)], Factor{ID: 100009, Name: HiddenFactorName, APIHidden: true})
+	}
+	if cfg.UsersPageSize <= 0 || cfg.UsersPageSize > usersPage {
+		cfg.UsersPageSize = usersPage
 	}
 	if cfg.RateLimit <= 0 {
 		cfg.RateLimit = 5000

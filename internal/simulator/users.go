@@ -1,9 +1,11 @@
 package simulator
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -136,8 +138,12 @@ func glob(pattern, s string) bool {
 	return strings.HasSuffix(s, parts[len(parts)-1])
 }
 
-// listUsers implements GET /api/2/users: a bare JSON array in id order, at
-// most 50 a page, continued through the After-Cursor header.
+// listUsers implements GET /api/2/users as OneLogin answers it: a bare
+// JSON array in id order, at most 50 a page (Config.UsersPageSize), paged
+// by limit and page or continued by the opaque After-Cursor passed back as
+// cursor, never both ("cursor xor pagination arguments"). Errors come in the
+// v2 shape {"status":N,"error":"...","description":"..."}. The answers carry
+// no rate-limit headers and are not counted in the v1 budget.
 func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	var filters []filter
@@ -150,30 +156,79 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) {
 			filters = append(filters, f)
 		}
 	}
-	limit := usersPage
-	if l, err := strconv.Atoi(q.Get("limit")); err == nil && l > 0 && l < usersPage {
-		limit = l
-	}
-	after := int64(0)
+	limit, page, after, skip := s.cfg.UsersPageSize, 1, int64(0), 0
 	if c := q.Get("cursor"); c != "" {
-		id, err := strconv.ParseInt(strings.TrimPrefix(c, "u"), 10, 64)
-		if err != nil || !strings.HasPrefix(c, "u") {
-			writeJSON(w, http.StatusBadRequest, map[string]any{"statusCode": 400, "name": "BadRequest", "message": "Invalid cursor"})
+		if q.Has("limit") || q.Has("page") {
+			writeV2Error(w, http.StatusBadRequest, "BadRequestError", "Requests can only have cursor xor pagination arguments")
 			return
 		}
-		after = id
+		var ok bool
+		if limit, page, after, ok = s.readCursor(c); !ok {
+			writeV2Error(w, http.StatusBadRequest, "BadRequestError", "Invalid pagination cursor")
+			return
+		}
+	} else {
+		if l, err := strconv.Atoi(q.Get("limit")); err == nil && l > 0 && l < limit {
+			limit = l
+		}
+		if p, err := strconv.Atoi(q.Get("page")); err == nil && p > 1 {
+			page, skip = p, p-1
+		}
 	}
 	s.mu.Lock()
-	page := s.matchUsersLocked(filters, after, limit+1)
+	// Without a cursor, page N starts after the first N-1 pages.
+	for ; skip > 0 && after >= 0; skip-- {
+		skipped := s.matchUsersLocked(filters, after, limit)
+		if len(skipped) < limit {
+			after = -1 // past the end
+			break
+		}
+		after = skipped[len(skipped)-1].ID
+	}
+	var list []DirectoryUser
+	if after >= 0 {
+		list = s.matchUsersLocked(filters, after, limit+1)
+	}
 	s.mu.Unlock()
-	if len(page) > limit {
-		page = page[:limit]
-		w.Header().Set("After-Cursor", "u"+strconv.FormatInt(page[len(page)-1].ID, 10))
+	if len(list) > limit {
+		list = list[:limit]
+		w.Header().Set("After-Cursor", usersCursor(limit, page+1, list[len(list)-1].ID))
 	}
-	if page == nil {
-		page = []DirectoryUser{}
+	if list == nil {
+		list = []DirectoryUser{}
 	}
-	writeJSON(w, http.StatusOK, page)
+	writeJSON(w, http.StatusOK, list)
+}
+
+// usersCursor is an After-Cursor: base64 of a query string, as OneLogin's
+// are (limit=...&sort=id&page=N&...); clients treat it as opaque.
+func usersCursor(limit, page int, afterID int64) string {
+	v := fmt.Sprintf("limit=%d&sort=id&page=%d&sort_direction=asc&after_id=%d", limit, page, afterID)
+	return base64.StdEncoding.EncodeToString([]byte(v))
+}
+
+// readCursor reads a cursor that usersCursor made.
+func (s *Server) readCursor(c string) (limit, page int, after int64, ok bool) {
+	b, err := base64.StdEncoding.DecodeString(c)
+	if err != nil {
+		return 0, 0, 0, false
+	}
+	v, err := url.ParseQuery(string(b))
+	if err != nil {
+		return 0, 0, 0, false
+	}
+	limit, err1 := strconv.Atoi(v.Get("limit"))
+	page, err2 := strconv.Atoi(v.Get("page"))
+	after, err3 := strconv.ParseInt(v.Get("after_id"), 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || limit < 1 || limit > usersPage || page < 2 || after < 0 {
+		return 0, 0, 0, false
+	}
+	return limit, page, after, true
+}
+
+// writeV2Error answers in the Users API v2 error shape.
+func writeV2Error(w http.ResponseWriter, code int, name, description string) {
+	writeJSON(w, code, map[string]any{"status": code, "error": name, "description": description})
 }
 
 // matchUsersLocked returns up to n users with ids above after that pass
