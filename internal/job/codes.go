@@ -43,6 +43,7 @@ const (
 	CodeRetriesExhausted    = "retries_exhausted"
 	CodeAmbiguousEffect     = "ambiguous_effect"
 	CodeSealFailed          = "seal_failed"
+	CodeFactorsRemain       = "factors_remain"
 
 	// Expired jobs.
 	CodeExpired = "not_after_passed"
@@ -107,6 +108,7 @@ var Codes = []CodeInfo{
 	{CodeRetriesExhausted, Failed, "every delivery failed for a transient reason; the last error is in the message"},
 	{CodeAmbiguousEffect, Failed, "a call that cannot be read back may have been made; not repeated"},
 	{CodeSealFailed, Failed, "the MFA token could not be sealed to recipient_xkey"},
+	{CodeFactorsRemain, Failed, "an offboard listed the user's factors again after removing them and some were still there (their ids in data.remaining_device_ids); the v1 API does not list every kind of factor, so an empty list is not proof that none remains"},
 	{CodeExpired, Expired, "not_after passed before the job could run"},
 	{CodeCancelled, Cancelled, "a cancel job (data.cancelled_by) ended the job before it started"},
 	{CodeSupersededByOffboard, Cancelled, "the job's time is earlier than the user's last offboard; OneLogin was not called"},

@@ -40,9 +40,16 @@ type RemoveData struct {
 }
 
 // OffboardData is an offboard job's result data: the factors removed, also
-// when the job failed part way.
+// when the job failed part way; when the enrolled factors were listed again
+// after removing and none was left, when that was (VerifiedAt, RFC 3339);
+// when some were left, their ids (RemainingDeviceIDs, with the code
+// factors_remain). The v1 API lists only factors "that are enrolled and can
+// be verified via API": a verified offboard cannot promise that no other
+// kind of factor remains.
 type OffboardData struct {
-	RemovedDeviceIDs []int64 `json:"removed_device_ids"`
+	RemovedDeviceIDs   []int64 `json:"removed_device_ids"`
+	VerifiedAt         string  `json:"verified_at,omitempty"`
+	RemainingDeviceIDs []int64 `json:"remaining_device_ids,omitempty"`
 }
 
 // GenerateTokenData is a generate_token job's result data. The token is

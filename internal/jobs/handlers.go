@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -237,10 +239,49 @@ func (h *handlers) offboard(ctx context.Context, j *job.Job, a *attempts) (outco
 	if refused != nil {
 		return outcome{Data: data()}, refused
 	}
-	if len(a.removed) == 0 {
-		return outcome{Outcome: job.Noop, Data: data()}, nil
+	verifiedAt := time.Now()
+	if len(devices) > 0 {
+		// Removed: list again, so that "done" means none is left (a factor
+		// enrolled meanwhile, or a removal OneLogin answered but did not
+		// make, shows here).
+		left, _, err := h.ol.EnrolledFactors(ctx, j.UserID)
+		if err != nil {
+			return outcome{Data: data()}, err
+		}
+		if len(left) > 0 {
+			ids := make([]int64, len(left))
+			for i, d := range left {
+				ids[i] = int64(d.ID)
+			}
+			return outcome{Data: job.OffboardData{RemovedDeviceIDs: a.removed, RemainingDeviceIDs: ids}}, &PermanentError{
+				Code:    job.CodeFactorsRemain,
+				Message: fmt.Sprintf("offboard: %d factor(s) still listed after removing: %s", len(ids), joinIDs(ids)),
+			}
+		}
+		verifiedAt = time.Now()
 	}
-	return outcome{Outcome: job.Succeeded, Data: data()}, nil
+	// With no factor listed at first, that listing is the verification.
+	d := job.OffboardData{RemovedDeviceIDs: a.removed, VerifiedAt: verifiedAt.UTC().Format(time.RFC3339)}
+	if len(a.removed) == 0 {
+		return outcome{Outcome: job.Noop, Data: d}, nil
+	}
+	return outcome{Outcome: job.Succeeded, Data: d}, nil
+}
+
+// joinIDs lists device ids for a message, at most 20 of them.
+func joinIDs(ids []int64) string {
+	var b strings.Builder
+	for i, id := range ids {
+		if i == 20 {
+			fmt.Fprintf(&b, " and %d more", len(ids)-20)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.FormatInt(id, 10))
+	}
+	return b.String()
 }
 
 func (h *handlers) generateToken(ctx context.Context, j *job.Job) (outcome, error) {

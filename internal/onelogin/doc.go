@@ -29,8 +29,23 @@
 //
 // A Pacer shared by every goroutine using the client spends the account-wide
 // budget that the rate-limit headers report, so callers slow down before
-// OneLogin answers 429 rather than after. Users API calls are paced and
-// counted (endpoint "users") like every other.
+// OneLogin answers 429 rather than after. Users API v2 calls wait their turn
+// in the pacer at their caller's priority (endpoint "users"), but OneLogin
+// neither charges them to the v1 budget nor sends rate-limit headers on them
+// (nor on a 401): such answers leave the pacer's view of the budget as it
+// was. Users API pages are continued by the opaque After-Cursor alone
+// (OneLogin refuses a cursor with limit or page), and a cursor that repeats
+// ends the loop.
+//
+// FindUser names a person by every identifier given (email, username,
+// external id): each is looked up by an exact match, and those that find
+// someone must find the same single user. "*" and "!", OneLogin's wildcard
+// and negation, are never sent: a value holding one is refused.
+//
+// MayHaveTakenEffect says whether a failed write may have been applied:
+// after the request was sent, any 5xx but 503 (OneLogin's edge answers 502
+// for calls it applied), a time-out or a lost reply may have; a 503, a 429
+// or a refused connection has not.
 //
 // Decoding is deliberately tolerant: OneLogin's documentation, its OpenAPI
 // document and its live API disagree on several shapes (the auth_factor path,

@@ -257,6 +257,9 @@ func (s *Server) remove(r *http.Request, userID, deviceID int64) reply {
 	if d := u.devices[deviceID]; d == nil || s.hiddenLocked(d) {
 		return factorNotFound()
 	}
+	if s.faults.RemovesWithoutEffect {
+		return reply{status: http.StatusOK, body: map[string]any{}}
+	}
 	delete(u.devices, deviceID)
 	s.recordLocked(EffectRemove, userID, deviceID, r)
 	return reply{status: http.StatusOK, body: map[string]any{}}

@@ -138,6 +138,10 @@ type Faults struct {
 	// effect is applied and which are then answered 502 by the edge, as
 	// OneLogin's are in bursts under concurrency.
 	PostEffect502Rate float64
+	// RemovesWithoutEffect answers Remove calls 200 without removing the
+	// device: what an offboard sees when a factor is back at once or a
+	// removal is lost inside OneLogin.
+	RemovesWithoutEffect bool
 	// Burst429 answers the next N resource calls with 429, each saying the
 	// window resets in a second.
 	Burst429 int
