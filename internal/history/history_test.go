@@ -324,6 +324,13 @@ func TestHandler(t *testing.T) {
 	if err := e.store.Append(ctx, lost, "lost:result"); err != nil {
 		t.Fatal(err)
 	}
+	// A job that named its person by two identifiers and was not resolved
+	// is found by the same two (emails without regard to case).
+	lost2 := history.Entry{JobID: "lost-2", Type: "offboard", Outcome: "failed", ErrorCode: "identity_ambiguous",
+		User: &history.Selector{Email: "Twin@example.com", ExternalID: "E-20"}, FinishedAt: base.Add(2 * time.Hour)}
+	if err := e.store.Append(ctx, lost2, "lost-2:result"); err != nil {
+		t.Fatal(err)
+	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	resolver := resolverFunc(func(_ context.Context, s history.Selector) (int64, error) {
 		switch {
@@ -351,6 +358,8 @@ func TestHandler(t *testing.T) {
 		{"unresolved merged", h, `{"user":{"external_id":"E-10"}}`, "", []string{"lost"}},
 		{"lookup down", h, `{"user":{"email":"down@example.com"}}`, history.CodeUnavailable, nil},
 		{"no resolver, unresolved found", bare, `{"user":{"external_id":"E-10"}}`, "", []string{"lost"}},
+		{"two identifiers, unresolved found", bare, `{"user":{"external_id":"E-20","email":"twin@example.com"}}`, "", []string{"lost-2"}},
+		{"one of the two identifiers", bare, `{"user":{"external_id":"E-20"}}`, history.CodeLookupUnsupported, nil},
 		{"no resolver", bare, `{"user":{"email":"ten@example.com"}}`, history.CodeLookupUnsupported, nil},
 		{"not json", h, `{`, history.CodeInvalidRequest, nil},
 		{"unknown field", h, `{"user_id":10,"x":1}`, history.CodeInvalidRequest, nil},
