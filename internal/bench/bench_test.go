@@ -208,7 +208,7 @@ func render() string {
 			sort.Strings(eps)
 			fmt.Fprintf(&b, "| %s | %.3f | %.0f | %s |\n", r.Type, r.PerJob, r.Naive, strings.Join(eps, ", "))
 		}
-		b.WriteString("\nEnroll needs Get Available Factors only to learn the account-wide factor ids, cached for an hour: once per worker, not once per job. Offboard is one listing plus one removal per factor (one here).\n\n")
+		b.WriteString("\nEnroll needs Get Available Factors only to learn the account-wide factor ids, cached for an hour: once per worker, not once per job. Offboard is one listing, one removal per factor (one here) and the listing again that verifies it.\n\n")
 	}
 	if m := collected.memory; m != nil || len(collected.devReady) > 0 {
 		b.WriteString("## 5. Memory and start-up\n\n")

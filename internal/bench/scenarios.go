@@ -218,7 +218,7 @@ type CallsResult struct {
 
 // CallsPerJob runs n jobs of each type alone and counts OneLogin calls.
 func CallsPerJob(n int) ([]CallsResult, error) {
-	naive := map[string]float64{"enroll": 3, "activate": 1, "verify": 1, "remove": 1, "offboard": 2, "generate_token": 1}
+	naive := map[string]float64{"enroll": 3, "activate": 1, "verify": 1, "remove": 1, "offboard": 3, "generate_token": 1}
 	var out []CallsResult
 	for _, typ := range []string{"enroll", "activate", "verify", "remove", "offboard", "generate_token"} {
 		b, err := NewBed(simulator.Config{RateLimit: Unlimited})

@@ -48,8 +48,10 @@
 //     job time there before its result.
 //   - handlers.go: one attempt per call, reading before writing (enroll
 //     looks for the device first, remove and offboard treat already-gone as
-//     done). Handlers return typed errors (errors.go) or the OneLogin
-//     client's error as it came; they hold no retry loop.
+//     done; an offboard lists the factors again after removing them:
+//     verified_at, or factors_remain). Handlers return typed errors
+//     (errors.go) or the OneLogin client's error as it came; they hold no
+//     retry loop.
 //   - decide.go: decide, a pure function, is the only place that chooses a
 //     job's outcome and its message's fate from how the last attempt ended:
 //     Ack, NakWithDelay (a computed delay: the consumer's BackOff does not

@@ -639,10 +639,21 @@ func TestReplayRoundThree(t *testing.T) {
 				t.Errorf("%d: class %v; a read may be retried", tc.status, onelogin.Classify(err))
 			}
 		}
-		srv := httptest.NewServer(http.NotFoundHandler())
-		base := srv.URL
-		srv.Close()
-		c, err := onelogin.NewClient(onelogin.Config{BaseURL: base, ClientID: "id", ClientSecret: "s", Timeout: time.Second})
+		// A refused connection: the token comes from a live server, the
+		// activate goes to a closed port.
+		live := httptest.NewServer(&replay{status: 200})
+		t.Cleanup(live.Close)
+		closed := httptest.NewServer(http.NotFoundHandler())
+		closedHost := closed.Listener.Addr().String()
+		closed.Close()
+		rt := roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+			if r.URL.Path != "/auth/oauth2/v2/token" {
+				r = r.Clone(r.Context())
+				r.URL.Host = closedHost
+			}
+			return live.Client().Transport.RoundTrip(r)
+		})
+		c, err := onelogin.NewClient(onelogin.Config{BaseURL: live.URL, ClientID: "id", ClientSecret: "s", Timeout: 10 * time.Second, Transport: rt})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -651,3 +662,7 @@ func TestReplayRoundThree(t *testing.T) {
 		}
 	})
 }
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
