@@ -245,7 +245,8 @@ func (c *Client) BudgetResetsAt() time.Time { return c.pacer.BudgetResetsAt() }
 
 // Do sends req, waiting for the budget first. A 429 is waited out (the pacer
 // holds the request until the window resets; OneLogin did not process it)
-// up to five times. A 401 refreshes the token and re-sends the request once
+// up to five times, except on the Users API v2, whose limits are not the v1
+// budget's: its 429 is returned at once. A 401 refreshes the token and re-sends the request once
 // with its body intact; a second 401 is returned. A verify (endpoint
 // EndpointVerify) is never re-sent on a 401: VerifyFactor tells a stale
 // token from a wrong OTP without sending the OTP twice. Non-2xx answers
@@ -265,7 +266,10 @@ func (c *Client) do(req *http.Request, endpoint string, resend401 bool) (*Respon
 		var er *ErrorResponse
 		var rl *RateLimitError
 		switch {
-		case errors.As(err, &rl) && waits < maxRateLimitWaits && ctx.Err() == nil:
+		case errors.As(err, &rl) && waits < maxRateLimitWaits && ctx.Err() == nil && endpoint != EndpointUsers:
+			// The pacer, told Remaining 0, holds the re-send until the
+			// window resets. A Users API 429 is not the v1 budget's: the
+			// pacer knows nothing of it, so it goes back to the caller.
 			waits++
 		case resend401 && !refreshed && errors.As(err, &er) && er.StatusCode == http.StatusUnauthorized:
 			// Never judged by the message: OneLogin's 401 wording varies.
@@ -321,14 +325,21 @@ func (c *Client) send(ctx context.Context, req *http.Request, endpoint string) (
 		rate.Remaining = 0
 	}
 	resp.Rate = rate
-	// An answer without the rate-limit headers tells the pacer something
-	// (a proxy strips them: there is nothing to pace by) only where
-	// OneLogin sends them: its Users API v2 answers and its 401s carry none
-	// and are not counted in the v1 budget, so they leave the budget view
-	// as it was.
-	c.pacer.Observe(rate, hasRate || (readErr == nil && endpoint != EndpointUsers && hr.StatusCode != http.StatusUnauthorized))
+	switch {
+	case endpoint == EndpointUsers:
+		// The Users API v2 is not counted in the v1 budget and its answers
+		// carry no rate-limit headers: whatever it answers (a 429 of its
+		// own included) says nothing about the v1 budget.
+		c.pacer.Observe(RateLimit{}, false)
+	default:
+		// An answer without the rate-limit headers tells the pacer
+		// something (a proxy strips them: there is nothing to pace by)
+		// only where OneLogin sends them: its 401s carry none, so they
+		// leave the budget view as it was.
+		c.pacer.Observe(rate, hasRate || (readErr == nil && hr.StatusCode != http.StatusUnauthorized))
+	}
 	c.observe(endpoint, strconv.Itoa(hr.StatusCode), time.Since(start))
-	if hasRate && c.observer != nil {
+	if hasRate && c.observer != nil && endpoint != EndpointUsers {
 		c.observer.ObserveRateLimit(rate)
 	}
 	if readErr != nil {

@@ -603,6 +603,44 @@ func TestReplayRoundThree(t *testing.T) {
 		}
 	})
 
+	t.Run("a Users API 429 is not the v1 budget's", func(t *testing.T) {
+		var users, v1 atomic.Int32
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			switch r.URL.Path {
+			case "/auth/oauth2/v2/token":
+				io.WriteString(w, tokenBody)
+			case "/api/2/users":
+				users.Add(1)
+				w.WriteHeader(http.StatusTooManyRequests) // no rate-limit headers
+			default:
+				v1.Add(1)
+				w.Header().Set("X-RateLimit-Limit", "5000")
+				w.Header().Set("X-RateLimit-Remaining", "4000")
+				w.Header().Set("X-RateLimit-Reset", "600")
+				io.WriteString(w, `{"status":{"error":false,"code":200,"type":"success","message":"Success"},"data":{"otp_devices":[]}}`)
+			}
+		})
+		c := replayClient(t, h)
+		if _, _, err := c.EnrolledFactors(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		reset := c.BudgetResetsAt()
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, _, err := c.FindUser(cctx, onelogin.UserSelector{Email: "ada@example.com"}, true)
+		var rl *onelogin.RateLimitError
+		if !errors.As(err, &rl) || onelogin.Classify(err) != onelogin.RateLimited || users.Load() != 1 {
+			t.Fatalf("err = %v after %d calls; want the 429 back at once", err, users.Load())
+		}
+		if !c.BudgetResetsAt().Equal(reset) {
+			t.Fatalf("the v1 window moved from %v to %v", reset, c.BudgetResetsAt())
+		}
+		if _, _, err := c.EnrolledFactors(cctx, 1); err != nil || v1.Load() != 2 {
+			t.Fatalf("a v1 call after the Users API 429: %v", err)
+		}
+	})
+
 	t.Run("push device listed twice", func(t *testing.T) {
 		r := &replay{status: 200, body: round3(t, "enrolled_push_pair.json")}
 		d, _, err := replayClient(t, r).EnrolledFactors(ctx, 1)
