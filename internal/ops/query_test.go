@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/mfa-worker/mfa-worker/internal/history"
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 	"github.com/mfa-worker/mfa-worker/internal/ops"
@@ -133,5 +134,18 @@ func TestQueriesByEveryIdentifier(t *testing.T) {
 	}
 	if bed.Sim.Stats().Requests["users"] == 0 {
 		t.Fatal("no Users API call")
+	}
+	// The history's resolver: one user, or none (its unresolved entries
+	// answer) when the identifiers name no single person.
+	r := ops.NewResolver(ol)
+	for sel, want := range map[history.Selector]int64{
+		{Email: "ada@example.com", ExternalID: "E-41"}:  41,
+		{Email: "ada@example.com", ExternalID: "E-ADA"}: 0,
+		{Username: "nobody"}:                            0,
+		{Username: "a*"}:                                0,
+	} {
+		if id, err := r.ResolveUser(ctx, sel); err != nil || id != want {
+			t.Errorf("ResolveUser(%+v) = %d, %v; want %d", sel, id, err, want)
+		}
 	}
 }

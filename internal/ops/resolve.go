@@ -13,7 +13,8 @@ import (
 )
 
 // Resolver finds the OneLogin user that a query's "user" names, with the
-// same exact match as jobs (onelogin.Client.FindUser), at the query
+// same rule as jobs (onelogin.Client.FindUser: every identifier by an exact
+// match, and those that find someone must find the same user), at the query
 // priority: behind every job, and refused (busy) while OneLogin's budget
 // is below the query reserve. It caches nothing: a query is an operator's question, asked
 // rarely.
@@ -34,13 +35,15 @@ func (r *Resolver) resolve(ctx context.Context, sel *job.User) (int64, error) {
 	return int64(u.ID), nil
 }
 
-// ResolveUser implements history.Resolver: 0 and no error when no user
-// matches; several matches are an error that names the field, never the
-// value.
+// ResolveUser implements history.Resolver: 0 and no error when the
+// selector names no single user (nobody, several people, identifiers that
+// disagree, or a value holding '*' or '!'), so that the history holds the
+// jobs that named the person by these identifiers and could not be
+// resolved either; an error only when OneLogin could not be asked.
 func (r *Resolver) ResolveUser(ctx context.Context, sel history.Selector) (int64, error) {
 	id, err := r.resolve(ctx, &job.User{Email: sel.Email, Username: sel.Username, ExternalID: sel.ExternalID})
 	var le *onelogin.UserLookupError
-	if errors.As(err, &le) && le.Code == onelogin.CodeUserNotFound {
+	if errors.As(err, &le) {
 		return 0, nil
 	}
 	return id, err
