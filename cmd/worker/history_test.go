@@ -99,6 +99,11 @@ func TestHistoryCommand(t *testing.T) {
 	if code != 1 || !strings.Contains(errs, history.CodeLookupUnsupported) {
 		t.Fatalf("email: exit %d, %s", code, errs)
 	}
+	// Several identifiers together are one person's name, not a usage error.
+	code, _, errs = cmd("--email", "ann@example.com", "--external-id", "E5")
+	if code != 1 || !strings.Contains(errs, history.CodeLookupUnsupported) {
+		t.Fatalf("email and external id: exit %d, %s", code, errs)
+	}
 	for _, bad := range [][]string{{}, {"--user", "5", "--email", "a@b"}, {"--user", "5", "--limit", "501"}, {"--user", "5", "--format", "xml"}, {"--user", "-2"}} {
 		if code, _, errs := cmd(bad...); code != 2 {
 			t.Errorf("%v: exit %d, want 2 (%s)", bad, code, errs)
