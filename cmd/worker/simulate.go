@@ -35,11 +35,14 @@ func cmdSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.BoolVar(&cfg.TokenWithoutCreatedAt, "token-without-created-at", false, "leave created_at out of the token answer")
 	fs.BoolVar(&cfg.TokenAcceptAnyForm, "token-accept-any-form", false, "accept token requests in undocumented forms (form body with HTTP Basic)")
 	fs.DurationVar(&cfg.TokenTTL, "token-ttl", 10*time.Hour, "access token lifetime")
+	fs.BoolVar(&cfg.APIHiddenFactor, "api-hidden-factor", false, "add a factor ("+simulator.HiddenFactorName+") that the v1 API neither lists nor removes")
+	fs.IntVar(&cfg.UsersPageSize, "users-page-size", 50, "largest Users API page (smaller makes lookups page)")
 	var f simulator.Faults
 	fs.DurationVar(&f.Latency, "latency", 0, "added to every answer")
 	fs.DurationVar(&f.Jitter, "jitter", 0, "up to this much more latency")
 	fs.Float64Var(&f.ErrorRate, "error-rate", 0, "fraction of calls answered 5xx")
 	fs.Float64Var(&f.DropRate, "drop-rate", 0, "fraction of calls whose connection is dropped")
+	fs.Float64Var(&f.PostEffect502Rate, "post-effect-502-rate", 0, "fraction of state-changing calls applied and then answered 502")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
