@@ -246,11 +246,11 @@ func (c *Client) BudgetResetsAt() time.Time { return c.pacer.BudgetResetsAt() }
 // Do sends req, waiting for the budget first. A 429 is waited out (the pacer
 // holds the request until the window resets; OneLogin did not process it)
 // up to five times, except on the Users API v2, whose limits are not the v1
-// budget's: its 429 is returned at once. A 401 refreshes the token and re-sends the request once
-// with its body intact; a second 401 is returned. A verify (endpoint
-// EndpointVerify) is never re-sent on a 401: VerifyFactor tells a stale
-// token from a wrong OTP without sending the OTP twice. Non-2xx answers
-// become *ErrorResponse or *RateLimitError.
+// budget's: its 429 is returned at once. A 401 refreshes the token and
+// re-sends the request once with its body intact; a second 401 is returned.
+// A verify (endpoint EndpointVerify) is never re-sent on a 401:
+// VerifyFactor tells a stale token from a wrong OTP without sending the OTP
+// twice. Non-2xx answers become *ErrorResponse or *RateLimitError.
 func (c *Client) Do(req *http.Request, endpoint string) (*Response, error) {
 	return c.do(req, endpoint, endpoint != EndpointVerify)
 }

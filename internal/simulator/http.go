@@ -377,10 +377,14 @@ func (s *Server) handleResource(w http.ResponseWriter, r *http.Request, rt route
 		dropConnection(w)
 		return
 	case bad502 && out.status < 300:
-		// The call took effect; the edge answers 502 anyway.
+		// The call took effect; the edge answers 502 anyway, with its own
+		// page and none of OneLogin's headers.
 		s.mu.Lock()
 		s.stats.ServerError++
 		s.mu.Unlock()
+		for k := range h {
+			w.Header().Del(k)
+		}
 		w.Header().Set("Content-Type", "text/html")
 		w.WriteHeader(http.StatusBadGateway)
 		_, _ = io.WriteString(w, "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n")
