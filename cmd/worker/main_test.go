@@ -75,8 +75,11 @@ func startDevOutput(t *testing.T) (time.Duration, string, *testenv.SyncBuffer) {
 	addr := make(chan string, 1)
 	done := make(chan error, 1)
 	start := time.Now()
+	// The data directory is made here, before the cleanup below, so that
+	// it is removed after dev has stopped (cleanups run last first).
+	dataDir := t.TempDir()
 	go func() {
-		done <- dev(ctx, devConfig{DataDir: t.TempDir(), NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", Version: "1.2.3", Out: banner},
+		done <- dev(ctx, devConfig{DataDir: dataDir, NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", Version: "1.2.3", Out: banner},
 			slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), func(a string) { addr <- a })
 	}()
 	t.Cleanup(func() {
