@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -11,6 +12,8 @@ import (
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/common/types/traits"
+
+	"github.com/mfa-worker/mfa-worker/internal/job"
 )
 
 // Event is an HR event as rules see it, and the shape of one line of a
@@ -26,7 +29,8 @@ type Event struct {
 	Data    any       `json:"data,omitempty"`
 }
 
-// Person names a user as HR knows them: exactly one field is set.
+// Person names a user as HR knows them: at least one field is set; the job
+// model decides how many it accepts.
 type Person struct {
 	Email      string `json:"email,omitempty"`
 	Username   string `json:"username,omitempty"`
@@ -55,13 +59,24 @@ func (j Job) Subject() string { return "mfa.jobs." + j.Type }
 var JobTypes = []string{"enroll", "activate", "verify", "remove", "offboard", "generate_token", "cancel"}
 
 // RuleError is a rule that failed on an event: its `when` or a job value
-// could not be evaluated, or the job it made is not a valid job.
+// could not be evaluated, or the job it made is not a valid job. Rule is
+// empty when the event itself is out of bounds (CheckEvent). Field names
+// the field at fault (e.g. "job.not_before", "event.data.note"); Code is
+// the job model's rejection code when the job model refused the job. No
+// part of it holds a value of the event.
 type RuleError struct {
-	Rule string
-	Err  error
+	Rule  string
+	Field string
+	Code  string
+	Err   error
 }
 
-func (e *RuleError) Error() string { return fmt.Sprintf("rule %q: %v", e.Rule, e.Err) }
+func (e *RuleError) Error() string {
+	if e.Rule == "" {
+		return fmt.Sprintf("event: %v", e.Err)
+	}
+	return fmt.Sprintf("rule %q: %v", e.Rule, e.Err)
+}
 
 func (e *RuleError) Unwrap() error { return e.Err }
 
@@ -69,14 +84,36 @@ func (e *RuleError) Unwrap() error { return e.Err }
 // `when` is true, in rule order, and an error per rule that failed. A failed
 // rule does not stop the others: an offboard made by a sound rule must not
 // wait for a broken joiner rule.
+//
+// An event outside the bounds rules are costed for (CheckEvent) makes no job
+// and one RuleError without a rule. Every job is validated by the worker's
+// own job model: a job `worker run` would reject is a RuleError naming the
+// rule and the field, never published.
 func (s *Set) Apply(ev Event) ([]Job, []*RuleError) {
-	act := activation(ev)
+	if err := CheckEvent(ev); err != nil {
+		re := &RuleError{Err: err}
+		var fe *FieldError
+		if errors.As(err, &fe) {
+			re.Field = fe.Field
+		}
+		return nil, []*RuleError{re}
+	}
+	act := s.activation(ev)
 	var jobs []Job
 	var errs []*RuleError
 	for _, r := range s.rules {
-		j, ok, err := r.apply(ev, act)
+		j, ok, err := r.apply(s, ev, act)
 		if err != nil {
-			errs = append(errs, &RuleError{Rule: r.name, Err: err})
+			re := &RuleError{Rule: r.name, Err: err}
+			var fe *FieldError
+			if errors.As(err, &fe) {
+				re.Field = fe.Field
+			}
+			var rj *job.Rejection
+			if errors.As(err, &rj) {
+				re.Code = rj.Code
+			}
+			errs = append(errs, re)
 			continue
 		}
 		if ok {
@@ -86,25 +123,84 @@ func (s *Set) Apply(ev Event) ([]Job, []*RuleError) {
 	return jobs, errs
 }
 
-func activation(ev Event) map[string]any {
+func (s *Set) activation(ev Event) map[string]any {
 	data := ev.Data
 	if data == nil {
 		data = map[string]any{}
 	}
+	settings := s.settings
+	if settings == nil {
+		settings = Settings{}.vars()
+	}
 	return map[string]any{"event": map[string]any{
 		"source": ev.Source, "id": ev.ID, "type": ev.Type, "time": ev.Time.UTC(), "subject": ev.Subject, "data": data,
-	}}
+	}, "settings": settings}
 }
 
 func eval(p cel.Program, act map[string]any) (ref.Val, error) {
 	v, _, err := p.Eval(act)
 	if err != nil {
-		return nil, errors.New(oneLine(err.Error()))
+		return nil, errors.New(redact(oneLine(err.Error())))
 	}
 	return v, nil
 }
 
-func (r *rule) apply(ev Event, act map[string]any) (Job, bool, error) {
+// redact removes what an evaluation error may quote of the event (a
+// conversion error quotes the string it could not read): every quoted
+// part, and whatever follows "parsing". What is left names the operation
+// and the field.
+func redact(msg string) string {
+	var b strings.Builder
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c == '"' || c == '\'' || c == '`' {
+			end := strings.IndexByte(msg[i+1:], c)
+			if end < 0 {
+				b.WriteString("(value)")
+				break
+			}
+			b.WriteString("(value)")
+			i += end + 1
+			continue
+		}
+		b.WriteByte(c)
+	}
+	out := b.String()
+	if k := strings.Index(out, "parsing "); k >= 0 {
+		out = out[:k] + "parsing (value)"
+	}
+	if len(out) > 300 {
+		out = out[:300] + "..."
+	}
+	return out
+}
+
+// check validates a rule's job with the worker's job model.
+func (s *Set) check(j *Job) error {
+	if s.parser == nil {
+		return nil
+	}
+	body, err := json.Marshal(j)
+	if err != nil {
+		return &FieldError{"job", "cannot be written as JSON"}
+	}
+	if _, rj := s.parser.Parse(j.Subject(), body); rj != nil {
+		return &jobRejection{rj}
+	}
+	return nil
+}
+
+// jobRejection is the job model's verdict on a rule's job; its message is
+// the model's, which names the field, never the value.
+type jobRejection struct{ *job.Rejection }
+
+func (e *jobRejection) Error() string {
+	return fmt.Sprintf("the job would be rejected (%s): %s", e.Code, e.Message)
+}
+
+func (e *jobRejection) Unwrap() error { return e.Rejection }
+
+func (r *rule) apply(s *Set, ev Event, act map[string]any) (Job, bool, error) {
 	v, err := eval(r.when, act)
 	if err != nil {
 		return Job{}, false, fmt.Errorf("when: %w", err)
@@ -159,17 +255,20 @@ func (r *rule) apply(ev Event, act map[string]any) (Job, bool, error) {
 			}
 		}
 	}
-	if err := j.fill(vals); err != nil {
+	if err := j.fill(vals, s.times); err != nil {
+		return Job{}, false, err
+	}
+	if err := s.check(&j); err != nil {
 		return Job{}, false, err
 	}
 	return j, true, nil
 }
 
 // fill checks the evaluated values against the job contract and sets them.
-func (j *Job) fill(v map[string]any) error {
+func (j *Job) fill(v map[string]any, times Times) error {
 	typ, ok := v["type"].(string)
 	if !ok || !contains(JobTypes, typ) {
-		return fmt.Errorf("job.type must be one of %s, got %s", strings.Join(JobTypes, ", "), show(v["type"]))
+		return &FieldError{"job.type", fmt.Sprintf("must be one of %s, got %s", strings.Join(JobTypes, ", "), show(v["type"]))}
 	}
 	j.Type = typ
 	if u, set := v["user_id"]; set {
@@ -223,11 +322,11 @@ func (j *Job) fill(v map[string]any) error {
 		}
 		s, ok := t.(string)
 		if !ok {
-			return fmt.Errorf("job.%s must be a timestamp or an RFC 3339 string, got %s", f.name, show(t))
+			return &FieldError{"job." + f.name, "must be a timestamp or a date or date-time string, got " + show(t)}
 		}
-		tt, err := time.Parse(time.RFC3339Nano, s)
+		tt, err := times.ParseTime(s)
 		if err != nil {
-			return fmt.Errorf("job.%s: %q is not an RFC 3339 time", f.name, s)
+			return &FieldError{"job." + f.name, err.Error()}
 		}
 		*f.dst = tt.UTC().Format(time.RFC3339Nano)
 	}
@@ -239,11 +338,11 @@ func (j *Job) fill(v map[string]any) error {
 
 func validID(id string) error {
 	if len(id) > 128 {
-		return fmt.Errorf("job id %q is longer than 128 characters", id[:40]+"...")
+		return &FieldError{"job.id", "would be longer than 128 characters (check the event id)"}
 	}
 	for _, c := range id {
 		if c <= ' ' || c > '~' {
-			return errors.New("job id would hold a space, a control or a non-ASCII character (check the event id)")
+			return &FieldError{"job.id", "would hold a space, a control or a non-ASCII character (check the event id)"}
 		}
 	}
 	return nil
@@ -264,33 +363,42 @@ func userID(u any) (int64, error) {
 			return int64(x), nil
 		}
 	}
-	return 0, fmt.Errorf("job.user_id must be a positive integer, got %s", show(u))
+	return 0, &FieldError{"job.user_id", "must be a positive integer, got " + show(u)}
 }
 
 func person(u any) (*Person, error) {
 	m, ok := u.(map[string]any)
 	if !ok {
-		return nil, fmt.Errorf("job.user must be a map, got %s", show(u))
+		return nil, &FieldError{"job.user", "must be a map, got " + show(u)}
 	}
-	if len(m) != 1 {
-		return nil, fmt.Errorf("job.user must have exactly one of email, username, external_id; got %d keys", len(m))
+	if len(m) == 0 {
+		return nil, &FieldError{"job.user", "names no identifier (email, username, external_id)"}
 	}
-	for k, v := range m {
+	p := &Person{}
+	for _, k := range []string{"email", "username", "external_id"} {
+		v, set := m[k]
+		if !set {
+			continue
+		}
 		s, ok := v.(string)
 		if !ok || s == "" || len(s) > 255 {
-			return nil, fmt.Errorf("job.user.%s must be a string of 1..255 characters, got %s", k, show(v))
+			return nil, &FieldError{"job.user." + k, "must be a string of 1..255 characters, got " + show(v)}
 		}
 		switch k {
 		case "email":
-			return &Person{Email: s}, nil
+			p.Email = s
 		case "username":
-			return &Person{Username: s}, nil
+			p.Username = s
 		case "external_id":
-			return &Person{ExternalID: s}, nil
+			p.ExternalID = s
 		}
-		return nil, fmt.Errorf("job.user: unknown key %q (email, username or external_id)", k)
 	}
-	return nil, nil // unreachable: len(m) == 1
+	for k := range m {
+		if k != "email" && k != "username" && k != "external_id" {
+			return nil, &FieldError{"job.user", "unknown key " + fieldName(k) + " (email, username or external_id)"}
+		}
+	}
+	return p, nil
 }
 
 // show names a value's kind for an error message without printing it: rule

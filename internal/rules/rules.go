@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/google/cel-go/cel"
@@ -25,11 +26,17 @@ import (
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/ext"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/mfa-worker/mfa-worker/internal/job"
 )
 
 // CostLimit bounds the evaluation cost of one expression on one event. A
 // rule that needs more is a rule error, never a stuck mapper.
 const CostLimit = 100_000
+
+// MaxJobBytes is the largest job a rule may make: the worker's default
+// limit (WORKER's jobs.Config.MaxJobBytes, 64 KiB).
+const MaxJobBytes = 64 << 10
 
 // maxRuleName keeps every job id within the contract's 128 characters:
 // "hr:cloudevents:" (15) + a 64-character event id + ":" + the name.
@@ -45,7 +52,36 @@ type Set struct {
 	// Origin names where the rules came from: a file name or "built-in".
 	Origin string
 	rules  []*rule
+	// parser is the worker's own job model: a job it would reject is a
+	// rule error, at the door and in the mapper alike.
+	parser   *job.Parser
+	times    Times
+	settings map[string]any
 }
+
+// Settings are the receiver's settings rules read as the CEL variable
+// `settings`.
+type Settings struct {
+	// HiBobOffboardInactivated: HiBob's employee.inactivated (also sent
+	// for a leave) offboards too: INGEST_HIBOB_OFFBOARD_INACTIVATED, the
+	// rule variable settings.hibob_offboard_inactivated.
+	HiBobOffboardInactivated bool
+}
+
+func (st Settings) vars() map[string]any {
+	return map[string]any{"hibob_offboard_inactivated": st.HiBobOffboardInactivated}
+}
+
+// With returns a copy of s that reads zone-less times by t and hands the
+// rules st as `settings`.
+func (s *Set) With(t Times, st Settings) *Set {
+	c := *s
+	c.times, c.settings = t, st.vars()
+	return &c
+}
+
+// Times returns how s reads HR times.
+func (s *Set) Times() Times { return s.times }
 
 // Rules returns the names of the rules, in file order.
 func (s *Set) Rules() []string {
@@ -128,7 +164,11 @@ func Parse(src []byte, origin string) (*Set, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Set{Origin: origin}
+	parser, err := job.NewParser(MaxJobBytes, false)
+	if err != nil {
+		return nil, fmt.Errorf("rules: job model: %w", err)
+	}
+	s := &Set{Origin: origin, parser: parser, settings: Settings{}.vars()}
 	seen := map[string]int{}
 	for _, n := range list.Content {
 		r, err := compileRule(env, origin, n)
@@ -256,6 +296,14 @@ func compileExpr(env *cel.Env, n *yaml.Node, what string, want []types.Kind) (ce
 			return nil, fmt.Errorf("%s: has type %s, want %s", what, ast.OutputType(), kindNames(want))
 		}
 	}
+	est, err := env.EstimateCost(ast, sizes{})
+	if err != nil {
+		return nil, fmt.Errorf("%s: cannot estimate its cost: %s", what, oneLine(err.Error()))
+	}
+	if est.Max > CostLimit {
+		return nil, fmt.Errorf("%s: may cost up to %s on an event within the bounds (strings of %d bytes), over the limit of %d: "+
+			"bound what it builds from event data (e.g. no replace() with event data as the replacement)", what, costText(est.Max), MaxString, CostLimit)
+	}
 	p, err := env.Program(ast, cel.CostLimit(CostLimit), cel.EvalOptions(cel.OptOptimize))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %s", what, oneLine(err.Error()))
@@ -292,6 +340,8 @@ func kindNames(ks []types.Kind) string {
 func newEnv() (*cel.Env, error) {
 	env, err := cel.NewEnv(
 		cel.Variable("event", cel.MapType(cel.StringType, cel.DynType)),
+		// The receiver's settings rules may depend on (see Settings).
+		cel.Variable("settings", cel.MapType(cel.StringType, cel.DynType)),
 		ext.Strings(),
 		cel.Function("cloudevents_id",
 			cel.Overload("cloudevents_id_string_string", []*cel.Type{cel.StringType, cel.StringType}, cel.StringType,
@@ -327,6 +377,13 @@ func newEnv() (*cel.Env, error) {
 func CloudEventID(source, id string) string {
 	h := sha256.Sum256([]byte(source + "\n" + id))
 	return hex.EncodeToString(h[:])
+}
+
+func costText(c uint64) string {
+	if c > 1e15 {
+		return "an unbounded amount"
+	}
+	return strconv.FormatUint(c, 10)
 }
 
 func oneLine(s string) string {

@@ -90,7 +90,7 @@ func TestBuiltinRules(t *testing.T) {
 		{"cloudevents leaver with a fractional user_id", Event{Source: "cloudevents", ID: "e6", Type: "io.mfaworker.person.left", Time: at,
 			Data: map[string]any{"user_id": 4.5}}, nil, "positive integer"},
 		{"cloudevents leaver with a bad date", Event{Source: "cloudevents", ID: "e7", Type: "io.mfaworker.person.left", Time: at,
-			Data: map[string]any{"user_id": float64(1), "effective_at": "next friday"}}, nil, "not an RFC 3339 time"},
+			Data: map[string]any{"user_id": float64(1), "effective_at": "next friday"}}, nil, "not a date"},
 		{"cloudevents other type", Event{Source: "cloudevents", ID: "e8", Type: "io.mfaworker.person.joined", Time: at,
 			Data: map[string]any{"user_id": float64(1)}}, nil, ""},
 		{"scim deactivation", Event{Source: "scim", ID: "s1", Type: "user.deactivated", Time: at,
@@ -185,7 +185,7 @@ func TestCostLimit(t *testing.T) {
 	s, err := Parse([]byte(`
 rules:
   - name: expensive
-    when: 'event.data.xs.all(a, event.data.xs.all(b, event.data.xs.all(c, a + b + c >= 0.0)))'
+    when: 'event.data.xs.all(a, a + 1.0 >= 0.0 && a * 2.0 >= 0.0)'
     job:
       type: '"offboard"'
       user_id: '1'
@@ -193,7 +193,7 @@ rules:
 	if err != nil {
 		t.Fatal(err)
 	}
-	xs := make([]any, 200)
+	xs := make([]any, 100_000)
 	for i := range xs {
 		xs[i] = float64(i)
 	}
