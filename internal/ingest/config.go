@@ -47,6 +47,26 @@ type Config struct {
 	// StoreTimeout bounds the wait for JetStream's ack of an event (5s);
 	// past it the sender gets 503 and retries.
 	StoreTimeout time.Duration
+	// IdleTimeout closes a kept-alive connection idle this long (30s).
+	IdleTimeout time.Duration
+	// MaxConnections caps the connections served at once (4096); more wait
+	// in the kernel's backlog.
+	MaxConnections int
+	// BodyBytesInFlight bounds the request bodies held at once (32 MiB);
+	// a request that cannot get its share within 5 seconds is answered
+	// 503.
+	BodyBytesInFlight int64
+	// AuthFailureBudget is how many failed authentications an address may
+	// have in a minute before it is answered 429 (20).
+	AuthFailureBudget int
+	// AllowedOrigins are the origins the CloudEvents abuse-protection
+	// handshake (OPTIONS /events) allows to send.
+	AllowedOrigins []string
+	// Times says how zone-less times and dates are read
+	// (INGEST_TIMEZONE, INGEST_DATE_ONLY).
+	Times rules.Times
+	// RuleSettings are handed to the rules as `settings`.
+	RuleSettings rules.Settings
 }
 
 func (c *Config) setDefaults() {
@@ -67,6 +87,18 @@ func (c *Config) setDefaults() {
 	}
 	if c.StoreTimeout <= 0 {
 		c.StoreTimeout = 5 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 30 * time.Second
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 4096
+	}
+	if c.BodyBytesInFlight <= 0 {
+		c.BodyBytesInFlight = 32 << 20
+	}
+	if c.AuthFailureBudget <= 0 {
+		c.AuthFailureBudget = 20
 	}
 	c.Topology.setDefaults()
 }
@@ -115,16 +147,14 @@ func ReadSecretFile(setting, path string) ([]byte, error) {
 	return []byte(s), nil
 }
 
-// ParseWebhookSecret turns a Standard Webhooks secret into the HMAC key:
-// "whsec_<base64>" is decoded; any other value is used as it is.
+// ParseWebhookSecret turns a Standard Webhooks secret into the HMAC key as
+// the reference libraries do: an optional "whsec_" prefix is dropped and the
+// rest is base64-decoded. The error never holds the secret.
 func ParseWebhookSecret(s []byte) ([]byte, error) {
-	rest, ok := strings.CutPrefix(string(s), "whsec_")
-	if !ok {
-		return s, nil
-	}
+	rest, _ := strings.CutPrefix(strings.TrimSpace(string(s)), "whsec_")
 	k, err := base64.StdEncoding.DecodeString(rest)
 	if err != nil || len(k) == 0 {
-		return nil, errors.New("a whsec_ secret must be followed by base64")
+		return nil, errors.New("a Standard Webhooks secret is base64, with or without the whsec_ prefix")
 	}
 	return k, nil
 }

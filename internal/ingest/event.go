@@ -17,6 +17,11 @@ import (
 // one (CloudEvents `time`, HiBob `triggeredAt`, BambooHR `timestamp`, the
 // SCIM request's time), else the time it was received.
 func Decode(h nats.Header, body []byte) (rules.Event, error) {
+	return DecodeWith(h, body, rules.Times{})
+}
+
+// DecodeWith is Decode reading times without an offset, and dates, by t.
+func DecodeWith(h nats.Header, body []byte, t rules.Times) (rules.Event, error) {
 	ev := rules.Event{Source: h.Get(HeaderSource), ID: h.Get(HeaderEventID)}
 	if ev.Source == "" || ev.ID == "" {
 		return ev, errors.New("stored event without Hr-Source or Hr-Event-Id")
@@ -30,8 +35,12 @@ func Decode(h nats.Header, body []byte) (rules.Event, error) {
 			return ev, err
 		}
 		ev.Type, ev.Subject = ce.Type, ce.Subject
-		if t, err := time.Parse(time.RFC3339Nano, ce.Time); err == nil {
-			ev.Time = t
+		if ce.Time != "" {
+			tt, err := t.ParseTime(ce.Time)
+			if err != nil {
+				return ev, fmt.Errorf("CloudEvent time: %w", err)
+			}
+			ev.Time = tt
 		}
 		switch {
 		case len(ce.Data) > 0:
@@ -47,7 +56,8 @@ func Decode(h nats.Header, body []byte) (rules.Event, error) {
 		}
 	case SourceHiBob, SourceBambooHR:
 		var m map[string]any
-		if err := json.Unmarshal(body, &m); err != nil {
+		err := json.Unmarshal(body, &m)
+		if err != nil {
 			return ev, fmt.Errorf("%s event: %s", ev.Source, jsonProblem(err))
 		}
 		if ev.Source == SourceHiBob {
@@ -55,13 +65,19 @@ func Decode(h nats.Header, body []byte) (rules.Event, error) {
 			// version, data}; rules see data as event.data.
 			ev.Type, _ = m["type"].(string)
 			ev.Data = m["data"]
-			ev.Time = parseTime(m["triggeredAt"], ev.Time)
+			if ev.Time, err = hrTime(t, m["triggeredAt"], "triggeredAt", ev.Time); err != nil {
+				return ev, err
+			}
 		} else {
 			// BambooHR's payload is chosen per account: rules see all of
 			// it as event.data.
 			ev.Type, _ = m["type"].(string)
 			ev.Data = m
-			ev.Time = parseTime(m["timestamp"], ev.Time)
+			// A payload whose fields are chosen per account may use
+			// "timestamp" for something else: unreadable, it is ignored.
+			if tt, err := hrTime(t, m["timestamp"], "timestamp", ev.Time); err == nil {
+				ev.Time = tt
+			}
 		}
 	case SourceSCIM:
 		var se struct {
@@ -79,15 +95,16 @@ func Decode(h nats.Header, body []byte) (rules.Event, error) {
 	return ev, nil
 }
 
-func parseTime(v any, def time.Time) time.Time {
-	s, ok := v.(string)
-	if !ok {
-		return def
+// hrTime reads an event's own time: absent (or not a string) it is def;
+// present but unreadable it is an error naming the field.
+func hrTime(t rules.Times, v any, field string, def time.Time) (time.Time, error) {
+	str, ok := v.(string)
+	if !ok || str == "" {
+		return def, nil
 	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t
-		}
+	tt, err := t.ParseTime(str)
+	if err != nil {
+		return def, fmt.Errorf("%s: %w", field, err)
 	}
-	return def
+	return tt, nil
 }

@@ -308,3 +308,19 @@ func (e *env) counter(name string, labels ...string) float64 {
 	}
 	return v
 }
+
+// storeDirect stores a CloudEvent (or a webhook body) as the receiver
+// would, without the door's decision: an event stored before a rule change.
+func (e *env) storeDirect(source string, body []byte) {
+	e.t.Helper()
+	id := sha256Hex(body)
+	if source == SourceCloudEvents {
+		var err error
+		if id, err = identifyCloudEvent(body); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	if _, err := e.s.store(context.Background(), source, id, body); err != nil {
+		e.t.Fatal(err)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/rules"
 )
 
@@ -134,7 +135,7 @@ func (s *Server) mapEvents(ctx context.Context, msgs []jetstream.Msg) {
 		if md, err := msg.Metadata(); err == nil {
 			m.deliveries = md.NumDelivered
 		}
-		ev, err := Decode(msg.Headers(), msg.Data())
+		ev, err := DecodeWith(msg.Headers(), msg.Data(), s.cfg.Rules.Times())
 		if ev.Source == "" {
 			ev.Source = strings.TrimPrefix(msg.Subject(), EventSubjectPrefix)
 		}
@@ -143,7 +144,7 @@ func (s *Server) mapEvents(ctx context.Context, msgs []jetstream.Msg) {
 			s.refuse(ctx, m, err)
 			continue
 		}
-		m.jobs, m.errs = s.cfg.Rules.Apply(ev)
+		m.jobs, m.errs = s.applyRules(ev)
 		for _, j := range m.jobs {
 			f, err := s.publishJobAsync(j)
 			if err != nil {
@@ -265,7 +266,9 @@ func (s *Server) publishJobAsync(j rules.Job) (jetstream.PubAckFuture, error) {
 
 // deadLetter copies an event to mfa.dlq.ingest with the contract's headers.
 func (s *Server) deadLetter(ctx context.Context, msg jetstream.Msg, ev rules.Event, code, reason string, deliveries uint64) error {
-	body, extra := dlqBody(msg.Data())
+	// The job model's scrubbing: secret keys blanked at any depth, any
+	// case, escapes included; cut at 64 KiB on a character boundary.
+	d := job.ForDLQ(msg.Data())
 	m := nats.NewMsg(DLQSubject)
 	if len(reason) > 1000 {
 		reason = reason[:1000] + "..."
@@ -279,10 +282,8 @@ func (s *Server) deadLetter(ctx context.Context, msg jetstream.Msg, ev rules.Eve
 		m.Header.Set(HeaderEventID, ev.ID)
 		m.Header.Set(jetstream.MsgIDHeader, "hr:"+ev.Source+":"+ev.ID+":"+code)
 	}
-	for k, v := range extra {
-		m.Header.Set(k, v)
-	}
-	m.Data = body
+	d.Header(m.Header.Set)
+	m.Data = d.Body
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	_, err := s.mjs.PublishMsg(ctx, m)

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mfa-worker/mfa-worker/internal/authlimit"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/rules"
 )
@@ -43,6 +44,8 @@ type Deps struct {
 	Log        *slog.Logger
 	// Metrics may be nil (nothing counted).
 	Metrics *metrics.Ingest
+	// AuthFailures may be nil (nothing counted).
+	AuthFailures *metrics.AuthFailures
 	// Now is the clock for signature timestamps; nil means time.Now.
 	Now func() time.Time
 }
@@ -57,6 +60,10 @@ type Server struct {
 	now  func() time.Time
 	objs *Provisioned
 	mux  *http.ServeMux
+	// limiter throttles failed authentication per client address.
+	limiter *authlimit.Limiter
+	// bodies bounds the request bodies held at once.
+	bodies *byteBudget
 	// The mapper's JetStream context and consumer, on Deps.MapperConn.
 	mjs   jetstream.JetStream
 	mcons jetstream.Consumer
@@ -85,7 +92,11 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, nc: d.Conn, js: js, log: d.Log, m: d.Metrics, now: d.Now, objs: objs, mcons: objs.Consumer}
+	cfg.Rules = cfg.Rules.With(cfg.Times, cfg.RuleSettings)
+	s := &Server{cfg: cfg, nc: d.Conn, js: js, log: d.Log, m: d.Metrics, now: d.Now, objs: objs, mcons: objs.Consumer,
+		bodies: newByteBudget(cfg.BodyBytesInFlight)}
+	af := d.AuthFailures
+	s.limiter = authlimit.New(cfg.AuthFailureBudget, func() { af.Inc("ingest") })
 	mc := d.Conn
 	if d.MapperConn != nil {
 		mc = d.MapperConn
@@ -121,14 +132,16 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Serve is Run on a listener the caller opened.
+// Serve is Run on a listener the caller opened. At most MaxConnections
+// connections are served at once.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	ln = LimitListener(ln, s.cfg.MaxConnections)
 	hs := &http.Server{
 		Handler:           s.mux,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       s.cfg.ReadTimeout,
 		WriteTimeout:      s.cfg.WriteTimeout,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       s.cfg.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
@@ -197,16 +210,16 @@ func (s *Server) secret(src string) []byte {
 func (s *Server) routes() {
 	mux := http.NewServeMux()
 	mux.Handle("/events", s.counted(SourceCloudEvents, s.webhook(webhook{
-		source: SourceCloudEvents, verify: verifyStandardWebhook,
+		source: SourceCloudEvents, precheck: precheckStandardWebhook, verify: verifyStandardWebhook,
 		contentType: "application/cloudevents+json", identify: identifyCloudEvent,
 	})))
 	mux.Handle("/hooks/bamboohr", s.counted(SourceBambooHR, s.webhook(webhook{
-		source: SourceBambooHR, verify: verifyBambooHR, contentType: "application/json", identify: identifyByBody,
+		source: SourceBambooHR, precheck: precheckBambooHR, verify: verifyBambooHR, contentType: "application/json", identify: identifyByBody,
 	})))
 	mux.Handle("/hooks/hibob", s.counted(SourceHiBob, s.webhook(webhook{
-		source: SourceHiBob, verify: verifyHiBob, contentType: "application/json", identify: identifyByBody,
+		source: SourceHiBob, precheck: precheckHiBob, verify: verifyHiBob, contentType: "application/json", identify: identifyByBody,
 	})))
-	mux.Handle("/scim/", s.counted(SourceSCIM, s.scimHandler()))
+	mux.Handle("/scim/", s.counted(SourceSCIM, s.scimDoor(s.scimHandler())))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n")
@@ -272,13 +285,24 @@ func (s *Server) counted(source string, h http.Handler) http.Handler {
 
 // webhook is one signed-webhook source.
 type webhook struct {
-	source      string
-	verify      func(h http.Header, body, key []byte, now time.Time) error
+	source string
+	// precheck looks at the headers alone, before any of the body is read.
+	precheck func(h http.Header, now time.Time) error
+	verify   func(h http.Header, body, key []byte, now time.Time) error
+	// contentType is the structured media type.
 	contentType string
 	// identify checks the body and returns the event id.
 	identify func(body []byte) (string, error)
 }
 
+// bodyWait is the longest a request waits for its share of the bytes in
+// flight before it is answered 503.
+const bodyWait = 5 * time.Second
+
+// webhook serves one signed source. Its order is the receiver's defence:
+// throttled address, then the headers (signature present, timestamp in
+// range), then a share of the bytes in flight, then the body and its
+// signature, then the door's decision, then storage.
 func (s *Server) webhook(wh webhook) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key := s.secret(wh.source)
@@ -286,27 +310,82 @@ func (s *Server) webhook(wh webhook) http.Handler {
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": wh.source + " is not configured on this receiver"})
 			return
 		}
+		if r.Method == http.MethodOptions && wh.source == SourceCloudEvents {
+			s.abuseProtection(w, r)
+			return
+		}
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
 			writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "only POST"})
 			return
 		}
+		if s.limiter.Throttled(w, r) {
+			return
+		}
+		if r.ContentLength > maxBody {
+			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "body larger than 1 MiB"})
+			return
+		}
+		if err := wh.precheck(r.Header, s.now()); err != nil {
+			if wh.source == SourceHiBob && errors.Is(err, errNoSignature) && s.hibobPing(w, r) {
+				return
+			}
+			s.limiter.Failed(r)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": err.Error()})
+			return
+		}
+		want := r.ContentLength
+		if want < 0 {
+			want = maxBody
+		}
+		wctx, cancel := context.WithTimeout(r.Context(), bodyWait)
+		ok := s.bodies.acquire(wctx, want)
+		cancel()
+		if !ok {
+			w.Header().Set("Retry-After", "5")
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "too many requests in flight; retry"})
+			return
+		}
+		defer s.bodies.release(want)
 		body, status, err := readBody(w, r)
 		if err != nil {
 			writeJSON(w, status, map[string]string{"error": err.Error()})
 			return
 		}
 		if err := wh.verify(r.Header, body, key, s.now()); err != nil {
+			s.limiter.Failed(r)
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": err.Error()})
 			return
 		}
-		if !mediaType(r, wh.contentType) {
+		if wh.source == SourceHiBob && isHiBobPing(body) {
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ping"})
+			return
+		}
+		if wh.source == SourceCloudEvents && !mediaType(r, wh.contentType) {
+			// Binary content mode: the attributes are ce-* headers and
+			// the body is the data; it is stored in the structured form.
+			var berr error
+			body, berr = binaryCloudEvent(r, body)
+			if berr != nil {
+				code := http.StatusBadRequest
+				if errors.Is(berr, errNotCloudEvent) {
+					code = http.StatusUnsupportedMediaType
+				}
+				writeJSON(w, code, map[string]string{"error": berr.Error()})
+				return
+			}
+		} else if !mediaType(r, wh.contentType) {
 			writeJSON(w, http.StatusUnsupportedMediaType, map[string]string{"error": "Content-Type must be " + wh.contentType})
 			return
 		}
 		id, err := wh.identify(body)
 		if err != nil {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			return
+		}
+		if ref := s.decide(wh.source, id, body); ref != nil {
+			s.log.Info("HR event refused at the door", "source", wh.source, "event_id", id, "rule", ref.Rule, "field", ref.Field, "reason", ref.Detail)
+			writeProblem(w, ref)
 			return
 		}
 		dup, err := s.store(r.Context(), wh.source, id, body)
@@ -328,6 +407,81 @@ func (s *Server) webhook(wh webhook) http.Handler {
 		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 		_, _ = w.Write(b)
 	})
+}
+
+// scimDoor checks the SCIM bearer token (and the address's throttle)
+// before the SCIM handler reads anything.
+func (s *Server) scimDoor(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(s.cfg.Secrets.SCIMToken) == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if s.limiter.Throttled(w, r) {
+			return
+		}
+		if err := verifyBearer(r.Header, s.cfg.Secrets.SCIMToken); err != nil {
+			s.limiter.Failed(r)
+			writeSCIMError(w, scimFail(http.StatusUnauthorized, "", "%v", err))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// abuseProtection answers the CloudEvents webhook validation handshake
+// (CloudEvents "HTTP 1.1 Web Hooks", section 4): an origin listed in
+// INGEST_ALLOWED_ORIGINS is allowed; any other is 403.
+func (s *Server) abuseProtection(w http.ResponseWriter, r *http.Request) {
+	origin := strings.TrimSpace(r.Header.Get("WebHook-Request-Origin"))
+	if origin == "" {
+		w.Header().Set("Allow", "OPTIONS, POST")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	for _, o := range s.cfg.AllowedOrigins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			w.Header().Set("WebHook-Allowed-Origin", origin)
+			w.Header().Set("WebHook-Allowed-Rate", "*")
+			w.Header().Set("Allow", "OPTIONS, POST")
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+	}
+	writeJSON(w, http.StatusForbidden, map[string]string{"error": "origin not allowed (INGEST_ALLOWED_ORIGINS)"})
+}
+
+// hibobPing answers HiBob's unsigned connection ping ("Ping test" or
+// {"text":"Ping test"}) with 200, storing nothing. Only a small body is
+// read; false means it was no ping and nothing was answered.
+func (s *Server) hibobPing(w http.ResponseWriter, r *http.Request) bool {
+	if r.ContentLength > maxPing {
+		return false
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxPing+1))
+	if err != nil || len(b) > maxPing || !isHiBobPing(b) {
+		return false
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ping"})
+	return true
+}
+
+// maxPing is the longest body taken for a HiBob ping.
+const maxPing = 64
+
+func isHiBobPing(b []byte) bool {
+	var v any
+	if json.Unmarshal(b, &v) != nil {
+		return strings.TrimSpace(string(b)) == "Ping test"
+	}
+	switch x := v.(type) {
+	case string:
+		return x == "Ping test"
+	case map[string]any:
+		t, _ := x["text"].(string)
+		return len(x) == 1 && t == "Ping test"
+	}
+	return false
 }
 
 // readBody reads at most maxBody bytes; a larger body is 413.
@@ -368,7 +522,16 @@ func mediaType(r *http.Request, want ...string) bool {
 
 // store puts an event on hr.events.<source> and waits for JetStream's ack.
 // dup reports that JetStream already held an event with that id.
+//
+// A SCIM event is decided here (the webhooks decide before): a refusal is
+// the SCIM error of Refusal.SCIMError, and nothing is stored.
 func (s *Server) store(ctx context.Context, source, id string, body []byte) (dup bool, err error) {
+	if source == SourceSCIM {
+		if ref := s.decide(source, id, body); ref != nil {
+			s.log.Info("SCIM event refused at the door", "event_id", id, "rule", ref.Rule, "field", ref.Field, "reason", ref.Detail)
+			return false, ref.SCIMError()
+		}
+	}
 	msg := &nats.Msg{
 		Subject: EventSubjectPrefix + source,
 		// Built whole, with the expected stream set here rather than by
@@ -416,7 +579,7 @@ func parseCloudEvent(body []byte) (*cloudEvent, error) {
 		return nil, errors.New("id, source and type are required")
 	}
 	if ce.Time != "" {
-		if _, err := time.Parse(time.RFC3339Nano, ce.Time); err != nil {
+		if _, err := rules.ParseTime(ce.Time); err != nil {
 			return nil, errors.New("time must be RFC 3339")
 		}
 	}

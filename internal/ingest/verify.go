@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mfa-worker/mfa-worker/internal/rules"
 )
 
 // Authentication failures; their messages are what a sender is told.
@@ -20,6 +22,31 @@ var (
 	errTimestamp    = errors.New("timestamp unreadable or more than 5 minutes away from now")
 	errNoToken      = errors.New("bearer token missing or wrong")
 )
+
+// precheckStandardWebhook checks what the headers alone can tell: the
+// signature headers are present and the timestamp is within Tolerance.
+func precheckStandardWebhook(h http.Header, now time.Time) error {
+	if h.Get("webhook-id") == "" || h.Get("webhook-timestamp") == "" || h.Get("webhook-signature") == "" {
+		return errNoSignature
+	}
+	return checkTimestamp(h.Get("webhook-timestamp"), now)
+}
+
+// precheckBambooHR: signature and timestamp present, timestamp in range.
+func precheckBambooHR(h http.Header, now time.Time) error {
+	if h.Get("X-BambooHR-Signature") == "" || h.Get("X-BambooHR-Timestamp") == "" {
+		return errNoSignature
+	}
+	return checkTimestamp(h.Get("X-BambooHR-Timestamp"), now)
+}
+
+// precheckHiBob: the signature is present (HiBob sends no timestamp).
+func precheckHiBob(h http.Header, _ time.Time) error {
+	if h.Get("Bob-Signature") == "" {
+		return errNoSignature
+	}
+	return nil
+}
 
 // verifyStandardWebhook checks a Standard Webhooks signature:
 // webhook-signature holds space-separated "v1,<base64 HMAC-SHA256 of
@@ -103,13 +130,13 @@ func verifyBearer(h http.Header, token []byte) error {
 	return nil
 }
 
-// checkTimestamp accepts Unix seconds (or an RFC 3339 time) within
-// Tolerance of now, either way.
+// checkTimestamp accepts Unix seconds or an ISO 8601 date-time with an
+// offset (+00:00, +0000 or Z) within Tolerance of now, either way.
 func checkTimestamp(ts string, now time.Time) error {
 	var t time.Time
 	if n, err := strconv.ParseInt(strings.TrimSpace(ts), 10, 64); err == nil {
 		t = time.Unix(n, 0)
-	} else if p, err := time.Parse(time.RFC3339, ts); err == nil {
+	} else if p, err := rules.ParseTime(ts); err == nil && hasOffset(ts) {
 		t = p
 	} else {
 		return errTimestamp
@@ -118,4 +145,17 @@ func checkTimestamp(ts string, now time.Time) error {
 		return errTimestamp
 	}
 	return nil
+}
+
+// hasOffset reports whether an ISO 8601 date-time names its offset: a
+// signed timestamp without one could be read in any zone.
+func hasOffset(ts string) bool {
+	ts = strings.TrimSpace(ts)
+	if strings.HasSuffix(ts, "Z") || strings.HasSuffix(ts, "z") {
+		return true
+	}
+	if i := strings.LastIndexAny(ts, "+-"); i > len("2006-01-02") {
+		return true
+	}
+	return false
 }

@@ -1,8 +1,10 @@
 package ingest
 
 import (
+	"bytes"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -54,8 +56,13 @@ func TestParseWebhookSecret(t *testing.T) {
 	if err != nil || string(k) != string(ceKey) {
 		t.Errorf("whsec_: %q %v", k, err)
 	}
-	if k, err := ParseWebhookSecret([]byte("plain")); err != nil || string(k) != "plain" {
-		t.Errorf("plain: %q %v", k, err)
+	// The reference libraries read the secret without its prefix too.
+	bare := bytes.TrimPrefix(ceSecret, []byte("whsec_"))
+	if k, err := ParseWebhookSecret(bare); err != nil || string(k) != string(ceKey) {
+		t.Errorf("without whsec_: %v", err)
+	}
+	if _, err := ParseWebhookSecret([]byte("not base64 at all!")); err == nil || strings.Contains(err.Error(), "base64 at all") {
+		t.Errorf("a secret that is not base64: %v", err)
 	}
 	if _, err := ParseWebhookSecret([]byte("whsec_%%%")); err == nil {
 		t.Error("bad base64 accepted")

@@ -203,11 +203,11 @@ func (e *jobRejection) Unwrap() error { return e.Rejection }
 func (r *rule) apply(s *Set, ev Event, act map[string]any) (Job, bool, error) {
 	v, err := eval(r.when, act)
 	if err != nil {
-		return Job{}, false, fmt.Errorf("when: %w", err)
+		return Job{}, false, &FieldError{"when", err.Error()}
 	}
 	b, ok := v.(types.Bool)
 	if !ok {
-		return Job{}, false, fmt.Errorf("when: gave %s, want bool", v.Type().TypeName())
+		return Job{}, false, &FieldError{"when", fmt.Sprintf("gave %s, want bool", v.Type().TypeName())}
 	}
 	if !b {
 		return Job{}, false, nil
@@ -224,11 +224,11 @@ func (r *rule) apply(s *Set, ev Event, act map[string]any) (Job, bool, error) {
 		if p := r.job[f]; p != nil {
 			v, err := eval(p, act)
 			if err != nil {
-				return Job{}, false, fmt.Errorf("job.%s: %w", f, err)
+				return Job{}, false, &FieldError{"job." + f, err.Error()}
 			}
 			n, err := native(v, 0)
 			if err != nil {
-				return Job{}, false, fmt.Errorf("job.%s: %w", f, err)
+				return Job{}, false, &FieldError{"job." + f, err.Error()}
 			}
 			if n != nil {
 				vals[f] = n
@@ -240,11 +240,11 @@ func (r *rule) apply(s *Set, ev Event, act map[string]any) (Job, bool, error) {
 			for k, p := range fs {
 				v, err := eval(p, act)
 				if err != nil {
-					return Job{}, false, fmt.Errorf("job.%s.%s: %w", f, k, err)
+					return Job{}, false, &FieldError{"job." + f + "." + k, err.Error()}
 				}
 				n, err := native(v, 0)
 				if err != nil {
-					return Job{}, false, fmt.Errorf("job.%s.%s: %w", f, k, err)
+					return Job{}, false, &FieldError{"job." + f + "." + k, err.Error()}
 				}
 				if n != nil {
 					m[k] = n
