@@ -41,7 +41,7 @@ func leavers(t *testing.T) []leaver {
 		"fields": map[string]any{"employmentHistoryStatus": map[string]any{"value": "Terminated"}},
 	}}})
 	hibob := jsonBody(t, map[string]any{
-		"companyId": 640, "type": "employee.left", "triggeredBy": "system", "triggeredAt": time.Now().UTC().Add(-10*time.Second).Format("2006-01-02T15:04:05.000Z"),
+		"companyId": 640, "type": "employee.left", "triggeredBy": "system", "triggeredAt": time.Now().UTC().Add(-10 * time.Second).Format("2006-01-02T15:04:05.000Z"),
 		"version": "v2", "data": map[string]any{"employeeId": "3332883884017713238"},
 	})
 	return []leaver{{
