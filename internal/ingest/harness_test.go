@@ -116,7 +116,8 @@ func (e *env) newServer() *Server {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(mc.Close)
-	s, err := New(context.Background(), e.cfg, Deps{Conn: e.nc, MapperConn: mc, Log: slog.New(slog.NewTextHandler(e.logs, nil)), Metrics: e.m})
+	s, err := New(context.Background(), e.cfg, Deps{Conn: e.nc, MapperConn: mc, Log: slog.New(slog.NewTextHandler(e.logs, nil)), Metrics: e.m,
+		AuthFailures: metrics.NewAuthFailures(e.reg)})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -112,6 +112,9 @@ func (s *Set) Apply(ev Event) ([]Job, []*RuleError) {
 			var rj *job.Rejection
 			if errors.As(err, &rj) {
 				re.Code = rj.Code
+				if f, _, ok := strings.Cut(rj.Message, ":"); ok && f != "" && !strings.ContainsAny(f, " \"") {
+					re.Field = "job." + f
+				}
 			}
 			errs = append(errs, re)
 			continue
