@@ -145,7 +145,7 @@ func TestIngestCommand(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	body := []byte(`{"companyId":1,"type":"employee.left","triggeredAt":"2026-11-26T10:00:00Z","version":"v2","data":{"employeeId":"77"}}`)
+	body := []byte(`{"companyId":1,"type":"employee.left","triggeredAt":"` + time.Now().UTC().Format(time.RFC3339) + `","version":"v2","data":{"employeeId":"77"}}`)
 	mac := hmac.New(sha512.New, []byte("hibob-secret"))
 	mac.Write(body)
 	req, _ := http.NewRequest("POST", "http://"+addr+"/hooks/hibob", bytes.NewReader(body))

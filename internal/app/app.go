@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mfa-worker/mfa-worker/internal/authlimit"
 	"github.com/mfa-worker/mfa-worker/internal/config"
 	"github.com/mfa-worker/mfa-worker/internal/history"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
@@ -95,9 +96,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", h.healthz)
 	mux.HandleFunc("/readyz", h.readyz)
+	af := metrics.NewAuthFailures(reg)
 	if cfg.StatusPage {
+		if cfg.statusAuth == nil {
+			log.Warn("the status page is served without authentication: set WORKER_STATUS_AUTH_FILE, or keep WORKER_HTTP_ADDR on a trusted network",
+				"http_addr", cfg.HTTPAddr)
+		}
 		streams := status.NewStreams(js)
-		page, err := status.New(status.Config{Auth: cfg.statusAuth, Version: cfg.Version}, status.Deps{
+		page, err := status.New(status.Config{Auth: cfg.statusAuth, Version: cfg.Version,
+			Throttle: authlimit.New(authlimit.DefaultBudget, func() { af.Inc("status") })}, status.Deps{
 			Gatherer: reg, Results: streams, History: history.New(js), DeadLetters: streams, Budget: ol, Log: log,
 		})
 		if err != nil {
@@ -115,7 +122,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		_ = q.Stop()
 		return fail(&config.Error{Setting: "WORKER_HTTP_ADDR", Problem: err.Error()})
 	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	hs := InternalServer(mux, log)
 	w := &Worker{HTTPAddr: ln.Addr().String(), done: make(chan error, 1)}
 
 	httpDone := make(chan struct{})

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
+
+	"github.com/mfa-worker/mfa-worker/internal/authlimit"
 )
 
 // Credentials are the user name and password the page asks for.
@@ -52,4 +54,20 @@ func (c *Credentials) allows(r *http.Request) bool {
 	u := sha256.Sum256([]byte(user))
 	p := sha256.Sum256([]byte(pass))
 	return subtle.ConstantTimeCompare(u[:], c.userSum[:])&subtle.ConstantTimeCompare(p[:], c.passSum[:]) == 1
+}
+
+// check is allows behind the throttle: an address past its budget of wrong
+// credentials is answered 429 (and check returns false); wrong credentials
+// are counted, a request that presents none (a browser's first try) is not.
+func (c *Credentials) check(w http.ResponseWriter, r *http.Request, t *authlimit.Limiter) bool {
+	if t.Throttled(w, r) {
+		return false
+	}
+	if c.allows(r) {
+		return true
+	}
+	if r.Header.Get("Authorization") != "" {
+		t.Failed(r)
+	}
+	return false
 }

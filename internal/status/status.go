@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/mfa-worker/mfa-worker/internal/authlimit"
 	"github.com/mfa-worker/mfa-worker/internal/history"
 )
 
@@ -68,6 +69,9 @@ type Config struct {
 	HistoryLimit int           // 50 entries of a looked-up person (at most 500)
 	// Auth, when set, makes the page ask for basic auth.
 	Auth *Credentials
+	// Throttle, when set, answers 429 to an address past its budget of
+	// wrong credentials.
+	Throttle *authlimit.Limiter
 	// Version is shown in the footer.
 	Version string
 }
@@ -190,7 +194,10 @@ func (p *page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-	if p.cfg.Auth != nil && !p.cfg.Auth.allows(r) {
+	if p.cfg.Auth != nil && !p.cfg.Auth.check(w, r, p.cfg.Throttle) {
+		if w.Header().Get("Retry-After") != "" {
+			return // throttled: answered
+		}
 		h.Set("WWW-Authenticate", `Basic realm="mfa-worker status", charset="UTF-8"`)
 		http.Error(w, "authentication required", http.StatusUnauthorized)
 		return

@@ -1,0 +1,91 @@
+package app
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mfa-worker/mfa-worker/internal/config"
+)
+
+// TestIngestSettingsInREADME: every setting of `worker ingest` has a row
+// in the README's tables showing its default.
+func TestIngestSettingsInREADME(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{}
+	for _, l := range strings.Split(string(readme), "\n") {
+		if strings.HasPrefix(l, "| `") {
+			for _, f := range strings.Split(strings.SplitN(l, "|", 3)[1], "`") {
+				if f = strings.TrimSpace(f); f != "" && f == strings.ToUpper(f) && !strings.ContainsAny(f, ", /") {
+					rows[f] = l
+				}
+			}
+		}
+	}
+	d := DefaultIngestConfig()
+	for _, s := range IngestSettings(&d) {
+		row, ok := rows[s.Env]
+		if !ok {
+			t.Errorf("README has no row for %s", s.Env)
+			continue
+		}
+		if s.NATS || s.Env == "WORKER_HTTP_ADDR" || s.Env == "WORKER_LOG_LEVEL" || s.Env == "WORKER_STREAM_REPLICAS" {
+			continue // the worker's rows, same defaults
+		}
+		if def := FormatDefault(s.Value); def != "" && def != "0" && def != "false" && !strings.Contains(row, def) {
+			t.Errorf("README's row of %s does not show its default %s: %s", s.Env, def, row)
+		}
+	}
+}
+
+// TestIngestValidateReportsEveryProblem: one line per bad setting, all at
+// once, each naming its setting.
+func TestIngestValidateReportsEveryProblem(t *testing.T) {
+	c := DefaultIngestConfig()
+	c.Timezone = "Mars/Olympus"
+	c.DateOnly = "noon"
+	c.MaxConnections = 1
+	c.IdleTimeout = time.Hour
+	c.TLSCert = "cert.pem"
+	err := c.Validate()
+	var es *config.Errors
+	if err == nil || !asErrors(err, &es) {
+		t.Fatalf("err %v", err)
+	}
+	got := map[string]bool{}
+	for _, e := range es.List {
+		got[e.Setting] = true
+	}
+	for _, want := range []string{"NATS_URL", "INGEST_TIMEZONE", "INGEST_DATE_ONLY", "INGEST_MAX_CONNECTIONS", "INGEST_IDLE_TIMEOUT",
+		"INGEST_TLS_CERT/INGEST_TLS_KEY", "INGEST_*_SECRET_FILE"} {
+		if !got[want] {
+			t.Errorf("no problem for %s: %v", want, err)
+		}
+	}
+	ok := DefaultIngestConfig()
+	ok.NATS.NATSURL = "nats://127.0.0.1:4222"
+	ok.SCIMTokenFile = "token"
+	ok.Addr = "" // set but empty: the default
+	if err := ok.Validate(); err != nil || ok.Addr != ":8480" {
+		t.Fatalf("defaults: %v (addr %q)", err, ok.Addr)
+	}
+}
+
+func asErrors(err error, es **config.Errors) bool {
+	e, ok := err.(*config.Errors)
+	*es = e
+	return ok
+}
+
+// TestInternalServerTimeouts: every internal listener has read, write and
+// idle time-outs.
+func TestInternalServerTimeouts(t *testing.T) {
+	hs := InternalServer(nil, quiet())
+	if hs.ReadHeaderTimeout <= 0 || hs.ReadTimeout <= 0 || hs.WriteTimeout <= 0 || hs.IdleTimeout <= 0 {
+		t.Fatalf("time-outs %v %v %v %v", hs.ReadHeaderTimeout, hs.ReadTimeout, hs.WriteTimeout, hs.IdleTimeout)
+	}
+}
