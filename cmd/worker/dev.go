@@ -16,7 +16,10 @@ import (
 
 	"github.com/mfa-worker/mfa-worker/internal/app"
 	"github.com/mfa-worker/mfa-worker/internal/broker"
+	"github.com/mfa-worker/mfa-worker/internal/config"
 	"github.com/mfa-worker/mfa-worker/internal/ingest"
+	"github.com/mfa-worker/mfa-worker/internal/metrics"
+	"github.com/mfa-worker/mfa-worker/internal/rules"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 )
 
@@ -25,10 +28,12 @@ type devConfig struct {
 	DataDir  string // JetStream storage (default ./data)
 	NATSPort int    // default 4222; -1 picks a free port
 	SimAddr  string // the simulator's address (default 127.0.0.1:8089)
-	HTTPAddr string // metrics and health (default :9464)
+	HTTPAddr string // metrics, health and the status page (default 127.0.0.1:9464)
 	// IngestAddr is where the HR event receiver listens (default
 	// 127.0.0.1:8480).
 	IngestAddr string
+	// Rules is the ingest rules file; empty means the built-in rules.
+	Rules string
 	Version    string
 	// Out receives the how-to banner.
 	Out io.Writer
@@ -49,6 +54,16 @@ func dev(ctx context.Context, dc devConfig, log *slog.Logger, reg *prometheus.Re
 	}
 	if dc.IngestAddr == "" {
 		dc.IngestAddr = "127.0.0.1:8480"
+	}
+	if dc.HTTPAddr == "" {
+		dc.HTTPAddr = "127.0.0.1:9464"
+	}
+	set := rules.Builtin()
+	if dc.Rules != "" {
+		var err error
+		if set, err = rules.Load(dc.Rules); err != nil {
+			return &config.Error{Setting: "--rules", Problem: err.Error()}
+		}
 	}
 	out := &syncWriter{w: dc.Out}
 	if dc.Out == nil {
@@ -98,7 +113,7 @@ func dev(ctx context.Context, dc devConfig, log *slog.Logger, reg *prometheus.Re
 	}
 	// The HR event receiver, with fresh secrets printed below.
 	secrets := ingest.NewDevSecrets()
-	ingestDone, ingestAddr, err := devIngest(ctx, cfg, dc.IngestAddr, secrets, log)
+	ingestDone, ingestAddr, err := devIngest(ctx, cfg, dc.IngestAddr, secrets, set, log, reg)
 	if err != nil {
 		cancel()
 		_ = w.Wait()
@@ -139,13 +154,15 @@ Try it (in another terminal; bin/worker is what make build and make run build):
 // devIngest starts the HR event receiver and its mapper on addr with dev
 // secrets, on a NATS connection of its own. The returned channel yields
 // Serve's error once ctx ended and it stopped.
-func devIngest(ctx context.Context, cfg app.Config, addr string, secrets ingest.DevSecrets, log *slog.Logger) (<-chan error, string, error) {
+// Its metrics go to reg, next to the worker's.
+func devIngest(ctx context.Context, cfg app.Config, addr string, secrets ingest.DevSecrets, set *rules.Set, log *slog.Logger, reg *prometheus.Registry) (<-chan error, string, error) {
 	nc, err := app.Connect(cfg, log)
 	if err != nil {
 		return nil, "", fmt.Errorf("ingest: connect to NATS: %w", err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	s, err := ingest.New(pctx, ingest.Config{Addr: addr, Secrets: secrets.Secrets()}, ingest.Deps{Conn: nc, Log: log.With("component", "ingest")})
+	s, err := ingest.New(pctx, ingest.Config{Addr: addr, Secrets: secrets.Secrets(), Rules: set},
+		ingest.Deps{Conn: nc, Log: log.With("component", "ingest"), Metrics: metrics.NewIngest(reg), AuthFailures: metrics.NewAuthFailures(reg)})
 	cancel()
 	if err != nil {
 		nc.Close()

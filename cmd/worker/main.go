@@ -258,8 +258,9 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&dc.DataDir, "data-dir", env("WORKER_DATA_DIR", "data"), "JetStream storage folder")
 	fs.IntVar(&dc.NATSPort, "nats-port", 4222, "NATS port (-1: any free port)")
 	fs.StringVar(&dc.SimAddr, "sim-addr", "127.0.0.1:8089", "OneLogin simulator address")
-	fs.StringVar(&dc.HTTPAddr, "http-addr", env("WORKER_HTTP_ADDR", ":9464"), "metrics, health and status page address")
+	fs.StringVar(&dc.HTTPAddr, "http-addr", env("WORKER_HTTP_ADDR", "127.0.0.1:9464"), "metrics, health and status page address (loopback, like the others: the status page runs without auth here)")
 	fs.StringVar(&dc.IngestAddr, "ingest-addr", env("INGEST_HTTP_ADDR", "127.0.0.1:8480"), "HR event receiver address")
+	fs.StringVar(&dc.Rules, "rules", env("WORKER_RULES", ""), "ingest rules file; empty means the built-in rules (WORKER_RULES)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
