@@ -33,8 +33,8 @@ type devConfig struct {
 	// 127.0.0.1:8480).
 	IngestAddr string
 	// Rules is the ingest rules file; empty means the built-in rules.
-	Rules string
-	Version    string
+	Rules   string
+	Version string
 	// Out receives the how-to banner.
 	Out io.Writer
 }
