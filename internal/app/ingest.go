@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -64,7 +66,7 @@ func DefaultIngestConfig() IngestConfig {
 		Addr: ":8480", HTTPAddr: ":9464", LogLevel: "info",
 		StreamReplicas: 1, Concurrency: 4, EventsMaxAge: 30 * 24 * time.Hour,
 		Timezone: "UTC", DateOnly: "end_of_day",
-		MaxConnections: 4096, BodyBytesInFlight: 32 << 20, AuthFailureBudget: 20,
+		MaxConnections: 4096, BodyBytesInFlight: 8 << 20, AuthFailureBudget: 20,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 30 * time.Second,
 	}
 }
@@ -98,7 +100,7 @@ func IngestSettings(c *IngestConfig) []Setting {
 		{"INGEST_HIBOB_OFFBOARD_INACTIVATED", "hibob-offboard-inactivated", "HiBob's employee.inactivated (also sent for a leave) offboards too (rules: settings.hibob_offboard_inactivated)", &c.HiBobOffboardInactivated, false},
 		{"INGEST_ALLOWED_ORIGINS", "allowed-origins", "comma-separated origins the CloudEvents abuse-protection handshake (OPTIONS /events) allows", &c.AllowedOrigins, false},
 		{"INGEST_MAX_CONNECTIONS", "max-connections", "connections served at once; more wait in the backlog", &c.MaxConnections, false},
-		{"INGEST_MAX_BODY_BYTES_IN_FLIGHT", "max-body-bytes-in-flight", "request body bytes held at once; a request that cannot get its share in 5s is answered 503", &c.BodyBytesInFlight, false},
+		{"INGEST_MAX_BODY_BYTES_IN_FLIGHT", "max-body-bytes-in-flight", "bytes of request bodies over 64 KiB held at once (smaller ones have a sixteenth of it of their own); a request that cannot get its share in 5s is answered 503", &c.BodyBytesInFlight, false},
 		{"INGEST_AUTH_FAILURE_BUDGET", "auth-failure-budget", "failed authentications per client address per minute before 429", &c.AuthFailureBudget, false},
 		{"INGEST_READ_TIMEOUT", "read-timeout", "time to read one request", &c.ReadTimeout, false},
 		{"INGEST_WRITE_TIMEOUT", "write-timeout", "time to answer one request", &c.WriteTimeout, false},
@@ -258,6 +260,11 @@ func splitList(s string) []string {
 	return out
 }
 
+// IngestMemoryLimit is the Go soft memory limit `worker ingest` sets when
+// GOMEMLIMIT is not set: the garbage collector works harder as the heap
+// nears it (it is not a cap: a receiver that needs more gets more).
+const IngestMemoryLimit = 80 << 20
+
 // Ingest is a started `worker ingest`; Wait blocks until it stopped.
 type Ingest struct {
 	// Addr is where HR systems reach the receiver; HTTPAddr is the
@@ -279,6 +286,12 @@ func RunIngest(ctx context.Context, cfg IngestConfig, log *slog.Logger, reg *pro
 	}
 	if err := cfg.Load(); err != nil {
 		return nil, err
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// The receiver's memory is bounded by design (connections, bodies
+		// in flight); a soft limit makes the collector keep it near what
+		// is live instead of twice that. GOMEMLIMIT overrides it.
+		debug.SetMemoryLimit(IngestMemoryLimit)
 	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.NewIngest(reg)

@@ -52,9 +52,10 @@ type Config struct {
 	// MaxConnections caps the connections served at once (4096); more wait
 	// in the kernel's backlog.
 	MaxConnections int
-	// BodyBytesInFlight bounds the request bodies held at once (32 MiB);
-	// a request that cannot get its share within 5 seconds is answered
-	// 503.
+	// BodyBytesInFlight bounds the request bodies over 64 KiB held at
+	// once (8 MiB; smaller bodies, every real HR event, have a sixteenth
+	// of it, at least 1 MiB, of their own); a request that cannot get its
+	// share within 5 seconds is answered 503.
 	BodyBytesInFlight int64
 	// AuthFailureBudget is how many failed authentications an address may
 	// have in a minute before it is answered 429 (20).
@@ -95,7 +96,7 @@ func (c *Config) setDefaults() {
 		c.MaxConnections = 4096
 	}
 	if c.BodyBytesInFlight <= 0 {
-		c.BodyBytesInFlight = 32 << 20
+		c.BodyBytesInFlight = 8 << 20
 	}
 	if c.AuthFailureBudget <= 0 {
 		c.AuthFailureBudget = 20

@@ -62,8 +62,9 @@ type Server struct {
 	mux  *http.ServeMux
 	// limiter throttles failed authentication per client address.
 	limiter *authlimit.Limiter
-	// bodies bounds the request bodies held at once.
-	bodies *byteBudget
+	// bodies bounds the request bodies held at once; small ones (at
+	// most smallBody) take small instead.
+	bodies, small *byteBudget
 	// The mapper's JetStream context and consumer, on Deps.MapperConn.
 	mjs   jetstream.JetStream
 	mcons jetstream.Consumer
@@ -94,7 +95,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 	}
 	cfg.Rules = cfg.Rules.With(cfg.Times, cfg.RuleSettings)
 	s := &Server{cfg: cfg, nc: d.Conn, js: js, log: d.Log, m: d.Metrics, now: d.Now, objs: objs, mcons: objs.Consumer,
-		bodies: newByteBudget(cfg.BodyBytesInFlight)}
+		bodies: newByteBudget(cfg.BodyBytesInFlight), small: newByteBudget(max(cfg.BodyBytesInFlight/16, 1<<20))}
 	af := d.AuthFailures
 	s.limiter = authlimit.New(cfg.AuthFailureBudget, func() { af.Inc("ingest") })
 	mc := d.Conn
@@ -295,6 +296,10 @@ type webhook struct {
 	identify func(body []byte) (string, error)
 }
 
+// smallBody is the largest body of known length that takes the small
+// budget (smallBudget bytes, a sixteenth of the large one, at least 1 MiB).
+const smallBody = 64 << 10
+
 // bodyWait is the longest a request waits for its share of the bytes in
 // flight before it is answered 503.
 const bodyWait = 5 * time.Second
@@ -338,15 +343,21 @@ func (s *Server) webhook(wh webhook) http.Handler {
 		if want < 0 {
 			want = maxBody
 		}
+		// Small bodies (every real HR event) have a budget of their own,
+		// so that a sender's event never queues behind large uploads.
+		budget := s.bodies
+		if want <= smallBody {
+			budget = s.small
+		}
 		wctx, cancel := context.WithTimeout(r.Context(), bodyWait)
-		ok := s.bodies.acquire(wctx, want)
+		ok := budget.acquire(wctx, want)
 		cancel()
 		if !ok {
 			w.Header().Set("Retry-After", "5")
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "too many requests in flight; retry"})
 			return
 		}
-		defer s.bodies.release(want)
+		defer budget.release(want)
 		body, status, err := readBody(w, r)
 		if err != nil {
 			writeJSON(w, status, map[string]string{"error": err.Error()})
@@ -484,10 +495,34 @@ func isHiBobPing(b []byte) bool {
 	return false
 }
 
-// readBody reads at most maxBody bytes; a larger body is 413.
+// largeBodies are the buffers of bodies over smallBody bytes, each of
+// maxBody bytes; a buffer goes back when its request's context ends (the
+// handler has returned and nothing holds the body any more: the stored
+// message is a copy).
+var largeBodies = sync.Pool{New: func() any { b := make([]byte, maxBody); return &b }}
+
+// readBody reads at most maxBody bytes; a larger body is 413. A body of
+// known length is read into a buffer of that size, so that a large body
+// costs its size once, not the doublings of a growing buffer.
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
 	if r.ContentLength > maxBody {
 		return nil, http.StatusRequestEntityTooLarge, errors.New("body larger than 1 MiB")
+	}
+	if r.ContentLength >= 0 {
+		var body []byte
+		if r.ContentLength > smallBody {
+			// Large bodies reuse buffers: a flood of them must not
+			// make the collector the receiver's main work.
+			bp := largeBodies.Get().(*[]byte)
+			body = (*bp)[:r.ContentLength]
+			context.AfterFunc(r.Context(), func() { largeBodies.Put(bp) })
+		} else {
+			body = make([]byte, r.ContentLength)
+		}
+		if _, err := io.ReadFull(r.Body, body); err != nil {
+			return nil, http.StatusBadRequest, errors.New("cannot read the body")
+		}
+		return body, 0, nil
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
