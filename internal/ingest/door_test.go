@@ -335,3 +335,68 @@ func TestByteBudget(t *testing.T) {
 		t.Fatal("a large request alone refused")
 	}
 }
+
+// TestEventThatKillsTheMapper: an event whose mapping dies on every
+// delivery is dead-lettered (code mapper_died) after two observed deaths
+// and never delivered again; another event is mapped meanwhile.
+func TestEventThatKillsTheMapper(t *testing.T) {
+	e := newEnv(t)
+	b, h := leaverCE(t, nil, map[string]any{"external_id": "E-POISON"})
+	if code, body := e.post("/events", h, b); code != http.StatusOK {
+		t.Fatalf("status %d: %s", code, body)
+	}
+	var deaths atomic.Int32
+	killer := func(ev rules.Event) bool {
+		d, _ := ev.Data.(map[string]any)
+		if d["external_id"] == "E-POISON" {
+			deaths.Add(1)
+			return true
+		}
+		return false
+	}
+	// The first delivery dies unrecorded (before any attempt record) as
+	// a killed process would: no ack, no nak.
+	first := e.newServer()
+	first.beforeAck = func(ev rules.Event) bool { return false }
+	stop := e.runMapper(first)
+	e.waitFor("the first delivery", func() bool {
+		info, err := first.objs.Consumer.Info(context.Background())
+		return err == nil && info.Delivered.Consumer >= 1
+	})
+	stop()
+	s := e.newServer()
+	s.crash = killer
+	e.runMapper(s)
+	e.waitFor("the dead letter", func() bool { return len(e.msgs("TEST_DLQ")) == 1 })
+	d := e.msgs("TEST_DLQ")[0]
+	if d.Header.Get("Mfa-Error-Code") != "mapper_died" {
+		t.Fatalf("dead letter %v", d.Header)
+	}
+	n := deaths.Load()
+	if n != maxDeaths {
+		t.Errorf("%d deaths before the dead letter, want %d", n, maxDeaths)
+	}
+	// Terminated: never delivered again; a sound event still maps.
+	b2, h2 := leaverCE(t, nil, map[string]any{"external_id": "E-FINE"})
+	if code, body := e.post("/events", h2, b2); code != http.StatusOK {
+		t.Fatalf("status %d: %s", code, body)
+	}
+	e.waitFor("the sound event's job", func() bool {
+		for _, j := range e.jobs() {
+			if j["user"].(map[string]any)["external_id"] == "E-FINE" {
+				return true
+			}
+		}
+		return false
+	})
+	info, err := s.objs.Consumer.Info(context.Background())
+	if err != nil || info.NumAckPending != 0 || info.NumRedelivered != 0 {
+		t.Errorf("consumer %+v %v", info, err)
+	}
+	if deaths.Load() != n {
+		t.Errorf("the poison event was mapped again after its dead letter")
+	}
+	if _, err := s.attempts.Get(context.Background(), "seq.1"); err == nil {
+		t.Error("the attempt record outlived the dead letter")
+	}
+}

@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -120,6 +121,9 @@ type mapping struct {
 	failed    error
 	failedJob string
 	done      bool // decided: acknowledged, refused or left to retry
+	// attempt is the event's MFA_INGEST_ATTEMPTS key while its mapping
+	// runs (redeliveries only).
+	attempt string
 }
 
 // mapEvents maps a batch of stored events: it applies the rules to each,
@@ -143,6 +147,15 @@ func (s *Server) mapEvents(ctx context.Context, msgs []jetstream.Msg) {
 		if err != nil {
 			s.refuse(ctx, m, err)
 			continue
+		}
+		if m.deliveries > 1 {
+			if !s.beginAttempt(ctx, m) {
+				continue
+			}
+			if s.crash != nil && s.crash(ev) {
+				m.done = true // abandoned, as by a killed mapper
+				continue
+			}
 		}
 		m.jobs, m.errs = s.applyRules(ev)
 		for _, j := range m.jobs {
@@ -211,8 +224,68 @@ func (s *Server) refuse(ctx context.Context, m *mapping, err error) {
 	m.done = true
 }
 
+// maxDeaths is how many mappings of one event may die (begun on a
+// redelivery, never ended) before the event is dead-lettered.
+const maxDeaths = 2
+
+// attemptKey is an event's key in MFA_INGEST_ATTEMPTS: its stream
+// sequence.
+func attemptKey(m *mapping) string {
+	md, err := m.msg.Metadata()
+	if err != nil {
+		return ""
+	}
+	return "seq." + strconv.FormatUint(md.Sequence.Stream, 10)
+}
+
+// beginAttempt records that a redelivered event's mapping begins, and
+// dead-letters an event whose mapping already died maxDeaths times (a
+// mapping that ends, however, removes the record in settle). false means
+// the event is decided (dead-lettered, or left to retry).
+func (s *Server) beginAttempt(ctx context.Context, m *mapping) bool {
+	key := attemptKey(m)
+	if key == "" || s.attempts == nil {
+		return true
+	}
+	deaths := 0
+	if e, err := s.attempts.Get(ctx, key); err == nil {
+		deaths, _ = strconv.Atoi(string(e.Value()))
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		s.retry(m, "attempt record", err)
+		return false
+	}
+	if deaths >= maxDeaths {
+		reason := fmt.Sprintf("the mapper died %d times while mapping this event; it is not mapped again", deaths)
+		if err := s.deadLetter(ctx, m.msg, m.ev, "mapper_died", reason, m.deliveries); err != nil {
+			s.retry(m, "dead letter", err)
+			return false
+		}
+		s.log.Error("HR event killed the mapper; copied to "+DLQSubject, "source", m.ev.Source, "event_id", m.ev.ID, "deaths", deaths)
+		s.m.Event(m.ev.Source, "rule_error")
+		_ = m.msg.Term()
+		_ = s.attempts.Delete(ctx, key)
+		m.done = true
+		return false
+	}
+	if _, err := s.attempts.Put(ctx, key, []byte(strconv.Itoa(deaths+1))); err != nil {
+		s.retry(m, "attempt record", err)
+		return false
+	}
+	m.attempt = key
+	return true
+}
+
+// endAttempt removes a finished mapping's record.
+func (s *Server) endAttempt(ctx context.Context, m *mapping) {
+	if m.attempt != "" {
+		_ = s.attempts.Delete(ctx, m.attempt)
+		m.attempt = ""
+	}
+}
+
 // settle finishes an event whose job publishes have all been answered.
 func (s *Server) settle(ctx context.Context, m *mapping) {
+	defer s.endAttempt(ctx, m)
 	if m.failed != nil {
 		s.retry(m, "job "+m.failedJob, m.failed)
 		return

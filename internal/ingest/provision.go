@@ -14,6 +14,10 @@ const (
 	StreamEvents   = "HR_EVENTS"
 	BucketSCIM     = "MFA_SCIM_USERS"
 	ConsumerIngest = "mfa-ingest"
+	// BucketAttempts remembers mappings begun on a redelivery that have
+	// not ended, so that an event that kills the mapper is dead-lettered
+	// after two deaths instead of killing every replica for ever.
+	BucketAttempts = "MFA_INGEST_ATTEMPTS"
 	// EventSubjectPrefix + source is where an accepted event is stored.
 	EventSubjectPrefix = "hr.events."
 	// DLQSubject receives events a rule failed on.
@@ -63,6 +67,8 @@ type Provisioned struct {
 	Events   jetstream.Stream
 	Users    jetstream.KeyValue
 	Consumer jetstream.Consumer
+	// Attempts is MFA_INGEST_ATTEMPTS.
+	Attempts jetstream.KeyValue
 }
 
 // Provision creates or updates HR_EVENTS, MFA_SCIM_USERS and the mfa-ingest
@@ -116,7 +122,18 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) (*Provis
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", ConsumerIngest, err)
 	}
-	return &Provisioned{Events: st, Users: kv, Consumer: cons}, nil
+	att, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BucketAttempts,
+		Description: "HR events whose mapping began on a redelivery and has not ended: a mapper that dies on an event twice dead-letters it",
+		Storage:     jetstream.FileStorage,
+		Replicas:    t.Replicas,
+		History:     1,
+		TTL:         24 * time.Hour,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", BucketAttempts, err)
+	}
+	return &Provisioned{Events: st, Users: kv, Consumer: cons, Attempts: att}, nil
 }
 
 // checkReady reports what is missing for the receiver to store events.
@@ -126,6 +143,9 @@ func checkReady(ctx context.Context, js jetstream.JetStream) error {
 	}
 	if _, err := js.KeyValue(ctx, BucketSCIM); err != nil {
 		return errors.New("bucket " + BucketSCIM + " missing")
+	}
+	if _, err := js.KeyValue(ctx, BucketAttempts); err != nil {
+		return errors.New("bucket " + BucketAttempts + " missing")
 	}
 	return nil
 }

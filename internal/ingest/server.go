@@ -69,6 +69,13 @@ type Server struct {
 	mjs   jetstream.JetStream
 	mcons jetstream.Consumer
 
+	// attempts is MFA_INGEST_ATTEMPTS on the mapper's connection.
+	attempts jetstream.KeyValue
+	// crash, when set (tests), runs after a redelivered event's attempt is
+	// recorded and before its rules are applied; returning true abandons
+	// the event there, as a mapper killed by it would.
+	crash func(ev rules.Event) bool
+
 	// beforeAck, when set (tests), runs after a mapped event's jobs are
 	// stored and before it is acknowledged; returning false leaves the
 	// event unacknowledged, as a mapper killed at that moment would.
@@ -107,9 +114,13 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 	if s.mjs, err = jetstream.New(mc, jetstream.WithPublishAsyncTimeout(jobPublishTimeout)); err != nil {
 		return nil, err
 	}
+	s.attempts = objs.Attempts
 	if d.MapperConn != nil {
 		if s.mcons, err = s.mjs.Consumer(ctx, StreamEvents, ConsumerIngest); err != nil {
 			return nil, fmt.Errorf("consumer %s: %w", ConsumerIngest, err)
+		}
+		if s.attempts, err = s.mjs.KeyValue(ctx, BucketAttempts); err != nil {
+			return nil, fmt.Errorf("bucket %s: %w", BucketAttempts, err)
 		}
 	}
 	if s.now == nil {
