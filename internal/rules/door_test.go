@@ -73,7 +73,7 @@ func TestJobModelAtTheDoor(t *testing.T) {
 	}{
 		{"not_before past 366 days", map[string]any{"email": "a@example.com", "effective_at": far}, "out_of_range"},
 		{"string user_id", map[string]any{"user_id": "42"}, ""},
-		{"user starting with a wildcard", map[string]any{"email": "*@example.com"}, "invalid_format"},
+		{"user with a wildcard", map[string]any{"email": "*@example.com"}, "invalid_selector"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
