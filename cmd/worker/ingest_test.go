@@ -247,3 +247,38 @@ func TestDevRulesAndIngestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestRulesTestValidatesLikeTheDoor: `worker rules test` refuses what the
+// receiver would: a job the worker would reject, a string over 4 KiB, and a
+// rule file whose cost can exceed the limit does not load.
+func TestRulesTestValidatesLikeTheDoor(t *testing.T) {
+	ingestEnv(t)
+	far := time.Now().AddDate(2, 0, 0).UTC().Format(time.RFC3339)
+	day := time.Now().UTC().AddDate(0, 0, 20)
+	events := writeFile(t, "ev.jsonl", `{"source":"cloudevents","id":"c1","type":"io.mfaworker.person.left","data":{"email":"gone@example.com","effective_at":"`+far+`"}}
+{"source":"cloudevents","id":"c2","type":"io.mfaworker.person.left","data":{"email":"a@example.com","notes":"`+strings.Repeat("9", 5000)+`"}}
+{"source":"cloudevents","id":"c3","type":"io.mfaworker.person.left","data":{"email":"ok@example.com","effective_at":"`+day.Format("2006-01-02")+`"}}
+`)
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"rules", "test", events}, &stdout, &stderr); code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s", code, stderr.String())
+	}
+	out := stderr.String()
+	for _, want := range []string{`rule "person-left"`, "out_of_range", "not_before", "event.data.notes"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "gone@example.com") || strings.Contains(out, "99999") {
+		t.Errorf("stderr echoes a value:\n%s", out)
+	}
+	end := time.Date(day.Year(), day.Month(), day.Day()+1, 0, 0, 0, 0, time.UTC).Format(time.RFC3339)
+	if !strings.Contains(stdout.String(), `"not_before":"`+end+`"`) {
+		t.Errorf("the date-only leaver: %s", stdout.String())
+	}
+	splice := writeFile(t, "splice.yaml", "rules:\n  - name: splice\n    when: 'true'\n    job:\n      type: '\"offboard\"'\n      user: '{\"email\": event.data.a.replace(\"x\", event.data.a)}'\n")
+	stderr.Reset()
+	if code := run([]string{"rules", "test", "--rules", splice, events}, &stdout, &stderr); code == 0 || !strings.Contains(stderr.String(), "over the limit") {
+		t.Errorf("exit %d: %s", code, stderr.String())
+	}
+}

@@ -1,12 +1,19 @@
 package app
 
 import (
+	"context"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/mfa-worker/mfa-worker/internal/config"
+	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
 // TestIngestSettingsInREADME: every setting of `worker ingest` has a row
@@ -87,5 +94,36 @@ func TestInternalServerTimeouts(t *testing.T) {
 	hs := InternalServer(nil, quiet())
 	if hs.ReadHeaderTimeout <= 0 || hs.ReadTimeout <= 0 || hs.WriteTimeout <= 0 || hs.IdleTimeout <= 0 {
 		t.Fatalf("time-outs %v %v %v %v", hs.ReadHeaderTimeout, hs.ReadTimeout, hs.WriteTimeout, hs.IdleTimeout)
+	}
+}
+
+// TestStatusPageWithoutAuthWarns: a status page without an auth file is a
+// warning at start; with one, none.
+func TestStatusPageWithoutAuthWarns(t *testing.T) {
+	bed := newBed(t, simulator.Config{})
+	for _, withAuth := range []bool{false, true} {
+		cfg := workerConfig(bed, time.Second)
+		cfg.StatusPage = true
+		if withAuth {
+			cfg.StatusAuthFile = filepath.Join(t.TempDir(), "auth")
+			if err := os.WriteFile(cfg.StatusAuthFile, []byte("oncall:pw\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var logs testenv.SyncBuffer
+		ctx, cancel := context.WithCancel(context.Background())
+		w, err := Run(ctx, cfg, slog.New(slog.NewTextHandler(&logs, nil)), prometheus.NewRegistry())
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		cancel()
+		if err := w.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		warned := strings.Contains(logs.String(), "status page is served without authentication")
+		if warned == withAuth {
+			t.Errorf("auth file %v: warned %v", withAuth, warned)
+		}
 	}
 }

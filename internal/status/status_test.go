@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mfa-worker/mfa-worker/internal/authlimit"
 	"github.com/mfa-worker/mfa-worker/internal/status"
 	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
@@ -237,5 +238,46 @@ func TestPageWithoutStreams(t *testing.T) {
 	}
 	if p = page(); !strings.Contains(p, ">unreadable<") {
 		t.Fatalf("an unreadable result is not shown:\n%s", p)
+	}
+}
+
+// TestWrongPasswordsThrottled: past the budget of wrong credentials an
+// address is answered 429 before its credentials are looked at; the right
+// password from another address still gets the page; a browser's first
+// request without credentials is not counted.
+func TestWrongPasswordsThrottled(t *testing.T) {
+	creds, err := status.NewCredentials("oncall", "right")
+	if err != nil {
+		t.Fatal(err)
+	}
+	failures := 0
+	f := newFixture(t, status.Config{Auth: creds, Throttle: authlimit.New(5, func() { failures++ })})
+	send := func(addr, pass string) int {
+		r := httptest.NewRequest(http.MethodGet, "/status", nil)
+		r.RemoteAddr = addr
+		if pass != "" {
+			r.SetBasicAuth("oncall", pass)
+		}
+		w := httptest.NewRecorder()
+		f.srv.Config.Handler.ServeHTTP(w, r)
+		return w.Code
+	}
+	for range 10 {
+		if code := send("192.0.2.9:1", ""); code != http.StatusUnauthorized {
+			t.Fatalf("no credentials: %d", code)
+		}
+	}
+	codes := map[int]int{}
+	for range 300 {
+		codes[send("192.0.2.7:1", "guess")]++
+	}
+	if codes[http.StatusUnauthorized] != 5 || codes[http.StatusTooManyRequests] != 295 {
+		t.Fatalf("codes %v", codes)
+	}
+	if code := send("192.0.2.8:1", "right"); code != http.StatusOK {
+		t.Fatalf("the right password from another address: %d", code)
+	}
+	if failures != 300 {
+		t.Errorf("%d failures reported, want 300 (5 wrong, 295 throttled)", failures)
 	}
 }
