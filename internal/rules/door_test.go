@@ -159,3 +159,17 @@ rules:
 		t.Fatalf("on: jobs %v errs %v", jobs, errs)
 	}
 }
+
+// TestFailTakesALiteral: fail() with event data in its message does not
+// load; with a literal it does.
+func TestFailTakesALiteral(t *testing.T) {
+	rule := func(msg string) string {
+		return "rules:\n  - name: stop\n    when: 'true'\n    job:\n      type: 'fail(" + msg + ")'\n"
+	}
+	if _, err := Parse([]byte(rule(`"bad phone " + event.data.phone`)), "f"); err == nil || !strings.Contains(err.Error(), "string literal") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := Parse([]byte(rule(`"look at this one"`)), "f"); err != nil {
+		t.Fatal(err)
+	}
+}

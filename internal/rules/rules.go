@@ -15,6 +15,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -22,6 +23,7 @@ import (
 	"strings"
 
 	"github.com/google/cel-go/cel"
+	celast "github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/ext"
@@ -296,6 +298,9 @@ func compileExpr(env *cel.Env, n *yaml.Node, what string, want []types.Kind) (ce
 			return nil, fmt.Errorf("%s: has type %s, want %s", what, ast.OutputType(), kindNames(want))
 		}
 	}
+	if err := failLiteral(ast); err != nil {
+		return nil, fmt.Errorf("%s: %v", what, err)
+	}
 	est, err := env.EstimateCost(ast, sizes{})
 	if err != nil {
 		return nil, fmt.Errorf("%s: cannot estimate its cost: %s", what, oneLine(err.Error()))
@@ -377,6 +382,26 @@ func newEnv() (*cel.Env, error) {
 func CloudEventID(source, id string) string {
 	h := sha256.Sum256([]byte(source + "\n" + id))
 	return hex.EncodeToString(h[:])
+}
+
+// failLiteral requires fail()'s message to be a string literal: it goes to
+// logs, DLQ headers and answers to senders, which must never hold event
+// data.
+func failLiteral(a *cel.Ast) error {
+	var bad bool
+	celast.PostOrderVisit(a.NativeRep().Expr(), celast.NewExprVisitor(func(e celast.Expr) {
+		if e.Kind() != celast.CallKind {
+			return
+		}
+		c := e.AsCall()
+		if c.FunctionName() == "fail" && (len(c.Args()) != 1 || c.Args()[0].Kind() != celast.LiteralKind) {
+			bad = true
+		}
+	}))
+	if bad {
+		return errors.New("fail() takes a string literal: its message must not carry event data")
+	}
+	return nil
 }
 
 func costText(c uint64) string {
