@@ -84,7 +84,7 @@ func dev(ctx context.Context, dc devConfig, log *slog.Logger, reg *prometheus.Re
 		srv.Stop()
 		return fmt.Errorf("simulator address %s: %w", dc.SimAddr, err)
 	}
-	hs := &http.Server{Handler: sim, ReadHeaderTimeout: 5 * time.Second}
+	hs := app.InternalServer(sim, log) // read, write and idle time-outs
 	simDone := make(chan struct{})
 	go func() {
 		defer close(simDone)

@@ -6,10 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
+	"github.com/mfa-worker/mfa-worker/internal/app"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 )
 
@@ -64,7 +66,7 @@ func cmdSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *addr, err)
 	}
-	hs := &http.Server{Handler: withProbes(sim), ReadHeaderTimeout: 5 * time.Second}
+	hs := app.InternalServer(withProbes(sim), slog.Default()) // read, write and idle time-outs
 	fmt.Fprintf(stdout, "OneLogin simulator listening on %s (client id %s, %d calls per %v)\n", ln.Addr(), cfg.ClientID, sim.Config().RateLimit, sim.Config().RateWindow)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()

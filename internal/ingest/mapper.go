@@ -133,6 +133,7 @@ type mapping struct {
 // stored.
 func (s *Server) mapEvents(ctx context.Context, msgs []jetstream.Msg) {
 	ms := make([]mapping, len(msgs))
+	redelivered := 0
 	for i, msg := range msgs {
 		m := &ms[i]
 		m.msg, m.deliveries = msg, 1
@@ -149,14 +150,32 @@ func (s *Server) mapEvents(ctx context.Context, msgs []jetstream.Msg) {
 			continue
 		}
 		if m.deliveries > 1 {
-			if !s.beginAttempt(ctx, m) {
-				continue
-			}
-			if s.crash != nil && s.crash(ev) {
-				m.done = true // abandoned, as by a killed mapper
-				continue
+			redelivered++
+		}
+	}
+	// Redelivered events record their attempt first, all at once: a
+	// backlog being retried (NATS trouble) must not pay the records one
+	// round trip after the other.
+	if redelivered > 0 {
+		var wg sync.WaitGroup
+		for i := range ms {
+			if m := &ms[i]; !m.done && m.deliveries > 1 {
+				wg.Go(func() {
+					if s.beginAttempt(ctx, m) && s.crash != nil && s.crash(m.ev) {
+						m.done, m.attempt = true, "" // abandoned, as by a killed mapper
+					}
+				})
 			}
 		}
+		wg.Wait()
+		defer s.endAttempts(ctx, ms)
+	}
+	for i := range ms {
+		m := &ms[i]
+		if m.done {
+			continue
+		}
+		ev := m.ev
 		m.jobs, m.errs = s.applyRules(ev)
 		for _, j := range m.jobs {
 			f, err := s.publishJobAsync(j)
@@ -247,13 +266,21 @@ func (s *Server) beginAttempt(ctx context.Context, m *mapping) bool {
 	if key == "" || s.attempts == nil {
 		return true
 	}
-	deaths := 0
-	if e, err := s.attempts.Get(ctx, key); err == nil {
-		deaths, _ = strconv.Atoi(string(e.Value()))
-	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+	// The common case, no record (a first redelivery, or one after a
+	// retry that ended), is one round trip.
+	if _, err := s.attempts.Create(ctx, key, []byte("1")); err == nil {
+		m.attempt = key
+		return true
+	} else if !errors.Is(err, jetstream.ErrKeyExists) {
 		s.retry(m, "attempt record", err)
 		return false
 	}
+	e, err := s.attempts.Get(ctx, key)
+	if err != nil {
+		s.retry(m, "attempt record", err)
+		return false
+	}
+	deaths, _ := strconv.Atoi(string(e.Value()))
 	if deaths >= maxDeaths {
 		reason := fmt.Sprintf("the mapper died %d times while mapping this event; it is not mapped again", deaths)
 		if err := s.deadLetter(ctx, m.msg, m.ev, "mapper_died", reason, m.deliveries); err != nil {
@@ -267,7 +294,7 @@ func (s *Server) beginAttempt(ctx context.Context, m *mapping) bool {
 		m.done = true
 		return false
 	}
-	if _, err := s.attempts.Put(ctx, key, []byte(strconv.Itoa(deaths+1))); err != nil {
+	if _, err := s.attempts.Update(ctx, key, []byte(strconv.Itoa(deaths+1)), e.Revision()); err != nil {
 		s.retry(m, "attempt record", err)
 		return false
 	}
@@ -275,17 +302,21 @@ func (s *Server) beginAttempt(ctx context.Context, m *mapping) bool {
 	return true
 }
 
-// endAttempt removes a finished mapping's record.
-func (s *Server) endAttempt(ctx context.Context, m *mapping) {
-	if m.attempt != "" {
-		_ = s.attempts.Delete(ctx, m.attempt)
-		m.attempt = ""
+// endAttempts removes the records of the batch's mappings that ended (all
+// at once, after their events were decided: a record outliving its acked
+// event is harmless and expires).
+func (s *Server) endAttempts(ctx context.Context, ms []mapping) {
+	var wg sync.WaitGroup
+	for i := range ms {
+		if key := ms[i].attempt; key != "" && ms[i].done {
+			wg.Go(func() { _ = s.attempts.Delete(ctx, key) })
+		}
 	}
+	wg.Wait()
 }
 
 // settle finishes an event whose job publishes have all been answered.
 func (s *Server) settle(ctx context.Context, m *mapping) {
-	defer s.endAttempt(ctx, m)
 	if m.failed != nil {
 		s.retry(m, "job "+m.failedJob, m.failed)
 		return
