@@ -1,9 +1,11 @@
 package ingest
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -398,5 +400,77 @@ func TestEventThatKillsTheMapper(t *testing.T) {
 	}
 	if _, err := s.attempts.Get(context.Background(), "seq.1"); err == nil {
 		t.Error("the attempt record outlived the dead letter")
+	}
+}
+
+// TestIdleConnectionsClosed: a kept-alive connection idle past
+// INGEST_IDLE_TIMEOUT is closed by the receiver, and past the connection
+// cap new connections wait until one closes.
+func TestIdleConnectionsClosed(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.IdleTimeout = 500 * time.Millisecond; c.MaxConnections = 2 })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.s.Serve(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("healthz: %v %v", resp, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	start := time.Now()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := r.ReadByte(); err != io.EOF {
+		t.Fatalf("read after idle: %v, want EOF (closed by the receiver)", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("closed after %v", d)
+	}
+	// Two connections fill the cap; a third is served once one closes.
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	third := make(chan int, 1)
+	go func() {
+		resp, err := http.Get("http://" + ln.Addr().String() + "/healthz")
+		if err != nil {
+			third <- -1
+			return
+		}
+		resp.Body.Close()
+		third <- resp.StatusCode
+	}()
+	select {
+	case code := <-third:
+		t.Fatalf("a third connection was served past the cap: %d", code)
+	case <-time.After(300 * time.Millisecond):
+	}
+	a.Close()
+	b.Close()
+	if code := <-third; code != 200 {
+		t.Fatalf("third connection: %d", code)
 	}
 }
