@@ -106,3 +106,19 @@ func TestVerifyBearer(t *testing.T) {
 		}
 	}
 }
+
+// TestBambooHRTimestampForms: X-BambooHR-Timestamp in Unix seconds or ISO
+// 8601 with either offset form; without an offset it is refused.
+func TestBambooHRTimestampForms(t *testing.T) {
+	now := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
+	for _, ts := range []string{"1796378400", "2026-12-04T10:00:00+00:00", "2026-12-04T10:00:00+0000", "2026-12-04T11:00:00+01:00", "2026-12-04T10:00:00Z"} {
+		if err := checkTimestamp(ts, now); err != nil {
+			t.Errorf("%s: %v", ts, err)
+		}
+	}
+	for _, ts := range []string{"2026-12-04T10:00:00", "2026-12-04", "2026-12-04T12:00:00+00:00", "soon"} {
+		if err := checkTimestamp(ts, now); err == nil {
+			t.Errorf("%s accepted", ts)
+		}
+	}
+}
