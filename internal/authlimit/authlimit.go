@@ -86,6 +86,7 @@ func (l *Limiter) Throttled(w http.ResponseWriter, r *http.Request) bool {
 		l.onFail()
 	}
 	w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+	w.Header().Set("Connection", "close") // the body, if any, is never read
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusTooManyRequests)
 	_, _ = w.Write([]byte("too many failed authentications from this address; retry later\n"))

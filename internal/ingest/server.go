@@ -339,6 +339,7 @@ func (s *Server) webhook(wh webhook) http.Handler {
 			return
 		}
 		if r.ContentLength > maxBody {
+			w.Header().Set("Connection", "close")
 			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "body larger than 1 MiB"})
 			return
 		}
@@ -347,6 +348,9 @@ func (s *Server) webhook(wh webhook) http.Handler {
 				return
 			}
 			s.limiter.Failed(r)
+			// The body is never read: the connection is closed rather
+			// than drained for the next request.
+			w.Header().Set("Connection", "close")
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": err.Error()})
 			return
 		}
