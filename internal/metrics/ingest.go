@@ -16,7 +16,7 @@ var IngestNames = []string{"mfa_hr_events_total", "mfa_ingest_requests_total"}
 var (
 	HRSources      = []string{"cloudevents", "bamboohr", "hibob", "scim"}
 	HREventResults = []string{"mapped", "ignored", "rule_error"}
-	IngestCodes    = []int{200, 201, 204, 400, 401, 404, 405, 409, 413, 415, 503}
+	IngestCodes    = []int{200, 201, 204, 400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 503}
 )
 
 // Ingest holds the collectors of `worker ingest`: the HTTP receiver's
