@@ -276,6 +276,18 @@ func TestRulesTestValidatesLikeTheDoor(t *testing.T) {
 	if !strings.Contains(stdout.String(), `"not_before":"`+end+`"`) {
 		t.Errorf("the date-only leaver: %s", stdout.String())
 	}
+	// The receiver's time settings apply: a date alone ends in Berlin.
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout.Reset()
+	stderr.Reset()
+	_ = run([]string{"rules", "test", "--timezone", "Europe/Berlin", events}, &stdout, &stderr)
+	endBerlin := time.Date(day.Year(), day.Month(), day.Day()+1, 0, 0, 0, 0, berlin).UTC().Format(time.RFC3339)
+	if !strings.Contains(stdout.String(), `"not_before":"`+endBerlin+`"`) {
+		t.Errorf("with --timezone Europe/Berlin: %s", stdout.String())
+	}
 	splice := writeFile(t, "splice.yaml", "rules:\n  - name: splice\n    when: 'true'\n    job:\n      type: '\"offboard\"'\n      user: '{\"email\": event.data.a.replace(\"x\", event.data.a)}'\n")
 	stderr.Reset()
 	if code := run([]string{"rules", "test", "--rules", splice, events}, &stdout, &stderr); code == 0 || !strings.Contains(stderr.String(), "over the limit") {

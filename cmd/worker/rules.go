@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/mfa-worker/mfa-worker/internal/app"
 	"github.com/mfa-worker/mfa-worker/internal/rules"
 )
 
@@ -30,7 +31,29 @@ func cmdRules(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	fs := flag.NewFlagSet("rules test", flag.ContinueOnError)
 	file := fs.String("rules", env("WORKER_RULES", ""), "rules file; empty means the built-in rules (WORKER_RULES)")
+	// The receiver's settings that change what rules make, read the same
+	// way, so that the preview decides as the receiver would.
+	d := app.DefaultIngestConfig()
+	ic := app.DefaultIngestConfig()
+	for _, st := range app.IngestSettings(&ic) {
+		switch st.Env {
+		case "INGEST_TIMEZONE", "INGEST_DATE_ONLY", "INGEST_HIBOB_OFFBOARD_INACTIVATED":
+			if err := bindSettings(fs, []app.Setting{st}, func(app.Setting) bool { return true }); err != nil {
+				return err
+			}
+		}
+	}
 	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if ic.Timezone == "" {
+		ic.Timezone = d.Timezone
+	}
+	if ic.DateOnly == "" {
+		ic.DateOnly = d.DateOnly
+	}
+	times, settings, err := ic.RuleOptions()
+	if err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
@@ -52,7 +75,7 @@ func cmdRules(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		defer f.Close()
 		in = f
 	}
-	n, err := rules.Preview(set, in, stdout, stderr)
+	n, err := rules.Preview(set.With(times, settings), in, stdout, stderr)
 	if err != nil {
 		return err
 	}

@@ -225,7 +225,10 @@ func (c *IngestConfig) Load() error {
 		}
 		set = s
 	}
-	zone, _ := time.LoadLocation(c.Timezone)
+	times, settings, terr := c.RuleOptions()
+	if terr != nil {
+		p.Merge("", terr)
+	}
 	if err := p.Err(); err != nil {
 		return err
 	}
@@ -236,10 +239,23 @@ func (c *IngestConfig) Load() error {
 		Concurrency: c.Concurrency, ReadTimeout: c.ReadTimeout, WriteTimeout: c.WriteTimeout, IdleTimeout: c.IdleTimeout,
 		MaxConnections: c.MaxConnections, BodyBytesInFlight: int64(c.BodyBytesInFlight), AuthFailureBudget: c.AuthFailureBudget,
 		AllowedOrigins: splitList(c.AllowedOrigins),
-		Times:          rules.Times{Zone: zone, DateStart: c.DateOnly == "start_of_day"},
-		RuleSettings:   rules.Settings{HiBobOffboardInactivated: c.HiBobOffboardInactivated},
+		Times:          times,
+		RuleSettings:   settings,
 	}
 	return nil
+}
+
+// RuleOptions are how rules read times and which settings they see, from
+// INGEST_TIMEZONE, INGEST_DATE_ONLY and INGEST_HIBOB_OFFBOARD_INACTIVATED.
+func (c *IngestConfig) RuleOptions() (rules.Times, rules.Settings, error) {
+	zone, err := time.LoadLocation(c.Timezone)
+	if err != nil || c.Timezone == "" || strings.EqualFold(c.Timezone, "Local") {
+		return rules.Times{}, rules.Settings{}, &config.Error{Setting: "INGEST_TIMEZONE", Problem: "must be an IANA zone name such as Europe/Berlin or UTC"}
+	}
+	if !oneOf(c.DateOnly, "end_of_day", "start_of_day") {
+		return rules.Times{}, rules.Settings{}, &config.Error{Setting: "INGEST_DATE_ONLY", Problem: "must be end_of_day or start_of_day"}
+	}
+	return rules.Times{Zone: zone, DateStart: c.DateOnly == "start_of_day"}, rules.Settings{HiBobOffboardInactivated: c.HiBobOffboardInactivated}, nil
 }
 
 func oneLineErr(err error) string {
