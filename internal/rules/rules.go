@@ -9,6 +9,16 @@
 // CEL rather than text templates: expressions are type-checked when the file
 // is loaded, cannot reach the file system, the network or the process, and
 // their evaluation cost is bounded.
+//
+// Bounds: every string handed to a rule is at most MaxString (4 KiB;
+// CheckEvent refuses an event with a longer one), and each expression's cost
+// is estimated at load for those bounds by cel-go's estimator: one that can
+// exceed CostLimit (replace() splicing event data, say) does not load.
+// Every job a rule makes is validated by the worker's own job model (package
+// job's parser), so the receiver and `worker rules test` refuse what `worker
+// run` would reject. Errors name the rule and the field, never a value.
+// Rules read the receiver's settings as `settings` and dates, zone-less
+// date-times and both offset forms by Times.
 package rules
 
 import (
