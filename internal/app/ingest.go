@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -37,7 +38,12 @@ type IngestConfig struct {
 	BambooHRSecretFile    string // INGEST_BAMBOOHR_SECRET_FILE
 	HiBobSecretFile       string // INGEST_HIBOB_SECRET_FILE
 	SCIMTokenFile         string // INGEST_SCIM_TOKEN_FILE
-	RulesFile             string // WORKER_RULES
+	// The receiver's address as senders reach it, for SCIM locations.
+	PublicURL string // INGEST_PUBLIC_URL
+	// BambooHR's API, for event-based BambooHR webhooks.
+	BambooHRSubdomain  string // INGEST_BAMBOOHR_SUBDOMAIN
+	BambooHRAPIKeyFile string // INGEST_BAMBOOHR_API_KEY_FILE
+	RulesFile          string // WORKER_RULES
 
 	StreamReplicas int           // WORKER_STREAM_REPLICAS
 	Concurrency    int           // INGEST_CONCURRENCY
@@ -91,6 +97,9 @@ func IngestSettings(c *IngestConfig) []Setting {
 		{"INGEST_BAMBOOHR_SECRET_FILE", "bamboohr-secret-file", "file holding the BambooHR webhook private key", &c.BambooHRSecretFile, false},
 		{"INGEST_HIBOB_SECRET_FILE", "hibob-secret-file", "file holding the HiBob webhook signing secret", &c.HiBobSecretFile, false},
 		{"INGEST_SCIM_TOKEN_FILE", "scim-token-file", "file holding the SCIM bearer token", &c.SCIMTokenFile, false},
+		{"INGEST_PUBLIC_URL", "public-url", "the receiver's address as senders reach it (https://ingest.example.com): SCIM Location and meta.location are built on it; empty: the request's host", &c.PublicURL, false},
+		{"INGEST_BAMBOOHR_SUBDOMAIN", "bamboohr-subdomain", "the company's BambooHR subdomain, for event-based BambooHR webhooks (read from BambooHR's API)", &c.BambooHRSubdomain, false},
+		{"INGEST_BAMBOOHR_API_KEY_FILE", "bamboohr-api-key-file", "file holding a BambooHR API key that may read status and terminationDate, for event-based BambooHR webhooks", &c.BambooHRAPIKeyFile, false},
 		{"WORKER_RULES", "rules", "rules file; empty means the built-in rules", &c.RulesFile, false},
 		{"WORKER_STREAM_REPLICAS", "stream-replicas", "replicas of HR_EVENTS and MFA_SCIM_USERS (3 in a cluster)", &c.StreamReplicas, false},
 		{"INGEST_CONCURRENCY", "concurrency", "batches of queued events (up to 64 each) the mapper handles at once", &c.Concurrency, false},
@@ -147,6 +156,14 @@ func (c *IngestConfig) Validate() error {
 	if c.CloudEventsSecretFile == "" && c.BambooHRSecretFile == "" && c.HiBobSecretFile == "" && c.SCIMTokenFile == "" {
 		p.Add("INGEST_*_SECRET_FILE", "configure at least one source (INGEST_CLOUDEVENTS_SECRET_FILE, INGEST_BAMBOOHR_SECRET_FILE, INGEST_HIBOB_SECRET_FILE or INGEST_SCIM_TOKEN_FILE)")
 	}
+	if c.PublicURL != "" {
+		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" {
+			p.Add("INGEST_PUBLIC_URL", "must be an http(s) URL such as https://ingest.example.com")
+		}
+	}
+	if (c.BambooHRSubdomain == "") != (c.BambooHRAPIKeyFile == "") {
+		p.Add("INGEST_BAMBOOHR_SUBDOMAIN/INGEST_BAMBOOHR_API_KEY_FILE", "set both or neither")
+	}
 	if c.StreamReplicas != 1 && c.StreamReplicas != 3 && c.StreamReplicas != 5 {
 		p.Add("WORKER_STREAM_REPLICAS", "must be 1, 3 or 5, got %d", c.StreamReplicas)
 	}
@@ -196,6 +213,7 @@ func (c *IngestConfig) Load() error {
 	files := []struct{ name, path string }{
 		{"INGEST_CLOUDEVENTS_SECRET_FILE", c.CloudEventsSecretFile}, {"INGEST_BAMBOOHR_SECRET_FILE", c.BambooHRSecretFile},
 		{"INGEST_HIBOB_SECRET_FILE", c.HiBobSecretFile}, {"INGEST_SCIM_TOKEN_FILE", c.SCIMTokenFile},
+		{"INGEST_BAMBOOHR_API_KEY_FILE", c.BambooHRAPIKeyFile},
 	}
 	keys := make([][]byte, len(files))
 	for i, f := range files {
@@ -234,8 +252,9 @@ func (c *IngestConfig) Load() error {
 	}
 	c.loaded = &ingest.Config{
 		Addr: c.Addr, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
-		Secrets: ingest.Secrets{CloudEvents: keys[0], BambooHR: keys[1], HiBob: keys[2], SCIMToken: keys[3]},
-		Rules:   set, Topology: ingest.Topology{Replicas: c.StreamReplicas, EventsMaxAge: c.EventsMaxAge},
+		Secrets:   ingest.Secrets{CloudEvents: keys[0], BambooHR: keys[1], HiBob: keys[2], SCIMToken: keys[3], BambooHRAPIKey: keys[4]},
+		PublicURL: c.PublicURL, BambooHRSubdomain: c.BambooHRSubdomain,
+		Rules: set, Topology: ingest.Topology{Replicas: c.StreamReplicas, EventsMaxAge: c.EventsMaxAge},
 		Concurrency: c.Concurrency, ReadTimeout: c.ReadTimeout, WriteTimeout: c.WriteTimeout, IdleTimeout: c.IdleTimeout,
 		MaxConnections: c.MaxConnections, BodyBytesInFlight: int64(c.BodyBytesInFlight), AuthFailureBudget: c.AuthFailureBudget,
 		AllowedOrigins: splitList(c.AllowedOrigins),

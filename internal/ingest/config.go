@@ -27,6 +27,9 @@ type Secrets struct {
 	HiBob       []byte
 	// SCIMToken is the bearer token identity providers send.
 	SCIMToken []byte
+	// BambooHRAPIKey is a BambooHR API key (INGEST_BAMBOOHR_API_KEY_FILE):
+	// event-based BambooHR webhooks are completed with BambooHR's API.
+	BambooHRAPIKey []byte
 }
 
 // Config configures the receiver and the mapper.
@@ -37,8 +40,16 @@ type Config struct {
 	TLSCert, TLSKey string
 	Secrets         Secrets
 	// Rules turn events into jobs; nil means the built-in rules.
-	Rules    *rules.Set
-	Topology Topology
+	Rules *rules.Set
+	// PublicURL is the receiver's address as senders reach it
+	// (INGEST_PUBLIC_URL, e.g. https://ingest.example.com); SCIM's Location
+	// and meta.location are built on it. Empty: the request's host.
+	PublicURL string
+	// BambooHRSubdomain is the company's BambooHR subdomain
+	// (INGEST_BAMBOOHR_SUBDOMAIN); BambooHRBaseURL, when set, replaces
+	// https://<subdomain>.bamboohr.com (a simulator, a proxy).
+	BambooHRSubdomain, BambooHRBaseURL string
+	Topology                           Topology
 	// Concurrency is how many batches of events the mapper handles at
 	// once (4); a batch is what has queued up, at most 64 events.
 	Concurrency int
@@ -124,6 +135,8 @@ func (c Config) Validate() error {
 		return &SettingError{"WORKER_STREAM_REPLICAS", fmt.Sprintf("must be 1, 3 or 5, got %d", c.Topology.Replicas)}
 	case c.Topology.EventsMaxAge < 24*time.Hour:
 		return &SettingError{"INGEST_EVENTS_MAX_AGE", fmt.Sprintf("must be at least 24h (the duplicate window), got %v", c.Topology.EventsMaxAge)}
+	case len(c.Secrets.BambooHRAPIKey) > 0 && c.BambooHRSubdomain == "" && c.BambooHRBaseURL == "":
+		return &SettingError{"INGEST_BAMBOOHR_SUBDOMAIN", "required with INGEST_BAMBOOHR_API_KEY_FILE (the company's BambooHR subdomain)"}
 	case len(c.Secrets.CloudEvents) == 0 && len(c.Secrets.BambooHR) == 0 && len(c.Secrets.HiBob) == 0 && len(c.Secrets.SCIMToken) == 0:
 		return &SettingError{"INGEST_*_SECRET_FILE", "configure at least one source (INGEST_CLOUDEVENTS_SECRET_FILE, INGEST_BAMBOOHR_SECRET_FILE, INGEST_HIBOB_SECRET_FILE or INGEST_SCIM_TOKEN_FILE)"}
 	}

@@ -42,9 +42,14 @@ func (r *Refusal) Error() string { return r.Detail }
 // future (or, from HiBob, older than 24 h), and applies the rules with the
 // job model's validation: a rule error or an invalid job is a Refusal, so
 // that a sender is never told 2xx for an event whose job cannot run.
-func (s *Server) decide(source, id string, body []byte) *Refusal {
+func (s *Server) decide(source, id string, body []byte, extra ...nats.Header) *Refusal {
 	now := s.now()
 	h := nats.Header{HeaderSource: {source}, HeaderEventID: {id}, HeaderReceivedAt: {now.UTC().Format(time.RFC3339Nano)}}
+	for _, x := range extra {
+		for k, v := range x {
+			h[k] = v
+		}
+	}
 	ev, err := DecodeWith(h, body, s.cfg.Rules.Times())
 	if err != nil {
 		return &Refusal{Status: http.StatusUnprocessableEntity, Title: "The event cannot be read", Detail: err.Error(), Field: "event"}

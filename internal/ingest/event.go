@@ -72,6 +72,7 @@ func DecodeWith(h nats.Header, body []byte, t rules.Times) (rules.Event, error) 
 			// BambooHR's payload is chosen per account: rules see all of
 			// it as event.data.
 			ev.Type, _ = m["type"].(string)
+			bambooHRPeople(h, m)
 			ev.Data = m
 			// A payload whose fields are chosen per account may use
 			// "timestamp" for something else: unreadable, it is ignored.

@@ -35,6 +35,8 @@ var (
 		"$JS.API.CONSUMER.CREATE.KV_MFA_SCIM_USERS.>", "$JS.API.CONSUMER.DELETE.KV_MFA_SCIM_USERS.>",
 		"$JS.API.STREAM.INFO.KV_MFA_INGEST_ATTEMPTS", "$JS.API.STREAM.CREATE.KV_MFA_INGEST_ATTEMPTS", "$JS.API.STREAM.UPDATE.KV_MFA_INGEST_ATTEMPTS",
 		"$KV.MFA_INGEST_ATTEMPTS.>", "$JS.API.DIRECT.GET.KV_MFA_INGEST_ATTEMPTS.>",
+		// SCIM list pages (an ephemeral consumer) and deletes (a purge).
+		"$JS.API.CONSUMER.MSG.NEXT.KV_MFA_SCIM_USERS.*", "$JS.API.STREAM.PURGE.KV_MFA_SCIM_USERS",
 	}
 	ingestSubscribe = []string{"_INBOX.>"}
 )
@@ -108,7 +110,18 @@ func TestNATSPermissions(t *testing.T) {
 	if code, _ := e.scim("PATCH", "/scim/v2/Users/"+id, patchPrefix+`[{"op":"replace","path":"active","value":false}]}`); code != 200 {
 		t.Fatalf("PATCH: %d", code)
 	}
-	e.waitFor("two jobs", func() bool { return len(e.jobs()) == 2 })
+	// Groups are kept (without effect) and listed; a deleted user is
+	// purged from the bucket.
+	if code, g := e.scim("POST", "/scim/v2/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"Staff"}`); code != http.StatusCreated || g["id"] == nil {
+		t.Fatalf("group: %d %v", code, g)
+	}
+	if code, list := e.scim("GET", "/scim/v2/Groups", ""); code != 200 || list["totalResults"] != float64(1) {
+		t.Fatalf("groups: %d %v", code, list)
+	}
+	if code, _ := e.scim("DELETE", "/scim/v2/Users/"+id, ""); code != http.StatusNoContent {
+		t.Fatalf("DELETE: %d", code)
+	}
+	e.waitFor("three jobs", func() bool { return len(e.jobs()) == 3 })
 	if code, _ := e.do("GET", "/readyz", nil, nil); code != http.StatusOK {
 		t.Errorf("readyz %d", code)
 	}
@@ -119,7 +132,7 @@ func TestNATSPermissions(t *testing.T) {
 	}
 	// The mapper handles events concurrently: the jobs' order is not fixed.
 	sort.Strings(users)
-	if strings.Join(users, " ") != `{"external_id":"E-1"} {"external_id":"E-1001"}` {
+	if strings.Join(users, " ") != `{"email":"ada@example.com","external_id":"E-1"} {"email":"ada@example.com","external_id":"E-1"} {"external_id":"E-1001"}` {
 		t.Errorf("jobs for %v", users)
 	}
 	if len(denied) > 0 {

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mfa-worker/mfa-worker/internal/authlimit"
+	"github.com/mfa-worker/mfa-worker/internal/bamboohr"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/rules"
 )
@@ -65,6 +66,8 @@ type Server struct {
 	// bodies bounds the request bodies held at once; small ones (at
 	// most smallBody) take small instead.
 	bodies, small *byteBudget
+	// bamboo reads BambooHR's API; nil when not configured.
+	bamboo *bamboohr.Client
 	// The mapper's JetStream context and consumer, on Deps.MapperConn.
 	mjs   jetstream.JetStream
 	mcons jetstream.Consumer
@@ -125,6 +128,11 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if len(cfg.Secrets.BambooHRAPIKey) > 0 {
+		if s.bamboo, err = bamboohr.NewClient(cfg.BambooHRSubdomain, cfg.BambooHRBaseURL, cfg.Secrets.BambooHRAPIKey, nil); err != nil {
+			return nil, &SettingError{"INGEST_BAMBOOHR_SUBDOMAIN", err.Error()}
+		}
 	}
 	s.routes()
 	return s, nil
@@ -409,12 +417,21 @@ func (s *Server) webhook(wh webhook) http.Handler {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
-		if ref := s.decide(wh.source, id, body); ref != nil {
+		// An event-based BambooHR webhook is completed from BambooHR's
+		// API first: the rules decide on what the mapper will see.
+		var extra nats.Header
+		if wh.source == SourceBambooHR {
+			var answered bool
+			if extra, answered = s.bambooHRLookup(r.Context(), w, body); answered {
+				return
+			}
+		}
+		if ref := s.decide(wh.source, id, body, extra); ref != nil {
 			s.log.Info("HR event refused at the door", "source", wh.source, "event_id", id, "rule", ref.Rule, "field", ref.Field, "reason", ref.Detail)
 			writeProblem(w, ref)
 			return
 		}
-		dup, err := s.store(r.Context(), wh.source, id, body)
+		dup, err := s.store(r.Context(), wh.source, id, body, extra)
 		if err != nil {
 			s.log.Warn("cannot store HR event", "source", wh.source, "event_id", id, "err", err)
 			w.Header().Set("Retry-After", "5")
@@ -574,8 +591,9 @@ func mediaType(r *http.Request, want ...string) bool {
 // dup reports that JetStream already held an event with that id.
 //
 // A SCIM event is decided here (the webhooks decide before): a refusal is
-// the SCIM error of Refusal.SCIMError, and nothing is stored.
-func (s *Server) store(ctx context.Context, source, id string, body []byte) (dup bool, err error) {
+// the SCIM error of Refusal.SCIMError, and nothing is stored. extra are
+// headers stored with the event (what BambooHR's API said).
+func (s *Server) store(ctx context.Context, source, id string, body []byte, extra ...nats.Header) (dup bool, err error) {
 	if source == SourceSCIM {
 		if ref := s.decide(source, id, body); ref != nil {
 			s.log.Info("SCIM event refused at the door", "event_id", id, "rule", ref.Rule, "field", ref.Field, "reason", ref.Detail)
@@ -594,6 +612,11 @@ func (s *Server) store(ctx context.Context, source, id string, body []byte) (dup
 			HeaderReceivedAt:               {s.now().UTC().Format(time.RFC3339Nano)},
 		},
 		Data: body,
+	}
+	for _, h := range extra {
+		for k, v := range h {
+			msg.Header[k] = v
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
 	defer cancel()
