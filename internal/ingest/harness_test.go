@@ -41,22 +41,9 @@ var (
 	testStreams = map[string]string{"TEST_JOBS": "mfa.jobs.>", "TEST_DLQ": "mfa.dlq.>"}
 )
 
-// bambooRule is the BambooHR example of the docs, added to the built-in
-// rules for the tests.
-const bambooRule = `
-  - name: bamboohr-terminated
-    when: >-
-      event.source == "bamboohr" && has(event.data.employees) && size(event.data.employees) == 1 &&
-      has(event.data.employees[0].fields.employmentHistoryStatus) &&
-      event.data.employees[0].fields.employmentHistoryStatus.value == "Terminated"
-    job:
-      type: '"offboard"'
-      user: '{"external_id": event.data.employees[0].id}'
-`
-
 func testRules(t testing.TB) *rules.Set {
 	t.Helper()
-	s, err := rules.Parse(append(rules.BuiltinYAML(), bambooRule...), "test")
+	s, err := rules.Parse(rules.BuiltinYAML(), "test")
 	if err != nil {
 		t.Fatal(err)
 	}

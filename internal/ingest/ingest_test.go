@@ -55,7 +55,7 @@ func leavers(t *testing.T) []leaver {
 		source: SourceBambooHR, path: "/hooks/bamboohr", body: bamboo, eventID: sha256Hex(bamboo),
 		header: func(b []byte) http.Header { return signBamboo(b, time.Now(), bambooKey) },
 		want: map[string]any{
-			"id": "hr:bamboohr:" + sha256Hex(bamboo) + ":bamboohr-terminated", "type": "offboard",
+			"id": "hr:bamboohr:" + sha256Hex(bamboo) + ":bamboohr-left", "type": "offboard",
 			"user": map[string]any{"external_id": "1001"}, "source": "hr.bamboohr", "requested_at": "*",
 		},
 	}, {
@@ -277,7 +277,7 @@ func TestHostileInput(t *testing.T) {
 		{"root", "GET", "/", nil, nil, 404},
 		{"scim no token", "GET", "/scim/v2/Users", nil, nil, 401},
 		{"scim wrong token", "GET", "/scim/v2/Users", http.Header{"Authorization": {"Bearer nope"}}, nil, 401},
-		{"scim unknown resource", "GET", "/scim/v2/Groups", scimHeaders(), nil, 404},
+		{"scim unknown resource", "GET", "/scim/v2/Roles", scimHeaders(), nil, 404},
 		{"scim DELETE collection", "DELETE", "/scim/v2/Users", scimHeaders(), nil, 405},
 		{"scim truncated JSON", "POST", "/scim/v2/Users", scimHeaders(), []byte(`{"userName":"b`), 400},
 		{"scim no userName", "POST", "/scim/v2/Users", scimHeaders(), []byte(`{"externalId":"E-2"}`), 400},

@@ -9,8 +9,10 @@ import (
 var builtinYAML []byte
 
 // Builtin returns the built-in rules of the contract: a CloudEvent
-// io.mfaworker.person.left, a SCIM deactivation or delete, and HiBob's
-// employee.left and employee.inactivated each become an offboard.
+// io.mfaworker.person.left, a SCIM deactivation or delete, HiBob's
+// employee.left (and employee.inactivated when the receiver's settings say
+// so) and a BambooHR leaver in any of BambooHR's documented webhook shapes
+// each become an offboard.
 func Builtin() *Set {
 	s, err := Parse(builtinYAML, "built-in")
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -96,17 +97,34 @@ func TestBuiltinRules(t *testing.T) {
 			Data: map[string]any{"user_id": float64(1)}}, nil, ""},
 		{"scim deactivation", Event{Source: "scim", ID: "s1", Type: "user.deactivated", Time: at,
 			Data: map[string]any{"userName": "ada@example.com", "externalId": "E-1"}},
-			[]Job{{ID: "hr:scim:s1:scim-deactivated", Type: "offboard", User: &Person{ExternalID: "E-1"}, Source: "hr.scim", RequestedAt: "2026-11-26T10:00:00Z"}}, ""},
+			[]Job{{ID: "hr:scim:s1:scim-deactivated", Type: "offboard", User: &Person{Email: "ada@example.com", ExternalID: "E-1"}, Source: "hr.scim", RequestedAt: "2026-11-26T10:00:00Z"}}, ""},
 		{"scim delete without externalId", Event{Source: "scim", ID: "s2", Type: "user.deleted", Time: at,
 			Data: map[string]any{"userName": "ada@example.com"}},
-			[]Job{{ID: "hr:scim:s2:scim-deactivated", Type: "offboard", User: &Person{Username: "ada@example.com"}, Source: "hr.scim", RequestedAt: "2026-11-26T10:00:00Z"}}, ""},
+			[]Job{{ID: "hr:scim:s2:scim-deactivated", Type: "offboard", User: &Person{Email: "ada@example.com"}, Source: "hr.scim", RequestedAt: "2026-11-26T10:00:00Z"}}, ""},
+		// employee.inactivated is also a leave: it offboards only when
+		// INGEST_HIBOB_OFFBOARD_INACTIVATED says so (TestBuiltinHiBobOptIn).
 		{"hibob inactivated", Event{Source: "hibob", ID: "h1", Type: "employee.inactivated", Time: at,
+			Data: map[string]any{"employeeId": "77"}}, nil, ""},
+		{"hibob left", Event{Source: "hibob", ID: "h4", Type: "employee.left", Time: at,
 			Data: map[string]any{"employeeId": "77"}},
-			[]Job{{ID: "hr:hibob:h1:hibob-left", Type: "offboard", User: &Person{ExternalID: "77"}, Source: "hr.hibob", RequestedAt: "2026-11-26T10:00:00Z"}}, ""},
+			[]Job{{ID: "hr:hibob:h4:hibob-left", Type: "offboard", User: &Person{ExternalID: "77"}, Source: "hr.hibob", RequestedAt: "2026-11-26T10:00:00Z"}}, ""},
+		{"scim userName without @", Event{Source: "scim", ID: "s3", Type: "user.deactivated", Time: at,
+			Data: map[string]any{"userName": "ada", "externalId": "00u1"}},
+			[]Job{{ID: "hr:scim:s3:scim-deactivated", Type: "offboard", User: &Person{Username: "ada", ExternalID: "00u1"}, Source: "hr.scim", RequestedAt: "2026-11-26T10:00:00Z"}}, ""},
 		{"hibob employee id as a number", Event{Source: "hibob", ID: "h2", Type: "employee.left", Time: at,
 			Data: map[string]any{"employeeId": float64(77)}}, nil, "must be a string"},
 		{"hibob without data", Event{Source: "hibob", ID: "h3", Type: "employee.left", Time: at}, nil, "employeeId"},
-		{"bamboohr: no built-in rule", Event{Source: "bamboohr", ID: "b1", Time: at, Data: map[string]any{"employees": []any{}}}, nil, ""},
+		{"bamboohr: nobody", Event{Source: "bamboohr", ID: "b1", Time: at, Data: map[string]any{"employees": []any{}, "people": []any{}}}, nil, ""},
+		{"bamboohr: a leaver at the end of the termination date", Event{Source: "bamboohr", ID: "b2", Time: at, Data: map[string]any{"people": []any{
+			bambooPerson("41", true, "2026-12-04")}}},
+			[]Job{{ID: "hr:bamboohr:b2:bamboohr-left", Type: "offboard", User: &Person{ExternalID: "41"}, Source: "hr.bamboohr",
+				RequestedAt: "2026-11-26T10:00:00Z", NotBefore: "2026-12-05T00:00:00Z"}}, ""},
+		{"bamboohr: a leaver now, one who stays", Event{Source: "bamboohr", ID: "b3", Time: at, Data: map[string]any{"people": []any{
+			bambooPerson("40", false, ""), bambooPerson("41", true, "")}}},
+			[]Job{{ID: "hr:bamboohr:b3:bamboohr-left-2", Type: "offboard", User: &Person{ExternalID: "41"}, Source: "hr.bamboohr",
+				RequestedAt: "2026-11-26T10:00:00Z"}}, ""},
+		{"bamboohr: a leaver in a batch of 11", Event{Source: "bamboohr", ID: "b4", Time: at, Data: map[string]any{"people": append(
+			slices.Repeat([]any{bambooPerson("40", false, "")}, 10), bambooPerson("41", true, ""))}}, nil, "more than 10 employees"},
 	}
 	s := Builtin()
 	for _, c := range cases {
@@ -128,6 +146,24 @@ func TestBuiltinRules(t *testing.T) {
 				t.Errorf("jobs\n got %+v\nwant %+v", jobs, c.want)
 			}
 		})
+	}
+}
+
+// bambooPerson is one entry of the view the receiver gives BambooHR events
+// (event.data.people).
+func bambooPerson(id string, leaver bool, effective string) map[string]any {
+	return map[string]any{"id": id, "employmentStatus": "", "status": "", "terminationDate": effective,
+		"employeeNumber": "", "workEmail": "", "leaver": leaver, "effective": effective}
+}
+
+// TestBuiltinHiBobOptIn: with INGEST_HIBOB_OFFBOARD_INACTIVATED,
+// employee.inactivated offboards as employee.left does.
+func TestBuiltinHiBobOptIn(t *testing.T) {
+	s := Builtin().With(Times{}, Settings{HiBobOffboardInactivated: true})
+	jobs, errs := s.Apply(Event{Source: "hibob", ID: "h1", Type: "employee.inactivated", Time: time.Now(),
+		Data: map[string]any{"employeeId": "77"}})
+	if len(errs) != 0 || len(jobs) != 1 || jobs[0].User == nil || jobs[0].User.ExternalID != "77" {
+		t.Fatalf("jobs %+v, errors %v", jobs, errs)
 	}
 }
 
