@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/mfa-worker/mfa-worker/internal/bamboohr"
 	"github.com/mfa-worker/mfa-worker/internal/ingest"
 	"github.com/mfa-worker/mfa-worker/internal/job"
@@ -64,6 +66,9 @@ type vendorFixture struct {
 		User      map[string]any `json:"user"`
 		Outcome   string         `json:"outcome"`
 		Code      string         `json:"code"`
+		// Scheduled is the due time of an offboard that must wait as a
+		// schedule in MFA_JOBS.
+		Scheduled string `json:"scheduled"`
 	} `json:"expect"`
 }
 
@@ -121,6 +126,8 @@ func fillFixture(s string, now time.Time, saved map[string]string) string {
 		"{{OLD_MS}}", now.UTC().Add(-25 * time.Hour).Format("2006-01-02T15:04:05.000Z"),
 		"{{DATE}}", day.Format(time.DateOnly),
 		"{{DATE_END}}", day.AddDate(0, 0, 1).Format(time.DateOnly) + "T00:00:00Z",
+		"{{DATE_AHEAD}}", day.AddDate(0, 0, 3).Format(time.DateOnly),
+		"{{DATE_AHEAD_END}}", day.AddDate(0, 0, 4).Format(time.DateOnly) + "T00:00:00Z",
 	}
 	for k, v := range saved {
 		r = append(r, "{"+k+"}", v)
@@ -191,9 +198,11 @@ func TestVendorFixtures(t *testing.T) {
 	}
 	proc := startIngestProc(t, bed, cfg, slog.New(slog.NewTextHandler(logs, nil)), func(rules.Event) bool { return true })
 
+	// scheduled counts the offboards that wait as schedules in MFA_JOBS.
+	scheduled := 0
 	for _, fx := range fixtures {
 		t.Run(fx.name, func(t *testing.T) {
-			runVendorFixture(t, bed, proc.url, pubs, fx, persons[fx.name], lookalikes[fx.name])
+			runVendorFixture(t, bed, proc.url, pubs, fx, persons[fx.name], lookalikes[fx.name], &scheduled)
 		})
 	}
 	// A leaver the worker refused (identity_ambiguous) is dead-lettered
@@ -217,7 +226,7 @@ func TestVendorFixtures(t *testing.T) {
 // door) gives: they run once that part is merged (set to true).
 const vendorFixturesNeedingDoor = true
 
-func runVendorFixture(t *testing.T, bed *testenv.Bed, base string, pubs *jobPublishes, fx *vendorFixture, person, lookalike int64) {
+func runVendorFixture(t *testing.T, bed *testenv.Bed, base string, pubs *jobPublishes, fx *vendorFixture, person, lookalike int64, scheduled *int) {
 	if fx.Needs == "door" && !vendorFixturesNeedingDoor {
 		t.Skip("needs the ingest door (issue 17 section 1), merged separately: set vendorFixturesNeedingDoor")
 	}
@@ -389,7 +398,39 @@ func runVendorFixture(t *testing.T, bed *testenv.Bed, base string, pubs *jobPubl
 	if fx.Expect.Outcome != "" {
 		want = 1
 	}
-	if err := testenv.WaitFor(5*time.Second, func() bool { return bed.Count("MFA_JOBS") == 0 }, func() string { return "jobs waiting" }); err != nil {
+	if due := fillFixture(fx.Expect.Scheduled, now, nil); due != "" {
+		// The offboard waits as a schedule on mfa.scheduled.offboard.<id>
+		// in MFA_JOBS, due at the end of the termination date.
+		*scheduled++
+		var jobID string
+		for _, b := range pubs.bodies("") {
+			var j struct {
+				ID   string   `json:"id"`
+				User job.User `json:"user"`
+			}
+			if json.Unmarshal(b, &j) == nil && j.User.ExternalID == fx.Person.ExternalID {
+				jobID = j.ID
+			}
+		}
+		st, err := bed.JS.Stream(context.Background(), "MFA_JOBS")
+		if err != nil || jobID == "" {
+			t.Fatalf("job %q, stream: %v", jobID, err)
+		}
+		var m *jetstream.RawStreamMsg
+		if err := testenv.WaitFor(10*time.Second, func() bool {
+			m, err = st.GetLastMsgForSubject(context.Background(), job.ScheduledSubject(job.TypeOffboard, jobID))
+			return err == nil
+		}, func() string { return "the offboard's schedule: " + fmt.Sprint(err) }); err != nil {
+			t.Fatal(err)
+		}
+		if at, ok := jobs.ScheduleDue(m); !ok || at.Format(time.RFC3339) != due {
+			t.Errorf("the offboard's schedule is due at %v, want %s", at, due)
+		}
+		if d := bed.Sim.Devices(person); len(d) != len(devs) {
+			t.Errorf("a scheduled offboard removed factors early: %v left of %v", d, devs)
+		}
+	}
+	if err := testenv.WaitFor(5*time.Second, func() bool { return bed.Count("MFA_JOBS") == *scheduled }, func() string { return "jobs waiting" }); err != nil {
 		t.Error(err)
 	}
 	if got := mine(); len(got) != want {
