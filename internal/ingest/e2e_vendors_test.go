@@ -49,9 +49,9 @@ type vendorFixture struct {
 	Body      json.RawMessage    `json:"body"`
 	// BodyText is a body that is not JSON, sent as it is.
 	BodyText string `json:"body_text"`
-	// Needs names a receiver feature the fixture depends on that another
-	// part of issue 17 delivers ("door": decide at the door, HiBob's ping
-	// and triggeredAt check).
+	// Needs names the receiver feature the fixture exercises beyond the
+	// source's own path ("door": decided at the door, HiBob's ping and
+	// triggeredAt check).
 	Needs string `json:"needs"`
 	// Mode "binary" sends a CloudEvent in binary content mode, CE its
 	// ce-* headers.
@@ -221,15 +221,7 @@ func TestVendorFixtures(t *testing.T) {
 	}
 }
 
-// vendorFixturesNeedingDoor are fixtures whose answer the ingest door of
-// issue 17 section 1 (HiBob's ping, the triggeredAt check, decide at the
-// door) gives: they run once that part is merged (set to true).
-const vendorFixturesNeedingDoor = true
-
 func runVendorFixture(t *testing.T, bed *testenv.Bed, base string, pubs *jobPublishes, fx *vendorFixture, person, lookalike int64, scheduled *int) {
-	if fx.Needs == "door" && !vendorFixturesNeedingDoor {
-		t.Skip("needs the ingest door (issue 17 section 1), merged separately: set vendorFixturesNeedingDoor")
-	}
 	t.Logf("%s (%s)", fx.About, fx.Source[0])
 	now := time.Now()
 	var devs []int64
