@@ -49,7 +49,8 @@ type Config struct {
 	// (INGEST_BAMBOOHR_SUBDOMAIN); BambooHRBaseURL, when set, replaces
 	// https://<subdomain>.bamboohr.com (a simulator, a proxy).
 	BambooHRSubdomain, BambooHRBaseURL string
-	Topology                           Topology
+
+	Topology Topology
 	// Concurrency is how many batches of events the mapper handles at
 	// once (4); a batch is what has queued up, at most 64 events.
 	Concurrency int
