@@ -43,6 +43,8 @@ commands:
   dlq        inspect and re-drive dead letters: dlq list | dlq replay
   hold       jobs the blast-radius guard holds: hold list | hold release | hold discard (--source S | --job ID)
   people     a person's offboard record (MFA_PEOPLE): people show --user N | people clear --user N --reason TEXT
+  leavers    the leaver registry: leavers [--open]; leavers close --id KEY --reason TEXT (audited)
+  evidence   one row per leaver for auditors: evidence --since T [--until T] [--format csv|json]
   job        what is known of a job id: job <id> (unknown, scheduled with due_at, running, finished with the result)
   simulate   the OneLogin simulator alone, on an address
   health     exit 0 when a URL (default path /readyz) answers 200, for container health checks
@@ -78,6 +80,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdHold(ctx, args[1:], stdout)
 	case "people":
 		err = cmdPeople(ctx, args[1:], stdout)
+	case "leavers":
+		err = cmdLeavers(ctx, args[1:], stdout)
+	case "evidence":
+		err = cmdEvidence(ctx, args[1:], stdout)
 	case "simulate":
 		err = cmdSimulate(ctx, args[1:], stdout, stderr)
 	case "health":

@@ -1,0 +1,99 @@
+package leaver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Service is the registry as a replica runs it: the store, the view and
+// the indexer.
+type Service struct {
+	Store *Store
+	View  *View
+	ix    *Indexer
+}
+
+// Start provisions MFA_LEAVERS and the indexer's consumers (MFA_RESULTS and
+// MFA_DLQ must exist) and returns the service; Run starts it. obs (the
+// metrics) may be nil.
+func Start(ctx context.Context, js jetstream.JetStream, replicas int, obs Observer, log *slog.Logger) (*Service, error) {
+	kv, err := ProvisionBucket(ctx, js, replicas)
+	if err != nil {
+		return nil, err
+	}
+	results, dlq, err := ProvisionConsumers(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	st := NewStore(kv)
+	return &Service{Store: st, View: NewView(kv, log), ix: NewIndexer(st, results, dlq, obs, log)}, nil
+}
+
+// Run keeps the view and the indexer going until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	var verr, ierr error
+	wg.Add(2)
+	go func() { defer wg.Done(); verr = s.View.Run(ctx) }()
+	go func() { defer wg.Done(); ierr = s.ix.Run(ctx) }()
+	wg.Wait()
+	return errors.Join(verr, ierr)
+}
+
+// AuditSubject is where a closed record is audited.
+const AuditSubject = "mfa.audit.leavers.close"
+
+// Audit is the body of an audit event on AuditSubject.
+type Audit struct {
+	Action    string    `json:"action"`
+	Key       string    `json:"key"`
+	By        string    `json:"by"`
+	Reason    string    `json:"reason"`
+	WasReason string    `json:"was_reason,omitempty"`
+	At        time.Time `json:"at"`
+}
+
+// CloseAudited closes an open record and publishes an audit event on
+// AuditSubject. The closure (who, why, when, what the record was open for)
+// is kept in the record itself, so the audit survives even where no
+// stream captures mfa.audit.>; stored reports whether JetStream stored the
+// event (false: it went out on core NATS only).
+func CloseAudited(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, st *Store, key, by, reason string) (rec Record, stored bool, err error) {
+	by, reason = strings.TrimSpace(by), strings.TrimSpace(reason)
+	if reason == "" {
+		return Record{}, false, errors.New("leaver: a close needs a reason")
+	}
+	if len(reason) > 1000 || strings.ContainsAny(reason, "\x00\r") {
+		return Record{}, false, errors.New("leaver: a reason is at most 1000 characters of text")
+	}
+	if by == "" {
+		by = "unknown"
+	}
+	rec, err = st.Close(ctx, key, by, reason)
+	if err != nil {
+		return Record{}, false, err
+	}
+	a := Audit{Action: "leaver.close", Key: key, By: by, Reason: reason, At: rec.Closure.At, WasReason: rec.Closure.WasReason}
+	b, _ := json.Marshal(a)
+	m := nats.NewMsg(AuditSubject)
+	m.Data = b
+	m.Header.Set(jetstream.MsgIDHeader, "leaver.close:"+key+":"+rec.Closure.At.Format(time.RFC3339Nano))
+	if _, err := js.PublishMsg(ctx, m); err == nil {
+		return rec, true, nil
+	} else if !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, nats.ErrNoResponders) {
+		return rec, false, fmt.Errorf("leaver: record closed, but its audit event failed: %w", err)
+	}
+	if err := nc.Publish(AuditSubject, b); err != nil {
+		return rec, false, fmt.Errorf("leaver: record closed, but its audit event failed: %w", err)
+	}
+	return rec, false, nc.FlushWithContext(ctx)
+}

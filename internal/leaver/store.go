@@ -1,0 +1,288 @@
+package leaver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Bucket is the KV bucket of the registry.
+const Bucket = "MFA_LEAVERS"
+
+// maxAttempts bounds the compare-and-set retries of one update.
+const maxAttempts = 20
+
+// ErrNotFound is returned for a key with no record.
+var ErrNotFound = errors.New("leaver: no such record")
+
+// ErrNotOpen is returned when closing a record that is not open.
+var ErrNotOpen = errors.New("leaver: record is not open")
+
+// BucketConfig returns the configuration of MFA_LEAVERS. Records have no
+// TTL: a leaver is evidence for as long as auditors ask. History keeps the
+// last 5 values of each record, so `nats kv history` shows recent changes.
+func BucketConfig(replicas int) jetstream.KeyValueConfig {
+	if replicas == 0 {
+		replicas = 1
+	}
+	return jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "One record per leaver, from acceptance until verified or closed",
+		History:     5,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	}
+}
+
+// ProvisionBucket creates MFA_LEAVERS or brings its configuration up to
+// date; safe from every replica at every start.
+func ProvisionBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, BucketConfig(replicas))
+	if err != nil {
+		return nil, fmt.Errorf("leaver: provision bucket %s: %w", Bucket, err)
+	}
+	return kv, nil
+}
+
+// Store reads and updates records in MFA_LEAVERS.
+type Store struct {
+	kv  jetstream.KeyValue
+	now func() time.Time
+}
+
+// NewStore returns a store on kv (MFA_LEAVERS).
+func NewStore(kv jetstream.KeyValue) *Store { return &Store{kv: kv, now: time.Now} }
+
+// Get returns the record under key and its revision.
+func (s *Store) Get(ctx context.Context, key string) (Record, uint64, error) {
+	e, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Record{}, 0, ErrNotFound
+	}
+	if err != nil {
+		return Record{}, 0, fmt.Errorf("leaver: get %s: %w", key, err)
+	}
+	var r Record
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return Record{}, 0, fmt.Errorf("leaver: decode %s: %w", key, err)
+	}
+	return r, e.Revision(), nil
+}
+
+// update applies fn to the record under key (a zero record with Key set
+// when there is none) and writes it back with compare-and-set, retrying on
+// a conflict. fn returns false to leave the record as it is.
+func (s *Store) update(ctx context.Context, key string, fn func(r *Record, now time.Time) (bool, error)) (Record, error) {
+	for range maxAttempts {
+		r, rev, err := s.Get(ctx, key)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return Record{}, err
+		}
+		now := s.now().UTC()
+		if rev == 0 {
+			r = Record{Key: key, CreatedAt: now}
+		}
+		changed, err := fn(&r, now)
+		if err != nil || !changed {
+			return r, err
+		}
+		r.Key, r.UpdatedAt = key, now
+		b, err := json.Marshal(r)
+		if err != nil {
+			return Record{}, fmt.Errorf("leaver: encode %s: %w", key, err)
+		}
+		if rev == 0 {
+			_, err = s.kv.Create(ctx, key, b)
+		} else {
+			_, err = s.kv.Update(ctx, key, b, rev)
+		}
+		if err == nil {
+			return r, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
+			return Record{}, fmt.Errorf("leaver: write %s: %w", key, err)
+		}
+		// Someone else wrote first: read again.
+	}
+	return Record{}, fmt.Errorf("leaver: write %s: too many concurrent updates", key)
+}
+
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+// mergeSelector folds the sel.* record of sel, if any, into the record
+// under key and deletes it. It is called when a person first becomes known
+// by user id.
+func (s *Store) mergeSelector(ctx context.Context, key string, sel *Selector) error {
+	if sel == nil {
+		return nil
+	}
+	skey, ok := SelectorKey(*sel)
+	if !ok || skey == key {
+		return nil
+	}
+	o, rev, err := s.Get(ctx, skey)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := s.update(ctx, key, func(r *Record, _ time.Time) (bool, error) {
+		merge(r, o)
+		return true, nil
+	}); err != nil {
+		return err
+	}
+	if err := s.kv.Delete(ctx, skey, jetstream.LastRevision(rev)); err != nil && !isWrongSequence(err) {
+		return fmt.Errorf("leaver: delete merged %s: %w", skey, err)
+	}
+	return nil
+}
+
+// step records a step (scheduled, held, running) of a's offboard.
+func (s *Store) step(ctx context.Context, a Acceptance, st State) error {
+	key, ok := a.key()
+	if !ok {
+		return errors.New("leaver: an acceptance names nobody (no user id, no selector)")
+	}
+	if a.UserID > 0 {
+		if err := s.mergeSelector(ctx, key, a.User); err != nil {
+			return err
+		}
+	}
+	_, err := s.update(ctx, key, func(r *Record, now time.Time) (bool, error) {
+		return applyStep(r, a, st, now), nil
+	})
+	if err == nil && a.HRSource != "" && a.EventID != "" {
+		err = s.putAlias(ctx, a.HRSource, a.EventID, key)
+	}
+	return err
+}
+
+func (s *Store) putAlias(ctx context.Context, source, eventID, key string) error {
+	if _, err := s.kv.Put(ctx, aliasKey(source, eventID), []byte(key)); err != nil {
+		return fmt.Errorf("leaver: alias of event: %w", err)
+	}
+	return nil
+}
+
+// Accepted records a leaver accepted at the door (an HR event that makes
+// an offboard) or an offboard job accepted by the worker: state scheduled.
+func (s *Store) Accepted(ctx context.Context, a Acceptance) error { return s.step(ctx, a, Scheduled) }
+
+// Scheduled records an offboard waiting as a schedule until a.DueAt.
+func (s *Store) Scheduled(ctx context.Context, a Acceptance) error { return s.step(ctx, a, Scheduled) }
+
+// Held records an offboard held by the blast-radius guard.
+func (s *Store) Held(ctx context.Context, a Acceptance) error { return s.step(ctx, a, Held) }
+
+// Running records an offboard that started running.
+func (s *Store) Running(ctx context.Context, a Acceptance) error { return s.step(ctx, a, Running) }
+
+// ApplyResult records an offboard's result. applied is false when the
+// record had already seen it (a redelivery) or a later one.
+func (s *Store) ApplyResult(ctx context.Context, res Result) (rec Record, applied bool, err error) {
+	key, ok := personKey(res.UserID, res.User)
+	if !ok {
+		key = JobKey(res.JobID)
+	}
+	if res.UserID > 0 {
+		if err := s.mergeSelector(ctx, key, res.User); err != nil {
+			return Record{}, false, err
+		}
+	}
+	rec, err = s.update(ctx, key, func(r *Record, now time.Time) (bool, error) {
+		applied = applyResult(r, res, now)
+		return applied, nil
+	})
+	return rec, applied && err == nil, err
+}
+
+// ApplyDeadLetter records a dead-lettered HR event: it opens the record the
+// event was accepted into, or a record of its own.
+func (s *Store) ApplyDeadLetter(ctx context.Context, d DeadLetter) (Record, error) {
+	key := EventKey(d.Source, d.EventID)
+	if e, err := s.kv.Get(ctx, aliasKey(d.Source, d.EventID)); err == nil && ValidKey(string(e.Value())) {
+		key = string(e.Value())
+	} else if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Record{}, fmt.Errorf("leaver: alias of event: %w", err)
+	}
+	return s.update(ctx, key, func(r *Record, now time.Time) (bool, error) {
+		return applyDeadLetter(r, d, now), nil
+	})
+}
+
+// Close closes an open record: by names who (the operator), reason why.
+func (s *Store) Close(ctx context.Context, key, by, reason string) (Record, error) {
+	if !ValidKey(key) {
+		return Record{}, fmt.Errorf("leaver: %q is not a record key (user.<id>, sel.<kind>.<hash>, event.<hash>, job.<hash>)", key)
+	}
+	return s.update(ctx, key, func(r *Record, now time.Time) (bool, error) {
+		if r.State == "" {
+			return false, ErrNotFound
+		}
+		if r.State != Open {
+			return false, fmt.Errorf("%w: it is %s", ErrNotOpen, r.State)
+		}
+		applyClose(r, by, reason, now)
+		return true, nil
+	})
+}
+
+// Claim takes the re-verification of key for slot: it succeeds for one
+// caller per slot, whichever replica it runs in. It returns false when the
+// record was already claimed for slot, or is no longer offboarded.
+func (s *Store) Claim(ctx context.Context, key string, slot int64) (Record, bool, error) {
+	claimed := false
+	r, err := s.update(ctx, key, func(r *Record, now time.Time) (bool, error) {
+		claimed = false
+		if !r.done() || r.CheckSlot >= slot {
+			return false, nil
+		}
+		r.CheckSlot = slot
+		claimed = true
+		return true, nil
+	})
+	return r, claimed && err == nil, err
+}
+
+// Checked records a re-verification that found no factor.
+func (s *Store) Checked(ctx context.Context, key string) error {
+	_, err := s.update(ctx, key, func(r *Record, now time.Time) (bool, error) {
+		r.LastCheckAt = now
+		return true, nil
+	})
+	return err
+}
+
+// Drift records factors found again after the offboard and opens the
+// record. It returns the updated record.
+func (s *Store) Drift(ctx context.Context, key string, types []string) (Record, error) {
+	return s.update(ctx, key, func(r *Record, now time.Time) (bool, error) {
+		if r.State == "" {
+			return false, ErrNotFound
+		}
+		applyDrift(r, types, now)
+		return true, nil
+	})
+}
+
+// Unclaim hands back a claim of slot whose read could not be made, so the
+// leaver is tried again within the slot.
+func (s *Store) Unclaim(ctx context.Context, key string, slot int64) error {
+	_, err := s.update(ctx, key, func(r *Record, now time.Time) (bool, error) {
+		if r.CheckSlot != slot {
+			return false, nil
+		}
+		r.CheckSlot = slot - 1
+		return true, nil
+	})
+	return err
+}

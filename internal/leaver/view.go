@@ -1,0 +1,213 @@
+package leaver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Summary is what the View keeps of a record, and what mfa.query.leavers
+// answers with.
+type Summary struct {
+	Key          string    `json:"key"`
+	State        State     `json:"state"`
+	Reason       string    `json:"reason,omitempty"`
+	Since        time.Time `json:"since"`
+	UserID       int64     `json:"user_id,omitempty"`
+	Source       string    `json:"source,omitempty"`
+	EventID      string    `json:"event_id,omitempty"`
+	JobID        string    `json:"job_id,omitempty"`
+	EffectiveAt  time.Time `json:"effective_at,omitzero"`
+	OffboardedAt time.Time `json:"offboarded_at,omitzero"`
+	LastCheckAt  time.Time `json:"last_check_at,omitzero"`
+	CheckSlot    int64     `json:"-"`
+}
+
+// SummaryOf summarises r.
+func SummaryOf(r Record) Summary {
+	return Summary{
+		Key: r.Key, State: r.State, Reason: r.Reason, Since: r.Since, UserID: r.UserID,
+		Source: r.Source, EventID: r.EventID, JobID: r.JobID, EffectiveAt: r.EffectiveAt,
+		OffboardedAt: r.OffboardedAt, LastCheckAt: r.LastCheckAt, CheckSlot: r.CheckSlot,
+	}
+}
+
+// View is an in-memory summary of every record, kept current by a watch
+// on the bucket. Queries, gauges and re-verification read it.
+type View struct {
+	kv  jetstream.KeyValue
+	log *slog.Logger
+
+	mu    sync.RWMutex
+	recs  map[string]Summary
+	ready chan struct{}
+}
+
+// NewView returns a view of kv; Run fills it.
+func NewView(kv jetstream.KeyValue, log *slog.Logger) *View {
+	return &View{kv: kv, log: log, recs: make(map[string]Summary), ready: make(chan struct{})}
+}
+
+// Ready is closed once the view holds every record that existed when Run
+// started.
+func (v *View) Ready() <-chan struct{} { return v.ready }
+
+// Run watches the bucket until ctx ends, re-watching after an error.
+func (v *View) Run(ctx context.Context) error {
+	readyOnce := sync.OnceFunc(func() { close(v.ready) })
+	for {
+		err := v.watch(ctx, readyOnce)
+		if ctx.Err() != nil {
+			return nil
+		}
+		v.log.Warn("watching the leaver registry failed; watching again", "err", err)
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (v *View) watch(ctx context.Context, readyOnce func()) error {
+	w, err := v.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("leaver: watch %s: %w", Bucket, err)
+	}
+	defer func() { _ = w.Stop() }()
+	fresh := make(map[string]Summary)
+	initial := true
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("leaver: watch ended")
+			}
+			if e == nil {
+				// Every existing record has arrived: swap them in whole,
+				// so that a re-watch drops records deleted meanwhile.
+				v.mu.Lock()
+				v.recs, fresh = fresh, nil
+				v.mu.Unlock()
+				initial = false
+				readyOnce()
+				continue
+			}
+			k := e.Key()
+			if strings.HasPrefix(k, "alias.") {
+				continue
+			}
+			var s Summary
+			del := e.Operation() != jetstream.KeyValuePut
+			if !del {
+				var r Record
+				if json.Unmarshal(e.Value(), &r) != nil {
+					v.log.Warn("a value in the leaver registry is not a record; not shown", "key", k)
+					continue
+				}
+				s = SummaryOf(r)
+			}
+			if initial {
+				if del {
+					delete(fresh, k)
+				} else {
+					fresh[k] = s
+				}
+				continue
+			}
+			v.mu.Lock()
+			if del {
+				delete(v.recs, k)
+			} else {
+				v.recs[k] = s
+			}
+			v.mu.Unlock()
+		}
+	}
+}
+
+// Filter selects summaries: State ("" any), SinceFrom (state entered at or
+// after; zero: any).
+type Filter struct {
+	State     State
+	SinceFrom time.Time
+}
+
+// List returns up to limit summaries matching f, those longest in their
+// state first, and how many matched.
+func (v *View) List(f Filter, limit int) ([]Summary, int) {
+	v.mu.RLock()
+	out := make([]Summary, 0, min(len(v.recs), 1024))
+	for _, s := range v.recs {
+		if (f.State == "" || s.State == f.State) && (f.SinceFrom.IsZero() || !s.Since.Before(f.SinceFrom)) {
+			out = append(out, s)
+		}
+	}
+	v.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Summary) int {
+		if c := a.Since.Compare(b.Since); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Key, b.Key)
+	})
+	n := len(out)
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, n
+}
+
+// Counts returns how many records are in each state, and since when the
+// oldest open record is open (zero when none is).
+func (v *View) Counts() (map[State]int, time.Time) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	c := make(map[State]int, len(States))
+	var oldest time.Time
+	for _, s := range v.recs {
+		c[s.State]++
+		if s.State == Open && (oldest.IsZero() || s.Since.Before(oldest)) {
+			oldest = s.Since
+		}
+	}
+	return c, oldest
+}
+
+// Each calls fn for every summary (under a read lock: fn must not call
+// the view).
+func (v *View) Each(fn func(Summary)) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for _, s := range v.recs {
+		fn(s)
+	}
+}
+
+// Len returns how many records the view holds.
+func (v *View) Len() int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return len(v.recs)
+}
+
+// StateCounts is Counts with string keys, for the metrics.
+func (v *View) StateCounts() (map[string]int, time.Time) {
+	c, oldest := v.Counts()
+	out := make(map[string]int, len(c))
+	for s, n := range c {
+		out[string(s)] = n
+	}
+	return out, oldest
+}
