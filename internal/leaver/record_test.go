@@ -48,9 +48,13 @@ func TestTransitions(t *testing.T) {
 		return Result{JobID: "j1", UserID: 7, Outcome: outcome, FinishedAt: t0.Add(time.Minute), Removed: 2}
 	}
 	type step func(r *Record, now time.Time) bool
-	accepted := func(a Acceptance) step { return func(r *Record, n time.Time) bool { return applyStep(r, a, Scheduled, n) } }
+	accepted := func(a Acceptance) step {
+		return func(r *Record, n time.Time) bool { return applyStep(r, a, Scheduled, n) }
+	}
 	held := func(a Acceptance) step { return func(r *Record, n time.Time) bool { return applyStep(r, a, Held, n) } }
-	running := func(a Acceptance) step { return func(r *Record, n time.Time) bool { return applyStep(r, a, Running, n) } }
+	running := func(a Acceptance) step {
+		return func(r *Record, n time.Time) bool { return applyStep(r, a, Running, n) }
+	}
 	result := func(res Result) step { return func(r *Record, n time.Time) bool { return applyResult(r, res, n) } }
 	withSeq := func(res Result, seq uint64) Result { res.Seq = seq; return res }
 	failed := func(code string) Result {
