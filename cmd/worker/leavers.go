@@ -149,7 +149,7 @@ func cmdLeaversClose(ctx context.Context, args []string, stdout io.Writer) error
 	if err != nil {
 		return err
 	}
-	rec, stored, err := leaver.CloseAudited(ctx, js, nc, leaver.NewStore(kv), *id, *by, *reason)
+	rec, stored, err := leaver.CloseAudited(ctx, js, leaver.NewStore(kv), *id, *by, *reason)
 	if errors.Is(err, leaver.ErrNotFound) {
 		return fmt.Errorf("no record %s", *id)
 	}

@@ -378,14 +378,8 @@ func (c *Checker) publishDrift(ctx context.Context, ev DriftEvent, slot int64) e
 	m := nats.NewMsg(DriftSubject)
 	m.Data = b
 	m.Header.Set(jetstream.MsgIDHeader, "drift:"+ev.Key+":"+strconv.FormatInt(slot, 10))
-	_, err := c.js.PublishMsg(ctx, m)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, nats.ErrNoResponders) {
-		return fmt.Errorf("publish drift event: %w", err)
-	}
-	return c.nc.PublishMsg(m)
+	_, err := leaver.PublishEvent(ctx, c.js, m)
+	return err
 }
 
 type metricsOrNil struct{ Metrics }

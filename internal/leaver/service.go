@@ -67,7 +67,7 @@ type Audit struct {
 // is kept in the record itself, so the audit survives even where no
 // stream captures mfa.audit.>; stored reports whether JetStream stored the
 // event (false: it went out on core NATS only).
-func CloseAudited(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, st *Store, key, by, reason string) (rec Record, stored bool, err error) {
+func CloseAudited(ctx context.Context, js jetstream.JetStream, st *Store, key, by, reason string) (rec Record, stored bool, err error) {
 	by, reason = strings.TrimSpace(by), strings.TrimSpace(reason)
 	if reason == "" {
 		return Record{}, false, errors.New("leaver: a close needs a reason")
@@ -87,13 +87,28 @@ func CloseAudited(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, st
 	m := nats.NewMsg(AuditSubject)
 	m.Data = b
 	m.Header.Set(jetstream.MsgIDHeader, "leaver.close:"+key+":"+rec.Closure.At.Format(time.RFC3339Nano))
-	if _, err := js.PublishMsg(ctx, m); err == nil {
-		return rec, true, nil
-	} else if !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, nats.ErrNoResponders) {
+	stored, err = PublishEvent(ctx, js, m)
+	if err != nil {
 		return rec, false, fmt.Errorf("leaver: record closed, but its audit event failed: %w", err)
 	}
-	if err := nc.Publish(AuditSubject, b); err != nil {
-		return rec, false, fmt.Errorf("leaver: record closed, but its audit event failed: %w", err)
+	return rec, stored, nil
+}
+
+// PublishEvent publishes m to JetStream when a stream captures its
+// subject, else on core NATS (and flushes). stored says which.
+func PublishEvent(ctx context.Context, js jetstream.JetStream, m *nats.Msg) (stored bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err = js.StreamNameBySubject(ctx, m.Subject)
+	switch {
+	case err == nil:
+		_, err = js.PublishMsg(ctx, m)
+		return err == nil, err
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		if err := js.Conn().PublishMsg(m); err != nil {
+			return false, err
+		}
+		return false, js.Conn().FlushWithContext(ctx)
 	}
-	return rec, false, nc.FlushWithContext(ctx)
+	return false, err
 }
