@@ -229,6 +229,8 @@ func (c *Checker) Pass(ctx context.Context) int {
 			return n // the share of this window is spent
 		}
 		switch err := c.check(ctx, cd, slot); {
+		case errors.Is(err, errTaken):
+			// Another replica checks this one in this slot.
 		case errors.Is(err, onelogin.ErrBusy):
 			c.m.check("deferred")
 			c.pause(c.cfg.Now())
@@ -276,6 +278,9 @@ func (c *Checker) check(ctx context.Context, cd candidate, slot int64) error {
 		c.mu.Lock()
 		c.budget.refund()
 		c.mu.Unlock()
+		if err == nil {
+			err = errTaken
+		}
 		return err
 	}
 	rctx, cancel := context.WithTimeout(onelogin.WithPriority(ctx, onelogin.PriorityQuery), 30*time.Second)
@@ -307,6 +312,10 @@ func (c *Checker) check(ctx context.Context, cd candidate, slot int64) error {
 	}
 	return c.drift(ctx, cd, slot, devices)
 }
+
+// errTaken: the leaver was claimed for the slot elsewhere, or is no
+// longer offboarded.
+var errTaken = errors.New("claimed elsewhere")
 
 // DriftEvent is the body of an event on mfa.assurance.drift.
 type DriftEvent struct {
