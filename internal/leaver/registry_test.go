@@ -1,0 +1,236 @@
+package leaver_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/mfa-worker/mfa-worker/internal/leaver"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
+	"github.com/mfa-worker/mfa-worker/internal/testenv/leak"
+)
+
+func TestMain(m *testing.M) { leak.VerifyTestMain(m) }
+
+type env struct {
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	svc *leaver.Service
+}
+
+func newEnv(tb testing.TB) *env {
+	tb.Helper()
+	_, nc, js := testenv.JetStream(tb)
+	ctx := context.Background()
+	for _, s := range []jetstream.StreamConfig{
+		{Name: "MFA_RESULTS", Subjects: []string{"mfa.results.>"}, Duplicates: 10 * time.Minute},
+		{Name: "MFA_DLQ", Subjects: []string{"mfa.dlq.>"}},
+	} {
+		if _, err := js.CreateOrUpdateStream(ctx, s); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return &env{nc: nc, js: js}
+}
+
+// start runs the registry until the test ends.
+func (e *env) start(tb testing.TB) *leaver.Service {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	svc, err := leaver.Start(ctx, e.js, 1, nil, testenv.Quiet())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Errorf("registry: %v", err)
+		}
+	})
+	e.svc = svc
+	return svc
+}
+
+func (e *env) result(tb testing.TB, body, msgID string, outcome string) {
+	tb.Helper()
+	m := nats.NewMsg("mfa.results.offboard." + outcome)
+	m.Data = []byte(body)
+	if msgID != "" {
+		m.Header.Set(jetstream.MsgIDHeader, msgID)
+	}
+	if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func (e *env) waitState(tb testing.TB, key string, st leaver.State, reason string) leaver.Record {
+	tb.Helper()
+	var r leaver.Record
+	if err := testenv.WaitFor(10*time.Second, func() bool {
+		var err error
+		r, _, err = e.svc.Store.Get(context.Background(), key)
+		return err == nil && r.State == st && r.Reason == reason
+	}, func() string { return fmt.Sprintf("%s is %s/%s, want %s/%s", key, r.State, r.Reason, st, reason) }); err != nil {
+		tb.Fatal(err)
+	}
+	return r
+}
+
+const t0 = "2026-12-01T09:00:00Z"
+
+func offboardResult(job string, user int64, sel, outcome, code string) string {
+	u := ""
+	if sel != "" {
+		u = fmt.Sprintf(`,"user":{"email":%q}`, sel)
+	}
+	e := ""
+	if code != "" {
+		e = fmt.Sprintf(`,"error":{"code":%q,"message":"m","retryable":false}`, code)
+	}
+	return fmt.Sprintf(`{"job_id":%q,"type":"offboard","user_id":%d%s,"outcome":%q,"attempts":1,"started_at":%q,"finished_at":%q,"duration_ms":1%s,"data":{"removed_device_ids":[1,2]}}`,
+		job, user, u, outcome, t0, t0, e)
+}
+
+// TestSelectorRecordMergesIntoTheUser: a person known first by email
+// (the door, a user_not_found) becomes one user.<id> record when an
+// offboard resolves them; the sel.* record is gone and its event kept.
+func TestSelectorRecordMergesIntoTheUser(t *testing.T) {
+	e := newEnv(t)
+	svc := e.start(t)
+	ctx := context.Background()
+	sel := &leaver.Selector{Email: "ada@example.com"}
+	skey, _ := leaver.SelectorKey(*sel)
+	if err := svc.Store.Accepted(ctx, leaver.Acceptance{JobID: "hr:scim:e1:offboard", User: sel, HRSource: "scim", EventID: "e1", ReceivedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	e.result(t, offboardResult("hr:scim:e1:offboard", 0, "ada@example.com", "failed", "user_not_found"), "hr:scim:e1:offboard:result", "failed")
+	e.waitState(t, skey, leaver.Open, leaver.ReasonUserNotFound)
+	e.result(t, offboardResult("fix-1", 42, "ADA@example.com", "succeeded", ""), "fix-1:result", "succeeded")
+	r := e.waitState(t, leaver.UserKey(42), leaver.Offboarded, "")
+	if r.EventID != "e1" || r.Source != "scim" || r.FactorsRemoved != 2 {
+		t.Fatalf("merged record %+v", r)
+	}
+	if _, _, err := svc.Store.Get(ctx, skey); err == nil {
+		t.Fatal("the sel.* record is still there")
+	}
+	// The view drops it too.
+	if err := testenv.WaitFor(5*time.Second, func() bool { return svc.View.Len() == 1 }, func() string { return fmt.Sprint(svc.View.Len(), " records in the view") }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRedeliveryChangesNothing: a result delivered again after a later
+// one (a replica died before its ack) does not reopen the record, and
+// two stores updating one record at once both land.
+func TestRedeliveryChangesNothing(t *testing.T) {
+	e := newEnv(t)
+	svc := e.start(t)
+	e.result(t, offboardResult("a", 7, "", "failed", "retries_exhausted"), "a:result", "failed")
+	e.waitState(t, leaver.UserKey(7), leaver.Open, leaver.ReasonFailed)
+	e.result(t, offboardResult("b", 7, "", "succeeded", ""), "b:result", "succeeded")
+	r := e.waitState(t, leaver.UserKey(7), leaver.Offboarded, "")
+	// Apply the first result again, with its stream sequence, as a
+	// redelivery does.
+	res, _ := leaver.ParseResult([]byte(offboardResult("a", 7, "", "failed", "retries_exhausted")), 1)
+	got, applied, err := svc.Store.ApplyResult(context.Background(), res)
+	if err != nil || applied || got.State != leaver.Offboarded || got.ResultSeq != r.ResultSeq {
+		t.Fatalf("redelivery: applied %v, %+v, %v", applied, got, err)
+	}
+	// Concurrent steps from many goroutines (replicas) all land.
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := svc.Store.Held(context.Background(), leaver.Acceptance{JobID: fmt.Sprintf("h%d", i), UserID: 8}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	r8, _, err := svc.Store.Get(context.Background(), leaver.UserKey(8))
+	if err != nil || len(r8.Holds) != 16 || r8.State != leaver.Held {
+		t.Fatalf("after 20 concurrent holds: %d holds kept (cap 16), state %s, %v", len(r8.Holds), r8.State, err)
+	}
+}
+
+// TestQueryLeavers answers over NATS micro, with filters and errors.
+func TestQueryLeavers(t *testing.T) {
+	e := newEnv(t)
+	svc := e.start(t)
+	e.result(t, offboardResult("a", 1, "", "failed", "user_not_found"), "a:result", "failed")
+	e.result(t, offboardResult("b", 2, "", "succeeded", ""), "b:result", "succeeded")
+	e.result(t, offboardResult("c", 3, "", "cancelled", "cancelled"), "c:result", "cancelled")
+	e.waitState(t, leaver.UserKey(3), leaver.Open, leaver.ReasonCancelled)
+	srv, err := micro.AddService(e.nc, micro.Config{Name: "mfa", Version: "1.2.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	if err := srv.AddGroup("mfa.query").AddEndpoint("leavers", leaver.NewHandler(svc.View)); err != nil {
+		t.Fatal(err)
+	}
+	ask := func(body string) (leaver.QueryReply, *nats.Msg) {
+		t.Helper()
+		m, err := e.nc.Request("mfa.query.leavers", []byte(body), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep leaver.QueryReply
+		if err := json.Unmarshal(m.Data, &rep); err != nil {
+			t.Fatal(err)
+		}
+		return rep, m
+	}
+	if err := testenv.WaitFor(5*time.Second, func() bool {
+		rep, _ := ask(`{"state":"open"}`)
+		return rep.Data != nil && rep.Data.Total == 2
+	}, func() string { return "the view does not show two open records" }); err != nil {
+		t.Fatal(err)
+	}
+	rep, _ := ask(`{"state":"open","limit":1}`)
+	if len(rep.Data.Leavers) != 1 || rep.Data.Total != 2 || rep.Data.Counts[leaver.Offboarded] != 1 || rep.Data.Counts[leaver.Held] != 0 {
+		t.Fatalf("reply %+v", rep.Data)
+	}
+	future := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	if rep, _ := ask(`{"since":"` + future + `"}`); rep.Data == nil || rep.Data.Total != 0 {
+		t.Fatalf("since the future: %+v", rep)
+	}
+	for body, code := range map[string]string{
+		`{"state":"gone"}`: "invalid_value", `{"since":"yesterday"}`: "invalid_format", `{"limit":5000}`: "out_of_range", `{"who":1}`: "invalid_request", `[`: "invalid_request",
+	} {
+		rep, m := ask(body)
+		if rep.Error == nil || rep.Error.Code != code || m.Header.Get(micro.ErrorHeader) != code || m.Header.Get(micro.ErrorCodeHeader) != "400" {
+			t.Errorf("%s: %+v", body, rep)
+		}
+	}
+}
+
+// TestExportCSVIsSafe: values from HR are not formulas in a spreadsheet.
+func TestExportCSVIsSafe(t *testing.T) {
+	e := newEnv(t)
+	svc := e.start(t)
+	ctx := context.Background()
+	if err := svc.Store.Accepted(ctx, leaver.Acceptance{JobID: "j", UserID: 9, HRSource: "=cmd|' /C calc'!A0", EventID: "@x", EffectiveAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	n, err := leaver.Export(ctx, e.js, &b, leaver.EvidenceOptions{Since: time.Now().Add(-time.Hour), Until: time.Now().Add(time.Hour), Target: time.Hour, Format: "csv"})
+	if err != nil || n != 1 {
+		t.Fatalf("%d rows, %v", n, err)
+	}
+	if !strings.Contains(b.String(), `'=cmd`) || !strings.Contains(b.String(), `'@x`) {
+		t.Fatalf("csv:\n%s", b.String())
+	}
+}
