@@ -1,6 +1,7 @@
 package leaver
 
 import (
+	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,14 +47,15 @@ type View struct {
 	kv  jetstream.KeyValue
 	log *slog.Logger
 
-	mu    sync.RWMutex
-	recs  map[string]Summary
-	ready chan struct{}
+	mu     sync.RWMutex
+	recs   map[string]Summary
+	counts map[State]int
+	ready  chan struct{}
 }
 
 // NewView returns a view of kv; Run fills it.
 func NewView(kv jetstream.KeyValue, log *slog.Logger) *View {
-	return &View{kv: kv, log: log, recs: make(map[string]Summary), ready: make(chan struct{})}
+	return &View{kv: kv, log: log, recs: make(map[string]Summary), counts: make(map[State]int), ready: make(chan struct{})}
 }
 
 // Ready is closed once the view holds every record that existed when Run
@@ -98,8 +100,12 @@ func (v *View) watch(ctx context.Context, readyOnce func()) error {
 			if e == nil {
 				// Every existing record has arrived: swap them in whole,
 				// so that a re-watch drops records deleted meanwhile.
+				counts := make(map[State]int)
+				for _, s := range fresh {
+					counts[s.State]++
+				}
 				v.mu.Lock()
-				v.recs, fresh = fresh, nil
+				v.recs, v.counts, fresh = fresh, counts, nil
 				v.mu.Unlock()
 				initial = false
 				readyOnce()
@@ -128,10 +134,14 @@ func (v *View) watch(ctx context.Context, readyOnce func()) error {
 				continue
 			}
 			v.mu.Lock()
+			if old, ok := v.recs[k]; ok {
+				v.counts[old.State]--
+			}
 			if del {
 				delete(v.recs, k)
 			} else {
 				v.recs[k] = s
+				v.counts[s.State]++
 			}
 			v.mu.Unlock()
 		}
@@ -146,27 +156,63 @@ type Filter struct {
 }
 
 // List returns up to limit summaries matching f, those longest in their
-// state first, and how many matched.
+// state first, and how many matched. It keeps only the first limit in a
+// heap while it walks the records, so its cost grows with the records
+// (not with their sorting) and the answer's size.
 func (v *View) List(f Filter, limit int) ([]Summary, int) {
+	if limit <= 0 {
+		limit = MaxQueryLimit
+	}
+	h := make(summaryHeap, 0, min(limit, 1024))
+	n := 0
 	v.mu.RLock()
-	out := make([]Summary, 0, min(len(v.recs), 1024))
 	for _, s := range v.recs {
-		if (f.State == "" || s.State == f.State) && (f.SinceFrom.IsZero() || !s.Since.Before(f.SinceFrom)) {
-			out = append(out, s)
+		if (f.State != "" && s.State != f.State) || (!f.SinceFrom.IsZero() && s.Since.Before(f.SinceFrom)) {
+			continue
+		}
+		n++
+		switch {
+		case len(h) < limit:
+			heap.Push(&h, s)
+		case earlier(s, h[0]):
+			h[0] = s
+			heap.Fix(&h, 0)
 		}
 	}
 	v.mu.RUnlock()
+	out := []Summary(h)
 	slices.SortFunc(out, func(a, b Summary) int {
-		if c := a.Since.Compare(b.Since); c != 0 {
-			return c
+		if earlier(a, b) {
+			return -1
 		}
-		return strings.Compare(a.Key, b.Key)
+		if earlier(b, a) {
+			return 1
+		}
+		return 0
 	})
-	n := len(out)
-	if limit > 0 && len(out) > limit {
-		out = out[:limit]
-	}
 	return out, n
+}
+
+func earlier(a, b Summary) bool {
+	if c := a.Since.Compare(b.Since); c != 0 {
+		return c < 0
+	}
+	return a.Key < b.Key
+}
+
+// summaryHeap is a max-heap by (Since, Key): its top is the latest of the
+// earliest kept so far.
+type summaryHeap []Summary
+
+func (h summaryHeap) Len() int           { return len(h) }
+func (h summaryHeap) Less(i, j int) bool { return earlier(h[j], h[i]) }
+func (h summaryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *summaryHeap) Push(x any)        { *h = append(*h, x.(Summary)) }
+func (h *summaryHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // Counts returns how many records are in each state, and since when the
@@ -174,12 +220,16 @@ func (v *View) List(f Filter, limit int) ([]Summary, int) {
 func (v *View) Counts() (map[State]int, time.Time) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	c := make(map[State]int, len(States))
+	c := make(map[State]int, len(v.counts))
+	for s, n := range v.counts {
+		c[s] = n
+	}
 	var oldest time.Time
-	for _, s := range v.recs {
-		c[s.State]++
-		if s.State == Open && (oldest.IsZero() || s.Since.Before(oldest)) {
-			oldest = s.Since
+	if v.counts[Open] > 0 {
+		for _, s := range v.recs {
+			if s.State == Open && (oldest.IsZero() || s.Since.Before(oldest)) {
+				oldest = s.Since
+			}
 		}
 	}
 	return c, oldest
