@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,10 +16,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mfa-worker/mfa-worker/internal/assurance"
 	"github.com/mfa-worker/mfa-worker/internal/authlimit"
 	"github.com/mfa-worker/mfa-worker/internal/config"
 	"github.com/mfa-worker/mfa-worker/internal/history"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
+	"github.com/mfa-worker/mfa-worker/internal/leaver"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
@@ -90,6 +93,30 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		_ = q.Stop()
 		return fail(fmt.Errorf("start query service: %w", err))
 	}
+	// The leaver registry and re-verification run beside the job path,
+	// fed by the result stream (package leaver).
+	pctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+	leavers, err := leaver.Start(pctx, js, cfg.Topology.Replicas, nil, log)
+	cancel()
+	if err != nil {
+		_ = q.Stop()
+		return fail(err)
+	}
+	slo := cfg.LeaverSLO
+	if slo == 0 {
+		slo = time.Hour
+	}
+	lm := metrics.NewLeavers(reg, leavers.View, slo)
+	leavers.SetObserver(lm)
+	checker, err := assurance.New(cfg.Assurance, leavers.Store, leavers.View, ol, js, lm, log)
+	if err != nil {
+		_ = q.Stop()
+		return fail(err)
+	}
+	if err := q.AddLeavers(leaver.NewHandler(leavers.View)); err != nil {
+		_ = q.Stop()
+		return fail(fmt.Errorf("start query service: %w", err))
+	}
 
 	h := newHealth(nc, js, runner.Credentials)
 	mux := http.NewServeMux()
@@ -136,11 +163,23 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	go func() {
 		runDone := make(chan error, 1)
 		go func() { runDone <- runner.Run(ctx) }()
+		var side sync.WaitGroup
+		side.Go(func() {
+			if err := leavers.Run(ctx); err != nil {
+				log.Error("the leaver registry stopped; leavers are not tracked until the next start", "err", err)
+			}
+		})
+		side.Go(func() {
+			if err := checker.Run(ctx); err != nil {
+				log.Error("re-verification stopped until the next start", "err", err)
+			}
+		})
 		<-ctx.Done()
 		// Stop answering queries at once; answers in progress end with
 		// ctx. Running jobs get their grace in runner.Run.
 		_ = q.Stop()
 		err := <-runDone
+		side.Wait()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = hs.Shutdown(sctx)
 		cancel()

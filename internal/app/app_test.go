@@ -272,7 +272,7 @@ func TestQueryService(t *testing.T) {
 	for _, e := range info.Endpoints {
 		subjects[e.Subject] = true
 	}
-	if err != nil || info.Name != "mfa" || info.Version != "1.2.3" || len(subjects) != 4 {
+	if err != nil || info.Name != "mfa" || info.Version != "1.2.3" || len(subjects) != 5 || !subjects["mfa.query.leavers"] {
 		t.Fatalf("service info %s: %v", ping.Data, err)
 	}
 	ask := func(subject, body string) map[string]any {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mfa-worker/mfa-worker/internal/assurance"
 	"github.com/mfa-worker/mfa-worker/internal/config"
 	"github.com/mfa-worker/mfa-worker/internal/guard"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
@@ -62,8 +63,13 @@ type Config struct {
 	// QueryConcurrency caps the queries one replica answers at once:
 	// WORKER_QUERY_CONCURRENCY.
 	QueryConcurrency int
-	Jobs             jobs.Config
-	Topology         topology.Config
+	// LeaverSLO is how long a leaver may stay open before the alert:
+	// WORKER_LEAVER_SLO (0: 1h).
+	LeaverSLO time.Duration
+	// Assurance is the re-verification of leavers: WORKER_ASSURANCE_*.
+	Assurance assurance.Config
+	Jobs      jobs.Config
+	Topology  topology.Config
 	// Guard is the blast-radius guard: WORKER_GUARD_LIMIT and
 	// WORKER_GUARD_WINDOW.
 	Guard   guard.Config
@@ -80,6 +86,8 @@ func DefaultConfig() Config {
 		LogLevel:         "info",
 		QueryReserve:     0.2,
 		QueryConcurrency: 8,
+		LeaverSLO:        time.Hour,
+		Assurance:        assurance.Config{Days: 30, Interval: 24 * time.Hour, Budget: 0.05, Action: assurance.ActionAlert},
 		Jobs:             jobs.DefaultConfig(),
 		Topology:         topology.DefaultConfig(),
 		Guard:            guard.DefaultConfig(),
@@ -141,6 +149,11 @@ func Settings(c *Config) []Setting {
 		{"WORKER_GUARD_LIMIT", "guard-limit", "offboards and removes of one source that run per WORKER_GUARD_WINDOW; more are held for an operator (0 turns counting off)", &c.Guard.Limit, false},
 		{"WORKER_GUARD_WINDOW", "guard-window", "the sliding window of WORKER_GUARD_LIMIT", &c.Guard.Window, false},
 		{"WORKER_STATUS_AUTH_FILE", "status-auth-file", "file holding user:password for the status page's basic auth", &c.StatusAuthFile, false},
+		{"WORKER_LEAVER_SLO", "leaver-slo", "how long a leaver may stay open before MfaLeaverOpenTooLong pages", &c.LeaverSLO, false},
+		{"WORKER_ASSURANCE_DAYS", "assurance-days", "leavers offboarded in the last this many days are re-verified", &c.Assurance.Days, false},
+		{"WORKER_ASSURANCE_INTERVAL", "assurance-interval", "each such leaver's factors are read again once per this interval, spread over it", &c.Assurance.Interval, false},
+		{"WORKER_ASSURANCE_BUDGET", "assurance-budget", "share of each OneLogin rate-limit window that re-verification may spend (per replica)", &c.Assurance.Budget, false},
+		{"WORKER_ASSURANCE_ACTION", "assurance-action", "on a factor found again: alert, or offboard (remove it again)", &c.Assurance.Action, false},
 	}
 }
 
@@ -212,6 +225,10 @@ func (c *Config) Validate() error {
 	if c.QueryConcurrency < 0 || c.QueryConcurrency > 1024 { // 0: the default
 		p.Add("WORKER_QUERY_CONCURRENCY", "must be between 1 and 1024, got %d", c.QueryConcurrency)
 	}
+	if c.LeaverSLO != 0 && c.LeaverSLO < time.Minute { // 0: the default
+		p.Add("WORKER_LEAVER_SLO", "must be at least 1m, got %v", c.LeaverSLO)
+	}
+	p.Merge("assurance", c.Assurance.Validate())
 	p.Merge("jobs", c.Jobs.Validate())
 	p.Merge("topology", c.Topology.Validate())
 	p.Merge("guard", c.Guard.Validate())

@@ -50,6 +50,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mfa-worker/mfa-worker/internal/config"
 	"github.com/mfa-worker/mfa-worker/internal/leaver"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 )
@@ -104,20 +105,20 @@ func (c *Config) setDefaults() {
 // setting.
 func (c Config) Validate() error {
 	c.setDefaults()
-	var errs []error
+	var p config.Problems
 	if c.Days < 1 || c.Days > 400 {
-		errs = append(errs, fmt.Errorf("WORKER_ASSURANCE_DAYS must be between 1 and 400, got %d", c.Days))
+		p.Add("WORKER_ASSURANCE_DAYS", "must be between 1 and 400, got %d", c.Days)
 	}
 	if c.Interval < time.Second {
-		errs = append(errs, fmt.Errorf("WORKER_ASSURANCE_INTERVAL must be at least 1s, got %v", c.Interval))
+		p.Add("WORKER_ASSURANCE_INTERVAL", "must be at least 1s, got %v", c.Interval)
 	}
 	if c.Budget <= 0 || c.Budget > 0.5 {
-		errs = append(errs, fmt.Errorf("WORKER_ASSURANCE_BUDGET must be a share above 0 and at most 0.5, got %g", c.Budget))
+		p.Add("WORKER_ASSURANCE_BUDGET", "must be a share of OneLogin's limit above 0 and at most 0.5, got %g", c.Budget)
 	}
 	if c.Action != ActionAlert && c.Action != ActionOffboard {
-		errs = append(errs, fmt.Errorf("WORKER_ASSURANCE_ACTION must be alert or offboard, got %q", c.Action))
+		p.Add("WORKER_ASSURANCE_ACTION", "must be alert or offboard, got %q", c.Action)
 	}
-	return errors.Join(errs...)
+	return p.Err()
 }
 
 // Factors reads a user's enrolled factors; *onelogin.Client implements it.

@@ -38,6 +38,10 @@ func Start(ctx context.Context, js jetstream.JetStream, replicas int, obs Observ
 	return &Service{Store: st, View: NewView(kv, log), ix: NewIndexer(st, results, dlq, obs, log)}, nil
 }
 
+// SetObserver makes the indexer report finished offboards to obs (the
+// metrics, which read the view: hence after Start). Call it before Run.
+func (s *Service) SetObserver(obs Observer) { s.ix.obs = obs }
+
 // Run keeps the view and the indexer going until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
