@@ -168,8 +168,10 @@ func TestDriftAlertOnlyLeavesTheRecordOpen(t *testing.T) {
 	if _, err := sim.EnrollDevice(21, "OneLogin SMS", "phone", true); err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
-	c, err := assurance.New(assurance.Config{Interval: time.Hour, Now: func() time.Time { return now.Add(2 * time.Hour) }},
+	// The last second of the next interval: the leaver is due whatever
+	// its offset into the interval.
+	at := time.Now().Truncate(time.Hour).Add(2*time.Hour - time.Second)
+	c, err := assurance.New(assurance.Config{Interval: time.Hour, Now: func() time.Time { return at }},
 		svc.Store, svc.View, client(t, hs.URL, sim), js, nil, testenv.Quiet())
 	if err != nil {
 		t.Fatal(err)
