@@ -18,6 +18,7 @@ import (
 
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/leaver"
+	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
@@ -48,6 +49,11 @@ func TestLeaversFallingThroughAreOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	people, err := bed.JS.KeyValue(ctx, "MFA_PEOPLE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.SetJobTimes(ledger.NewPeople(people))
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
 	defer func() {
@@ -97,6 +103,13 @@ func TestLeaversFallingThroughAreOpen(t *testing.T) {
 	}
 	publish(t, bed.JS, "offboard", fmt.Sprintf(`{"id":"hr:cloudevents:ev-7:offboard","type":"offboard","user_id":7,"source":"hr.cloudevents","requested_at":%q}`, effective.Format(time.RFC3339)))
 
+	// 7. An offboard nobody announced (no hook): its effective time comes
+	// from MFA_PEOPLE, where the job path records it.
+	if _, err := bed.Sim.EnrollDevice(8, "OneLogin SMS", "phone", true); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, bed.JS, "offboard", fmt.Sprintf(`{"id":"manual-8","type":"offboard","user_id":8,"source":"ops","requested_at":%q}`, effective.Add(30*time.Minute).Format(time.RFC3339)))
+
 	want := map[string]string{
 		mustSel(leaver.Selector{ExternalID: "E-ghost-1"}):           "rule_error",
 		leaver.EventKey("bamboohr", "ev-2"):                         "rule_error",
@@ -137,7 +150,8 @@ func TestLeaversFallingThroughAreOpen(t *testing.T) {
 			}
 		}
 		r7, _, err := st.Get(ctx, leaver.UserKey(7))
-		return err == nil && (r7.State == leaver.Offboarded || r7.State == leaver.Verified)
+		r8, _, err8 := st.Get(ctx, leaver.UserKey(8))
+		return err == nil && err8 == nil && (r7.State == leaver.Offboarded || r7.State == leaver.Verified) && (r8.State == leaver.Offboarded || r8.State == leaver.Verified)
 	}, func() string { return fmt.Sprintf("open records %+v, want reasons %v", open, want) }); err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +175,7 @@ func TestLeaversFallingThroughAreOpen(t *testing.T) {
 			t.Errorf("leavers --open does not list %s with %s:\n%s", k, reason, out)
 		}
 	}
-	if strings.Contains(out, leaver.UserKey(7)) || !strings.Contains(out, "5 record(s)") {
+	if strings.Contains(out, leaver.UserKey(7)) || strings.Contains(out, leaver.UserKey(8)) || !strings.Contains(out, "5 record(s)") {
 		t.Errorf("leavers --open lists more than the open records:\n%s", out)
 	}
 
@@ -214,6 +228,9 @@ func TestLeaversFallingThroughAreOpen(t *testing.T) {
 	r7 := byKey[leaver.UserKey(7)]
 	if r7 == nil || r7["hr_event_id"] != "ev-7" || r7["factors_removed"] != "1" || r7["within_target"] != "no" || r7["lag_seconds"] == "" || r7["finished_at"] == "" {
 		t.Errorf("evidence row of the offboarded leaver: %v", r7)
+	}
+	if r := byKey[leaver.UserKey(8)]; r == nil || r["effective_at"] != effective.Add(30*time.Minute).Format(time.RFC3339) || r["lag_seconds"] == "" || r["source"] != "ops" {
+		t.Errorf("evidence row of the unannounced offboard: %v", r)
 	}
 	if r := byKey[typo]; r == nil || r["state"] != "closed" || r["closed_by"] != "ops-alice" {
 		t.Errorf("evidence row of the closed leaver: %v", r)

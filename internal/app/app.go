@@ -108,6 +108,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	}
 	lm := metrics.NewLeavers(reg, leavers.View, slo)
 	leavers.SetObserver(lm)
+	leavers.SetJobTimes(ledger.NewPeople(objs.People))
 	checker, err := assurance.New(cfg.Assurance, leavers.Store, leavers.View, ol, js, lm, log)
 	if err != nil {
 		_ = q.Stop()

@@ -126,6 +126,13 @@ type Observer interface {
 	OffboardFinished(lag time.Duration)
 }
 
+// JobTimes tells the job time (the effective time) of a user's latest
+// offboard and its job id; *ledger.People (MFA_PEOPLE, where the job path
+// records it before the result) implements it.
+type JobTimes interface {
+	Offboarded(ctx context.Context, userID int64) (time.Time, string, error)
+}
+
 // Indexer keeps MFA_LEAVERS up to date from the result stream and the
 // ingest dead letters.
 type Indexer struct {
@@ -133,6 +140,7 @@ type Indexer struct {
 	results jetstream.Consumer
 	dlq     jetstream.Consumer
 	obs     Observer
+	times   JobTimes
 	log     *slog.Logger
 }
 
@@ -209,6 +217,13 @@ func (ix *Indexer) applyResult(ctx context.Context, msg jetstream.Msg, seq uint6
 	res, err := ParseResult(msg.Data(), seq)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errSkip, err)
+	}
+	if res.EffectiveAt.IsZero() && ix.times != nil && res.UserID > 0 && (res.Outcome == "succeeded" || res.Outcome == "noop") {
+		// The result does not carry the job's time; MFA_PEOPLE does, for
+		// the user's latest offboard.
+		if at, jobID, err := ix.times.Offboarded(ctx, res.UserID); err == nil && jobID == res.JobID {
+			res.EffectiveAt = at
+		}
 	}
 	r, applied, err := ix.store.ApplyResult(ctx, res)
 	if err != nil {

@@ -42,6 +42,10 @@ func Start(ctx context.Context, js jetstream.JetStream, replicas int, obs Observ
 // metrics, which read the view: hence after Start). Call it before Run.
 func (s *Service) SetObserver(obs Observer) { s.ix.obs = obs }
 
+// SetJobTimes gives the indexer the job times of offboards whose result
+// does not carry one (MFA_PEOPLE). Call it before Run.
+func (s *Service) SetJobTimes(t JobTimes) { s.ix.times = t }
+
 // Run keeps the view and the indexer going until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
