@@ -66,6 +66,14 @@ func cmdLeavers(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer nc.Close()
+	if strings.HasPrefix(onlyKey, "sel.") {
+		// The person may be known by user id by now.
+		if kv, err := js.KeyValue(ctx, leaver.Bucket); err == nil {
+			if k, err := leaver.NewStore(kv).Resolve(ctx, onlyKey); err == nil {
+				onlyKey = k
+			}
+		}
+	}
 	var recs []leaver.Record
 	err = leaver.Scan(ctx, js, func(r leaver.Record) error {
 		if (*state == "" || string(r.State) == *state) && (onlyKey == "" || r.Key == onlyKey) {

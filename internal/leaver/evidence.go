@@ -55,7 +55,7 @@ func Scan(ctx context.Context, js jetstream.JetStream, fn func(Record) error) er
 				continue
 			}
 			var r Record
-			if json.Unmarshal(m.Data(), &r) != nil {
+			if json.Unmarshal(m.Data(), &r) != nil || r.MovedTo != "" {
 				continue
 			}
 			r.Key = key

@@ -229,6 +229,9 @@ type Record struct {
 
 	// ResultSeq and DLQSeq are the last MFA_RESULTS and MFA_DLQ stream
 	// sequences applied: an older or redelivered message is skipped.
+	// MovedTo, on a sel.* key, names the user.* record the person's
+	// record was merged into; such a pointer is no leaver of its own.
+	MovedTo   string    `json:"moved_to,omitempty"`
 	ResultSeq uint64    `json:"result_seq,omitempty"`
 	DLQSeq    uint64    `json:"dlq_seq,omitempty"`
 	CreatedAt time.Time `json:"created_at"`

@@ -121,9 +121,20 @@ func TestSelectorRecordMergesIntoTheUser(t *testing.T) {
 	if r.EventID != "e1" || r.Source != "scim" || r.FactorsRemoved != 2 {
 		t.Fatalf("merged record %+v", r)
 	}
-	if _, _, err := svc.Store.Get(ctx, skey); err == nil {
-		t.Fatal("the sel.* record is still there")
+	if p, _, err := svc.Store.Get(ctx, skey); err != nil || p.MovedTo != leaver.UserKey(42) || p.State != "" {
+		t.Fatalf("the sel.* record is not a pointer to the user's: %+v, %v", p, err)
 	}
+	// A late step that knows only the email (the door's, after the
+	// result) lands in the user's record and, its job being finished,
+	// changes nothing; a new leaving by email alone is followed there.
+	if err := svc.Store.Running(ctx, leaver.Acceptance{JobID: "hr:scim:e1:offboard", User: sel}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState(t, leaver.UserKey(42), leaver.Offboarded, "")
+	if err := svc.Store.Accepted(ctx, leaver.Acceptance{JobID: "hr:scim:e9:offboard", User: &leaver.Selector{Email: "Ada@Example.com"}, HRSource: "scim", EventID: "e9"}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState(t, leaver.UserKey(42), leaver.Scheduled, "")
 	// The view drops it too.
 	if err := testenv.WaitFor(5*time.Second, func() bool { return svc.View.Len() == 1 }, func() string { return fmt.Sprint(svc.View.Len(), " records in the view") }); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -117,8 +118,10 @@ func isWrongSequence(err error) bool {
 }
 
 // mergeSelector folds the sel.* record of sel, if any, into the record
-// under key and deletes it. It is called when a person first becomes known
-// by user id.
+// under key and leaves a pointer in its place (MovedTo), so that a late
+// step or result that names the person only by sel lands in the user's
+// record instead of starting a new one. It is called whenever a person is
+// known by user id and selector.
 func (s *Store) mergeSelector(ctx context.Context, key string, sel *Selector) error {
 	if sel == nil {
 		return nil
@@ -127,23 +130,58 @@ func (s *Store) mergeSelector(ctx context.Context, key string, sel *Selector) er
 	if !ok || skey == key {
 		return nil
 	}
-	o, rev, err := s.Get(ctx, skey)
+	for range maxAttempts {
+		o, rev, err := s.Get(ctx, skey)
+		if errors.Is(err, ErrNotFound) {
+			// Nothing to merge: point the selector at the user for later
+			// steps that know only the selector.
+			b, _ := json.Marshal(Record{Key: skey, MovedTo: key, CreatedAt: s.now().UTC(), UpdatedAt: s.now().UTC()})
+			if _, err := s.kv.Create(ctx, skey, b); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+				return fmt.Errorf("leaver: point %s: %w", skey, err)
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if o.MovedTo != "" {
+			return nil
+		}
+		if _, err := s.update(ctx, key, func(r *Record, _ time.Time) (bool, error) {
+			merge(r, o)
+			return true, nil
+		}); err != nil {
+			return err
+		}
+		b, _ := json.Marshal(Record{Key: skey, MovedTo: key, FinishedJobs: o.FinishedJobs, CreatedAt: o.CreatedAt, UpdatedAt: s.now().UTC()})
+		_, err = s.kv.Update(ctx, skey, b, rev)
+		if err == nil {
+			return nil
+		}
+		if !isWrongSequence(err) {
+			return fmt.Errorf("leaver: point %s: %w", skey, err)
+		}
+		// The sel.* record changed while merging: merge what changed.
+	}
+	return fmt.Errorf("leaver: merge %s: too many concurrent updates", skey)
+}
+
+// Resolve follows a sel.* pointer to the record the person now has.
+func (s *Store) Resolve(ctx context.Context, key string) (string, error) {
+	if !strings.HasPrefix(key, "sel.") {
+		return key, nil
+	}
+	r, _, err := s.Get(ctx, key)
 	if errors.Is(err, ErrNotFound) {
-		return nil
+		return key, nil
 	}
 	if err != nil {
-		return err
+		return "", err
 	}
-	if _, err := s.update(ctx, key, func(r *Record, _ time.Time) (bool, error) {
-		merge(r, o)
-		return true, nil
-	}); err != nil {
-		return err
+	if r.MovedTo != "" {
+		return r.MovedTo, nil
 	}
-	if err := s.kv.Delete(ctx, skey, jetstream.LastRevision(rev)); err != nil && !isWrongSequence(err) {
-		return fmt.Errorf("leaver: delete merged %s: %w", skey, err)
-	}
-	return nil
+	return key, nil
 }
 
 // step records a step (scheduled, held, running) of a's offboard.
@@ -154,6 +192,11 @@ func (s *Store) step(ctx context.Context, a Acceptance, st State) error {
 	}
 	if a.UserID > 0 {
 		if err := s.mergeSelector(ctx, key, a.User); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if key, err = s.Resolve(ctx, key); err != nil {
 			return err
 		}
 	}
@@ -197,6 +240,8 @@ func (s *Store) ApplyResult(ctx context.Context, res Result) (rec Record, applie
 		if err := s.mergeSelector(ctx, key, res.User); err != nil {
 			return Record{}, false, err
 		}
+	} else if key, err = s.Resolve(ctx, key); err != nil {
+		return Record{}, false, err
 	}
 	rec, err = s.update(ctx, key, func(r *Record, now time.Time) (bool, error) {
 		applied = applyResult(r, res, now)
@@ -210,7 +255,9 @@ func (s *Store) ApplyResult(ctx context.Context, res Result) (rec Record, applie
 func (s *Store) ApplyDeadLetter(ctx context.Context, d DeadLetter) (Record, error) {
 	key := EventKey(d.Source, d.EventID)
 	if e, err := s.kv.Get(ctx, aliasKey(d.Source, d.EventID)); err == nil && ValidKey(string(e.Value())) {
-		key = string(e.Value())
+		if key, err = s.Resolve(ctx, string(e.Value())); err != nil {
+			return Record{}, err
+		}
 	} else if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return Record{}, fmt.Errorf("leaver: alias of event: %w", err)
 	}
@@ -223,6 +270,10 @@ func (s *Store) ApplyDeadLetter(ctx context.Context, d DeadLetter) (Record, erro
 func (s *Store) Close(ctx context.Context, key, by, reason string) (Record, error) {
 	if !ValidKey(key) {
 		return Record{}, fmt.Errorf("leaver: %q is not a record key (user.<id>, sel.<kind>.<hash>, event.<hash>, job.<hash>)", key)
+	}
+	key, err := s.Resolve(ctx, key)
+	if err != nil {
+		return Record{}, err
 	}
 	return s.update(ctx, key, func(r *Record, now time.Time) (bool, error) {
 		if r.State == "" {

@@ -124,6 +124,7 @@ func (v *View) watch(ctx context.Context, readyOnce func()) error {
 					continue
 				}
 				s = SummaryOf(r)
+				del = r.MovedTo != ""
 			}
 			if initial {
 				if del {
