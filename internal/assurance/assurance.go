@@ -17,10 +17,11 @@
 //
 // # Lowest priority, bounded share
 //
-// Reads go through the OneLogin client's pacer at query priority, the
-// lowest: every waiting job is granted first, and while OneLogin's
-// remaining budget is below the query reserve the read is refused at once
-// (onelogin.ErrBusy) and the checker waits for the next window. On top of
+// Reads go through the OneLogin client's pacer at background priority,
+// the lowest: every waiting job and query is granted first, and while
+// OneLogin's remaining budget is below the query reserve the read is
+// refused at once (onelogin.ErrBusy) and the checker waits for the next
+// window. On top of
 // that the checker spends at most WORKER_ASSURANCE_BUDGET of the limit of
 // each rate-limit window (as OneLogin's headers report it), per replica.
 //
@@ -284,7 +285,7 @@ func (c *Checker) check(ctx context.Context, cd candidate, slot int64) error {
 		}
 		return err
 	}
-	rctx, cancel := context.WithTimeout(onelogin.WithPriority(ctx, onelogin.PriorityQuery), 30*time.Second)
+	rctx, cancel := context.WithTimeout(onelogin.WithPriority(ctx, onelogin.PriorityBackground), 30*time.Second)
 	devices, resp, err := c.ol.EnrolledFactors(rctx, cd.userID)
 	cancel()
 	if resp != nil {

@@ -359,7 +359,7 @@ func DLQUsage(info *jetstream.StreamInfo) float64 {
 type prioritySem struct {
 	mu      sync.Mutex
 	free    int
-	waiters [3][]chan struct{} // by onelogin.Priority
+	waiters [onelogin.PriorityUrgent + 1][]chan struct{} // by onelogin.Priority
 }
 
 func newPrioritySem(n int) *prioritySem { return &prioritySem{free: n} }

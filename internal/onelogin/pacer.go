@@ -16,10 +16,14 @@ const resetMargin = 250 * time.Millisecond
 type Priority int
 
 const (
-	// PriorityQuery is for read-only questions (mfa.query.*): served last,
-	// and refused at once (ErrBusy) while the budget is below the query
-	// reserve, so that queries never spend what jobs need.
-	PriorityQuery Priority = iota
+	// PriorityBackground is for work nobody waits for (re-verifying
+	// leavers): served after every job and query, and refused like a
+	// query while the budget is below the query reserve.
+	PriorityBackground Priority = iota
+	// PriorityQuery is for read-only questions (mfa.query.*): served after
+	// every job, and refused at once (ErrBusy) while the budget is below
+	// the query reserve, so that queries never spend what jobs need.
+	PriorityQuery
 	// PriorityNormal is for onboarding and other routine work.
 	PriorityNormal
 	// PriorityUrgent is for removals: a leaver's factors go first.
@@ -146,7 +150,7 @@ func (p *Pacer) Wait(ctx context.Context, prio Priority) error {
 	}
 	p.mu.Lock()
 	now := p.now()
-	if prio == PriorityQuery && p.belowQueryReserve(now) {
+	if prio <= PriorityQuery && p.belowQueryReserve(now) {
 		p.mu.Unlock()
 		return ErrBusy
 	}
@@ -314,13 +318,16 @@ func (p *Pacer) dispatch(now time.Time) {
 		if w == nil {
 			return
 		}
-		if prio == PriorityQuery && p.belowQueryReserve(now) {
-			// Every queued query is refused: the budget left is the jobs'.
-			for _, q := range p.queues[PriorityQuery] {
-				q.busy = true
-				close(q.ch)
+		if prio <= PriorityQuery && p.belowQueryReserve(now) {
+			// Every queued query and background call is refused: the
+			// budget left is the jobs'.
+			for q := PriorityBackground; q <= PriorityQuery; q++ {
+				for _, w := range p.queues[q] {
+					w.busy = true
+					close(w.ch)
+				}
+				p.queues[q] = nil
 			}
-			p.queues[PriorityQuery] = nil
 			continue
 		}
 		ok, at := p.canGrant(now)

@@ -360,3 +360,39 @@ func TestPacerServesQueriesLast(t *testing.T) {
 		t.Fatalf("grant order = %v, want urgent, normal, query", got)
 	}
 }
+
+// Re-verification yields to queries too: background calls queued first
+// are granted after every query and job.
+func TestPacerServesBackgroundAfterQueries(t *testing.T) {
+	b, q, n := onelogin.PriorityBackground, onelogin.PriorityQuery, onelogin.PriorityNormal
+	got, _ := grantOrder(t, []onelogin.Priority{b}, []onelogin.Priority{q, n})
+	want := []onelogin.Priority{n, q, b}
+	if len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+		t.Fatalf("grant order = %v, want normal, query, background", got)
+	}
+}
+
+// Below the query reserve a background call is refused like a query.
+func TestPacerBackgroundRefusedAtReserve(t *testing.T) {
+	p := onelogin.NewPacer(0)
+	p.SetQueryReserve(0.5)
+	ctx := context.Background()
+	if err := p.Wait(ctx, onelogin.PriorityNormal); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- p.Wait(ctx, onelogin.PriorityBackground) }()
+	waitFor(t, func() bool { return p.Waiting() == 1 })
+	p.Observe(onelogin.RateLimit{Limit: 10, Remaining: 4, Reset: time.Now().Add(time.Hour)}, true)
+	select {
+	case err := <-errc:
+		if !errors.Is(err, onelogin.ErrBusy) {
+			t.Fatalf("queued background call: err = %v, want ErrBusy", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("queued background call neither granted nor refused")
+	}
+	if err := p.Wait(ctx, onelogin.PriorityBackground); !errors.Is(err, onelogin.ErrBusy) {
+		t.Fatalf("background call below the reserve: err = %v, want ErrBusy", err)
+	}
+}
