@@ -86,6 +86,19 @@ func SelectorKey(sel Selector) (string, bool) {
 	return "sel." + kind + "." + hash(v), true
 }
 
+// selectorKeys returns the keys a person named by sel may have a record
+// under: the key of sel itself, then that of each identifier alone (an
+// earlier job may have named the person by one of them only).
+func selectorKeys(sel Selector) []string {
+	var out []string
+	for _, s := range []Selector{sel, {ExternalID: sel.ExternalID}, {Username: sel.Username}, {Email: sel.Email}} {
+		if k, ok := SelectorKey(s); ok && !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
 // EventKey is the key of the record of an HR event that names nobody the
 // registry can tell.
 func EventKey(source, eventID string) string { return "event." + hash(source, eventID) }

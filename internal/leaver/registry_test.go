@@ -245,3 +245,39 @@ func TestExportCSVIsSafe(t *testing.T) {
 		t.Fatalf("csv:\n%s", b.String())
 	}
 }
+
+// TestSeveralIdentifiers: a person named by email in one job and by email
+// and external id in the next is one leaver; their offboard closes both.
+func TestSeveralIdentifiers(t *testing.T) {
+	e := newEnv(t)
+	svc := e.start(t)
+	ctx := context.Background()
+	byEmail := &leaver.Selector{Email: "grace@example.com"}
+	both := &leaver.Selector{Email: "grace@example.com", ExternalID: "E-77"}
+	ekey, _ := leaver.SelectorKey(*byEmail)
+	e.result(t, offboardResult("first", 0, "grace@example.com", "failed", "user_not_found"), "first:result", "failed")
+	e.waitState(t, ekey, leaver.Open, leaver.ReasonUserNotFound)
+	// The next step names both: it lands in the email's record.
+	if err := svc.Store.Accepted(ctx, leaver.Acceptance{JobID: "second", User: both}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState(t, ekey, leaver.Scheduled, "")
+	// A result without any readable person is a job.* record, not an error.
+	e.result(t, `{"job_id":"weird","type":"offboard","user_id":0,"user":{},"outcome":"rejected","attempts":1,"started_at":"2026-12-01T09:00:00Z","finished_at":"2026-12-01T09:00:00Z","duration_ms":0,"error":{"code":"invalid_user_id","message":"m","retryable":false}}`, "weird:result", "rejected")
+	e.waitState(t, leaver.JobKey("weird"), leaver.Open, leaver.ReasonRejected)
+	body := `{"job_id":"second","type":"offboard","user_id":77,"user":{"email":"grace@example.com","external_id":"E-77"},"outcome":"succeeded","attempts":1,"started_at":"2026-12-01T09:00:00Z","finished_at":"2026-12-01T09:00:01Z","duration_ms":1,"data":{"removed_device_ids":[5]}}`
+	e.result(t, body, "second:result", "succeeded")
+	r := e.waitState(t, leaver.UserKey(77), leaver.Offboarded, "")
+	if len(r.Transitions) < 3 {
+		t.Errorf("the email's history was not merged: %+v", r.Transitions)
+	}
+	var open int
+	if err := leaver.Scan(ctx, e.js, func(r leaver.Record) error {
+		if r.State == leaver.Open && r.Key != leaver.JobKey("weird") {
+			open++
+		}
+		return nil
+	}); err != nil || open != 0 {
+		t.Fatalf("%d records still open, %v", open, err)
+	}
+}

@@ -126,8 +126,16 @@ func (s *Store) mergeSelector(ctx context.Context, key string, sel *Selector) er
 	if sel == nil {
 		return nil
 	}
-	skey, ok := SelectorKey(*sel)
-	if !ok || skey == key {
+	for _, skey := range selectorKeys(*sel) {
+		if err := s.mergeKey(ctx, key, skey); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) mergeKey(ctx context.Context, key, skey string) error {
+	if skey == key {
 		return nil
 	}
 	for range maxAttempts {
@@ -166,6 +174,30 @@ func (s *Store) mergeSelector(ctx context.Context, key string, sel *Selector) er
 	return fmt.Errorf("leaver: merge %s: too many concurrent updates", skey)
 }
 
+// locate returns the key of the record of a person known only by sel: the
+// first of its keys that holds a record (following a pointer), else the key
+// of sel itself.
+func (s *Store) locate(ctx context.Context, sel Selector) (string, error) {
+	keys := selectorKeys(sel)
+	if len(keys) == 0 {
+		return "", errors.New("leaver: the selector names nobody")
+	}
+	for _, k := range keys {
+		r, _, err := s.Get(ctx, k)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		if r.MovedTo != "" {
+			return r.MovedTo, nil
+		}
+		return k, nil
+	}
+	return keys[0], nil
+}
+
 // Resolve follows a sel.* pointer to the record the person now has.
 func (s *Store) Resolve(ctx context.Context, key string) (string, error) {
 	if !strings.HasPrefix(key, "sel.") {
@@ -194,9 +226,9 @@ func (s *Store) step(ctx context.Context, a Acceptance, st State) error {
 		if err := s.mergeSelector(ctx, key, a.User); err != nil {
 			return err
 		}
-	} else {
+	} else if a.User != nil {
 		var err error
-		if key, err = s.Resolve(ctx, key); err != nil {
+		if key, err = s.locate(ctx, *a.User); err != nil {
 			return err
 		}
 	}
@@ -240,8 +272,10 @@ func (s *Store) ApplyResult(ctx context.Context, res Result) (rec Record, applie
 		if err := s.mergeSelector(ctx, key, res.User); err != nil {
 			return Record{}, false, err
 		}
-	} else if key, err = s.Resolve(ctx, key); err != nil {
-		return Record{}, false, err
+	} else if ok && res.User != nil {
+		if key, err = s.locate(ctx, *res.User); err != nil {
+			return Record{}, false, err
+		}
 	}
 	rec, err = s.update(ctx, key, func(r *Record, now time.Time) (bool, error) {
 		applied = applyResult(r, res, now)
