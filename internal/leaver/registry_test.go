@@ -281,3 +281,36 @@ func TestSeveralIdentifiers(t *testing.T) {
 		t.Fatalf("%d records still open, %v", open, err)
 	}
 }
+
+// TestNoteJob: the hooks' one-line form reads a job body.
+func TestNoteJob(t *testing.T) {
+	e := newEnv(t)
+	svc := e.start(t)
+	ctx := context.Background()
+	ev := leaver.HREvent{Source: "hibob", ID: "ev-9", ReceivedAt: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)}
+	body := `{"id":"hr:hibob:ev-9:offboard","type":"offboard","user":{"external_id":"E9"},"source":"hr.hibob","requested_at":"2026-11-30T17:00:00Z","not_before":"2026-12-01T00:00:00+01:00"}`
+	if err := svc.Store.NoteJob(ctx, leaver.Scheduled, []byte(body), ev); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := leaver.SelectorKey(leaver.Selector{ExternalID: "E9"})
+	r := e.waitState(t, key, leaver.Scheduled, "")
+	if r.EventID != "ev-9" || r.Source != "hibob" || !r.EffectiveAt.Equal(time.Date(2026, 11, 30, 23, 0, 0, 0, time.UTC)) || !r.ReceivedAt.Equal(ev.ReceivedAt) {
+		t.Fatalf("record %+v", r)
+	}
+	if err := svc.Store.NoteJob(ctx, leaver.Held, []byte(body), leaver.HREvent{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState(t, key, leaver.Held, "")
+	// Other types and unreadable bodies are ignored.
+	for _, b := range []string{`{"id":"x","type":"enroll","user_id":3}`, `nope`, `{"id":"y","type":"offboard"}`} {
+		if err := svc.Store.NoteJob(ctx, leaver.Running, []byte(b), leaver.HREvent{}); err != nil {
+			t.Errorf("%s: %v", b, err)
+		}
+	}
+	if err := svc.Store.NoteJob(ctx, leaver.Verified, []byte(body), leaver.HREvent{}); err == nil {
+		t.Error("verified is not a step")
+	}
+	if svc.View.Len() > 1 {
+		t.Errorf("ignored bodies made records: %d", svc.View.Len())
+	}
+}
