@@ -198,7 +198,7 @@ func TestLeaversFallingThroughAreOpen(t *testing.T) {
 		t.Fatalf("no audit event: %v", err)
 	}
 	var a leaver.Audit
-	if err := json.Unmarshal(m.Data, &a); err != nil || a.Key != typo || a.By != "ops-alice" || a.WasReason != "user_not_found" {
+	if err := json.Unmarshal(m.Data, &a); err != nil || a.Details["key"] != typo || a.By != "ops-alice" || a.Details["was_reason"] != "user_not_found" || a.Action != "leavers.close" {
 		t.Fatalf("audit %s: %+v %v", m.Data, a, err)
 	}
 	if code, _, errs := cmd("leavers", "close", "--id", typo, "--reason", "again"); code != 1 || !strings.Contains(errs, "not open") {

@@ -60,14 +60,19 @@ func (s *Service) Run(ctx context.Context) error {
 // AuditSubject is where a closed record is audited.
 const AuditSubject = "mfa.audit.leavers.close"
 
-// Audit is the body of an audit event on AuditSubject.
+// Audit is the body of an audit event on AuditSubject, shaped as the
+// operators' other audit records on mfa.audit.> (action, at, by, reason,
+// what it applied to, details).
 type Audit struct {
-	Action    string    `json:"action"`
-	Key       string    `json:"key"`
-	By        string    `json:"by"`
-	Reason    string    `json:"reason"`
-	WasReason string    `json:"was_reason,omitempty"`
-	At        time.Time `json:"at"`
+	Action string    `json:"action"`
+	At     time.Time `json:"at"`
+	By     string    `json:"by"`
+	Reason string    `json:"reason,omitempty"`
+	UserID int64     `json:"user_id,omitempty"`
+	Count  int       `json:"count"`
+	// Details: "key" (the record closed) and "was_reason" (why it was
+	// open).
+	Details map[string]string `json:"details,omitempty"`
 }
 
 // CloseAudited closes an open record and publishes an audit event on
@@ -90,11 +95,12 @@ func CloseAudited(ctx context.Context, js jetstream.JetStream, st *Store, key, b
 	if err != nil {
 		return Record{}, false, err
 	}
-	a := Audit{Action: "leaver.close", Key: key, By: by, Reason: reason, At: rec.Closure.At, WasReason: rec.Closure.WasReason}
+	a := Audit{Action: "leavers.close", At: rec.Closure.At, By: by, Reason: reason, UserID: rec.UserID, Count: 1,
+		Details: map[string]string{"key": rec.Key, "was_reason": rec.Closure.WasReason}}
 	b, _ := json.Marshal(a)
 	m := nats.NewMsg(AuditSubject)
 	m.Data = b
-	m.Header.Set(jetstream.MsgIDHeader, "leaver.close:"+key+":"+rec.Closure.At.Format(time.RFC3339Nano))
+	m.Header.Set(jetstream.MsgIDHeader, "leavers.close:"+rec.Key+":"+rec.Closure.At.Format(time.RFC3339Nano))
 	stored, err = PublishEvent(ctx, js, m)
 	if err != nil {
 		return rec, false, fmt.Errorf("leaver: record closed, but its audit event failed: %w", err)
