@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -35,45 +34,45 @@ func Scan(ctx context.Context, js jetstream.JetStream, fn func(Record) error) er
 	if err != nil {
 		return fmt.Errorf("leaver: read %s: %w", Bucket, err)
 	}
-	pending := info.NumPending
+	if info.NumPending == 0 {
+		return nil
+	}
 	prefix := "$KV." + Bucket + "."
-	for pending > 0 {
-		batch, err := cons.Fetch(int(min(pending, 1000)), jetstream.FetchMaxWait(5*time.Second))
+	// A pull that keeps up to 2,000 messages on their way, so the reading
+	// never waits for a round trip per batch.
+	it, err := cons.Messages(jetstream.PullMaxMessages(2000))
+	if err != nil {
+		return fmt.Errorf("leaver: read %s: %w", Bucket, err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("leaver: read %s: %w", Bucket, err)
+		}
+		md, err := m.Metadata()
 		if err != nil {
 			return fmt.Errorf("leaver: read %s: %w", Bucket, err)
 		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			md, err := m.Metadata()
-			if err != nil {
-				return fmt.Errorf("leaver: read %s: %w", Bucket, err)
-			}
-			pending = md.NumPending
-			key := strings.TrimPrefix(m.Subject(), prefix)
-			if op := m.Headers().Get("KV-Operation"); op == "DEL" || op == "PURGE" || !ValidKey(key) {
-				continue
-			}
+		key := strings.TrimPrefix(m.Subject(), prefix)
+		if op := m.Headers().Get("KV-Operation"); op != "DEL" && op != "PURGE" && ValidKey(key) {
 			var r Record
-			if json.Unmarshal(m.Data(), &r) != nil || r.MovedTo != "" {
-				continue
-			}
-			r.Key = key
-			if err := fn(r); err != nil {
-				return err
+			if json.Unmarshal(m.Data(), &r) == nil && r.MovedTo == "" {
+				r.Key = key
+				if err := fn(r); err != nil {
+					return err
+				}
 			}
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return fmt.Errorf("leaver: read %s: %w", Bucket, err)
-		}
-		if n == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			return fmt.Errorf("leaver: read %s: %d records did not arrive", Bucket, pending)
+		if md.NumPending == 0 {
+			return nil
 		}
 	}
-	return nil
 }
 
 // Row is one leaver in an evidence export. Times are RFC 3339 UTC; an

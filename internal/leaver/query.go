@@ -102,7 +102,7 @@ func (h *Handler) Answer(body []byte) QueryReply {
 		return qerr("unavailable", "the leaver registry is still loading; retry", 503, true)
 	}
 	list, total := h.view.List(f, q.Limit)
-	counts, _ := h.view.Counts()
+	counts := h.view.StateTotals()
 	for _, s := range States {
 		counts[s] += 0
 	}

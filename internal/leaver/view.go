@@ -47,15 +47,17 @@ type View struct {
 	kv  jetstream.KeyValue
 	log *slog.Logger
 
-	mu     sync.RWMutex
-	recs   map[string]Summary
-	counts map[State]int
-	ready  chan struct{}
+	mu   sync.RWMutex
+	recs map[string]*Summary
+	// byState indexes recs by state, so that a query for one state (the
+	// open ones) walks only those.
+	byState map[State]map[string]*Summary
+	ready   chan struct{}
 }
 
 // NewView returns a view of kv; Run fills it.
 func NewView(kv jetstream.KeyValue, log *slog.Logger) *View {
-	return &View{kv: kv, log: log, recs: make(map[string]Summary), counts: make(map[State]int), ready: make(chan struct{})}
+	return &View{kv: kv, log: log, recs: make(map[string]*Summary), byState: make(map[State]map[string]*Summary), ready: make(chan struct{})}
 }
 
 // Ready is closed once the view holds every record that existed when Run
@@ -87,7 +89,7 @@ func (v *View) watch(ctx context.Context, readyOnce func()) error {
 		return fmt.Errorf("leaver: watch %s: %w", Bucket, err)
 	}
 	defer func() { _ = w.Stop() }()
-	fresh := make(map[string]Summary)
+	fresh := make(map[string]*Summary)
 	initial := true
 	for {
 		select {
@@ -100,12 +102,12 @@ func (v *View) watch(ctx context.Context, readyOnce func()) error {
 			if e == nil {
 				// Every existing record has arrived: swap them in whole,
 				// so that a re-watch drops records deleted meanwhile.
-				counts := make(map[State]int)
-				for _, s := range fresh {
-					counts[s.State]++
+				byState := make(map[State]map[string]*Summary)
+				for k, s := range fresh {
+					index(byState, k, s)
 				}
 				v.mu.Lock()
-				v.recs, v.counts, fresh = fresh, counts, nil
+				v.recs, v.byState, fresh = fresh, byState, nil
 				v.mu.Unlock()
 				initial = false
 				readyOnce()
@@ -115,7 +117,7 @@ func (v *View) watch(ctx context.Context, readyOnce func()) error {
 			if strings.HasPrefix(k, "alias.") {
 				continue
 			}
-			var s Summary
+			var s *Summary
 			del := e.Operation() != jetstream.KeyValuePut
 			if !del {
 				var r Record
@@ -123,7 +125,8 @@ func (v *View) watch(ctx context.Context, readyOnce func()) error {
 					v.log.Warn("a value in the leaver registry is not a record; not shown", "key", k)
 					continue
 				}
-				s = SummaryOf(r)
+				sum := SummaryOf(r)
+				s = &sum
 				del = r.MovedTo != ""
 			}
 			if initial {
@@ -136,17 +139,26 @@ func (v *View) watch(ctx context.Context, readyOnce func()) error {
 			}
 			v.mu.Lock()
 			if old, ok := v.recs[k]; ok {
-				v.counts[old.State]--
+				delete(v.byState[old.State], k)
 			}
 			if del {
 				delete(v.recs, k)
 			} else {
 				v.recs[k] = s
-				v.counts[s.State]++
+				index(v.byState, k, s)
 			}
 			v.mu.Unlock()
 		}
 	}
+}
+
+func index(byState map[State]map[string]*Summary, k string, s *Summary) {
+	m := byState[s.State]
+	if m == nil {
+		m = make(map[string]*Summary)
+		byState[s.State] = m
+	}
+	m[k] = s
 }
 
 // Filter selects summaries: State ("" any), SinceFrom (state entered at or
@@ -167,16 +179,20 @@ func (v *View) List(f Filter, limit int) ([]Summary, int) {
 	h := make(summaryHeap, 0, min(limit, 1024))
 	n := 0
 	v.mu.RLock()
-	for _, s := range v.recs {
-		if (f.State != "" && s.State != f.State) || (!f.SinceFrom.IsZero() && s.Since.Before(f.SinceFrom)) {
+	recs := v.recs
+	if f.State != "" {
+		recs = v.byState[f.State]
+	}
+	for _, s := range recs {
+		if !f.SinceFrom.IsZero() && s.Since.Before(f.SinceFrom) {
 			continue
 		}
 		n++
 		switch {
 		case len(h) < limit:
-			heap.Push(&h, s)
-		case earlier(s, h[0]):
-			h[0] = s
+			heap.Push(&h, *s)
+		case earlier(*s, h[0]):
+			h[0] = *s
 			heap.Fix(&h, 0)
 		}
 	}
@@ -221,16 +237,14 @@ func (h *summaryHeap) Pop() any {
 func (v *View) Counts() (map[State]int, time.Time) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	c := make(map[State]int, len(v.counts))
-	for s, n := range v.counts {
-		c[s] = n
+	c := make(map[State]int, len(v.byState))
+	for s, m := range v.byState {
+		c[s] = len(m)
 	}
 	var oldest time.Time
-	if v.counts[Open] > 0 {
-		for _, s := range v.recs {
-			if s.State == Open && (oldest.IsZero() || s.Since.Before(oldest)) {
-				oldest = s.Since
-			}
+	for _, s := range v.byState[Open] {
+		if oldest.IsZero() || s.Since.Before(oldest) {
+			oldest = s.Since
 		}
 	}
 	return c, oldest
@@ -242,7 +256,7 @@ func (v *View) Each(fn func(Summary)) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	for _, s := range v.recs {
-		fn(s)
+		fn(*s)
 	}
 }
 
@@ -261,4 +275,15 @@ func (v *View) StateCounts() (map[string]int, time.Time) {
 		out[string(s)] = n
 	}
 	return out, oldest
+}
+
+// StateTotals returns how many records are in each state.
+func (v *View) StateTotals() map[State]int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	c := make(map[State]int, len(v.byState))
+	for s, m := range v.byState {
+		c[s] = len(m)
+	}
+	return c
 }
