@@ -46,6 +46,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -217,34 +218,87 @@ func (c *Checker) due(now time.Time) ([]candidate, int64) {
 	return out, slot
 }
 
+// workers is how many leavers one replica checks at once: a check is two
+// KV round trips and one OneLogin read, so a few in parallel keep the
+// share of the budget, not the round trips, the limit.
+const workers = 4
+
 // Pass checks every leaver due now, as far as the budget allows, and
 // returns how many it checked.
 func (c *Checker) Pass(ctx context.Context) int {
 	cands, slot := c.due(c.cfg.Now())
-	n := 0
-	for _, cd := range cands {
-		if ctx.Err() != nil {
-			return n
-		}
-		if !c.take(c.cfg.Now()) {
-			c.m.check("deferred")
-			return n // the share of this window is spent
-		}
+	if len(cands) == 0 {
+		return 0
+	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var checked atomic.Int64
+	one := func(cd candidate) {
 		switch err := c.check(ctx, cd, slot); {
 		case errors.Is(err, errTaken):
 			// Another replica checks this one in this slot.
 		case errors.Is(err, onelogin.ErrBusy):
 			c.m.check("deferred")
 			c.pause(c.cfg.Now())
-			return n
+			stop()
+		case err != nil && ctx.Err() != nil:
 		case err != nil:
 			c.m.check("error")
 			c.log.Warn("re-verification failed; it will be tried again", "key", cd.key, "err", err)
 		default:
-			n++
+			checked.Add(1)
 		}
 	}
-	return n
+	// Until an answer told OneLogin's limit, one read at a time: the
+	// first one learns it.
+	for len(cands) > 0 && !c.limitKnown() && ctx.Err() == nil {
+		if !c.take(c.cfg.Now()) {
+			c.m.check("deferred")
+			return int(checked.Load())
+		}
+		one(cands[0])
+		cands = cands[1:]
+	}
+	next := make(chan candidate)
+	var wg sync.WaitGroup
+	for range min(workers, len(cands)) {
+		wg.Go(func() {
+			for cd := range next {
+				one(cd)
+			}
+		})
+	}
+feed:
+	for _, cd := range cands {
+		if ctx.Err() != nil {
+			break
+		}
+		if !c.take(c.cfg.Now()) {
+			c.m.check("deferred")
+			break // the share of this window is spent
+		}
+		select {
+		case next <- cd:
+		case <-ctx.Done():
+			c.refund()
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	return int(checked.Load())
+}
+
+func (c *Checker) limitKnown() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.budget.limit > 0
+}
+
+func (c *Checker) refund() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.budget.refund()
 }
 
 func (c *Checker) take(now time.Time) bool {
@@ -275,11 +329,9 @@ func (c *Checker) Spent() (spent, allowance int) {
 
 // check claims, reads and records one leaver.
 func (c *Checker) check(ctx context.Context, cd candidate, slot int64) error {
-	_, ok, err := c.store.Claim(ctx, cd.key, slot)
+	prev, ok, err := c.store.Claim(ctx, cd.key, slot)
 	if err != nil || !ok {
-		c.mu.Lock()
-		c.budget.refund()
-		c.mu.Unlock()
+		c.refund()
 		if err == nil {
 			err = errTaken
 		}
@@ -300,7 +352,7 @@ func (c *Checker) check(ctx context.Context, cd candidate, slot int64) error {
 		devices, err = nil, nil // the user is gone, and their factors with them
 	}
 	if err != nil {
-		if uerr := c.store.Unclaim(context.WithoutCancel(ctx), cd.key, slot); uerr != nil {
+		if uerr := c.store.Unclaim(context.WithoutCancel(ctx), cd.key, slot, prev); uerr != nil {
 			c.log.Warn("handing back a re-verification claim failed; the leaver waits for the next interval", "key", cd.key, "err", uerr)
 		}
 		if errors.Is(err, onelogin.ErrBusy) {
@@ -309,8 +361,8 @@ func (c *Checker) check(ctx context.Context, cd candidate, slot int64) error {
 		return fmt.Errorf("read enrolled factors: %w", err)
 	}
 	if len(devices) == 0 {
-		c.m.check("clean")
-		return c.store.Checked(ctx, cd.key)
+		c.m.check("clean") // the claim noted the check
+		return nil
 	}
 	return c.drift(ctx, cd, slot, devices)
 }

@@ -123,7 +123,7 @@ func BenchmarkReverify10000(b *testing.B) {
 			b.Fatalf("the checker spent %d of one window's %d calls (%.3f), more than its 0.05 share", most, lim, share)
 		}
 		if m.get("drift") != 0 || m.get("clean") < leavers {
-			b.Fatalf("checks %v", m.n)
+			b.Fatalf("checks %v", m.snapshot())
 		}
 		b.ReportMetric(took.Seconds(), "s/10k-leavers")
 		b.ReportMetric(share, "max-window-share")

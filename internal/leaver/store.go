@@ -322,29 +322,24 @@ func (s *Store) Close(ctx context.Context, key, by, reason string) (Record, erro
 }
 
 // Claim takes the re-verification of key for slot: it succeeds for one
-// caller per slot, whichever replica it runs in. It returns false when the
-// record was already claimed for slot, or is no longer offboarded.
-func (s *Store) Claim(ctx context.Context, key string, slot int64) (Record, bool, error) {
+// caller per slot, whichever replica it runs in, and notes the check's
+// time (LastCheckAt) in the same write, so a clean read needs no second
+// one. It returns false when the record was already claimed for slot, or
+// is no longer offboarded; prev is the LastCheckAt to put back with
+// Unclaim when the read cannot be made.
+func (s *Store) Claim(ctx context.Context, key string, slot int64) (prev time.Time, ok bool, err error) {
 	claimed := false
-	r, err := s.update(ctx, key, func(r *Record, now time.Time) (bool, error) {
+	_, err = s.update(ctx, key, func(r *Record, now time.Time) (bool, error) {
 		claimed = false
 		if !r.done() || r.CheckSlot >= slot {
 			return false, nil
 		}
-		r.CheckSlot = slot
+		prev = r.LastCheckAt
+		r.CheckSlot, r.LastCheckAt = slot, now
 		claimed = true
 		return true, nil
 	})
-	return r, claimed && err == nil, err
-}
-
-// Checked records a re-verification that found no factor.
-func (s *Store) Checked(ctx context.Context, key string) error {
-	_, err := s.update(ctx, key, func(r *Record, now time.Time) (bool, error) {
-		r.LastCheckAt = now
-		return true, nil
-	})
-	return err
+	return prev, claimed && err == nil, err
 }
 
 // Drift records factors found again after the offboard and opens the
@@ -360,13 +355,13 @@ func (s *Store) Drift(ctx context.Context, key string, types []string) (Record, 
 }
 
 // Unclaim hands back a claim of slot whose read could not be made, so the
-// leaver is tried again within the slot.
-func (s *Store) Unclaim(ctx context.Context, key string, slot int64) error {
+// leaver is tried again within the slot; prev is what Claim returned.
+func (s *Store) Unclaim(ctx context.Context, key string, slot int64, prev time.Time) error {
 	_, err := s.update(ctx, key, func(r *Record, now time.Time) (bool, error) {
 		if r.CheckSlot != slot {
 			return false, nil
 		}
-		r.CheckSlot = slot - 1
+		r.CheckSlot, r.LastCheckAt = slot-1, prev
 		return true, nil
 	})
 	return err
