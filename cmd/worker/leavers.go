@@ -157,18 +157,14 @@ func cmdLeaversClose(ctx context.Context, args []string, stdout io.Writer) error
 	if err != nil {
 		return err
 	}
-	rec, stored, err := leaver.CloseAudited(ctx, js, leaver.NewStore(kv), *id, *by, *reason)
+	rec, err := leaver.CloseAudited(ctx, js, leaver.NewStore(kv), *id, *by, *reason)
 	if errors.Is(err, leaver.ErrNotFound) {
 		return fmt.Errorf("no record %s", *id)
 	}
 	if err != nil {
 		return err
 	}
-	where := "stored on " + leaver.AuditSubject
-	if !stored {
-		where = "sent on " + leaver.AuditSubject + " (no stream stores it; the record keeps the closure)"
-	}
-	fmt.Fprintf(stdout, "closed %s (was open: %s) by %s at %s; audit %s\n", rec.Key, dash(rec.Closure.WasReason), rec.Closure.By, rec.Closure.At.Format(time.RFC3339), where)
+	fmt.Fprintf(stdout, "closed %s (was open: %s) by %s at %s; audit record on %s\n", rec.Key, dash(rec.Closure.WasReason), rec.Closure.By, rec.Closure.At.Format(time.RFC3339), leaver.AuditSubject)
 	return nil
 }
 

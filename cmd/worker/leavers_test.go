@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mfa-worker/mfa-worker/internal/audit"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/leaver"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
@@ -197,9 +198,12 @@ func TestLeaversFallingThroughAreOpen(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no audit event: %v", err)
 	}
-	var a leaver.Audit
+	var a audit.Record
 	if err := json.Unmarshal(m.Data, &a); err != nil || a.Details["key"] != typo || a.By != "ops-alice" || a.Details["was_reason"] != "user_not_found" || a.Action != "leavers.close" {
 		t.Fatalf("audit %s: %+v %v", m.Data, a, err)
+	}
+	if n := testenv.Count(bed.JS, audit.Stream); n != 1 {
+		t.Errorf("%s holds %d records, want the close's", audit.Stream, n)
 	}
 	if code, _, errs := cmd("leavers", "close", "--id", typo, "--reason", "again"); code != 1 || !strings.Contains(errs, "not open") {
 		t.Errorf("closing a closed record: exit %d, %s", code, errs)

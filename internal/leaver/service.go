@@ -2,7 +2,6 @@ package leaver
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/audit"
 )
 
 // Service is the registry as a replica runs it: the store, the view and
@@ -57,55 +58,40 @@ func (s *Service) Run(ctx context.Context) error {
 	return errors.Join(verr, ierr)
 }
 
+// AuditAction is the audit action of a close: records go to
+// mfa.audit.leavers.close in MFA_AUDIT (package audit).
+const AuditAction = "leavers.close"
+
 // AuditSubject is where a closed record is audited.
-const AuditSubject = "mfa.audit.leavers.close"
+const AuditSubject = audit.SubjectPrefix + AuditAction
 
-// Audit is the body of an audit event on AuditSubject, shaped as the
-// operators' other audit records on mfa.audit.> (action, at, by, reason,
-// what it applied to, details).
-type Audit struct {
-	Action string    `json:"action"`
-	At     time.Time `json:"at"`
-	By     string    `json:"by"`
-	Reason string    `json:"reason,omitempty"`
-	UserID int64     `json:"user_id,omitempty"`
-	Count  int       `json:"count"`
-	// Details: "key" (the record closed) and "was_reason" (why it was
-	// open).
-	Details map[string]string `json:"details,omitempty"`
-}
-
-// CloseAudited closes an open record and publishes an audit event on
-// AuditSubject. The closure (who, why, when, what the record was open for)
-// is kept in the record itself, so the audit survives even where no
-// stream captures mfa.audit.>; stored reports whether JetStream stored the
-// event (false: it went out on core NATS only).
-func CloseAudited(ctx context.Context, js jetstream.JetStream, st *Store, key, by, reason string) (rec Record, stored bool, err error) {
+// CloseAudited closes an open record and stores an audit record on
+// AuditSubject (stream MFA_AUDIT). The closure (who, why, when, what the
+// record was open for) is also kept in the record itself; when the audit
+// cannot be stored the error says that the record was closed.
+func CloseAudited(ctx context.Context, js jetstream.JetStream, st *Store, key, by, reason string) (Record, error) {
 	by, reason = strings.TrimSpace(by), strings.TrimSpace(reason)
 	if reason == "" {
-		return Record{}, false, errors.New("leaver: a close needs a reason")
+		return Record{}, errors.New("leaver: a close needs a reason")
 	}
 	if len(reason) > 1000 || strings.ContainsAny(reason, "\x00\r") {
-		return Record{}, false, errors.New("leaver: a reason is at most 1000 characters of text")
+		return Record{}, errors.New("leaver: a reason is at most 1000 characters of text")
 	}
 	if by == "" {
 		by = "unknown"
 	}
-	rec, err = st.Close(ctx, key, by, reason)
+	rec, err := st.Close(ctx, key, by, reason)
 	if err != nil {
-		return Record{}, false, err
+		return Record{}, err
 	}
-	a := Audit{Action: "leavers.close", At: rec.Closure.At, By: by, Reason: reason, UserID: rec.UserID, Count: 1,
+	r := audit.Record{Action: AuditAction, At: rec.Closure.At, By: by, Reason: reason, UserID: rec.UserID, Count: 1,
 		Details: map[string]string{"key": rec.Key, "was_reason": rec.Closure.WasReason}}
-	b, _ := json.Marshal(a)
-	m := nats.NewMsg(AuditSubject)
-	m.Data = b
-	m.Header.Set(jetstream.MsgIDHeader, "leavers.close:"+rec.Key+":"+rec.Closure.At.Format(time.RFC3339Nano))
-	stored, err = PublishEvent(ctx, js, m)
-	if err != nil {
-		return rec, false, fmt.Errorf("leaver: record closed, but its audit event failed: %w", err)
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := audit.Publish(actx, js, r, AuditAction+":"+rec.Key+":"+rec.Closure.At.Format(time.RFC3339Nano)); err != nil {
+		return rec, fmt.Errorf("leaver: record %s closed, but %w", rec.Key, err)
 	}
-	return rec, stored, nil
+	return rec, nil
 }
 
 // PublishEvent publishes m to JetStream when a stream captures its
