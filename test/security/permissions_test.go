@@ -16,6 +16,7 @@ import (
 
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
+	"github.com/mfa-worker/mfa-worker/internal/leaver"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
@@ -36,6 +37,8 @@ var (
 			"$JS.API.>", "$JS.ACK.MFA_JOBS.>", "$KV.MFA_LEDGER.>", "$KV.MFA_LOCKS.>", "$KV.MFA_PEOPLE.>", "$KV.MFA_GUARD.>",
 			"mfa.results.>", "mfa.dlq.>", "mfa.scheduled.>", "$SRV.>", "_INBOX.>",
 			"$JS.ACK.MFA_RESULTS.mfa-history.>", "mfa.history.>",
+			"$KV.MFA_LEAVERS.>", "$JS.ACK.MFA_RESULTS.mfa-leavers.>", "$JS.ACK.MFA_DLQ.mfa-leavers-dlq.>",
+			"mfa.assurance.>", "mfa.jobs.offboard",
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", "mfa.query.>", "$SRV.>"}},
 	}
@@ -145,11 +148,21 @@ func TestSecNATSPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("query service as the worker: %v", err)
 	}
+	// The leaver registry, as the worker runs it.
+	leavers, err := leaver.Start(ctx, wjs, 1, nil, log)
+	if err != nil {
+		t.Fatalf("leaver registry as the worker: %v", err)
+	}
+	ldone := make(chan error, 1)
+	go func() { ldone <- leavers.Run(rctx) }()
 	t.Cleanup(func() {
 		stop()
 		_ = q.Stop()
 		if err := <-done; err != nil {
 			t.Errorf("runner: %v", err)
+		}
+		if err := <-ldone; err != nil {
+			t.Errorf("leaver registry: %v", err)
 		}
 	})
 
@@ -177,6 +190,19 @@ func TestSecNATSPermissions(t *testing.T) {
 	}
 	if msg, err := rsub.NextMsg(10 * time.Second); err != nil || !strings.HasPrefix(msg.Subject, "mfa.results.offboard.failed") {
 		t.Fatalf("publisher's result: %v %v", msg, err)
+	}
+	// The registry follows the failed offboard with the worker's rights.
+	if err := testenv.WaitFor(10*time.Second, func() bool {
+		n := 0
+		_ = leaver.Scan(ctx, wjs, func(r leaver.Record) error {
+			if r.State == leaver.Open && r.JobID == "perm-1" {
+				n++
+			}
+			return nil
+		})
+		return n == 1
+	}, func() string { return "the failed offboard is not an open leaver" }); err != nil {
+		t.Fatal(err)
 	}
 
 	// A job for later, parked by the worker as a schedule, and its cancel:
