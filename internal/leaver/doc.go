@@ -30,9 +30,11 @@
 //	                                 (rejected), the hash of the job id
 //
 // so `nats kv get MFA_LEAVERS user.12345` finds a person's record, and `worker
-// leavers --email ...` computes the other forms. When a result names a
-// person both by user id and as HR knows them, the sel.* record is merged
-// into the user.* record and deleted. Keys alias.<sha256 hex> map an HR
+// leavers --email ...` computes the other forms. When a result or a step
+// names a person both by user id and as HR knows them, the sel.* records of
+// each identifier are merged into the user.* record and replaced by
+// pointers (MovedTo), so a later step that knows only the email lands in
+// the user's record. Keys alias.<sha256 hex> map an HR
 // event (source and id) to the record it was accepted into, so that a dead
 // letter of that event opens that record.
 //
@@ -42,7 +44,9 @@
 // durable consumers, shared by every replica: mfa-leavers on MFA_RESULTS
 // (mfa.results.offboard.>) and mfa-leavers-dlq on MFA_DLQ (mfa.dlq.ingest).
 // The door and the job path tell it what only they know through Accepted,
-// Scheduled, Held and Running, each one KV update. Every update is a
+// Scheduled, Held and Running (or NoteJob, from a job's body), each one KV
+// update. An offboard nobody announced gets its effective time from
+// MFA_PEOPLE (JobTimes). Every update is a
 // compare-and-set on the record's revision, retried on conflict, and a
 // record remembers the last result and dead-letter stream sequences it
 // applied, so a redelivered or older message changes nothing.
