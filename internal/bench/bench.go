@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -43,34 +44,43 @@ func Mix(sim *simulator.Server, n int, base int64) ([]Job, error) { return teste
 // concurrency goroutines, and does nothing else. It returns messages per
 // second over n messages published beforehand.
 func Floor(b *Bed, n, concurrency int) (float64, error) {
-	ctx := context.Background()
-	if _, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "FLOOR", Subjects: []string{"floor.jobs.*"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute}); err != nil {
-		return 0, err
-	}
-	if _, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "FLOOR_RESULTS", Subjects: []string{"floor.results.>"}, Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute}); err != nil {
-		return 0, err
-	}
-	cons, err := b.JS.CreateOrUpdateConsumer(ctx, "FLOOR", jetstream.ConsumerConfig{Durable: "floor", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: 1000})
-	if err != nil {
-		return 0, err
-	}
 	mix, err := Mix(b.Sim, n, 1)
 	if err != nil {
 		return 0, err
 	}
-	if err := b.Publish(mix, "floor.jobs."); err != nil {
-		return 0, err
+	tp, _, err := floorOf(b, mix, concurrency)
+	return tp, err
+}
+
+// floorOf runs the floor over the given jobs and returns messages per
+// second and the process's CPU time from the first fetch to the last ack.
+func floorOf(b *Bed, mix []Job, concurrency int) (float64, time.Duration, error) {
+	n := len(mix)
+	ctx := context.Background()
+	if _, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "FLOOR", Subjects: []string{"floor.jobs.*"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute}); err != nil {
+		return 0, 0, err
+	}
+	if _, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "FLOOR_RESULTS", Subjects: []string{"floor.results.>"}, Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute}); err != nil {
+		return 0, 0, err
+	}
+	cons, err := b.JS.CreateOrUpdateConsumer(ctx, "FLOOR", jetstream.ConsumerConfig{Durable: "floor", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: 1000})
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := publishAll(b, mix, "floor.jobs.", "FLOOR"); err != nil {
+		return 0, 0, err
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(max(1, concurrency/4)))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	start := time.Now()
+	cpu0, start := cpuTime(), time.Now()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	done := 0
 	finished := make(chan struct{})
 	msgs := make(chan jetstream.Msg)
+	var fetchErr atomic.Value
 	for i := 0; i < concurrency; i++ {
 		wg.Add(1)
 		go func() {
@@ -99,9 +109,13 @@ func Floor(b *Bed, n, concurrency int) (float64, error) {
 	go func() {
 		for {
 			m, err := it.Next()
-			if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				close(msgs)
 				return
+			}
+			if err != nil {
+				fetchErr.Store(err.Error())
+				continue // a missed heartbeat on a busy machine: the pull goes on
 			}
 			msgs <- m
 		}
@@ -111,12 +125,12 @@ func Floor(b *Bed, n, concurrency int) (float64, error) {
 	case <-time.After(10 * time.Minute):
 		it.Stop()
 		wg.Wait()
-		return 0, errors.New("floor timed out")
+		return 0, 0, fmt.Errorf("floor timed out (last fetch error: %v)", fetchErr.Load())
 	}
-	elapsed := time.Since(start)
+	elapsed, cpu := time.Since(start), cpuTime()-cpu0
 	it.Stop()
 	wg.Wait()
-	return float64(n) / elapsed.Seconds(), nil
+	return float64(n) / elapsed.Seconds(), cpu, nil
 }
 
 // Throughput publishes jobs, starts replicas and returns jobs per second
@@ -146,6 +160,20 @@ func Throughput(b *Bed, js []Job, cfg jobs.Config, replicas int) (float64, time.
 		return 0, 0, err
 	}
 	return float64(len(js)) / elapsed.Seconds(), elapsed, nil
+}
+
+// publishAll publishes jobs in chunks small enough for the asynchronous
+// publisher's window and checks that stream holds them all.
+func publishAll(b *Bed, js []Job, prefix, stream string) error {
+	for i := 0; i < len(js); i += 1000 {
+		if err := b.Publish(js[i:min(i+1000, len(js))], prefix); err != nil {
+			return err
+		}
+	}
+	if n := b.Count(stream); n < len(js) {
+		return fmt.Errorf("%s holds %d of %d jobs", stream, n, len(js))
+	}
+	return nil
 }
 
 // Median returns the median of xs.

@@ -15,6 +15,13 @@ func TestSmoke(t *testing.T) {
 	if f.Floor <= 0 || f.Worker <= 0 {
 		t.Fatalf("floor %v, worker %v", f.Floor, f.Worker)
 	}
+	o, err := OffboardVsFloor(100, 4, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Floor <= 0 || o.Worker <= 0 || o.WorkerCPUMedian <= 0 || o.FloorCPUMedian <= 0 {
+		t.Fatalf("offboards: %+v", o)
+	}
 	l, err := LatencyBound(60, 8, 10*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)

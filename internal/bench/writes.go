@@ -1,0 +1,101 @@
+package bench
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/jobs"
+	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
+)
+
+// OffboardResult is the cost of the job path itself: offboards that each
+// make one OneLogin call (a listing of a person with no factor left, so
+// the outcome is noop) against the bare consumer, rounds alternating on
+// fresh beds.
+type OffboardResult struct {
+	Jobs, Concurrency int
+	FloorRuns         []float64 // jobs/s
+	WorkerRuns        []float64
+	// FloorCPU and WorkerCPU are CPU seconds per 1,000 jobs of the whole
+	// process (consumer or worker, the embedded NATS server and, for the
+	// worker, the simulator), from the start until every result is out
+	// and, for the worker, indexed in MFA_HISTORY.
+	FloorCPU, WorkerCPU []float64
+	Floor, Worker       float64 // medians, jobs/s
+	FloorCPUMedian      float64
+	WorkerCPUMedian     float64
+	Ratio               float64
+}
+
+// offboards builds n offboard jobs for users from base on, none of whom
+// has a factor: each job makes one call.
+func offboards(n int, base int64) []Job {
+	out := make([]Job, 0, n)
+	for i := 0; i < n; i++ {
+		out = append(out, testenv.Of(fmt.Sprintf("o-%d-%d", base, i), string(job.TypeOffboard), base+int64(i), nil))
+	}
+	return out
+}
+
+// OffboardVsFloor measures the floor and the worker over n offboards,
+// concurrency-way, rounds times each, alternating.
+func OffboardVsFloor(n, concurrency, rounds int) (OffboardResult, error) {
+	res := OffboardResult{Jobs: n, Concurrency: concurrency}
+	perK := func(d time.Duration) float64 { return d.Seconds() * 1000 / float64(n) }
+	for i := 0; i < rounds; i++ {
+		b, err := NewBed(simulator.Config{RateLimit: Unlimited})
+		if err != nil {
+			return res, err
+		}
+		f, cpu, err := floorOf(b, offboards(n, 1), concurrency)
+		b.Close()
+		if err != nil {
+			return res, fmt.Errorf("floor: %w", err)
+		}
+		res.FloorRuns, res.FloorCPU = append(res.FloorRuns, f), append(res.FloorCPU, perK(cpu))
+
+		w, cpu, err := offboardWorker(n, concurrency)
+		if err != nil {
+			return res, fmt.Errorf("worker: %w", err)
+		}
+		res.WorkerRuns, res.WorkerCPU = append(res.WorkerRuns, w), append(res.WorkerCPU, perK(cpu))
+	}
+	res.Floor, res.Worker = Median(res.FloorRuns), Median(res.WorkerRuns)
+	res.FloorCPUMedian, res.WorkerCPUMedian = Median(res.FloorCPU), Median(res.WorkerCPU)
+	res.Ratio = res.Worker / res.Floor
+	return res, nil
+}
+
+// offboardWorker runs one replica over n offboards: jobs per second until
+// the last result, and CPU until the last result is also indexed.
+func offboardWorker(n, concurrency int) (float64, time.Duration, error) {
+	b, err := NewBed(simulator.Config{RateLimit: Unlimited})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer b.Close()
+	cfg := jobs.Config{Concurrency: concurrency}
+	if err := b.Provision(cfg); err != nil {
+		return 0, 0, err
+	}
+	if err := publishAll(b, offboards(n, 1), "", topology.StreamJobs); err != nil {
+		return 0, 0, err
+	}
+	cpu0, start := cpuTime(), time.Now()
+	w, err := b.StartWorker(cfg, workerOptions(0))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() { _ = w.Stop() }()
+	if err := b.WaitCount(topology.StreamResults, n, 10*time.Minute); err != nil {
+		return 0, 0, err
+	}
+	tp := float64(n) / time.Since(start).Seconds()
+	if err := b.WaitCount(topology.StreamHistory, n, 5*time.Minute); err != nil {
+		return 0, 0, err
+	}
+	return tp, cpuTime() - cpu0, nil
+}
