@@ -175,6 +175,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 				log.Error("re-verification stopped until the next start", "err", err)
 			}
 		})
+		side.Go(func() {
+			// The per-person history is indexed from the result stream,
+			// off the job path.
+			if err := history.Index(ctx, objs.History, history.New(js), log); err != nil {
+				log.Error("the history index stopped; results are not indexed until the next start", "err", err)
+			}
+		})
 		<-ctx.Done()
 		// Stop answering queries at once; answers in progress end with
 		// ctx. Running jobs get their grace in runner.Run.

@@ -66,3 +66,20 @@ func Index(ctx context.Context, cons jetstream.Consumer, store *Store, log *slog
 		_ = msg.Ack()
 	}
 }
+
+// Start runs Index in the background when cons is set, logging why it
+// stopped if it fails; the returned channel is closed once it has ended.
+func Start(ctx context.Context, cons jetstream.Consumer, store *Store, log *slog.Logger) <-chan struct{} {
+	done := make(chan struct{})
+	if cons == nil {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		if err := Index(ctx, cons, store, log); err != nil {
+			log.Error("the history index stopped; results are not indexed until the next start", "err", err)
+		}
+	}()
+	return done
+}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/mfa-worker/mfa-worker/internal/history"
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
@@ -137,17 +136,6 @@ func (r *Runner) Run(ctx context.Context) error {
 		defer fetchers.Done()
 		r.watchPending(ctx, lanes)
 	}()
-	if r.objs.History != nil {
-		// The per-person history is indexed from the result stream, off
-		// the job path (see history.Index).
-		fetchers.Add(1)
-		go func() {
-			defer fetchers.Done()
-			if err := history.Index(ctx, r.objs.History, history.New(r.js), r.log); err != nil {
-				r.log.Error("the history index stopped; results are not indexed until the next start", "err", err)
-			}
-		}()
-	}
 
 	<-ctx.Done()
 	fetchers.Wait()

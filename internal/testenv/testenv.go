@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mfa-worker/mfa-worker/internal/broker"
+	"github.com/mfa-worker/mfa-worker/internal/history"
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
@@ -185,7 +186,12 @@ func (b *Bed) StartWorker(cfg jobs.Config, o WorkerOptions) (*Worker, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Worker{cancel: cancel, done: make(chan error, 1), nc: nc, cut: cut}
-	go func() { w.done <- r.Run(ctx) }()
+	indexed := history.Start(ctx, objs.History, history.New(js), log)
+	go func() {
+		err := r.Run(ctx)
+		<-indexed
+		w.done <- err
+	}()
 	return w, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mfa-worker/mfa-worker/internal/history"
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/leaver"
@@ -143,7 +144,12 @@ func TestSecNATSPermissions(t *testing.T) {
 	}
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- r.Run(rctx) }()
+	indexed := history.Start(rctx, objs.History, history.New(wjs), log)
+	go func() {
+		err := r.Run(rctx)
+		<-indexed
+		done <- err
+	}()
 	q, err := ops.StartQueryService(rctx, wnc, ol, "1.0.0", log)
 	if err != nil {
 		t.Fatalf("query service as the worker: %v", err)
