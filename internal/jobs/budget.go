@@ -1,6 +1,9 @@
 package jobs
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // budgets are every time limit of one delivery, composed here from the
 // configuration so that the worst case can be read in one place (doc.go
@@ -42,10 +45,36 @@ func newBudgets(c *Config) budgets {
 	}
 }
 
+// newPolicy is the policy of the configuration: the delivery limit and
+// the nak delays.
+func newPolicy(c *Config) policy {
+	b := newBudgets(c)
+	return policy{maxDeliver: c.MaxDeliver, nakBase: c.NakBase, nakMax: c.NakMax, stopDelay: b.cancelledDelay, unstored: b.unstored}
+}
+
 // worstCase is the longest one delivery can hold its message when its
 // last attempt takes lastAttempt, waits for the OneLogin rate-limit window
 // aside (doc.go states it with the defaults): the lock and claim waits, the
 // quick retries, the settlement and the lock's release.
 func (b budgets) worstCase(lastAttempt time.Duration) time.Duration {
 	return b.lockWait + b.claimWait + b.retryWithin + lastAttempt + b.settle + b.settle
+}
+
+// settleContext is the context of a settlement (and of the lock's
+// release), which runs even while the worker shuts down: ctx's values, not
+// its cancellation, and the settle budget.
+func (x *executor) settleContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), x.budgets.settle)
+}
+
+// sleep waits d, or until ctx ends (false).
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

@@ -78,19 +78,27 @@ const (
 	actAck  action = iota // done: the result is published
 	actNak                // deliver again after the verdict's delay
 	actTerm               // done and dead-lettered: never deliver again
+	// actLeave: the message is left alone and comes back after its ack
+	// wait (another replica took the job over and owns its outcome).
+	actLeave
 )
 
 func (a action) String() string {
-	return [...]string{"ack", "nak", "term"}[a]
+	return [...]string{"ack", "nak", "term", "leave"}[a]
 }
 
-// verdict is decide's answer: the job's outcome and error object (none
-// when the message is nak'ed) and the message's fate.
+// verdict is a policy's answer: the job's outcome and error object (none
+// when the message is nak'ed) and the message's fate. A terminated message
+// gets a DLQ copy first.
 type verdict struct {
 	outcome job.Outcome
 	info    *job.ErrorInfo
 	action  action
 	delay   time.Duration // actNak only
+	// noResult: the message's fate is carried out without (re)publishing
+	// a result (an id reused for another body, a fired schedule of a job
+	// that ended meanwhile).
+	noResult bool
 }
 
 // code is the verdict's error code, if any.
@@ -101,25 +109,15 @@ func (v verdict) code() string {
 	return v.info.Code
 }
 
-// decideFinished is the fate of a message whose job the ledger holds as
-// finished (outcome o, error info). The same message again (a lost ack, a
-// crash after the ledger write) is settled as the first time; another
-// message with the same id is a duplicate, acked whatever the original's
-// fate.
-func decideFinished(o job.Outcome, info *job.ErrorInfo, sameMessage bool) verdict {
-	if !sameMessage {
-		return verdict{outcome: job.Succeeded, info: info, action: actAck}
-	}
-	if o.DeadLetters() {
-		return verdict{outcome: o, info: info, action: actTerm}
-	}
-	return verdict{outcome: o, info: info, action: actAck}
-}
-
-// policy is what decide needs of the configuration.
+// policy chooses every fate of a job message; settle.go carries them out.
+// Its methods are pure: no I/O, no clock.
 type policy struct {
 	maxDeliver      int
 	nakBase, nakMax time.Duration
+	// stopDelay: the nak delay of a job the worker's shutdown cut short
+	// or kept from starting; unstored: the nak delay when the result
+	// could not be recorded.
+	stopDelay, unstored time.Duration
 }
 
 // nakDelay is the redelivery delay after the given delivery: doubling from
@@ -132,11 +130,98 @@ func (p policy) nakDelay(delivery int) time.Duration {
 	return min(d, p.nakMax)
 }
 
-// decide is the one place that chooses a job's outcome and its message's
-// fate from how its last attempt ended: done is the handler's outcome when
-// err is nil; attempts is the delivery count (1 on the first delivery).
-// It is pure: no I/O, no clock.
-func decide(done job.Outcome, err error, attempts int, p policy, t job.Type) verdict {
+// notStarted is the fate of a message whose job never started: the worker
+// stops, OneLogin refuses the worker's credentials, or the job's user holds
+// held messages of this replica already (the delay grows with them). It is
+// given back, never failed.
+func (p policy) notStarted(why what, held int) verdict {
+	switch why {
+	case gated:
+		return verdict{action: actNak, delay: p.nakBase}
+	case busy:
+		return verdict{action: actNak, delay: min(p.nakMax, max(p.nakBase, time.Duration(held)*time.Second))}
+	}
+	return verdict{action: actNak, delay: p.stopDelay}
+}
+
+// parked is the fate of a job that now waits as a JetStream schedule: its
+// message is acked without a result (a lost ack only schedules it again,
+// idempotently).
+func (p policy) parked() verdict { return verdict{action: actAck, noResult: true} }
+
+// reused is the fate of a message whose id the ledger holds for a job with
+// another body: the id has its result already, so this message gets none,
+// only a DLQ copy with id_reused.
+func (p policy) reused() verdict {
+	return verdict{outcome: job.Rejected, action: actTerm, noResult: true, info: &job.ErrorInfo{
+		Code: job.CodeIDReused, Message: "this id was already used for a job with a different body"}}
+}
+
+// finished is the fate of a message whose job the ledger holds as finished
+// (outcome o, error info). The same message again (a lost ack, a crash
+// after the ledger write) is settled as the first time; another message
+// with the same id is a duplicate, acked with the stored result whatever
+// the original's fate; a schedule that fired for a job that ended
+// meanwhile (a cancel, or its original message came back when due) is
+// acked without one, the result being out.
+func (p policy) finished(o job.Outcome, info *job.ErrorInfo, sameMessage, fired bool) verdict {
+	switch {
+	case !sameMessage && fired:
+		return verdict{outcome: o, info: info, action: actAck, noResult: true}
+	case !sameMessage:
+		return verdict{outcome: job.Succeeded, info: info, action: actAck}
+	case o.DeadLetters():
+		return verdict{outcome: o, info: info, action: actTerm}
+	}
+	return verdict{outcome: o, info: info, action: actAck}
+}
+
+// Settlement failures. Each takes the verdict being carried out and
+// returns the fate instead, which may be the verdict itself: on the last
+// deliveries a job is settled without the missing piece rather than left
+// in MFA_JOBS.
+
+// unrecorded: the final result could not be written to the ledger. The
+// message comes back, unless this delivery is past the last one.
+func (p policy) unrecorded(v verdict, attempts int) verdict {
+	if attempts >= p.maxDeliver+1 {
+		return v
+	}
+	return verdict{action: actNak, delay: p.unstored}
+}
+
+// rejectionUnrecorded: an invalid job's rejection could not be written to
+// the ledger. The message comes back, unless this is the last delivery;
+// then the result goes out unrecorded.
+func (p policy) rejectionUnrecorded(v verdict, attempts int) verdict {
+	if attempts >= p.maxDeliver {
+		return v
+	}
+	return verdict{action: actNak, delay: p.nakDelay(attempts)}
+}
+
+// deadLetterFailed: the DLQ copy could not be written. The message comes
+// back, unless this is the last delivery: no job message stays in MFA_JOBS
+// for lack of a DLQ copy.
+func (p policy) deadLetterFailed(v verdict, attempts int) verdict {
+	if attempts >= p.maxDeliver {
+		return v
+	}
+	return verdict{action: actNak, delay: p.nakDelay(1)}
+}
+
+// publishFailed: the result could not be published. The ledger holds it;
+// the message comes back and the redelivery publishes it again.
+func (p policy) publishFailed() verdict { return verdict{action: actNak, delay: p.nakDelay(1)} }
+
+// takenOver: the claim was lost to another replica (our lease lapsed),
+// which owns the outcome now; the message is left to its ack wait.
+func (p policy) takenOver() verdict { return verdict{action: actLeave} }
+
+// decide chooses a job's outcome and its message's fate from how its last
+// attempt ended: done is the handler's outcome when err is nil; attempts is
+// the delivery count (1 on the first delivery).
+func (p policy) decide(done job.Outcome, err error, attempts int, t job.Type) verdict {
 	k, pe := classify(err, t)
 	switch k {
 	case kindOK:
@@ -194,11 +279,4 @@ func decide(done job.Outcome, err error, attempts int, p policy, t job.Type) ver
 		delay = p.nakDelay(attempts)
 	}
 	return verdict{action: actNak, delay: delay}
-}
-
-// expiredError is a job whose not_after passed before it could run.
-type expiredError struct{ notAfter time.Time }
-
-func (e *expiredError) Error() string {
-	return "not_after " + e.notAfter.UTC().Format(time.RFC3339) + " passed before the job could run"
 }

@@ -92,7 +92,7 @@ func TestDecide(t *testing.T) {
 		t.Fatalf("%d cases", len(cases))
 	}
 	for _, c := range cases {
-		v := decide(c.done, c.err, c.attempts, p, c.typ)
+		v := p.decide(c.done, c.err, c.attempts, c.typ)
 		got := want{v.outcome, v.code(), v.action, v.delay}
 		if got != c.want {
 			t.Errorf("%s: got %+v (%s), want %+v", c.name, got, v.action, c.want)
@@ -112,23 +112,58 @@ func TestDecide(t *testing.T) {
 	}
 }
 
-func TestDecideFinished(t *testing.T) {
+// Every fate that is not decide's: messages whose job never started, a
+// parked job, a reused id, a finished job answered from the ledger, and the
+// settlement's own failures.
+func TestFates(t *testing.T) {
+	p := policy{maxDeliver: 4, nakBase: time.Second, nakMax: 5 * time.Second, stopDelay: 300 * time.Millisecond, unstored: 700 * time.Millisecond}
+	failed := verdict{outcome: job.Failed, action: actTerm, info: &job.ErrorInfo{Code: job.CodeFactorUnavailable}}
+	done := verdict{outcome: job.Succeeded, action: actAck}
+	type want struct {
+		outcome  job.Outcome
+		code     string
+		action   action
+		delay    time.Duration
+		noResult bool
+	}
+	nak := func(d time.Duration) want { return want{action: actNak, delay: d} }
 	cases := []struct {
-		stored job.Outcome
-		same   bool
-		want   action
-		out    job.Outcome
+		name string
+		got  verdict
+		want want
 	}{
-		{job.Succeeded, true, actAck, job.Succeeded},
-		{job.Failed, true, actTerm, job.Failed},
-		{job.Expired, true, actTerm, job.Expired},
-		{job.Failed, false, actAck, job.Succeeded},
-		{job.Noop, false, actAck, job.Succeeded},
+		{"stopping: given back quickly", p.notStarted(stopping, 0), nak(300 * time.Millisecond)},
+		{"credentials refused: given back after the base delay", p.notStarted(gated, 0), nak(time.Second)},
+		{"busy user, few held: the base delay", p.notStarted(busy, 1), nak(time.Second)},
+		{"busy user: grows with the backlog", p.notStarted(busy, 3), nak(3 * time.Second)},
+		{"busy user: capped", p.notStarted(busy, 40), nak(5 * time.Second)},
+		{"parked: acked without a result", p.parked(), want{action: actAck, noResult: true}},
+		{"reused: dead-lettered without a result", p.reused(), want{job.Rejected, job.CodeIDReused, actTerm, 0, true}},
+		{"finished, same message: as the first time", p.finished(job.Succeeded, nil, true, false), want{outcome: job.Succeeded, action: actAck}},
+		{"failed, same message: terminated again", p.finished(job.Failed, nil, true, false), want{outcome: job.Failed, action: actTerm}},
+		{"expired, same message: terminated again", p.finished(job.Expired, nil, true, false), want{outcome: job.Expired, action: actTerm}},
+		{"failed, another message: a duplicate, acked", p.finished(job.Failed, nil, false, false), want{outcome: job.Succeeded, action: actAck}},
+		{"noop, another message: a duplicate, acked", p.finished(job.Noop, nil, false, false), want{outcome: job.Succeeded, action: actAck}},
+		{"a schedule fired for a job that ended: acked, no result", p.finished(job.Cancelled, nil, false, true), want{outcome: job.Cancelled, action: actAck, noResult: true}},
+		{"a fired schedule's own redelivery: as the first time", p.finished(job.Succeeded, nil, true, true), want{outcome: job.Succeeded, action: actAck}},
+		{"result unrecorded: redelivered", p.unrecorded(done, 1), nak(700 * time.Millisecond)},
+		{"result unrecorded on the last delivery: still redelivered", p.unrecorded(done, 4), nak(700 * time.Millisecond)},
+		{"result unrecorded past the last delivery: settled", p.unrecorded(failed, 5), want{job.Failed, job.CodeFactorUnavailable, actTerm, 0, false}},
+		{"rejection unrecorded: redelivered", p.rejectionUnrecorded(failed, 2), nak(2 * time.Second)},
+		{"rejection unrecorded on the last delivery: settled", p.rejectionUnrecorded(failed, 4), want{job.Failed, job.CodeFactorUnavailable, actTerm, 0, false}},
+		{"DLQ copy failed: redelivered", p.deadLetterFailed(failed, 3), nak(time.Second)},
+		{"DLQ copy failed on the last delivery: settled without it", p.deadLetterFailed(failed, 4), want{job.Failed, job.CodeFactorUnavailable, actTerm, 0, false}},
+		{"result publish failed: redelivered", p.publishFailed(), nak(time.Second)},
+		{"taken over: left to the ack wait", p.takenOver(), want{action: actLeave}},
 	}
 	for _, c := range cases {
-		v := decideFinished(c.stored, nil, c.same)
-		if v.action != c.want || v.outcome != c.out {
-			t.Errorf("%+v: got %s %s", c, v.action, v.outcome)
+		v := c.got
+		got := want{v.outcome, v.code(), v.action, v.delay, v.noResult}
+		if got != c.want {
+			t.Errorf("%s: got %+v, want %+v", c.name, got, c.want)
+		}
+		if v.action == actNak && (v.info != nil || v.outcome != "") {
+			t.Errorf("%s: a nak with an outcome", c.name)
 		}
 	}
 }

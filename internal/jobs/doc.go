@@ -4,7 +4,16 @@
 // results, message ids) is package job; the stream, bucket and consumer
 // names are package topology.
 //
-// The flow of one message, file by file:
+// One delivery is settle(execute(...)) (executor.process): execute takes
+// the message as far as it goes and returns one ending, saying what
+// happened (the job ran, with its outcome or error; it is a duplicate
+// answered from the ledger; its id was reused for another body; it was
+// parked as a schedule; it was given back without starting); settle asks
+// the policy for the message's fate and carries it out. Nothing before
+// settle acks, naks or terminates a message.
+//
+// The flow of one message, file by file, each calling only the files
+// after it (budget.go, errors.go and config.go serve them all):
 //
 //   - runner.go: two lanes, a per-user queue, so that one user's jobs run
 //     in arrival order within a replica, and a priority semaphore of
@@ -21,13 +30,11 @@
 //     given back); a token is asked for with backoff, the secret re-read
 //     each time, and fetching resumes once one is obtained. A job that
 //     meets the refusal is nak'ed, never failed.
-//   - executor.go: parse (no I/O; an invalid job is rejected, OneLogin is
-//     never called); a job whose not_before is ahead is parked as a
-//     JetStream message schedule and acked (timing.go); take the user's
-//     lock in MFA_LOCKS, claim the job id in
-//     MFA_LEDGER (claim.go: a finished record means a duplicate, answered
-//     from the ledger; a running record whose owner's lease lapsed is taken
-//     over), then make the handler's attempts. Transient failures are
+//   - executor.go: process and execute. Parse (no I/O; an invalid job is
+//     rejected, OneLogin is never called); a job whose not_before is ahead
+//     is parked as a JetStream message schedule (timing.go); take the
+//     user's lock in MFA_LOCKS, claim the job id in MFA_LEDGER (claim.go),
+//     then make the handler's attempts. Transient failures are
 //     retried in the delivery with exponential backoff and jitter;
 //     rate-limit answers are waited out and are not retries. Types whose
 //     call cannot simply be repeated (activate, verify; see
@@ -46,20 +53,35 @@
 //     job time is earlier than the user's offboard in MFA_PEOPLE ends
 //     cancelled without a call; a successful or noop offboard records its
 //     job time there before its result.
+//   - resolve.go: a person named by email, username or external id is
+//     resolved to one OneLogin user id before the lock.
 //   - handlers.go: one attempt per call, reading before writing (enroll
 //     looks for the device first, remove and offboard treat already-gone as
 //     done; an offboard lists the factors again after removing them:
 //     verified_at, or factors_remain). Handlers return typed errors
-//     (errors.go) or the OneLogin client's error as it came; they hold no
-//     retry loop.
-//   - decide.go: decide, a pure function, is the only place that chooses a
-//     job's outcome and its message's fate from how the last attempt ended:
-//     Ack, NakWithDelay (a computed delay: the consumer's BackOff does not
-//     apply to naks) or Term after a DLQ copy. classify is the one reading
-//     of an error, shared by the quick retries and decide.
-//   - settle.go: carries the verdict out, and is the only file that acks,
-//     naks or terminates. The ledger is written first, then the DLQ copy,
-//     then the result; the message is settled only after all of them.
+//     (errors.go, where every typed error of the package is) or the
+//     OneLogin client's error as it came; they hold no retry loop.
+//   - decide.go: the policy, whose methods are the only place that chooses
+//     a message's fate, all pure: decide (a job's outcome and fate from how
+//     its last attempt ended: Ack, NakWithDelay, a computed delay since the
+//     consumer's BackOff does not apply to naks, or Term after a DLQ copy),
+//     finished (a duplicate or the same message again), reused, parked,
+//     notStarted, and the settlement's own failures (the result not
+//     recorded, the DLQ copy or the result not published, the claim taken
+//     over). classify is the one reading of an error, shared by the quick
+//     retries and decide.
+//   - settle.go: carries the fate out, and is the only file that acks,
+//     naks or terminates (carry). The ledger is written first, then the
+//     DLQ copy, then the result; the message is settled only after all of
+//     them.
+//   - claim.go: the ledger's side, under all of the above. read is the
+//     one reading of what the ledger's record of a job id says to a
+//     message (a cancel's tombstone, another body, scheduled, finished, a
+//     granted replay, a lapsed or a live claim); claim takes the id (a finished record means a
+//     duplicate, answered from the ledger; a running record whose owner's
+//     lease lapsed is taken over); recordRejection writes an invalid job's
+//     rejection as its id's one outcome; take and updateClaim are the only
+//     writes of a claim.
 //
 // Time budgets are composed in one place, budget.go. With the defaults
 // (AckWait 30s, Lease 30s, RetryWithin 15s, OneLogin client Timeout 30s,

@@ -91,3 +91,24 @@ func failure(t job.Type, op string, err error) *PermanentError {
 	}
 	return &PermanentError{Code: code, Message: msg, HTTPStatus: status, RequestID: onelogin.RequestIDOf(err)}
 }
+
+// CancelledError ends a job as cancelled: by a cancel job (Code cancelled,
+// CancelledBy set) or by the resurrection guard (superseded_by_offboard).
+// OneLogin is not called.
+type CancelledError struct {
+	Code        string
+	Message     string
+	CancelledBy string
+}
+
+func (e *CancelledError) Error() string { return e.Code + ": " + e.Message }
+
+// expiredError is a job whose not_after passed before it could run.
+type expiredError struct{ notAfter time.Time }
+
+func (e *expiredError) Error() string {
+	return "not_after " + e.notAfter.UTC().Format(time.RFC3339) + " passed before the job could run"
+}
+
+// errReused: the id belongs to a job with another body.
+var errReused = errors.New("job id reused")

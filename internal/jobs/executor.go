@@ -67,79 +67,112 @@ type executor struct {
 	creds interface{ refused(err error) }
 }
 
-// process runs one task to its end. The task's heartbeat is running. The
-// job takes its execution slot only once it can run, after the user's lock:
-// waiting for another job of the same user holds no slot.
+// what is how a delivery ended, before the policy chooses its fate.
+type what int
+
+const (
+	ran       what = iota // the job ran, or failed before running: decide chooses
+	duplicate             // the ledger holds the job finished: answered from its record
+	reused                // the id belongs to a job with another body
+	parked                // the job waits as a JetStream schedule
+	stopping              // never started: the worker stops
+	gated                 // never started: OneLogin refuses the worker's credentials
+	busy                  // never started: the user holds enough of this replica
+)
+
+// ending is what one delivery came to: execute returns it and settle
+// carries it out, the delivery's one exit.
+type ending struct {
+	what what
+	// out and err: how the job's last attempt ended (ran).
+	out outcome
+	err error
+	// entry is the ledger's finished record (duplicate).
+	entry *ledger.Entry
+	// held is how many messages the user holds in this replica (busy).
+	held int
+	// result and resultID: an invalid job's result, recorded in the
+	// ledger by execute unless unrecorded says why not.
+	result     *job.Result
+	resultID   string
+	unrecorded error
+}
+
+// process runs one task to its end: settle(execute). The task's heartbeat
+// is running; the execution slot and the user's lock that execute took are
+// given back after the settlement.
 func (x *executor) process(ctx context.Context, t *task, s slot) {
 	defer t.stopBeat()
+	if t.job != nil {
+		defer x.m.JobStarted(string(t.job.Type))()
+	}
+	defer x.unlockUser(ctx, t)
+	defer s.release()
+	x.settle(ctx, t, x.execute(ctx, t, &s))
+}
+
+// execute takes a delivery as far as it goes and says how it ended. The job
+// takes its execution slot only once it can run, after the user's lock:
+// waiting for another job of the same user holds no slot.
+func (x *executor) execute(ctx context.Context, t *task, s *slot) ending {
 	if s.stop != nil && s.stop.Err() != nil {
-		x.giveBack(t, x.budgets.cancelledDelay) // the worker stops: never started
-		return
+		return ending{what: stopping}
 	}
 	if t.rej != nil {
 		if err := s.acquire(ctx); err != nil {
-			x.giveBack(t, x.budgets.cancelledDelay)
-			return
+			return ending{what: stopping}
 		}
-		defer s.release()
-		x.settle(ctx, t, outcome{}, t.rej)
-		return
+		return x.recordRejection(ctx, t)
 	}
 	j := t.job
-	defer x.m.JobStarted(string(j.Type))()
 	// A job whose not_before is ahead waits as a schedule; parking it
 	// calls nobody, so it takes no user lock and no execution slot (and a
 	// person named by a selector is looked up only when the job is due).
-	if x.notDue(ctx, t) && x.park(ctx, t) {
-		return
+	if x.notDue(ctx, t) {
+		if end, ok := x.park(ctx, t); ok {
+			return end
+		}
 	}
 	if j.User != nil && j.UserID == 0 {
-		if x.answerFromLedger(ctx, t) {
-			return
+		if end, ok := x.answerFromLedger(ctx, t); ok {
+			return end
 		}
 		if err := x.resolveUser(ctx, t); err != nil {
 			var pe *PermanentError
-			if errors.As(err, &pe) {
-				x.failUnresolved(ctx, t, err)
-				return
+			if !errors.As(err, &pe) {
+				return ending{err: err}
 			}
-			x.settle(ctx, t, outcome{}, err)
-			return
+			// Unresolvable: the job id is claimed first, so that the
+			// failure is its one stored result, as for any other job.
+			if end, ok := x.claim(ctx, t); !ok {
+				return end
+			}
+			return ending{err: err}
 		}
 	}
 	if j.Type != job.TypeCancel {
 		if err := x.lockUser(ctx, t); err != nil {
-			x.settle(ctx, t, outcome{}, &RetryLaterError{Err: err})
-			return
+			return ending{err: &RetryLaterError{Err: err}}
 		}
-		defer x.unlockUser(ctx, t)
 	}
 	if err := s.acquire(ctx); err != nil {
-		x.giveBack(t, x.budgets.cancelledDelay)
-		return
+		return ending{what: stopping}
 	}
-	defer s.release()
-
-	d, ok := x.claimOrEnd(ctx, t)
-	if !ok {
-		return
+	if end, ok := x.claim(ctx, t); !ok {
+		return end
 	}
 	if j.Type == job.TypeCancel {
 		out, err := x.cancel(ctx, t)
-		x.settle(ctx, t, out, err)
-		return
+		return ending{out: out, err: err}
 	}
 	if err := x.guard(ctx, t); err != nil {
-		x.settle(ctx, t, outcome{}, err)
-		return
+		return ending{err: err}
 	}
 	if !j.NotAfter.IsZero() && time.Now().After(j.NotAfter) {
-		x.settle(ctx, t, outcome{}, &expiredError{notAfter: j.NotAfter})
-		return
+		return ending{err: &expiredError{notAfter: j.NotAfter}}
 	}
-	out, err := x.run(ctx, t, d.sentBefore)
-	err = x.recordOffboard(ctx, t, out, err)
-	x.settle(ctx, t, out, err)
+	out, err := x.run(ctx, t, t.sentBefore())
+	return ending{out: out, err: x.recordOffboard(ctx, t, out, err)}
 }
 
 // run makes the handler's attempts within one delivery. Transient failures
@@ -323,16 +356,5 @@ func (x *executor) unlockUser(ctx context.Context, t *task) {
 	defer cancel()
 	if err := x.locks.Release(ctx, t.job.UserID, rev); err != nil {
 		x.log.Warn("releasing the user lock failed; it lapses with its lease", "job_id", t.job.ID, "err", err)
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/mfa-worker/mfa-worker/internal/job"
-	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 )
 
@@ -72,41 +71,6 @@ func (t *task) setUserID(id int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.job.UserID = id
-}
-
-// answerFromLedger answers a job named by a selector from the ledger when
-// its id has finished already, before any OneLogin call: a duplicate costs
-// no lookup, and a person deleted since cannot turn a stored success into a
-// user_not_found. It reports whether the task was settled.
-func (x *executor) answerFromLedger(ctx context.Context, t *task) bool {
-	j := t.job
-	e, err := x.ledger.Get(ctx, j.ID)
-	if err != nil {
-		return false // not found, or unreadable: the claim decides later
-	}
-	switch {
-	case e.State != ledger.Finished:
-		return false // running, scheduled or a cancel's tombstone: the claim decides
-	case e.Hash != j.Hash:
-		x.reused(ctx, t)
-		return true
-	case t.replay != 0 && job.Outcome(e.Outcome).DeadLetters() && replayOf(&e.Record) != t.replay:
-		// Perhaps a dead letter re-driven with a grant: the claim decides
-		// (and consumes the grant) after the lookup.
-		return false
-	}
-	x.redeliver(ctx, t, e)
-	return true
-}
-
-// failUnresolved ends a job whose selector could not be resolved (err is a
-// PermanentError): the job id is claimed in the ledger first, so that the
-// failure is its one stored result, as for any other job.
-func (x *executor) failUnresolved(ctx context.Context, t *task, err error) {
-	if _, ok := x.claimOrEnd(ctx, t); !ok {
-		return
-	}
-	x.settle(ctx, t, outcome{}, err)
 }
 
 // userCacheKey is the cache key of a user: every identifier it gives

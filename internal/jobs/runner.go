@@ -72,7 +72,7 @@ func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *topol
 	r.x = &executor{
 		creds: r.gate,
 		cfg:   &r.cfg, budgets: newBudgets(&r.cfg), log: log, pub: js, m: m, owner: cfg.Owner, parser: parser,
-		policy: policy{maxDeliver: cfg.MaxDeliver, nakBase: cfg.NakBase, nakMax: cfg.NakMax},
+		policy: newPolicy(&r.cfg),
 		ledger: led,
 		grants: led,
 		locks:  ledger.NewLocks(objs.Locks, cfg.Owner),
@@ -215,16 +215,17 @@ func (r *Runner) take(ctx, work context.Context, l lane, it jetstream.MessagesCo
 			// run once a token is obtained; the pull ends once its buffer
 			// is empty, so nothing more is fetched meanwhile.
 			it.Drain()
-			r.x.giveBack(t, r.cfg.NakBase)
+			r.x.settle(ctx, t, ending{what: gated})
 			<-held
 			continue
 		}
 		key := t.userKey()
 		if n, ok := r.admit(key, t.attempts); !ok {
-			// This user holds enough of this replica already; the delay
-			// grows with their backlog. Never on a job's last two
-			// deliveries, so that being busy never fails a job.
-			r.x.giveBack(t, min(r.cfg.NakMax, max(r.cfg.NakBase, time.Duration(n)*time.Second)))
+			// This user holds enough of this replica already (never on a
+			// job's last two deliveries, so that being busy never fails
+			// a job): given back with a delay that grows with their
+			// backlog.
+			r.x.settle(ctx, t, ending{what: busy, held: n})
 			<-held
 			continue
 		}
@@ -272,20 +273,27 @@ type slot struct {
 	sem  *prioritySem
 	prio onelogin.Priority
 	stop context.Context
+	held bool
 }
 
-func (s slot) acquire(ctx context.Context) error {
+func (s *slot) acquire(ctx context.Context) error {
 	if s.sem == nil {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer context.AfterFunc(s.stop, cancel)()
 	defer cancel()
-	return s.sem.acquire(ctx, s.prio)
+	if err := s.sem.acquire(ctx, s.prio); err != nil {
+		return err
+	}
+	s.held = true
+	return nil
 }
 
-func (s slot) release() {
-	if s.sem != nil {
+// release gives the slot back if it is held.
+func (s *slot) release() {
+	if s.held {
+		s.held = false
 		s.sem.release()
 	}
 }

@@ -92,6 +92,21 @@ func (t *task) jobID() string {
 	return t.rej.JobID
 }
 
+// hold keeps e as the task's claim.
+func (t *task) hold(e *ledger.Entry) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.claim = e
+}
+
+// sentBefore reports whether the claim records that an earlier delivery
+// may have made a call that cannot be read back.
+func (t *task) sentBefore() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.claim != nil && t.claim.Sent
+}
+
 // heartbeat keeps the message, the user's lock and the ledger claim alive
 // while the task is held, and stops when the returned func is called.
 func (x *executor) heartbeat(t *task) {
@@ -115,6 +130,17 @@ func (x *executor) heartbeat(t *task) {
 }
 
 func (x *executor) renew(ctx context.Context, t *task) {
+	x.renewLock(ctx, t)
+	_ = x.updateClaim(ctx, t, func(rec *ledger.Record) bool {
+		if rec.State != ledger.Running {
+			return false
+		}
+		rec.LeaseUntil = time.Now().Add(x.cfg.Lease)
+		return true
+	})
+}
+
+func (x *executor) renewLock(ctx context.Context, t *task) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.lockRev != 0 {
@@ -125,13 +151,6 @@ func (x *executor) renew(ctx context.Context, t *task) {
 		case errors.Is(err, ledger.ErrConflict):
 			x.log.Warn("user lock lost", "job_id", t.job.ID)
 			t.lockRev = 0
-		}
-	}
-	if t.claim != nil && t.claim.State == ledger.Running {
-		rec := t.claim.Record
-		rec.LeaseUntil = time.Now().Add(x.cfg.Lease)
-		if rev, err := x.ledger.Update(ctx, t.job.ID, rec, t.claim.Revision); err == nil {
-			t.claim = &ledger.Entry{Record: rec, Revision: rev}
 		}
 	}
 }

@@ -82,17 +82,6 @@ func ScheduleDue(m *jetstream.RawStreamMsg) (time.Time, bool) {
 	return t, err == nil
 }
 
-// CancelledError ends a job as cancelled: by a cancel job (Code cancelled,
-// CancelledBy set) or by the resurrection guard (superseded_by_offboard).
-// OneLogin is not called.
-type CancelledError struct {
-	Code        string
-	Message     string
-	CancelledBy string
-}
-
-func (e *CancelledError) Error() string { return e.Code + ": " + e.Message }
-
 // DueAt is when the schedule of a job with not_before nb fires: @at has
 // one-second precision, so nb is rounded up, never down.
 func DueAt(nb time.Time) time.Time {
@@ -122,10 +111,11 @@ func (x *executor) notDue(ctx context.Context, t *task) bool {
 	return true
 }
 
-// park schedules a job whose not_before is ahead and acks its message. It
-// reports false when the job must take the ordinary path instead (the
-// ledger knows the id as a tombstone, a finished job or another body).
-func (x *executor) park(ctx context.Context, t *task) bool {
+// park records a job whose not_before is ahead as scheduled and publishes
+// its schedule; its message is then acked (parked). ok is false when the
+// job must take the ordinary path instead (the ledger knows the id as a
+// tombstone, a finished job or another body).
+func (x *executor) park(ctx context.Context, t *task) (end ending, ok bool) {
 	j := t.job
 	due := DueAt(j.NotBefore)
 	rec := ledger.Record{
@@ -133,35 +123,35 @@ func (x *executor) park(ctx context.Context, t *task) bool {
 		DueAt: due, Schedule: job.ScheduledSubject(j.Type, j.ID), JobTime: t.jobTime,
 		Type: string(j.Type), UserID: j.UserID, CorrelationID: j.CorrelationID, Source: j.Source,
 	}
-	rev, err := x.ledger.Create(ctx, j.ID, rec)
-	if errors.Is(err, ledger.ErrExists) {
-		e, gerr := x.ledger.Get(ctx, j.ID)
-		switch {
-		case gerr != nil:
-			err = gerr
-		case e.State == ledger.Scheduled && e.Hash == j.Hash:
-			// Scheduled before (a redelivery after a crash): make sure the
-			// schedule exists; it is idempotent by message id.
-			rec, rev, err = e.Record, e.Revision, nil
-		case e.State == ledger.Finished && e.Hash == j.Hash && x.granted(ctx, t, e):
-			// A dead letter re-driven (its grant consumed) while its
-			// not_before is still ahead: it waits again, as a replay.
-			rec.Replay = job.ReplayTag(t.replay)
-			rev, err = x.ledger.Update(ctx, j.ID, rec, e.Revision)
-		case e.State == ledger.Running && e.Hash == j.Hash:
-			err = fmt.Errorf("job is running elsewhere")
-		default:
-			return false
-		}
-	}
-	if err != nil {
-		x.settle(ctx, t, outcome{}, &RetryLaterError{Err: err})
-		return true
-	}
 	// Held as the claim: should the schedule never be stored, the last
 	// delivery's failure finishes this record, so that a schedule stored
 	// after all finds the job finished when it fires.
-	x.setClaim(t, rec, rev)
+	err := x.take(ctx, t, rec, nil)
+	if errors.Is(err, ledger.ErrExists) {
+		e, gerr := x.ledger.Get(ctx, j.ID)
+		if gerr != nil {
+			return ending{err: &RetryLaterError{Err: gerr}}, true
+		}
+		switch x.read(ctx, t, e, j.Hash, true) {
+		case ansScheduled:
+			// Scheduled before (a redelivery after a crash): make sure the
+			// schedule exists; it is idempotent by message id.
+			rec = e.Record
+			t.hold(e)
+		case ansReplay:
+			// A dead letter re-driven (its grant consumed) while its
+			// not_before is still ahead: it waits again, as a replay.
+			rec.Replay = job.ReplayTag(t.replay)
+			err = x.take(ctx, t, rec, e)
+		case ansRunning, ansLapsed:
+			err = fmt.Errorf("job is running elsewhere")
+		default:
+			return ending{}, false
+		}
+	}
+	if err != nil {
+		return ending{err: &RetryLaterError{Err: err}}, true
+	}
 	ctx, cancel := x.settleContext(ctx)
 	defer cancel()
 	// The schedule carries the job's time; a replay's tag stays in the
@@ -171,22 +161,20 @@ func (x *executor) park(ctx context.Context, t *task) bool {
 	msgID := job.ScheduleMsgID(j.ID, rec.Replay)
 	if err := x.publishSchedule(ctx, rec.Schedule, t.msg.Data(), msgID, h, due, j.Type.Subject()); err != nil {
 		// Redelivered, or failed on the last delivery like any job.
-		x.settle(ctx, t, outcome{}, &RetryLaterError{Err: fmt.Errorf("schedule the job: %w", err)})
-		return true
+		return ending{err: &RetryLaterError{Err: fmt.Errorf("schedule the job: %w", err)}}, true
 	}
 	// A cancel may have ended the job between the ledger write and the
 	// schedule: then the schedule must go. The record is compared and set
 	// unchanged to find out.
-	if _, err := x.ledger.Update(ctx, j.ID, rec, rev); errors.Is(err, ledger.ErrConflict) {
+	if err := x.updateClaim(ctx, t, func(*ledger.Record) bool { return true }); errors.Is(err, ledger.ErrConflict) {
 		if e, gerr := x.ledger.Get(ctx, j.ID); gerr == nil && e.State == ledger.Finished {
 			if perr := x.jobs.Purge(ctx, jetstream.WithPurgeSubject(rec.Schedule)); perr != nil {
 				x.log.Warn("removing the schedule of a cancelled job failed; it fires as a duplicate", "job_id", j.ID, "err", perr)
 			}
 		}
 	}
-	x.ackParked(t)
 	x.log.Info("job scheduled", "job_id", j.ID, "type", j.Type, "due_at", due.Format(time.RFC3339))
-	return true
+	return ending{what: parked}, true
 }
 
 func (x *executor) publishSchedule(ctx context.Context, subject string, body []byte, msgID string, h nats.Header, due time.Time, target string) error {
