@@ -250,25 +250,26 @@ func (p *People) Offboarded(ctx context.Context, userID int64) (time.Time, strin
 
 // RecordOffboard stores at as the user's latest offboard unless a later
 // one is recorded already (compare-and-set, so concurrent offboards keep the
-// latest).
+// latest). The record is created without reading first: a person is
+// offboarded once as a rule, so the read is made only when one exists.
 func (p *People) RecordOffboard(ctx context.Context, userID int64, at time.Time, jobID string) error {
 	b, err := json.Marshal(person{OffboardedAt: at.UTC(), JobID: jobID})
 	if err != nil {
 		return err
 	}
 	for i := 0; i < 20; i++ {
-		e, err := p.kv.Get(ctx, PersonKey(userID))
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
-			_, err = p.kv.Create(ctx, PersonKey(userID), b)
-			if errors.Is(err, jetstream.ErrKeyExists) {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("people create: %w", err)
-			}
+		_, err = p.kv.Create(ctx, PersonKey(userID), b)
+		if err == nil {
 			return nil
-		case err != nil:
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("people create: %w", err)
+		}
+		e, err := p.kv.Get(ctx, PersonKey(userID))
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("people get: %w", err)
 		}
 		var r person
