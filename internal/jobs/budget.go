@@ -68,11 +68,16 @@ func (x *executor) settleContext(ctx context.Context) (context.Context, context.
 }
 
 // sleep waits d, or until ctx ends (false).
-func sleep(ctx context.Context, d time.Duration) bool {
+func sleep(ctx context.Context, d time.Duration) bool { return sleepUnless(ctx, nil, d) }
+
+// sleepUnless waits d, or until ctx ends or stop is closed (false).
+func sleepUnless(ctx context.Context, stop <-chan struct{}, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
+		return false
+	case <-stop:
 		return false
 	case <-t.C:
 		return true

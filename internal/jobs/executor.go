@@ -150,16 +150,11 @@ func (x *executor) execute(ctx context.Context, t *task, s *slot) ending {
 			return ending{err: err}
 		}
 	}
-	if j.Type != job.TypeCancel {
-		if err := x.lockUser(ctx, t); err != nil {
-			return ending{err: &RetryLaterError{Err: err}}
-		}
+	if end, ok := x.lockAndClaim(ctx, t); !ok {
+		return end
 	}
 	if err := s.acquire(ctx); err != nil {
 		return ending{what: stopping}
-	}
-	if end, ok := x.claim(ctx, t); !ok {
-		return end
 	}
 	if j.Type == job.TypeCancel {
 		out, err := x.cancel(ctx, t)
@@ -319,9 +314,38 @@ func (x *executor) readBackAfter(ctx context.Context, j *job.Job, lost error) (o
 	return outcome{}, &RetryLaterError{Err: fmt.Errorf("verify's reply lost (%v); the device is not active, so it did not take effect", lost)}
 }
 
+// lockAndClaim takes the user's lock (not for a cancel, which changes
+// only the ledger) and claims the job id, both at once: the two writes go
+// out together instead of one after the other. The job runs only once it
+// holds both; a delivery that must not run it (the claim finds a
+// duplicate, a reused id, a cancel's tombstone, or fails) stops waiting
+// for the lock, and a lock taken meanwhile is released after the
+// settlement like any other. A lock that cannot be had gives the claim
+// back with the nak.
+func (x *executor) lockAndClaim(ctx context.Context, t *task) (ending, bool) {
+	if t.job.Type == job.TypeCancel {
+		return x.claim(ctx, t)
+	}
+	giveUp := make(chan struct{})
+	locked := make(chan error, 1)
+	go func() { locked <- x.lockUser(ctx, t, giveUp) }()
+	end, ok := x.claim(ctx, t)
+	if !ok {
+		close(giveUp)
+		<-locked
+		return end, false
+	}
+	if err := <-locked; err != nil {
+		return ending{err: &RetryLaterError{Err: err}}, false
+	}
+	return ending{}, true
+}
+
 // lockUser takes the user's lock, waiting in place (the heartbeat keeps the
-// message alive) while another replica holds it.
-func (x *executor) lockUser(ctx context.Context, t *task) error {
+// message alive) while another replica holds it, unless giveUp is closed
+// meanwhile. An attempt under way is never cut short, so that a lock the
+// server granted is always known, and released.
+func (x *executor) lockUser(ctx context.Context, t *task, giveUp <-chan struct{}) error {
 	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(20*time.Millisecond), backoff.WithMaxInterval(500*time.Millisecond), backoff.WithMaxElapsedTime(0))
 	deadline := time.Now().Add(x.budgets.lockWait)
 	for {
@@ -338,8 +362,8 @@ func (x *executor) lockUser(ctx context.Context, t *task) error {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return err
 		}
-		if !sleep(ctx, b.NextBackOff()) {
-			return ctx.Err()
+		if !sleepUnless(ctx, giveUp, b.NextBackOff()) {
+			return err
 		}
 	}
 }
