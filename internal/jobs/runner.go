@@ -37,7 +37,6 @@ type Runner struct {
 	order  *keyedQueue
 	gate   *credGate
 	tokens tokenProver
-	js     jetstream.JetStream
 	wg     sync.WaitGroup
 
 	heldMu sync.Mutex
@@ -64,7 +63,7 @@ func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *topol
 		return nil, err
 	}
 	led := ledger.New(objs.Ledger)
-	r := &Runner{cfg: cfg, log: log, objs: objs, m: m, sem: newPrioritySem(cfg.Concurrency), order: newKeyedQueue(), byUser: map[int64]int{}, js: js}
+	r := &Runner{cfg: cfg, log: log, objs: objs, m: m, sem: newPrioritySem(cfg.Concurrency), order: newKeyedQueue(), byUser: map[int64]int{}}
 	r.gate = newCredGate(log, m)
 	if ol != nil {
 		r.tokens = ol
