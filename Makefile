@@ -42,9 +42,11 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 ## run: build bin/worker, then run `worker dev` (the built binary, so that
-## Ctrl-C stops it cleanly, with no "make: *** Error 1").
+## Ctrl-C stops it cleanly, with no "make: *** Error 1"). Flags go in ARGS:
+## make run ARGS="--nats-port 4223 --http-addr 127.0.0.1:9465"
+ARGS ?=
 run: build
-	./bin/worker dev
+	./bin/worker dev $(ARGS)
 
 ## image: the worker as a FROM scratch image (static binary, non-root, CA roots compiled in).
 image: build

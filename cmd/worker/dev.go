@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -70,19 +71,26 @@ func dev(ctx context.Context, dc devConfig, log *slog.Logger, reg *prometheus.Re
 		out.w = io.Discard
 	}
 	srv, err := broker.Start(broker.Options{Port: dc.NATSPort, StoreDir: filepath.Join(dc.DataDir, "jetstream")})
+	if errors.Is(err, broker.ErrPortInUse) {
+		return fmt.Errorf("%w: another worker dev or nats-server runs there; choose another port with --nats-port (-1 picks a free one)", err)
+	}
 	if err != nil {
 		return err
 	}
 	// Every OTP the simulator sends is printed, so that enroll, activate
 	// and verify can be finished by hand. Only here: the simulator's codes
 	// are not secrets, and `worker run` never links the simulator.
-	sim := simulator.New(simulator.Config{OnOTP: func(user, device int64, otp string) {
-		fmt.Fprintf(out, "simulator: OTP for user %d, device %d: %s\n", user, device, otp)
+	// Enroll sends a code and activate sends a new one that replaces it:
+	// each is labelled with the call that sent it and the state token that
+	// goes with it.
+	sim := simulator.New(simulator.Config{OnOTP: func(user, device int64, otp, sentBy string) {
+		fmt.Fprintf(out, "simulator: OTP for user %d, device %d, sent by %s: %s (verify it with the %s result's state_token; it replaces any earlier code)\n",
+			user, device, sentBy, otp, sentBy)
 	}})
 	ln, err := net.Listen("tcp", dc.SimAddr)
 	if err != nil {
 		srv.Stop()
-		return fmt.Errorf("simulator address %s: %w", dc.SimAddr, err)
+		return fmt.Errorf("simulator address %s (--sim-addr): %w", dc.SimAddr, err)
 	}
 	hs := app.InternalServer(sim, log) // read, write and idle time-outs
 	simDone := make(chan struct{})
@@ -111,14 +119,28 @@ func dev(ctx context.Context, dc devConfig, log *slog.Logger, reg *prometheus.Re
 		stop()
 		return err
 	}
-	// The HR event receiver, with fresh secrets printed below.
+	// The HR event receiver, with fresh secrets written to the data
+	// directory (the banner names the files, never the secrets).
 	secrets := ingest.NewDevSecrets()
+	secretsDir, err := writeDevSecrets(filepath.Join(dc.DataDir, "secrets"), secrets)
+	if err != nil {
+		cancel()
+		_ = w.Wait()
+		stop()
+		return err
+	}
 	ingestDone, ingestAddr, err := devIngest(ctx, cfg, dc.IngestAddr, secrets, set, log, reg)
 	if err != nil {
 		cancel()
 		_ = w.Wait()
 		stop()
 		return err
+	}
+	// The commands below reach this NATS server as printed: with another
+	// port than submit's default, they carry the NATS_URL prefix.
+	try := "bin/worker"
+	if cfg.NATSURL != defaultNATSURL {
+		try = "NATS_URL=" + cfg.NATSURL + " bin/worker"
 	}
 	fmt.Fprintf(out, `
 mfa-worker dev is ready in %v
@@ -127,19 +149,16 @@ mfa-worker dev is ready in %v
   metrics/health   http://%s/metrics  /healthz  /readyz
   status page      http://%s/status
   HR events in     http://%s   (POST /events, /hooks/bamboohr, /hooks/hibob, /scim/v2)
-    CloudEvents secret  %s
-    BambooHR secret     %s
-    HiBob secret        %s
-    SCIM token          %s
+    secrets, new at every start: %s/{cloudevents-secret,bamboohr-secret,hibob-secret,scim-token}
     a signed CloudEvent with curl and openssl: docs/hr-sources.md, "Sending one by hand"
 
 Try it (in another terminal; bin/worker is what make build and make run build):
-  bin/worker submit enroll --user 42 --factor-name "OneLogin SMS" --display-name "Work phone" --number +15551234567 --wait
-  bin/worker submit offboard --email user42@example.com --wait
-  bin/worker history --user 42
-  bin/worker dlq list
+  %[10]s submit enroll --user 42 --factor-name "OneLogin SMS" --display-name "Work phone" --number +15551234567 --wait
+  %[10]s submit offboard --email user42@example.com --wait
+  %[10]s history --user 42
+  %[10]s dlq list
 `, time.Since(start).Round(time.Millisecond), cfg.NATSURL, dc.DataDir, cfg.OneLoginBaseURL, cfg.OneLoginClientID, w.HTTPAddr, w.HTTPAddr,
-		ingestAddr, secrets.CloudEvents.Text, secrets.BambooHR.Text, secrets.HiBob.Text, secrets.SCIMToken.Text)
+		ingestAddr, secretsDir, try)
 	if ready != nil {
 		ready(w.HTTPAddr)
 	}
@@ -180,6 +199,35 @@ func devIngest(ctx context.Context, cfg app.Config, addr string, secrets ingest.
 		done <- err
 	}()
 	return done, ln.Addr().String(), nil
+}
+
+// defaultNATSURL is where submit, dlq, job and history look for NATS
+// without NATS_URL or --nats-url.
+const defaultNATSURL = "nats://127.0.0.1:4222"
+
+// writeDevSecrets writes the receiver's secrets to dir, one file each,
+// readable by the owner only, in the forms the INGEST_*_FILE settings of
+// `worker ingest` read. It returns dir.
+func writeDevSecrets(dir string, s ingest.DevSecrets) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("dev secrets: %w", err)
+	}
+	for name, v := range map[string]string{
+		"cloudevents-secret": s.CloudEvents.Text,
+		"bamboohr-secret":    s.BambooHR.Text,
+		"hibob-secret":       s.HiBob.Text,
+		"scim-token":         s.SCIMToken.Text,
+	} {
+		// WriteFile keeps the mode of a file that exists: set it again.
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(v+"\n"), 0o600); err != nil {
+			return "", fmt.Errorf("dev secrets: %w", err)
+		}
+		if err := os.Chmod(p, 0o600); err != nil {
+			return "", fmt.Errorf("dev secrets: %w", err)
+		}
+	}
+	return dir, nil
 }
 
 // syncWriter serialises writes from the simulator's OTP callback and the

@@ -70,6 +70,12 @@ func startDev(t *testing.T) (time.Duration, string) {
 // banner, the simulator's OTPs).
 func startDevOutput(t *testing.T) (time.Duration, string, *testenv.SyncBuffer) {
 	t.Helper()
+	return startDevIn(t, t.TempDir())
+}
+
+// startDevIn is startDevOutput with dev's data directory at dataDir.
+func startDevIn(t *testing.T, dataDir string) (time.Duration, string, *testenv.SyncBuffer) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	banner := &testenv.SyncBuffer{}
 	addr := make(chan string, 1)

@@ -5,8 +5,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net/http"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -18,26 +19,52 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
-// readmeWalkthrough returns the commands of the README's walkthrough block,
-// without their "$ " prompt.
-func readmeWalkthrough(t *testing.T) []string {
+// readmeBlock returns the shell block of the README between the markers
+// <!-- name --> and <!-- /name -->, without its fences.
+func readmeBlock(t *testing.T, name string) string {
 	t.Helper()
 	b, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := string(b)
-	i, j := strings.Index(s, "<!-- walkthrough -->"), strings.Index(s, "<!-- /walkthrough -->")
+	i, j := strings.Index(s, "<!-- "+name+" -->"), strings.Index(s, "<!-- /"+name+" -->")
 	if i < 0 || j < i {
-		t.Fatal("README has no walkthrough block")
+		t.Fatalf("README has no %s block", name)
 	}
+	block := s[i+len("<!-- "+name+" -->") : j]
+	_, block, ok := strings.Cut(block, "```sh\n")
+	if !ok {
+		t.Fatalf("README's %s block has no sh fence", name)
+	}
+	block, _, _ = strings.Cut(block, "```")
+	return block
+}
+
+// readmeCommands returns the commands of a README block, without their
+// "$ " prompt.
+func readmeCommands(t *testing.T, name string) []string {
+	t.Helper()
 	var cmds []string
-	for _, l := range strings.Split(s[i:j], "\n") {
+	for _, l := range strings.Split(readmeBlock(t, name), "\n") {
 		if c, ok := strings.CutPrefix(l, "$ "); ok {
 			cmds = append(cmds, strings.TrimSpace(c))
 		}
 	}
+	if len(cmds) == 0 {
+		t.Fatalf("README's %s block has no commands", name)
+	}
 	return cmds
+}
+
+// atDevAddrs points a README command at the addresses dev listens on in
+// the test: the README shows the defaults.
+func atDevAddrs(t *testing.T, cmd string, defaults map[string]string) string {
+	t.Helper()
+	for def, actual := range defaults {
+		cmd = strings.ReplaceAll(cmd, def, actual)
+	}
+	return cmd
 }
 
 // splitWords splits a command line as a shell would for the simple forms
@@ -69,25 +96,66 @@ func splitWords(line string) (args []string, redirect string) {
 	return args, redirect
 }
 
-// TestREADMEWalkthrough runs the README's walkthrough as written against
-// `worker dev`: enroll, activate, verify with the OTP dev prints, a token
-// sealed to a curve key and opened, an offboard by email, the same id again
+// TestREADMEFirstHour runs the README's first-hour path as written against
+// `worker dev` started as `make run` starts it: the walkthrough (enroll,
+// activate, verify with the OTP dev prints, a token sealed to a curve key
+// in a temporary folder and opened, an offboard by email, the same id again
 // answered at once from the ledger, the person's history, and a job with a
-// missing param refused before publishing. The `nats auth nkey` steps are
-// carried out with the nkeys calls natscli v0.5.0 makes (gen curve, show,
-// unseal), so the CLI need not be compiled here.
-func TestREADMEWalkthrough(t *testing.T) {
+// missing param refused before publishing), the HR example with the secret
+// dev wrote to its data directory, the status page command, and the
+// banner's "Try it" commands. The `nats auth nkey` steps are carried out
+// with the nkeys calls natscli v0.5.0 makes (gen curve, show, unseal), so
+// the CLI need not be compiled here.
+func TestREADMEFirstHour(t *testing.T) {
 	clearEnv(t)
-	_, nurl, devOut := startDevOutput(t)
+	// make run is `worker dev` from the repository's folder, data in ./data.
+	b, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^run: build\n\t\./bin/worker dev \$\(ARGS\)$`).Match(b) {
+		t.Fatal("the Makefile's run target is not ./bin/worker dev $(ARGS)")
+	}
+	if !strings.Contains(readmeFile(t), "```sh\n$ make run\n```") {
+		t.Fatal("the README's first hour does not start with make run")
+	}
+	cwd := t.TempDir()
+	_, nurl, devOut := startDevIn(t, filepath.Join(cwd, "data"))
+	banner := devOut.String() // before the OTP lines
 	t.Setenv("NATS_URL", nurl)
-	dir := t.TempDir()
+	dir := "" // $KEYS
 	vars := map[string]string{}
 	var lastJSON map[string]any
 	var tokenJSON []byte
 	var kp nkeys.KeyPair
 	seen := map[string]bool{}
 
-	for _, line := range readmeWalkthrough(t) {
+	for _, line := range readmeCommands(t, "walkthrough") {
+		if strings.Contains(line, "recipient.xk") || strings.Contains(line, "token.") {
+			if !regexp.MustCompile(`(^|\s)\$KEYS/(recipient\.xk|token\.json|token\.sealed)`).MatchString(line) ||
+				regexp.MustCompile(`(^|[\s>])(recipient\.xk|token\.json|token\.sealed)`).MatchString(line) {
+				t.Fatalf("%q: key and token files belong in $KEYS, not the working folder", line)
+			}
+		}
+		switch {
+		case line == "KEYS=$(mktemp -d)":
+			dir = t.TempDir()
+			continue
+		case line == "rm -r $KEYS":
+			for _, f := range []string{"recipient.xk", "token.json", "token.sealed"} {
+				if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+					t.Errorf("before rm: %v", err)
+				}
+			}
+			seen["rm"] = true
+			continue
+		}
+		if strings.Contains(line, "$KEYS") {
+			if dir == "" {
+				t.Fatalf("%q: $KEYS used before KEYS=$(mktemp -d)", line)
+			}
+			line = strings.ReplaceAll(line, "$KEYS/", "")
+		}
 		switch {
 		case line == "nats auth nkey gen curve --output recipient.xk":
 			var err error
@@ -112,8 +180,12 @@ func TestREADMEWalkthrough(t *testing.T) {
 			vars["<xkey>"], _ = k.PublicKey()
 			seen["show"] = true
 			continue
-		case strings.HasPrefix(line, "jq -r .data.sealed_mfa_token token.json"):
-			continue // done with the unseal below
+		case strings.HasPrefix(line, "jq -r .data.sealed_mfa_token token.json > token.sealed"):
+			// done with the unseal below; the file is what jq would write
+			if err := os.WriteFile(filepath.Join(dir, "token.sealed"), []byte("sealed\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			continue
 		case strings.HasPrefix(line, "nats auth nkey unseal token.sealed recipient.xk"):
 			var r struct {
 				Data struct {
@@ -165,6 +237,9 @@ func TestREADMEWalkthrough(t *testing.T) {
 		}
 		if redirect != "" {
 			tokenJSON = out.Bytes()
+			if err := os.WriteFile(filepath.Join(dir, redirect), tokenJSON, 0o600); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if isWait {
 			// stdout is the result's JSON and nothing else.
@@ -183,7 +258,7 @@ func TestREADMEWalkthrough(t *testing.T) {
 		case strings.HasPrefix(line, "bin/worker submit activate"):
 			vars["<state_token>"], _ = data["state_token"].(string)
 			// dev prints the OTP the simulator sent.
-			re := regexp.MustCompile(`OTP for user 42, device ` + vars["<device_id>"] + `: (\S+)`)
+			re := regexp.MustCompile(`OTP for user 42, device ` + vars["<device_id>"] + `, sent by activate: (\S+)`)
 			if err := testenv.WaitFor(5*time.Second, func() bool { return re.MatchString(devOut.String()) }, func() string { return "no OTP printed:\n" + devOut.String() }); err != nil {
 				t.Fatal(err)
 			}
@@ -216,9 +291,17 @@ func TestREADMEWalkthrough(t *testing.T) {
 			seen["history"] = true
 		}
 	}
-	for _, step := range []string{"gen", "show", "unseal", "verify", "offboard", "duplicate", "history", "missing"} {
+	for _, step := range []string{"gen", "show", "unseal", "rm", "verify", "offboard", "duplicate", "history", "missing"} {
 		if !seen[step] {
 			t.Errorf("the walkthrough has no %s step", step)
+		}
+	}
+
+	// Enroll and activate each printed one labelled code for the device.
+	for _, by := range []string{"enroll", "activate"} {
+		re := regexp.MustCompile(`OTP for user 42, device ` + vars["<device_id>"] + `, sent by ` + by + `: `)
+		if n := len(re.FindAllString(devOut.String(), -1)); n != 1 {
+			t.Errorf("%d codes sent by %s printed for the device, want 1:\n%s", n, by, devOut.String())
 		}
 	}
 
@@ -229,17 +312,103 @@ func TestREADMEWalkthrough(t *testing.T) {
 			t.Errorf("%v: exit %d\n%s%s", cmd, code, out.String(), errb.String())
 		}
 	}
-	// The status page is served by dev.
-	addr := regexp.MustCompile(`status page\s+(http://\S+/status)`).FindStringSubmatch(devOut.String())
-	if addr == nil {
-		t.Fatalf("banner names no status page:\n%s", devOut.String())
+
+	// The README's other commands show dev's default addresses; the test's
+	// dev listens on free ports, named by its banner.
+	addrOf := func(re string) string {
+		m := regexp.MustCompile(re).FindStringSubmatch(banner)
+		if m == nil {
+			t.Fatalf("banner has no %s:\n%s", re, banner)
+		}
+		return strings.Replace(m[1], "[::]", "127.0.0.1", 1)
 	}
-	resp, err := http.Get(strings.Replace(addr[1], "[::]", "127.0.0.1", 1))
+	addrs := map[string]string{
+		"http://127.0.0.1:8480": "http://" + addrOf(`HR events in\s+http://(\S+)`),
+		"http://127.0.0.1:9464": "http://" + addrOf(`status page\s+http://(\S+)/status`),
+	}
+
+	// The HR example, as bash runs it from the folder of dev's data
+	// directory; it is the block of docs/hr-sources.md too.
+	hr := readmeBlock(t, "hr-example")
+	doc, err := os.ReadFile("../../docs/hr-sources.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("status page: %d", resp.StatusCode)
+	if !strings.Contains(string(doc), "<!-- signed-cloudevent -->\n```sh\n"+hr+"```") {
+		t.Error("the README's HR example differs from the signed-cloudevent block of docs/hr-sources.md")
 	}
+	sh := func(script string) (string, error) {
+		c := exec.Command("bash", "-c", "set -euo pipefail\n"+script)
+		c.Dir = cwd
+		out, err := c.CombinedOutput()
+		return string(out), err
+	}
+	out, err := sh(atDevAddrs(t, hr, addrs))
+	if err != nil || !strings.Contains(out, `"status":"stored"`) {
+		t.Fatalf("the HR example: %v\n%s", err, out)
+	}
+	// A wrong secret fails loudly: curl exits non-zero and shows the answer.
+	if err := os.WriteFile(filepath.Join(cwd, "data", "secrets", "cloudevents-secret"), []byte("whsec_"+base64.StdEncoding.EncodeToString([]byte("not the secret"))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = sh(atDevAddrs(t, strings.Replace(hr, "evt-1001", "evt-1002", 1), addrs))
+	if err == nil || !strings.Contains(out, "401") {
+		t.Errorf("the HR example with a wrong secret: err %v\n%s", err, out)
+	}
+	// The offboard the event made runs and is in the person's history.
+	var hist bytes.Buffer
+	if err := testenv.WaitFor(20*time.Second, func() bool {
+		hist.Reset()
+		return run([]string{"history", "--user", "42"}, &hist, io.Discard) == 0 && strings.Contains(hist.String(), "hr:cloudevents:")
+	}, func() string { return "history has no HR offboard:\n" + hist.String() }); err != nil {
+		t.Fatal(err)
+	}
+
+	// The status page command.
+	for _, c := range readmeCommands(t, "status-page") {
+		out, err := sh(atDevAddrs(t, c, addrs))
+		if err != nil || !strings.HasPrefix(out, "200 text/html") {
+			t.Errorf("%q: %v\n%s", c, err, out)
+		}
+	}
+
+	// The banner's "Try it" commands, as printed: dev listens on another
+	// NATS port than submit's default, so they carry the NATS_URL prefix.
+	_, try, ok := strings.Cut(banner, "Try it")
+	if !ok {
+		t.Fatalf("banner has no Try it:\n%s", banner)
+	}
+	t.Setenv("NATS_URL", "")
+	n := 0
+	for _, l := range strings.Split(try, "\n")[1:] {
+		l = strings.TrimSpace(l)
+		if l == "" {
+			break
+		}
+		prefix := "NATS_URL=" + nurl + " bin/worker "
+		rest, ok := strings.CutPrefix(l, prefix)
+		if !ok {
+			t.Fatalf("%q does not start with %q", l, prefix)
+		}
+		args, _ := splitWords(rest)
+		var out, errb bytes.Buffer
+		t.Setenv("NATS_URL", nurl)
+		if code := run(args, &out, &errb); code != 0 {
+			t.Errorf("%q: exit %d\n%s", l, code, errb.String())
+		}
+		t.Setenv("NATS_URL", "")
+		n++
+	}
+	if n < 3 {
+		t.Errorf("banner has %d Try it commands:\n%s", n, banner)
+	}
+}
+
+func readmeFile(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -5,6 +5,9 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -25,7 +28,12 @@ type Server struct {
 	*server.Server
 }
 
-// Start starts a server and waits until it accepts connections.
+// ErrPortInUse is returned by Start when the client port is taken.
+var ErrPortInUse = errors.New("port in use")
+
+// Start starts a server and waits until it accepts connections. A taken
+// port is reported at once, naming the address, as an error matching
+// ErrPortInUse.
 func Start(o Options) (*Server, error) {
 	if o.StoreDir == "" {
 		return nil, errors.New("broker: a JetStream store directory is required")
@@ -35,6 +43,20 @@ func Start(o Options) (*Server, error) {
 	}
 	if o.Port == 0 {
 		o.Port = 4222
+	}
+	if o.Port > 0 {
+		// nats-server reports a failed listen only to its logger and then
+		// never becomes ready: try the port first so that the error says
+		// which one is taken.
+		addr := net.JoinHostPort(o.Host, strconv.Itoa(o.Port))
+		ln, err := net.Listen("tcp", addr)
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("broker: NATS address %s: %w", addr, ErrPortInUse)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("broker: NATS address %s: %w", addr, err)
+		}
+		_ = ln.Close()
 	}
 	opts := &server.Options{
 		ServerName:         "mfa-dev",
@@ -55,7 +77,7 @@ func Start(o Options) (*Server, error) {
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
 		s.Shutdown()
-		return nil, errors.New("broker: server not ready after 10s")
+		return nil, fmt.Errorf("broker: NATS server on %s not ready after 10s", net.JoinHostPort(o.Host, strconv.Itoa(o.Port)))
 	}
 	return &Server{Server: s}, nil
 }

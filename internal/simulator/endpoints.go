@@ -123,7 +123,7 @@ func (s *Server) enroll(r *http.Request, userID int64) reply {
 	if !req.Verified {
 		// OneLogin sends the first OTP at enrollment and returns the state
 		// token that Verify needs.
-		s.sentOTPLocked(userID, d, false)
+		s.sentOTPLocked(userID, d, false, OTPByEnroll)
 		d.stateToken = randomHex(20)
 		d.stateUntil = s.now().Add(s.cfg.StateTokenTTL)
 	}
@@ -160,7 +160,7 @@ func (s *Server) activate(r *http.Request, userID, deviceID int64) reply {
 	if d == nil {
 		return factorNotFound()
 	}
-	s.sentOTPLocked(userID, d, req.NumericOTP != nil && *req.NumericOTP)
+	s.sentOTPLocked(userID, d, req.NumericOTP != nil && *req.NumericOTP, OTPByActivate)
 	d.stateToken = randomHex(20)
 	d.stateUntil = s.now().Add(ttl)
 	s.recordLocked(EffectActivate, userID, d.ID, r)

@@ -41,10 +41,10 @@ var (
 func TestOTPCodes(t *testing.T) {
 	var mu sync.Mutex
 	var seen []string
-	h := newHarness(t, Config{OnOTP: func(userID, deviceID int64, otp string) {
+	h := newHarness(t, Config{OnOTP: func(userID, deviceID int64, otp, sentBy string) {
 		mu.Lock()
 		defer mu.Unlock()
-		seen = append(seen, fmt.Sprintf("%d/%d/%s", userID, deviceID, otp))
+		seen = append(seen, fmt.Sprintf("%d/%d/%s/%s", userID, deviceID, otp, sentBy))
 	}})
 	dev, _ := h.enrollSMS(4)
 	first := h.sim.LastOTP(4, dev)
@@ -67,7 +67,7 @@ func TestOTPCodes(t *testing.T) {
 	mu.Lock()
 	got := append([]string(nil), seen...)
 	mu.Unlock()
-	if len(got) != 2 || got[0] != fmt.Sprintf("4/%d/%s", dev, first) {
+	if len(got) != 2 || got[0] != fmt.Sprintf("4/%d/%s/enroll", dev, first) || got[1] != fmt.Sprintf("4/%d/%s/activate", dev, h.sim.LastOTP(4, dev)) {
 		t.Fatalf("OnOTP saw %q", got)
 	}
 

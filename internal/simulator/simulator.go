@@ -110,11 +110,12 @@ type Config struct {
 	// external id extN. With it and no range set, only these users exist.
 	Directory []DirectoryUser
 
-	// OnOTP, when set, is called with every code the simulator sends (on
-	// enroll and activate). For `worker dev` only, so that a person trying
-	// it can finish a verify by hand; never set it anywhere real secrets
-	// matter.
-	OnOTP func(userID, deviceID int64, otp string)
+	// OnOTP, when set, is called with every code the simulator sends, and
+	// the call that sent it: OTPByEnroll or OTPByActivate (each code
+	// replaces the device's earlier one). For `worker dev` only, so that a
+	// person trying it can finish a verify by hand; never set it anywhere
+	// real secrets matter.
+	OnOTP func(userID, deviceID int64, otp, sentBy string)
 	// Now is the simulator's clock (default time.Now), for token expiry,
 	// state tokens, MFA tokens and rate-limit windows.
 	Now func() time.Time
@@ -560,12 +561,18 @@ func (s *Server) otpLocked(numeric bool) string {
 	}
 }
 
-// sentOTPLocked records a code sent to the user's device and tells the
-// dev hook.
-func (s *Server) sentOTPLocked(userID int64, d *Device, numeric bool) {
+// The calls that send a code, as Config.OnOTP names them.
+const (
+	OTPByEnroll   = "enroll"
+	OTPByActivate = "activate"
+)
+
+// sentOTPLocked records a code sent to the user's device by the call
+// sentBy and tells the dev hook.
+func (s *Server) sentOTPLocked(userID int64, d *Device, numeric bool, sentBy string) {
 	d.otp = s.otpLocked(numeric)
 	if s.cfg.OnOTP != nil {
-		s.cfg.OnOTP(userID, d.ID, d.otp)
+		s.cfg.OnOTP(userID, d.ID, d.otp, sentBy)
 	}
 }
 
