@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -26,7 +25,7 @@ func cmdDLQ(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
 		return usageErr("%s (worker dlq --help lists the flags)", dlqUsage)
 	}
-	fs := flag.NewFlagSet("dlq "+args[0], flag.ContinueOnError)
+	fs := newFlagSet("dlq "+args[0])
 	if help {
 		fs.SetOutput(stdout)
 		fs.Usage = fs.PrintDefaults

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,7 +17,7 @@ import (
 // that has no shell and no curl. A URL without a path gets /readyz.
 // Redirects are not followed: a redirect is not ready.
 func cmdHealth(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("health", flag.ContinueOnError)
+	fs := newFlagSet("health")
 	fs.SetOutput(stderr)
 	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait for the answer")
 	quiet := fs.Bool("quiet", false, "print nothing when ready")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -18,7 +17,7 @@ import (
 // cmdHistory asks the worker's mfa.query.history for one person's results
 // and prints them newest first.
 func cmdHistory(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("history", flag.ContinueOnError)
+	fs := newFlagSet("history")
 	ncfg := natsFlags(fs, "nats://127.0.0.1:4222")
 	user := fs.Int64("user", 0, "OneLogin user id")
 	email := fs.String("email", "", "the person's email, resolved by the worker")

@@ -33,7 +33,7 @@ func cmdHold(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageErr("%s (worker hold --help lists the flags)", holdUsage)
 	}
 	verb := args[0]
-	fs := flag.NewFlagSet("hold "+verb, flag.ContinueOnError)
+	fs := newFlagSet("hold " + verb)
 	if help {
 		fs.SetOutput(stdout)
 		fs.Usage = fs.PrintDefaults

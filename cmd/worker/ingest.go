@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"io"
 	"strings"
 	"time"
@@ -34,7 +33,7 @@ func cmdIngest(ctx context.Context, args []string, stderr io.Writer) error {
 // environment variable, then to app.DefaultIngestConfig, and validates
 // them: every bad setting is reported at once, one line each.
 func ingestConfig(args []string) (app.IngestConfig, error) {
-	fs := flag.NewFlagSet("ingest", flag.ContinueOnError)
+	fs := newFlagSet("ingest")
 	cfg := app.DefaultIngestConfig()
 	def := app.DefaultIngestConfig()
 	bindErr := bindSettings(fs, app.IngestSettings(&cfg), func(app.Setting) bool { return true })

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -17,7 +16,7 @@ import (
 // and prints the answer: state, due_at when scheduled, the result when
 // finished.
 func cmdJob(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("job", flag.ContinueOnError)
+	fs := newFlagSet("job")
 	ncfg := natsFlags(fs, "nats://127.0.0.1:4222")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for an answer")
 	// The id comes first (worker job ID [flags]) or after the flags.

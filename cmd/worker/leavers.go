@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -26,7 +25,7 @@ func cmdLeavers(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) > 0 && args[0] == "close" {
 		return cmdLeaversClose(ctx, args[1:], stdout)
 	}
-	fs := flag.NewFlagSet("leavers", flag.ContinueOnError)
+	fs := newFlagSet("leavers")
 	fs.SetOutput(stdout)
 	ncfg := natsFlags(fs, "nats://127.0.0.1:4222")
 	open := fs.Bool("open", false, "only open records (same as --state open)")
@@ -130,7 +129,7 @@ func joinStates() string {
 
 // cmdLeaversClose closes an open record with a reason and audits it.
 func cmdLeaversClose(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("leavers close", flag.ContinueOnError)
+	fs := newFlagSet("leavers close")
 	fs.SetOutput(stdout)
 	ncfg := natsFlags(fs, "nats://127.0.0.1:4222")
 	id := fs.String("id", "", "the record's key, as `worker leavers` lists it (user.<id>, sel.<kind>.<hash>, event.<hash>, job.<hash>)")
@@ -170,7 +169,7 @@ func cmdLeaversClose(ctx context.Context, args []string, stdout io.Writer) error
 
 // cmdEvidence writes one row per leaver of a period, for auditors.
 func cmdEvidence(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("evidence", flag.ContinueOnError)
+	fs := newFlagSet("evidence")
 	fs.SetOutput(stdout)
 	ncfg := natsFlags(fs, "nats://127.0.0.1:4222")
 	since := fs.String("since", "", "first day or instant of the period (2026-01-01 or RFC 3339), by the leaver's effective time")

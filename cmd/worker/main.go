@@ -1,5 +1,5 @@
 // Command worker is mfa-worker: it executes MFA jobs from NATS JetStream
-// against OneLogin. Subcommands: run, dev, submit, dlq, simulate, version.
+// against OneLogin. `worker --help` lists its commands.
 package main
 
 import (
@@ -32,28 +32,55 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-const usage = `usage: worker <command> [flags]
+// commands lists every command with its one-line synopsis, for `worker
+// --help` and each command's own help.
+var commands = []struct{ name, synopsis string }{
+	{"run", "the production worker: executes jobs from NATS JetStream against OneLogin (needs NATS and OneLogin settings)"},
+	{"dev", "embedded NATS JetStream, the OneLogin simulator, a worker and the HR receiver, for trying it out"},
+	{"submit", "publish one job, optionally wait for its result: submit <type> (--user N | --email E | ...) [--wait]; submit cancel --job-id ID"},
+	{"job", "what is known of a job id: job <id> (unknown, scheduled with due_at, running, finished with the result)"},
+	{"history", "one person's results, newest first: history (--user N | --email E | --username U | --external-id X)"},
+	{"dlq", "inspect and re-drive dead letters: dlq list | dlq replay"},
+	{"hold", "jobs the blast-radius guard holds: hold list | hold release | hold discard (--source S | --job ID)"},
+	{"people", "a person's offboard record (MFA_PEOPLE): people show --user N | people clear --user N --reason TEXT"},
+	{"leavers", "the leaver registry: leavers [--open]; leavers close --id KEY --reason TEXT (audited)"},
+	{"evidence", "one row per leaver for auditors: evidence --since T [--until T] [--format csv|json]"},
+	{"ingest", "the HR event receiver (CloudEvents, BambooHR, HiBob, SCIM) and the rules that turn events into jobs (needs NATS only)"},
+	{"rules", "rules test --rules FILE EVENTS.jsonl: the jobs HR events would make; rules builtin: the built-in rules"},
+	{"simulate", "the OneLogin simulator alone, on an address"},
+	{"health", "exit 0 when a URL (default path /readyz) answers 200, for container health checks"},
+	{"version", "print the version"},
+}
 
-commands:
-  run        the production worker (needs NATS and OneLogin settings)
-  dev        embedded NATS JetStream + OneLogin simulator + worker, for trying it out
-  submit     publish one job: submit <type> (--user N | --email E | --username U | --external-id X)
-             [--id ID] [--not-before TIME] [params] [--wait]; submit cancel --job-id ID cancels a job that
-             has not started
-  dlq        inspect and re-drive dead letters: dlq list | dlq replay
-  hold       jobs the blast-radius guard holds: hold list | hold release | hold discard (--source S | --job ID)
-  people     a person's offboard record (MFA_PEOPLE): people show --user N | people clear --user N --reason TEXT
-  leavers    the leaver registry: leavers [--open]; leavers close --id KEY --reason TEXT (audited)
-  evidence   one row per leaver for auditors: evidence --since T [--until T] [--format csv|json]
-  job        what is known of a job id: job <id> (unknown, scheduled with due_at, running, finished with the result)
-  simulate   the OneLogin simulator alone, on an address
-  health     exit 0 when a URL (default path /readyz) answers 200, for container health checks
-  ingest     the HR event receiver and rule mapper (needs NATS only)
-  rules      rules test --rules FILE EVENTS.jsonl: the jobs HR events would make
-  version    print the version
+// usage is worker's help: every command with its synopsis.
+var usage = func() string {
+	var b strings.Builder
+	b.WriteString("usage: worker <command> [flags]\n\ncommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(&b, "  %-9s %s\n", c.name, c.synopsis)
+	}
+	b.WriteString("\nRun \"worker <command> --help\" for a command's flags.\n")
+	return b.String()
+}()
 
-Run "worker <command> -h" for a command's flags.
-`
+// newFlagSet is flag.NewFlagSet for the command name ("dlq list", ...),
+// whose help begins with the command's synopsis rather than a bare
+// "Usage of name:".
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		first, _, _ := strings.Cut(name, " ")
+		fmt.Fprintf(fs.Output(), "usage: worker %s [flags]\n", name)
+		for _, c := range commands {
+			if c.name == first {
+				fmt.Fprintf(fs.Output(), "\n%s\n", c.synopsis)
+			}
+		}
+		fmt.Fprint(fs.Output(), "\nflags:\n")
+		fs.PrintDefaults()
+	}
+	return fs
+}
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -185,7 +212,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 // variable, then to app.DefaultConfig. Validation and the configuration's
 // I/O happen in app.Run; runConfig only checks what it parses.
 func runConfig(args []string) (app.Config, slog.Level, error) {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs := newFlagSet("run")
 	cfg := app.DefaultConfig()
 	cfg.Version = version
 	err := bindSettings(fs, app.Settings(&cfg), func(s app.Setting) bool { return true })
@@ -259,7 +286,7 @@ func bindSettings(fs *flag.FlagSet, settings []app.Setting, choose func(app.Sett
 }
 
 func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs := newFlagSet("dev")
 	dc := devConfig{Version: version, Out: stdout}
 	fs.StringVar(&dc.DataDir, "data-dir", env("WORKER_DATA_DIR", "data"), "JetStream storage folder")
 	fs.IntVar(&dc.NATSPort, "nats-port", 4222, "NATS port (-1: any free port)")

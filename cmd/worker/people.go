@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -27,7 +26,7 @@ func cmdPeople(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageErr("%s (worker people --help lists the flags)", peopleUsage)
 	}
 	verb := args[0]
-	fs := flag.NewFlagSet("people "+verb, flag.ContinueOnError)
+	fs := newFlagSet("people " + verb)
 	if help {
 		fs.SetOutput(stdout)
 		fs.Usage = fs.PrintDefaults

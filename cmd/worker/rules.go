@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -22,6 +21,9 @@ func cmdRules(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return usageErr("rules test --rules FILE EVENTS.jsonl | rules builtin")
 	}
 	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprintln(stdout, "usage: worker rules test [--rules FILE] EVENTS.jsonl | worker rules builtin\n\nrules test prints the jobs the rules would make of the events (one JSON event a line, - for stdin), publishing nothing;\nrules builtin prints the built-in rules, a starting point for a rules file.")
+		return nil
 	case "builtin":
 		_, err := stdout.Write(rules.BuiltinYAML())
 		return err
@@ -29,7 +31,7 @@ func cmdRules(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	default:
 		return usageErr("unknown rules command %q: test or builtin", args[0])
 	}
-	fs := flag.NewFlagSet("rules test", flag.ContinueOnError)
+	fs := newFlagSet("rules test")
 	file := fs.String("rules", env("WORKER_RULES", ""), "rules file; empty means the built-in rules (WORKER_RULES)")
 	// The receiver's settings that change what rules make, read the same
 	// way, so that the preview decides as the receiver would.

@@ -16,7 +16,7 @@ import (
 )
 
 func cmdSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
+	fs := newFlagSet("simulate")
 	addr := fs.String("addr", env("SIM_ADDR", ":8089"), "listen address (SIM_ADDR)")
 	var cfg simulator.Config
 	fs.StringVar(&cfg.ClientID, "client-id", env("SIM_CLIENT_ID", "sim-client"), "accepted client id (SIM_CLIENT_ID)")

@@ -119,7 +119,7 @@ func isHelp(a string) bool { return a == "-h" || a == "-help" || a == "--help" |
 
 // submitHelp prints submit's usage and every flag.
 func submitHelp(w io.Writer) {
-	fs := flag.NewFlagSet("submit", flag.ContinueOnError)
+	fs := newFlagSet("submit")
 	fs.SetOutput(w)
 	newSubmitFlags(fs)
 	fmt.Fprintf(w, "usage: worker %s\n\ntypes: %v\n\nflags:\n", submitUsage, job.Types)
@@ -138,7 +138,7 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if !typ.Valid() {
 		return usageErr("unknown job type %q; one of %v", args[0], job.Types)
 	}
-	fs := flag.NewFlagSet("submit "+string(typ), flag.ContinueOnError)
+	fs := newFlagSet("submit "+string(typ))
 	fs.SetOutput(stderr)
 	f := newSubmitFlags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
