@@ -25,7 +25,7 @@ func cmdDLQ(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
 		return usageErr("%s (worker dlq --help lists the flags)", dlqUsage)
 	}
-	fs := newFlagSet("dlq "+args[0])
+	fs := newFlagSet("dlq " + args[0])
 	if help {
 		fs.SetOutput(stdout)
 		fs.Usage = fs.PrintDefaults

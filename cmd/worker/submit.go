@@ -138,7 +138,7 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if !typ.Valid() {
 		return usageErr("unknown job type %q; one of %v", args[0], job.Types)
 	}
-	fs := newFlagSet("submit "+string(typ))
+	fs := newFlagSet("submit " + string(typ))
 	fs.SetOutput(stderr)
 	f := newSubmitFlags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
