@@ -13,7 +13,7 @@ NATS_IMAGE ?= mfa-nats:$(NATS_VERSION)
 NATS_VERSION := $(shell $(GO) list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)
 REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all build test test-unit test-browser fuzz lint run clean image image-nats image-smoke rules compose-config compose-images compose-secrets compose-smoke compose-smoke-cluster test-containers bench
+.PHONY: all build test test-unit test-browser test-dashboards fuzz lint run clean image image-nats image-smoke rules compose-config compose-images compose-secrets compose-smoke compose-smoke-cluster test-containers bench
 
 all: lint test
 
@@ -106,8 +106,17 @@ rules:
 	promtool check rules deploy/prometheus/alerts.yml
 	cd deploy/prometheus && promtool test rules alerts_test.yml
 	promtool check config --syntax-only deploy/prometheus/prometheus.yml deploy/prometheus/prometheus.cluster.yml
+	promtool check config deploy/prometheus/prometheus.local.yml
 	amtool check-config deploy/alertmanager/alertmanager.yml
 	scripts/check-alert-routes.sh
+
+## test-dashboards: a real Prometheus (Debian's prometheus package) with
+## deploy/prometheus/prometheus.local.yml and the alert rules scrapes
+## `worker dev` with its HR receiver; jobs and HR events are made so that
+## every Grafana dashboard expression must return data, and every alert
+## rule must evaluate without error.
+test-dashboards:
+	$(GO) test -tags prometheus -count=1 -timeout 5m -run 'TestDashboardAgainstPrometheus' ./cmd/worker/
 
 ## compose-config: validate both compose files (all profiles), and check that
 ## they run the nats-server version of go.mod.

@@ -38,6 +38,9 @@ type devConfig struct {
 	Version string
 	// Out receives the how-to banner.
 	Out io.Writer
+	// simulator, if set, is called with the simulator before the worker
+	// starts (tests inject faults through it).
+	simulator func(*simulator.Server)
 }
 
 // dev runs an embedded NATS JetStream server, the OneLogin simulator and a
@@ -87,6 +90,9 @@ func dev(ctx context.Context, dc devConfig, log *slog.Logger, reg *prometheus.Re
 		fmt.Fprintf(out, "simulator: OTP for user %d, device %d, sent by %s: %s (verify it with the %s result's state_token; it replaces any earlier code)\n",
 			user, device, sentBy, otp, sentBy)
 	}})
+	if dc.simulator != nil {
+		dc.simulator(sim)
+	}
 	ln, err := net.Listen("tcp", dc.SimAddr)
 	if err != nil {
 		srv.Stop()

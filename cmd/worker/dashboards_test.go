@@ -1,0 +1,421 @@
+//go:build prometheus
+
+package main
+
+// The dashboard and the alert rules against a real Prometheus (Debian's
+// prometheus package: make test-dashboards; .ci/run installs it).
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
+)
+
+// dashboardExprs returns every target expression of the Grafana dashboard,
+// keyed by "panel title / refId".
+func dashboardExprs(t *testing.T) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile("../../deploy/grafana/dashboards/mfa-worker.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type panel struct {
+		Title   string `json:"title"`
+		Type    string `json:"type"`
+		Targets []struct {
+			RefID string `json:"refId"`
+			Expr  string `json:"expr"`
+		} `json:"targets"`
+		Panels []panel `json:"panels"` // inside collapsed rows
+	}
+	var d struct {
+		Panels []panel `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("the dashboard is not JSON: %v", err)
+	}
+	out := map[string]string{}
+	var walk func([]panel)
+	walk = func(ps []panel) {
+		for _, p := range ps {
+			walk(p.Panels)
+			for _, tg := range p.Targets {
+				if tg.Expr == "" {
+					t.Errorf("panel %q target %s has no expression", p.Title, tg.RefID)
+					continue
+				}
+				out[p.Title+" / "+tg.RefID] = tg.Expr
+			}
+		}
+	}
+	walk(d.Panels)
+	if len(out) < 20 {
+		t.Fatalf("the dashboard has only %d expressions", len(out))
+	}
+	return out
+}
+
+// grafanaVars replaces Grafana's range variables by what Grafana would
+// put there for the test's short window and 1 s scrapes.
+func grafanaVars(expr string) string {
+	return strings.NewReplacer("$__rate_interval", "20s", "$__interval", "5s", "$__range", "15m", "${datasource}", "prometheus").Replace(expr)
+}
+
+// startPrometheus runs Debian's prometheus with deploy/prometheus's local
+// config and alert rules, scraping target every second, and returns its
+// URL. The config is the file as committed, with only the target and the
+// intervals changed.
+func startPrometheus(t *testing.T, target string) string {
+	t.Helper()
+	bin, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Fatal("prometheus is not installed (Debian's prometheus package; .ci/run installs it)")
+	}
+	cfg, err := os.ReadFile("../../deploy/prometheus/prometheus.local.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := os.ReadFile("../../deploy/prometheus/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(cfg)
+	for old, repl := range map[string]string{
+		`targets: ["127.0.0.1:9464"]`: `targets: ["` + target + `"]`,
+		"scrape_interval: 15s":        "scrape_interval: 1s",
+		"evaluation_interval: 15s":    "evaluation_interval: 1s",
+	} {
+		if !strings.Contains(s, old) {
+			t.Fatalf("prometheus.local.yml has no %q", old)
+		}
+		s = strings.Replace(s, old, repl, 1)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "alerts.yml"), rules, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	logs := &testenv.SyncBuffer{}
+	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("prometheus:\n%s", logs.String())
+		}
+	})
+	u := "http://" + addr
+	if err := testenv.WaitHTTP(u+"/-/ready", 60*time.Second); err != nil {
+		t.Fatalf("prometheus: %v\n%s", err, logs.String())
+	}
+	return u
+}
+
+type promResult struct {
+	Status string `json:"status"`
+	Error  string `json:"error"`
+	Data   struct {
+		Result []struct {
+			Metric map[string]string `json:"metric"`
+			Values [][2]any          `json:"values"`
+		} `json:"result"`
+	} `json:"data"`
+}
+
+// queryRange evaluates expr over [from, now] at 1 s steps and returns the
+// number of series with at least one sample, or the query's error.
+func queryRange(promURL, expr string, from time.Time) (int, error) {
+	q := url.Values{"query": {expr}, "start": {strconv.FormatInt(from.Unix(), 10)},
+		"end": {strconv.FormatInt(time.Now().Unix(), 10)}, "step": {"1"}}
+	resp, err := http.Get(promURL + "/api/v1/query_range?" + q.Encode())
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var r promResult
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return 0, err
+	}
+	if r.Status != "success" {
+		return 0, fmt.Errorf("%s", r.Error)
+	}
+	n := 0
+	for _, s := range r.Data.Result {
+		if len(s.Values) > 0 {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// waitProm waits until expr returns data.
+func waitProm(promURL, expr string, from time.Time, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		n, err := queryRange(promURL, expr, from)
+		if err != nil {
+			return fmt.Errorf("%s: %w", expr, err)
+		}
+		if n > 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: no data after %v", expr, timeout)
+		}
+		time.Sleep(200 * time.Millisecond) // Prometheus scrapes every second
+	}
+}
+
+// signedCloudEvent posts a CloudEvent signed with the secret dev wrote.
+func signedCloudEvent(t *testing.T, ingestURL, dataDir, body string) (int, string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dataDir, "secrets", "cloudevents-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(strings.TrimSpace(string(b)), "whsec_"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, ts := fmt.Sprintf("msg_%d", time.Now().UnixNano()), strconv.FormatInt(time.Now().Unix(), 10)
+	mac := hmac.New(sha256.New, key)
+	fmt.Fprintf(mac, "%s.%s.%s", id, ts, body)
+	req, _ := http.NewRequest("POST", ingestURL+"/events", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/cloudevents+json")
+	req.Header.Set("webhook-id", id)
+	req.Header.Set("webhook-timestamp", ts)
+	req.Header.Set("webhook-signature", "v1,"+base64.StdEncoding.EncodeToString(mac.Sum(nil)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(rb)
+}
+
+// TestDashboardAgainstPrometheus runs `worker dev` (its HR receiver too)
+// and a real Prometheus scraping it with the project's local config and
+// rules, makes the jobs and HR events every panel shows (successes, a
+// scheduled job, a mistyped OTP and an unknown person dead-lettered,
+// retries through a OneLogin outage, a duplicate, signed CloudEvents) and
+// checks that every dashboard expression returns data and every alert
+// rule evaluates without error.
+func TestDashboardAgainstPrometheus(t *testing.T) {
+	clearEnv(t)
+	exprs := dashboardExprs(t)
+	dataDir := filepath.Join(t.TempDir(), "data")
+	simc := make(chan *simulator.Server, 1)
+	banner := &testenv.SyncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc, done := make(chan string, 1), make(chan error, 1)
+	go func() {
+		done <- dev(ctx, devConfig{DataDir: dataDir, NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0",
+			Version: "test", Out: banner, simulator: func(s *simulator.Server) { simc <- s }},
+			slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), func(a string) { addrc <- a })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("dev: %v", err)
+		}
+	})
+	var httpAddr string
+	select {
+	case httpAddr = <-addrc:
+	case err := <-done:
+		done <- err
+		t.Fatal(err)
+	}
+	sim := <-simc
+	nurl := regexp.MustCompile(`NATS JetStream\s+(\S+)`).FindStringSubmatch(banner.String())
+	ingestURL := regexp.MustCompile(`HR events in\s+(http://\S+)`).FindStringSubmatch(banner.String())
+	if nurl == nil || ingestURL == nil {
+		t.Fatalf("banner:\n%s", banner.String())
+	}
+	t.Setenv("NATS_URL", nurl[1])
+	promURL := startPrometheus(t, httpAddr)
+	from := time.Now()
+	// Prometheus sees every counter at 0 before the workload, so that rate
+	// and increase see the first increments.
+	if err := waitProm(promURL, `count_over_time(up{job="mfa-worker"}[1m]) >= 2 and up{job="mfa-worker"} == 1`, from, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	submit := func(want int, args ...string) []byte {
+		t.Helper()
+		var out, errb bytes.Buffer
+		if code := run(append([]string{"submit"}, args...), &out, &errb); code != want {
+			t.Fatalf("submit %v: exit %d, want %d\n%s%s", args, code, want, out.String(), errb.String())
+		}
+		return out.Bytes()
+	}
+	var res struct {
+		Data struct {
+			DeviceID   int64  `json:"device_id"`
+			StateToken string `json:"state_token"`
+		} `json:"data"`
+	}
+	// Successes, and the state token of an activate for a mistyped OTP.
+	if err := json.Unmarshal(submit(0, "enroll", "--user", "300", "--factor-name", "OneLogin SMS", "--display-name", "Phone", "--number", "+15550000300", "--id", "dash-enroll", "--wait"), &res); err != nil || res.Data.DeviceID == 0 {
+		t.Fatalf("enroll result: %v", err)
+	}
+	device := strconv.FormatInt(res.Data.DeviceID, 10)
+	if err := json.Unmarshal(submit(0, "activate", "--user", "300", "--device", device, "--id", "dash-activate", "--wait"), &res); err != nil || res.Data.StateToken == "" {
+		t.Fatalf("activate result: %v", err)
+	}
+	// A person's own mistakes: a mistyped OTP and an unknown email.
+	submit(1, "verify", "--user", "300", "--device", device, "--state-token", res.Data.StateToken, "--otp", "WRONG1", "--id", "dash-verify", "--wait")
+	submit(1, "enroll", "--email", "nobody@example.invalid", "--factor-name", "OneLogin SMS", "--display-name", "Phone", "--number", "+15550000301", "--id", "dash-nobody", "--wait")
+	// A scheduled offboard.
+	submit(0, "offboard", "--user", "302", "--not-before", time.Now().Add(2*time.Hour).UTC().Format(time.RFC3339), "--id", "dash-scheduled")
+	// Retries: OneLogin answers 503 for a few seconds.
+	sim.SetFaults(simulator.Faults{OutageUntil: time.Now().Add(3 * time.Second)})
+	submit(0, "offboard", "--user", "300", "--id", "dash-offboard", "--wait", "--timeout", "60s")
+	// A duplicate: the finished job's id again, in another stream message.
+	nc, err := nats.Connect(nurl[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"id":"dash-dup","type":"offboard","user_id":304,"params":{}}`
+	if err := testenv.PublishOne(ctx, js, "offboard", body, "dash-dup"); err != nil {
+		t.Fatal(err)
+	}
+	var jo bytes.Buffer
+	if err := testenv.WaitFor(30*time.Second, func() bool {
+		jo.Reset()
+		return run([]string{"job", "dash-dup"}, &jo, io.Discard) == 0 && strings.Contains(jo.String(), `"outcome"`)
+	}, func() string { return "job dash-dup: " + jo.String() }); err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.PublishOne(ctx, js, "offboard", body, "dash-dup-again"); err != nil {
+		t.Fatal(err)
+	}
+	// HR events: a leaver mapped to an offboard, and an event the rules
+	// ignore.
+	for i, typ := range []string{"io.mfaworker.person.left", "io.mfaworker.person.hired"} {
+		body := fmt.Sprintf(`{"specversion":"1.0","id":"dash-evt-%d","source":"https://hr.example.com","type":%q,"time":"2026-11-26T10:00:00Z","data":{"user_id":303}}`, i, typ)
+		if code, answer := signedCloudEvent(t, ingestURL[1], dataDir, body); code/100 != 2 {
+			t.Fatalf("CloudEvent %s: %d %s", typ, code, answer)
+		}
+	}
+
+	// Every expression returns data once Prometheus has scraped the lot.
+	missing := map[string]string{}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		clear(missing)
+		for name, e := range exprs {
+			n, err := queryRange(promURL, grafanaVars(e), from)
+			if err != nil {
+				t.Fatalf("%s: %s: %v", name, e, err)
+			}
+			if n == 0 {
+				missing[name] = e
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Second) // Prometheus scrapes every second
+	}
+	if len(missing) > 0 {
+		var names []string
+		for n, e := range missing {
+			names = append(names, n+": "+e)
+		}
+		sort.Strings(names)
+		t.Errorf("%d dashboard expressions return no data:\n  %s", len(names), strings.Join(names, "\n  "))
+	}
+
+	// Zero series are hidden: the dead-letter panel shows the two pairs
+	// that had dead letters, not every type and reason.
+	n, err := queryRange(promURL, grafanaVars(exprs["Dead letters by type and reason / A"]), from)
+	if err != nil || n != 2 {
+		t.Errorf("the dead-letter panel draws %d series (%v), want 2 (verify verification_failed, enroll user_not_found)", n, err)
+	}
+
+	// Every alert rule evaluates without error, and the person's mistakes
+	// raise none.
+	resp, err := http.Get(promURL + "/api/v1/rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var rr struct {
+		Data struct {
+			Groups []struct {
+				Name  string `json:"name"`
+				Rules []struct {
+					Name      string `json:"name"`
+					Health    string `json:"health"`
+					LastError string `json:"lastError"`
+					Alerts    []struct {
+						Labels map[string]string `json:"labels"`
+					} `json:"alerts"`
+				} `json:"rules"`
+			} `json:"groups"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&rr); err != nil {
+		t.Fatal(err)
+	}
+	rulesSeen := 0
+	for _, g := range rr.Data.Groups {
+		for _, r := range g.Rules {
+			rulesSeen++
+			if r.Health != "ok" {
+				t.Errorf("rule %s/%s: health %q %s", g.Name, r.Name, r.Health, r.LastError)
+			}
+			if r.Name == "MfaDeadLetters" && len(r.Alerts) > 0 {
+				t.Errorf("MfaDeadLetters fired for a person's own mistakes: %v", r.Alerts)
+			}
+		}
+	}
+	if rulesSeen < 10 {
+		t.Errorf("Prometheus loaded %d rules from alerts.yml", rulesSeen)
+	}
+}
