@@ -124,6 +124,8 @@ compose-config:
 	$(COMPOSE) -f docker-compose.yml config -q
 	$(COMPOSE) -f docker-compose.yml -f docker-compose.cluster.yml config -q
 	$(COMPOSE) -f docker-compose.yml --profile ingest config -q
+	$(COMPOSE) -f docker-compose.yml --profile ingest --profile observability config -q
+	$(COMPOSE) -f docker-compose.yml -f docker-compose.cluster.yml --profile ingest --profile observability config -q
 	@for f in docker-compose.yml docker-compose.cluster.yml; do \
 		tags=$$(grep -o 'mfa-nats:[^}"]*' $$f | sort -u); \
 		if [ "$$tags" != "mfa-nats:$(NATS_VERSION)" ]; then \

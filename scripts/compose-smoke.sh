@@ -2,9 +2,10 @@
 # Compose smoke test: starts NATS, the OneLogin simulator and the worker from
 # docker-compose.yml with the images built here (make compose-images), waits
 # for the worker's health check (`worker health`), submits one job from the
-# host against the published NATS port, reads its result and the worker's
-# metrics, then removes everything (down -v). Prometheus, Alertmanager and
-# Grafana need images from a registry: they are checked with `config` only.
+# host against the published NATS port, reads its result, the worker's
+# metrics and its status page, then removes everything (down -v).
+# Prometheus, Alertmanager and Grafana (profile observability) run images
+# from a registry: they are checked with `config` only.
 # Every wait is bounded; on failure it prints what failed and the logs.
 #
 # With --cluster it runs docker-compose.cluster.yml on top: three NATS
@@ -63,6 +64,7 @@ done
 echo "compose-smoke: config of every service (Prometheus, Alertmanager and Grafana are not started here)"
 compose config -q || fail "docker-compose.yml is invalid"
 compose --profile ingest config -q || fail "docker-compose.yml with the ingest profile is invalid"
+compose --profile ingest --profile observability config -q || fail "docker-compose.yml with every profile is invalid"
 $compose_cmd -f docker-compose.yml -f docker-compose.cluster.yml config -q || fail "the cluster overlay is invalid"
 
 echo "compose-smoke: up ${workers[*]} and what they depend on (project $project${cluster:+, cluster})"
@@ -134,6 +136,11 @@ for _ in $(seq 1 20); do
 done
 [ "$total" = 1 ] || fail "the workers' /metrics count $series ${total:-?}, want 1"
 echo "compose-smoke: /metrics counts it: $series 1"
+
+# The status page is on in compose.
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://$worker_addr/status")
+[ "$code" = 200 ] || fail "the status page answers $code, want 200"
+echo "compose-smoke: the status page answers 200"
 
 echo "compose-smoke: down -v"
 trap - EXIT
