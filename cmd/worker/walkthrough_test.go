@@ -432,3 +432,45 @@ func TestDevTakenNATSPort(t *testing.T) {
 		t.Fatalf("dev on a taken NATS port: %v", err)
 	}
 }
+
+// TestREADMEComposeBlock: the README's compose block uses the host ports
+// docker-compose.yml publishes by default, none of which is one of
+// `worker dev`'s, and the compose command that needs no plugin. (make
+// compose-smoke runs the stack itself.)
+func TestREADMEComposeBlock(t *testing.T) {
+	block := readmeBlock(t, "compose")
+	compose, err := os.ReadFile("../../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := map[string]bool{}
+	for _, m := range regexp.MustCompile(`"127\.0\.0\.1:\$\{MFA_[A-Z_]+-(\d+)\}:\d+"`).FindAllStringSubmatch(string(compose), -1) {
+		published[m[1]] = true
+	}
+	if len(published) < 6 {
+		t.Fatalf("docker-compose.yml publishes %d default ports", len(published))
+	}
+	devPorts := map[string]bool{"4222": true, "8089": true, "9464": true, "8480": true}
+	for p := range published {
+		if devPorts[p] {
+			t.Errorf("docker-compose.yml publishes %s, a port of worker dev", p)
+		}
+	}
+	ports := regexp.MustCompile(`(?:127\.0\.0\.1)?:(\d{4,5})\b`).FindAllStringSubmatch(block, -1)
+	if len(ports) < 5 {
+		t.Fatalf("the compose block names %d ports:\n%s", len(ports), block)
+	}
+	for _, m := range ports {
+		if !published[m[1]] {
+			t.Errorf("the compose block names port %s, which docker-compose.yml does not publish by default", m[1])
+		}
+	}
+	for _, l := range strings.Split(block, "\n") {
+		if strings.HasPrefix(l, "docker compose ") {
+			t.Errorf("%q needs the compose plugin; the block uses docker-compose", l)
+		}
+	}
+	if !strings.Contains(block, "--profile observability") || !strings.Contains(block, "docker-compose up -d ") {
+		t.Errorf("the compose block does not start the built-here services and the observability profile:\n%s", block)
+	}
+}
