@@ -116,7 +116,7 @@ rules:
 ## every Grafana dashboard expression must return data, and every alert
 ## rule must evaluate without error.
 test-dashboards:
-	$(GO) test -tags prometheus -count=1 -timeout 5m -run 'TestDashboardAgainstPrometheus' ./cmd/worker/
+	$(GO) test -tags 'prometheus dev' -count=1 -timeout 5m -run 'TestDashboardAgainstPrometheus' ./cmd/worker/
 
 ## compose-config: validate both compose files (all profiles), and check that
 ## they run the nats-server version of go.mod.

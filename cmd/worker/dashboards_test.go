@@ -1,9 +1,10 @@
-//go:build prometheus
+//go:build prometheus && dev
 
 package main
 
 // The dashboard and the alert rules against a real Prometheus (Debian's
-// prometheus package: make test-dashboards; .ci/run installs it).
+// prometheus package: make test-dashboards; .ci/run installs it). The dev
+// tag is that of the build holding `worker dev`.
 
 import (
 	"bytes"
