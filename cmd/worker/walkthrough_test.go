@@ -117,8 +117,8 @@ func TestREADMEFirstHour(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !regexp.MustCompile(`(?m)^run: build\n\t\./bin/worker dev \$\(ARGS\)$`).Match(b) {
-		t.Fatal("the Makefile's run target is not ./bin/worker dev $(ARGS)")
+	if !regexp.MustCompile(`(?m)^run: build( build-dev)?\n\t\./bin/worker(-dev)? dev \$\(ARGS\)$`).Match(b) {
+		t.Fatal("the Makefile's run target does not run worker dev with $(ARGS)")
 	}
 	if !strings.Contains(readmeFile(t), "```sh\n$ make run\n```") {
 		t.Fatal("the README's first hour does not start with make run")
