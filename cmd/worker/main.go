@@ -37,9 +37,9 @@ func main() {
 var commands = []struct{ name, synopsis string }{
 	{"run", "the production worker: executes jobs from NATS JetStream against OneLogin (needs NATS and OneLogin settings)"},
 	{"dev", "embedded NATS JetStream, the OneLogin simulator, a worker and the HR receiver, for trying it out"},
-	{"submit", "publish one job, optionally wait for its result: submit <type> (--user N | --email E | ...) [--wait]; submit cancel --job-id ID"},
+	{"submit", "publish one job, optionally wait for its result: submit <type> (--user N | [--email E] [--username U] [--external-id X]) [--wait]; submit cancel --job-id ID"},
 	{"job", "what is known of a job id: job <id> (unknown, scheduled with due_at, running, finished with the result)"},
-	{"history", "one person's results, newest first: history (--user N | --email E | --username U | --external-id X)"},
+	{"history", "one person's results, newest first: history (--user N | [--email E] [--username U] [--external-id X])"},
 	{"dlq", "inspect and re-drive dead letters: dlq list | dlq replay"},
 	{"hold", "jobs the blast-radius guard holds: hold list | hold release | hold discard (--source S | --job ID)"},
 	{"people", "a person's offboard record (MFA_PEOPLE): people show --user N | people clear --user N --reason TEXT"},
