@@ -163,7 +163,7 @@ Try it (in another terminal; bin/worker is what make build and make run build):
   %[10]s submit offboard --email user42@example.com --wait
   %[10]s history --user 42
   %[10]s dlq list
-`, time.Since(start).Round(time.Millisecond), cfg.NATSURL, dc.DataDir, cfg.OneLoginBaseURL, cfg.OneLoginClientID, w.HTTPAddr, w.HTTPAddr,
+`, time.Since(start).Round(time.Millisecond), cfg.NATSURL, dc.DataDir, cfg.OneLoginBaseURL, cfg.OneLoginClientID, localAddr(w.HTTPAddr), localAddr(w.HTTPAddr),
 		ingestAddr, secretsDir, try)
 	if ready != nil {
 		ready(w.HTTPAddr)
@@ -205,6 +205,19 @@ func devIngest(ctx context.Context, cfg app.Config, addr string, secrets ingest.
 		done <- err
 	}()
 	return done, ln.Addr().String(), nil
+}
+
+// localAddr is addr as this machine reaches it: a wildcard host (":9464"
+// listens as [::]:9464) becomes 127.0.0.1, so that the banner's URLs open.
+func localAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
 }
 
 // defaultNATSURL is where submit, dlq, job and history look for NATS

@@ -324,7 +324,7 @@ func TestREADMEFirstHour(t *testing.T) {
 		if m == nil {
 			t.Fatalf("banner has no %s:\n%s", re, banner)
 		}
-		return strings.Replace(m[1], "[::]", "127.0.0.1", 1)
+		return m[1]
 	}
 	addrs := map[string]string{
 		"http://127.0.0.1:8480": "http://" + addrOf(`HR events in\s+http://(\S+)`),
@@ -472,5 +472,17 @@ func TestREADMEComposeBlock(t *testing.T) {
 	}
 	if !strings.Contains(block, "--profile observability") || !strings.Contains(block, "docker-compose up -d ") {
 		t.Errorf("the compose block does not start the built-here services and the observability profile:\n%s", block)
+	}
+}
+
+// The banner shows a wildcard listen address as the address that opens.
+func TestLocalAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		":9464": "127.0.0.1:9464", "[::]:9464": "127.0.0.1:9464", "0.0.0.0:80": "127.0.0.1:80",
+		"127.0.0.1:9464": "127.0.0.1:9464", "10.1.2.3:9464": "10.1.2.3:9464", "[::1]:9464": "[::1]:9464", "bad": "bad",
+	} {
+		if got := localAddr(in); got != want {
+			t.Errorf("localAddr(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
