@@ -99,14 +99,14 @@ test-containers: build image-nats
 		$(GO) test -tags containers -count=1 -timeout 25m -v ./test/containers/ 2>&1 | tee bin/containers.log | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|harness_test.go|scenarios_test.go'; exit $${PIPESTATUS[0]}
 
 ## rules: promtool checks and unit tests of the alert rules, the Prometheus
-## configs, the Alertmanager config and its routing of every alert. promtool
+## configs (compose, cluster, and local: each with its rule file), the
+## Alertmanager config and its routing of every alert. promtool
 ## and amtool come from Debian's prometheus and prometheus-alertmanager
 ## packages (.ci/run installs them).
 rules:
 	promtool check rules deploy/prometheus/alerts.yml
 	cd deploy/prometheus && promtool test rules alerts_test.yml
-	promtool check config --syntax-only deploy/prometheus/prometheus.yml deploy/prometheus/prometheus.cluster.yml
-	promtool check config deploy/prometheus/prometheus.local.yml
+	promtool check config deploy/prometheus/prometheus.yml deploy/prometheus/prometheus.cluster.yml deploy/prometheus/prometheus.local.yml
 	amtool check-config deploy/alertmanager/alertmanager.yml
 	scripts/check-alert-routes.sh
 
