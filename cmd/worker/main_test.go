@@ -73,7 +73,9 @@ func startDevOutput(t *testing.T) (time.Duration, string, *testenv.SyncBuffer) {
 	return startDevIn(t, t.TempDir())
 }
 
-// startDevIn is startDevOutput with dev's data directory at dataDir.
+// startDevIn is startDevOutput with dev's data directory at dataDir, which
+// the caller makes (t.TempDir) before calling, so that it is removed after
+// dev has stopped (cleanups run last first).
 func startDevIn(t *testing.T, dataDir string) (time.Duration, string, *testenv.SyncBuffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -81,9 +83,6 @@ func startDevIn(t *testing.T, dataDir string) (time.Duration, string, *testenv.S
 	addr := make(chan string, 1)
 	done := make(chan error, 1)
 	start := time.Now()
-	// The data directory is made here, before the cleanup below, so that
-	// it is removed after dev has stopped (cleanups run last first).
-	dataDir := t.TempDir()
 	go func() {
 		done <- dev(ctx, devConfig{DataDir: dataDir, NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", Version: "1.2.3", Out: banner},
 			slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), func(a string) { addr <- a })
