@@ -224,6 +224,12 @@ func signedCloudEvent(t *testing.T, ingestURL, dataDir, body string) (int, strin
 	if err != nil {
 		t.Fatal(err)
 	}
+	return signedCloudEventWith(t, ingestURL, key, body)
+}
+
+// signedCloudEventWith posts a CloudEvent signed with key.
+func signedCloudEventWith(t *testing.T, ingestURL string, key []byte, body string) (int, string) {
+	t.Helper()
 	id, ts := fmt.Sprintf("msg_%d", time.Now().UnixNano()), strconv.FormatInt(time.Now().Unix(), 10)
 	mac := hmac.New(sha256.New, key)
 	fmt.Fprintf(mac, "%s.%s.%s", id, ts, body)
@@ -353,6 +359,11 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 		if code, answer := signedCloudEvent(t, ingestURL[1], dataDir, body); code/100 != 2 {
 			t.Fatalf("CloudEvent %s: %d %s", typ, code, answer)
 		}
+	}
+
+	// A sender with a wrong secret: a failed authentication.
+	if code, answer := signedCloudEventWith(t, ingestURL[1], []byte("not the secret"), `{"specversion":"1.0","id":"dash-evt-bad","source":"https://hr.example.com","type":"io.mfaworker.person.left","data":{"user_id":303}}`); code != http.StatusUnauthorized {
+		t.Fatalf("CloudEvent with a wrong secret: %d %s", code, answer)
 	}
 
 	// Every expression returns data once Prometheus has scraped the lot,
