@@ -486,3 +486,44 @@ func TestLocalAddr(t *testing.T) {
 		}
 	}
 }
+
+// TestREADMEContents: the README's table of contents links every part and
+// section heading, in order, and every link reaches a heading.
+func TestREADMEContents(t *testing.T) {
+	s := readmeFile(t)
+	_, rest, ok := strings.Cut(s, "\n## Contents\n")
+	if !ok {
+		t.Fatal("README has no Contents")
+	}
+	toc, body, _ := strings.Cut(rest, "\n## ")
+	anchor := func(h string) string {
+		h = strings.ToLower(strings.TrimSpace(h))
+		h = regexp.MustCompile(`[^\w\- ]`).ReplaceAllString(h, "")
+		return strings.ReplaceAll(h, " ", "-")
+	}
+	var headings []string
+	fence := false
+	for _, l := range strings.Split("## "+body, "\n") {
+		if strings.HasPrefix(l, "```") {
+			fence = !fence
+		}
+		if !fence && (strings.HasPrefix(l, "## ") || strings.HasPrefix(l, "### ")) {
+			headings = append(headings, anchor(strings.TrimLeft(l, "# ")))
+		}
+	}
+	var links []string
+	for _, m := range regexp.MustCompile(`(?m)^ *- \[[^\]]+\]\(#([^)]+)\)$`).FindAllStringSubmatch(toc, -1) {
+		links = append(links, m[1])
+	}
+	if strings.Join(links, " ") != strings.Join(headings, " ") {
+		t.Errorf("Contents:\n  %s\nheadings (## and ###):\n  %s", strings.Join(links, "\n  "), strings.Join(headings, "\n  "))
+	}
+	parts := []string{"the-first-hour", "jobs", "hr-events", "operating", "internals"}
+	var got []string
+	for _, m := range regexp.MustCompile(`(?m)^- \[[^\]]+\]\(#([^)]+)\)$`).FindAllStringSubmatch(toc, -1) {
+		got = append(got, m[1])
+	}
+	if strings.Join(got, " ") != strings.Join(parts, " ") {
+		t.Errorf("the README's parts are %v, want %v", got, parts)
+	}
+}
