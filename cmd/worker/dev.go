@@ -1,8 +1,11 @@
+//go:build dev
+
 package main
 
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,6 +25,39 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/rules"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 )
+
+// devUsage lists the commands only the worker-dev binary has.
+const devUsage = `
+commands of worker-dev (built with -tags dev):
+  dev        embedded NATS JetStream + OneLogin simulator + worker, for trying it out
+  simulate   the OneLogin simulator alone, on an address
+`
+
+// devCommand returns the worker-dev command called name.
+func devCommand(name string) (func(ctx context.Context, args []string, stdout, stderr io.Writer) error, bool) {
+	switch name {
+	case "dev":
+		return cmdDev, true
+	case "simulate":
+		return cmdSimulate, true
+	}
+	return nil, false
+}
+
+func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	dc := devConfig{Version: version, Out: stdout}
+	fs.StringVar(&dc.DataDir, "data-dir", env("WORKER_DATA_DIR", "data"), "JetStream storage folder")
+	fs.IntVar(&dc.NATSPort, "nats-port", 4222, "NATS port (-1: any free port)")
+	fs.StringVar(&dc.SimAddr, "sim-addr", "127.0.0.1:8089", "OneLogin simulator address")
+	fs.StringVar(&dc.HTTPAddr, "http-addr", env("WORKER_HTTP_ADDR", "127.0.0.1:9464"), "metrics, health and status page address (loopback, like the others: the status page runs without auth here)")
+	fs.StringVar(&dc.IngestAddr, "ingest-addr", env("INGEST_HTTP_ADDR", "127.0.0.1:8480"), "HR event receiver address")
+	fs.StringVar(&dc.Rules, "rules", env("WORKER_RULES", ""), "ingest rules file; empty means the built-in rules (WORKER_RULES)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return dev(ctx, dc, newLogger(stderr, false, slog.LevelInfo), prometheus.NewRegistry(), nil)
+}
 
 // devConfig configures `worker dev`.
 type devConfig struct {

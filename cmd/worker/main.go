@@ -1,5 +1,11 @@
 // Command worker is mfa-worker: it executes MFA jobs from NATS JetStream
-// against OneLogin. Subcommands: run, dev, submit, dlq, simulate, version.
+// against OneLogin. Subcommands: run, ingest, submit, dlq, hold, people,
+// leavers, evidence, job, history, health, rules, version.
+//
+// The production binary links neither an embedded NATS server nor the
+// OneLogin simulator. Built with -tags dev (bin/worker-dev, `make
+// build-dev`), it also has `dev` (embedded NATS JetStream, the simulator and
+// a worker, what `make run` starts) and `simulate` (the simulator alone).
 package main
 
 import (
@@ -36,7 +42,6 @@ const usage = `usage: worker <command> [flags]
 
 commands:
   run        the production worker (needs NATS and OneLogin settings)
-  dev        embedded NATS JetStream + OneLogin simulator + worker, for trying it out
   submit     publish one job: submit <type> (--user N | --email E | --username U | --external-id X)
              [--id ID] [--not-before TIME] [params] [--wait]; submit cancel --job-id ID cancels a job that
              has not started
@@ -46,18 +51,20 @@ commands:
   leavers    the leaver registry: leavers [--open]; leavers close --id KEY --reason TEXT (audited)
   evidence   one row per leaver for auditors: evidence --since T [--until T] [--format csv|json]
   job        what is known of a job id: job <id> (unknown, scheduled with due_at, running, finished with the result)
-  simulate   the OneLogin simulator alone, on an address
   health     exit 0 when a URL (default path /readyz) answers 200, for container health checks
   ingest     the HR event receiver and rule mapper (needs NATS only)
   rules      rules test --rules FILE EVENTS.jsonl: the jobs HR events would make
   version    print the version
-
+%s
 Run "worker <command> -h" for a command's flags.
 `
 
+// usageText is usage with the commands of this build.
+func usageText() string { return fmt.Sprintf(usage, devUsage) }
+
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usageText())
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -66,8 +73,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		err = cmdRun(ctx, args[1:], stderr)
-	case "dev":
-		err = cmdDev(ctx, args[1:], stdout, stderr)
 	case "submit":
 		err = cmdSubmit(ctx, args[1:], stdout, stderr)
 	case "dlq":
@@ -84,8 +89,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdLeavers(ctx, args[1:], stdout)
 	case "evidence":
 		err = cmdEvidence(ctx, args[1:], stdout)
-	case "simulate":
-		err = cmdSimulate(ctx, args[1:], stdout, stderr)
 	case "health":
 		err = cmdHealth(ctx, args[1:], stdout, stderr)
 	case "ingest":
@@ -95,10 +98,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "mfa-worker", version)
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usageText())
 	default:
-		fmt.Fprintf(stderr, "worker: unknown command %q\n%s", args[0], usage)
-		return 2
+		cmd, ok := devCommand(args[0])
+		switch {
+		case ok:
+			err = cmd(ctx, args[1:], stdout, stderr)
+		case args[0] == "dev" || args[0] == "simulate":
+			fmt.Fprintf(stderr, "worker: %q is not in the production binary: it is in worker-dev (make build-dev, or go build -tags dev ./cmd/worker)\n", args[0])
+			return 2
+		default:
+			fmt.Fprintf(stderr, "worker: unknown command %q\n%s", args[0], usageText())
+			return 2
+		}
 	}
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -256,19 +268,4 @@ func bindSettings(fs *flag.FlagSet, settings []app.Setting, choose func(app.Sett
 		}
 	}
 	return p.Err()
-}
-
-func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	dc := devConfig{Version: version, Out: stdout}
-	fs.StringVar(&dc.DataDir, "data-dir", env("WORKER_DATA_DIR", "data"), "JetStream storage folder")
-	fs.IntVar(&dc.NATSPort, "nats-port", 4222, "NATS port (-1: any free port)")
-	fs.StringVar(&dc.SimAddr, "sim-addr", "127.0.0.1:8089", "OneLogin simulator address")
-	fs.StringVar(&dc.HTTPAddr, "http-addr", env("WORKER_HTTP_ADDR", "127.0.0.1:9464"), "metrics, health and status page address (loopback, like the others: the status page runs without auth here)")
-	fs.StringVar(&dc.IngestAddr, "ingest-addr", env("INGEST_HTTP_ADDR", "127.0.0.1:8480"), "HR event receiver address")
-	fs.StringVar(&dc.Rules, "rules", env("WORKER_RULES", ""), "ingest rules file; empty means the built-in rules (WORKER_RULES)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	return dev(ctx, dc, newLogger(stderr, false, slog.LevelInfo), prometheus.NewRegistry(), nil)
 }
