@@ -34,6 +34,7 @@ test: test-unit fuzz
 test-unit:
 	$(GO) test -race -count=1 -timeout 8m ./...
 	$(GO) test -race -count=1 -timeout 8m -tags dev ./cmd/worker/
+	cd bench && $(GO) test -race -count=1 -timeout 5m ./...
 
 ## test-browser: the status page in headless Chromium (Debian's chromium
 ## package): numbers on the page against /metrics, a person lookup, a
@@ -49,6 +50,7 @@ fuzz:
 lint:
 	$(GO) vet ./...
 	$(GO) vet -tags dev ./cmd/worker/
+	cd bench && $(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 ## run: build bin/worker and bin/worker-dev, then run `worker-dev dev` (the
@@ -116,6 +118,16 @@ bench: build build-dev
 	  $(GO) test -count=1 -run '^$$' -bench 'Reverify10000' -benchtime 1x -timeout 20m ./internal/assurance | grep '^Benchmark'; \
 	  printf '```\n'; \
 	} >> docs/benchmarks.md
+	$(MAKE) bench-peers
+
+## bench-peers: the worker beside a peer doing the same job (Watermill over
+## JetStream; bench/peers, a Go module of its own) and a bare JetStream
+## floor: 10,000 offboard jobs, 16-way, 3 rounds alternating (a few
+## minutes). Writes its section of docs/benchmarks.md in place.
+bench-peers:
+	mkdir -p docs
+	cd bench && $(GO) test -count=1 -run '^$$' -bench '^BenchmarkPeers$$' -benchtime 1x -timeout 30m ./peers/ \
+		-args -report $(CURDIR)/docs/benchmarks.md
 
 ## test-containers: the fault suite (NATS in containers built here, the worker as host processes).
 test-containers: build image-nats
