@@ -14,12 +14,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/job"
 )
 
 // Names of the stream and its subjects.
 const (
-	Stream            = "MFA_HISTORY"
-	SubjectPrefix     = "mfa.history."
+	Stream            = job.HistoryStream
+	SubjectPrefix     = job.HistorySubjectPrefix
 	unresolvedPrefix  = SubjectPrefix + "unresolved."
 	DefaultLimit      = 50
 	MaxLimit          = 500

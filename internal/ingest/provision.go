@@ -7,12 +7,15 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // Names of the JetStream objects `worker ingest` owns.
 const (
 	StreamEvents   = "HR_EVENTS"
-	BucketSCIM     = "MFA_SCIM_USERS"
+	BucketSCIM     = topology.BucketSCIM
 	ConsumerIngest = "mfa-ingest"
 	// BucketAttempts remembers mappings begun on a redelivery that have
 	// not ended, so that an event that kills the mapper is dead-lettered
@@ -21,7 +24,7 @@ const (
 	// EventSubjectPrefix + source is where an accepted event is stored.
 	EventSubjectPrefix = "hr.events."
 	// DLQSubject receives events a rule failed on.
-	DLQSubject = "mfa.dlq.ingest"
+	DLQSubject = job.DLQSubjectPrefix + "ingest"
 )
 
 // Sources are the HR sources, each stored on EventSubjectPrefix + source.

@@ -47,6 +47,30 @@ const (
 	HeaderJobTime = "Mfa-Job-Time"
 )
 
+// HeaderScheduler is set by the NATS server on a message that a message
+// schedule produced, naming the schedule.
+const HeaderScheduler = "Nats-Scheduler"
+
+// The per-person history index: its stream and subjects
+// (mfa.history.<person key>). Spelled here rather than in topology because
+// package history, which provisions it, is imported by topology.
+const (
+	HistoryStream        = "MFA_HISTORY"
+	HistorySubjectPrefix = "mfa.history."
+)
+
+// The worker's query service (NATS micro): the group and its endpoints'
+// subjects.
+const (
+	QueryGroup   = "mfa.query"
+	QueryJob     = QueryGroup + "." + QueryEndpointJob
+	QueryHistory = QueryGroup + "." + QueryEndpointHistory
+	// QueryEndpointJob answers what is known of a job id; QueryEndpointHistory
+	// a person's results.
+	QueryEndpointJob     = "job"
+	QueryEndpointHistory = "history"
+)
+
 // ScheduledSubjectPrefix is where jobs wait until their not_before:
 // mfa.scheduled.<type>.<ledger key token of the id>.
 const ScheduledSubjectPrefix = "mfa.scheduled."

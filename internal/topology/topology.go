@@ -27,10 +27,12 @@ const (
 	ConsumerUrgent = "mfa-worker-urgent"
 	ConsumerNormal = "mfa-worker"
 	// StreamHistory is the per-person index of results (package history).
-	StreamHistory = history.Stream
+	StreamHistory = job.HistoryStream
 	// ConsumerHistory reads MFA_RESULTS into MFA_HISTORY, shared by every
 	// replica.
 	ConsumerHistory = "mfa-history"
+	// BucketSCIM holds the SCIM users `worker ingest` serves.
+	BucketSCIM = "MFA_SCIM_USERS"
 )
 
 // Config configures the JetStream objects.
