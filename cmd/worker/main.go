@@ -195,7 +195,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 
 // runConfig reads `worker run` flags, each defaulting to its environment
 // variable, then to app.DefaultConfig. Validation and the configuration's
-// I/O happen in app.Run; runConfig only checks what it parses.
+// I/O (secret files) happen once, in app.Run; runConfig only checks what it
+// parses.
 func runConfig(args []string) (app.Config, slog.Level, error) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	cfg := app.DefaultConfig()
@@ -211,13 +212,7 @@ func runConfig(args []string) (app.Config, slog.Level, error) {
 		return cfg, 0, usageErr("run takes no arguments, got %q", fs.Args())
 	}
 	l, err := parseLevel(cfg.LogLevel)
-	if err != nil {
-		return cfg, 0, err
-	}
-	if err := cfg.Validate(); err != nil {
-		return cfg, 0, err
-	}
-	return cfg, l, cfg.Load()
+	return cfg, l, err
 }
 
 // bindSettings makes a flag of every chosen setting that has one, its

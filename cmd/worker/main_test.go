@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"regexp"
 	"strings"
@@ -88,33 +89,19 @@ func TestSubmitAndDLQCommands(t *testing.T) {
 		t.Fatalf("dlq replay: exit %d\n%s", code, out)
 	}
 	// It runs again (and fails again, into the DLQ again: the user does not exist).
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		_, out = sh("dlq", "list", "--json")
-		if strings.Count(out, `"job_id":"cmd-2"`) == 1 && strings.Contains(out, `"deliveries":1`) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replayed job did not come back to the DLQ:\n%s", out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return strings.Count(out, `"job_id":"cmd-2"`) == 1 && strings.Contains(out, `"deliveries":1`)
+	}, func() string { return "replayed job did not come back to the DLQ:\n" + out })
 	// A job for later: scheduled, found by `worker job`, then cancelled.
 	later := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 	if code, out = sh("submit", "offboard", "--user", "43", "--id", "cmd-later", "--not-before", later); code != 0 {
 		t.Fatalf("submit scheduled offboard: exit %d\n%s", code, out)
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		code, out = sh("job", "cmd-later")
-		if code == 0 && strings.Contains(out, `"state": "scheduled"`) && strings.Contains(out, `"due_at": "`+later+`"`) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job cmd-later: exit %d\n%s", code, out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return code == 0 && strings.Contains(out, `"state": "scheduled"`) && strings.Contains(out, `"due_at": "`+later+`"`)
+	}, func() string { return fmt.Sprintf("job cmd-later: exit %d\n%s", code, out) })
 	if code, out = sh("submit", "cancel", "--user", "43", "--job-id", "cmd-later"); code != 2 {
 		t.Fatalf("cancel with a user: exit %d\n%s", code, out)
 	}
@@ -158,13 +145,23 @@ func TestRunConfigReadsFlagsAndEnvironment(t *testing.T) {
 	}
 	t.Setenv("ONELOGIN_CLIENT_ID", "env-id")
 	t.Setenv("WORKER_CONCURRENCY", "7")
+	// runConfig parses; app.Run validates and loads, once: here by hand.
 	cfg, _, err := runConfig([]string{"--nats-url", "nats://a:4222,nats://b:4222", "--nats-user", "svc", "--onelogin-subdomain", "acme", "--onelogin-client-secret-file", secret, "--max-deliver", "3"})
-	if err == nil {
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err == nil {
 		t.Fatal("NATS_USER without NATS_PASSWORD passed validation")
 	}
 	t.Setenv("NATS_PASSWORD", "pw")
 	cfg, _, err = runConfig([]string{"--nats-url", "nats://a:4222,nats://b:4222", "--nats-user", "svc", "--onelogin-subdomain", "acme", "--onelogin-client-secret-file", secret, "--max-deliver", "3"})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Load(); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.NATSURL != "nats://a:4222,nats://b:4222" || cfg.NATSUser != "svc" || cfg.NATSPassword != "pw" || cfg.OneLoginClientID != "env-id" ||
