@@ -218,16 +218,14 @@ func TestSecNATSPermissions(t *testing.T) {
 	if jerr != nil {
 		t.Fatal(jerr)
 	}
-	if err := testenv.WaitFor(10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		st, err := wjs.Stream(ctx, topology.StreamJobs)
 		if err != nil {
 			return false
 		}
 		info, err := st.Info(ctx, jetstream.WithSubjectFilter("mfa.scheduled.>"))
 		return err == nil && len(info.State.Subjects) == 1
-	}, func() string { return "the later job parked as a schedule" }); err != nil {
-		t.Fatal(err)
-	}
+	}, func() string { return "the later job parked as a schedule" })
 	if err := pub("mfa.jobs.cancel", `{"id":"perm-cancel","type":"cancel","params":{"job_id":"perm-later"}}`, map[string]string{jetstream.MsgIDHeader: "perm-cancel"}); err != nil {
 		t.Fatalf("publisher, cancel: %v", err)
 	}
