@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -82,18 +83,10 @@ func dev(ctx context.Context, dc devConfig, log *slog.Logger, reg *prometheus.Re
 	start := time.Now()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if dc.DataDir == "" {
-		dc.DataDir = "data"
-	}
-	if dc.SimAddr == "" {
-		dc.SimAddr = "127.0.0.1:8089"
-	}
-	if dc.IngestAddr == "" {
-		dc.IngestAddr = "127.0.0.1:8480"
-	}
-	if dc.HTTPAddr == "" {
-		dc.HTTPAddr = "127.0.0.1:9464"
-	}
+	dc.DataDir = cmp.Or(dc.DataDir, "data")
+	dc.SimAddr = cmp.Or(dc.SimAddr, "127.0.0.1:8089")
+	dc.IngestAddr = cmp.Or(dc.IngestAddr, "127.0.0.1:8480")
+	dc.HTTPAddr = cmp.Or(dc.HTTPAddr, "127.0.0.1:9464")
 	set := rules.Builtin()
 	if dc.Rules != "" {
 		var err error
