@@ -45,7 +45,8 @@ var Names = []string{
 var (
 	JobTypes  = strs(job.Types)
 	Outcomes  = strs(job.Outcomes)
-	Endpoints = []string{"token", "available_factors", "enroll", "enrolled_factors", "activate", "verify", "remove", "mfa_token", "users"}
+	Endpoints = []string{onelogin.EndpointToken, onelogin.EndpointAvailableFactors, onelogin.EndpointEnroll, onelogin.EndpointEnrolledFactors,
+		onelogin.EndpointActivate, onelogin.EndpointVerify, onelogin.EndpointRemove, onelogin.EndpointMFAToken, onelogin.EndpointUsers}
 	Consumers = []string{topology.ConsumerUrgent, topology.ConsumerNormal}
 	// DeadLetterReasons are the error codes a DLQ copy can carry.
 	DeadLetterReasons = deadLetterReasons()
