@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mfa-worker/mfa-worker/internal/dlq"
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/leaver"
@@ -266,11 +267,11 @@ func TestSecNATSPermissions(t *testing.T) {
 	// A replay operator replays the dead letter: grant, publish, delete.
 	var opDenied secDenials
 	_, ojs := secConnect(t, s, "operator", &opDenied)
-	dls, err := ops.ListDeadLetters(ctx, ojs, ops.DeadLetterFilter{})
+	dls, err := dlq.ListDeadLetters(ctx, ojs, dlq.DeadLetterFilter{})
 	if err != nil || len(dls) != 1 {
 		t.Fatalf("operator's list: %v %v", dls, err)
 	}
-	if err := ops.Replay(ctx, ojs, dls[0]); err != nil {
+	if err := dlq.Replay(ctx, ojs, dls[0]); err != nil {
 		t.Fatalf("operator's replay: %v", err)
 	}
 	msg, err := rsub.NextMsg(10 * time.Second)
