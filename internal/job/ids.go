@@ -59,6 +59,16 @@ const (
 	HistorySubjectPrefix = "mfa.history."
 )
 
+// The audit stream and the blast-radius guard's bucket and header, here for
+// the same reason (topology imports packages audit and guard). HeaderGuard
+// marks a job re-published by a hold's release or discard.
+const (
+	AuditStream        = "MFA_AUDIT"
+	AuditSubjectPrefix = "mfa.audit."
+	GuardBucket        = "MFA_GUARD"
+	HeaderGuard        = "Mfa-Guard"
+)
+
 // The worker's query service (NATS micro): the group and its endpoints'
 // subjects.
 const (
