@@ -47,6 +47,10 @@ const (
 	HeaderJobTime = "Mfa-Job-Time"
 )
 
+// EventSubjectPrefix + source is where `worker ingest` stores an accepted
+// HR event (stream HR_EVENTS).
+const EventSubjectPrefix = "hr.events."
+
 // HeaderScheduler is set by the NATS server on a message that a message
 // schedule produced, naming the schedule.
 const HeaderScheduler = "Nats-Scheduler"

@@ -13,9 +13,9 @@ import (
 )
 
 // wireName matches a string literal that is, or begins, a name of the
-// wire: a subject (mfa.jobs., mfa.query.job), a stream or bucket
-// (MFA_RESULTS) or a header (Mfa-Reason, Nats-Scheduler).
-var wireName = regexp.MustCompile(`^(mfa\.[a-z0-9_.*>-]*|MFA_[A-Z0-9_]+|Nats-[A-Za-z-]+|Mfa-[A-Za-z-]+)$`)
+// wire: a subject (mfa.jobs., mfa.query.job, hr.events.), a stream or
+// bucket (MFA_RESULTS, HR_EVENTS) or a header (Mfa-Reason, Nats-Scheduler).
+var wireName = regexp.MustCompile(`^(mfa\.[a-z0-9_.*>-]*|hr\.events\.[a-z0-9_.*>-]*|(MFA|HR)_[A-Z0-9_]+|Nats-[A-Za-z-]+|Mfa-[A-Za-z-]+)$`)
 
 // wireHomes are the packages that spell the wire; everything else imports
 // their constants.

@@ -34,6 +34,11 @@ const (
 	ConsumerHistory = "mfa-history"
 	// BucketSCIM holds the SCIM users `worker ingest` serves.
 	BucketSCIM = "MFA_SCIM_USERS"
+	// StreamEvents holds the HR events `worker ingest` accepted, on
+	// job.EventSubjectPrefix + source; BucketIngestAttempts its mapper's
+	// attempts.
+	StreamEvents         = "HR_EVENTS"
+	BucketIngestAttempts = "MFA_INGEST_ATTEMPTS"
 )
 
 // Config configures the JetStream objects.
