@@ -11,7 +11,6 @@ import (
 
 	"github.com/mfa-worker/mfa-worker/internal/app"
 	"github.com/mfa-worker/mfa-worker/internal/job"
-	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
@@ -27,7 +26,7 @@ func Worker(b *Bed, st *Standin, n, concurrency int) (Run, error) {
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.LogLevel = "warn"
 	cfg.Version = "bench"
-	cfg.Jobs = jobs.Config{Concurrency: concurrency}
+	cfg.Jobs.Concurrency = concurrency
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
