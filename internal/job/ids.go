@@ -51,6 +51,13 @@ const (
 // HR event (stream HR_EVENTS).
 const EventSubjectPrefix = "hr.events."
 
+// Re-verification of leavers: where drift events go, and the source of the
+// offboards it publishes.
+const (
+	AssuranceDriftSubject = "mfa.assurance.drift"
+	AssuranceSource       = "mfa.assurance"
+)
+
 // HeaderScheduler is set by the NATS server on a message that a message
 // schedule produced, naming the schedule.
 const HeaderScheduler = "Nats-Scheduler"
@@ -83,6 +90,8 @@ const (
 	// a person's results.
 	QueryEndpointJob     = "job"
 	QueryEndpointHistory = "history"
+	// QueryEndpointLeavers lists the leaver registry.
+	QueryEndpointLeavers = "leavers"
 )
 
 // ScheduledSubjectPrefix is where jobs wait until their not_before:

@@ -37,7 +37,9 @@ const (
 	// StreamEvents holds the HR events `worker ingest` accepted, on
 	// job.EventSubjectPrefix + source; BucketIngestAttempts its mapper's
 	// attempts.
-	StreamEvents         = "HR_EVENTS"
+	StreamEvents = "HR_EVENTS"
+	// BucketLeavers is the leaver registry (package leaver).
+	BucketLeavers        = "MFA_LEAVERS"
 	BucketIngestAttempts = "MFA_INGEST_ATTEMPTS"
 )
 
