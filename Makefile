@@ -1,5 +1,8 @@
 # mfa-worker. `make run` starts the worker with an embedded NATS JetStream
 # server and the built-in OneLogin simulator; `make test` runs every test.
+# bin/worker is the production binary (no embedded NATS server, no
+# simulator); bin/worker-dev (-tags dev) adds `worker dev` and
+# `worker simulate`.
 
 SHELL     := /bin/bash
 GO        ?= go
@@ -9,22 +12,29 @@ FUZZTIME  ?= 10s
 COMPOSE   ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 IMAGE     ?= mfa-worker:$(VERSION)
+DEV_IMAGE ?= mfa-worker-dev:$(VERSION)
 NATS_IMAGE ?= mfa-nats:$(NATS_VERSION)
 NATS_VERSION := $(shell $(GO) list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)
 REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all build test test-unit test-browser test-dashboards fuzz lint run clean image image-nats image-smoke rules compose-config compose-images compose-secrets compose-smoke compose-smoke-cluster test-containers bench
+.PHONY: all build build-dev image-dev bench-peers test test-unit test-browser test-dashboards fuzz lint run clean image image-nats image-smoke rules compose-config compose-images compose-secrets compose-smoke compose-smoke-cluster test-containers bench
 
 all: lint test
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/worker ./cmd/worker
 
+## build-dev: bin/worker-dev, the worker with `dev` and `simulate` (-tags dev).
+build-dev:
+	CGO_ENABLED=0 $(GO) build -tags dev -trimpath -ldflags '$(LDFLAGS)' -o bin/worker-dev ./cmd/worker
+
 ## test: unit and integration tests under the race detector, then a short fuzz run.
 test: test-unit fuzz
 
 test-unit:
 	$(GO) test -race -count=1 -timeout 8m ./...
+	$(GO) test -race -count=1 -timeout 8m -tags dev ./cmd/worker/
+	cd bench && $(GO) test -race -count=1 -timeout 5m ./...
 
 ## test-browser: the status page in headless Chromium (Debian's chromium
 ## package): numbers on the page against /metrics, a person lookup, a
@@ -39,21 +49,36 @@ fuzz:
 
 lint:
 	$(GO) vet ./...
+	$(GO) vet -tags dev ./cmd/worker/
+	cd bench && $(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
-## run: build bin/worker, then run `worker dev` (the built binary, so that
-## Ctrl-C stops it cleanly, with no "make: *** Error 1"). Flags go in ARGS:
-## make run ARGS="--nats-port 4223 --http-addr 127.0.0.1:9465"
+## run: build bin/worker and bin/worker-dev, then run `worker-dev dev` (the
+## built binary, so that Ctrl-C stops it cleanly, with no "make: *** Error 1").
+## The banner's commands use bin/worker, the production binary. Flags go in
+## ARGS: make run ARGS="--nats-port 4223 --http-addr 127.0.0.1:9465"
 ARGS ?=
-run: build
-	./bin/worker dev $(ARGS)
+run: build build-dev
+	./bin/worker-dev dev $(ARGS)
 
-## image: the worker as a FROM scratch image (static binary, non-root, CA roots compiled in).
+## image: the worker as a FROM scratch image (the production binary, static,
+## non-root, CA roots compiled in).
 image: build
 	mkdir -p bin/image && cp bin/worker bin/image/worker
 	docker build -f deploy/Dockerfile -t $(IMAGE) -t mfa-worker:latest \
 		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
 		--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) bin/image
+	@echo "$(IMAGE): $$(docker image inspect -f '{{.Size}}' $(IMAGE)) bytes"
+
+## image-dev: the same image from bin/worker-dev, for `worker simulate` in
+## compose and the image smoke test; never for production.
+image-dev: build-dev
+	mkdir -p bin/image-dev && cp bin/worker-dev bin/image-dev/worker
+	docker build -f deploy/Dockerfile -t $(DEV_IMAGE) -t mfa-worker-dev:latest \
+		--build-arg TITLE=mfa-worker-dev \
+		--build-arg DESCRIPTION="mfa-worker with dev and simulate (the OneLogin simulator): for trying it out, not for production" \
+		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+		--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) bin/image-dev
 
 ## image-nats: nats-server from the module version in go.mod, FROM scratch, with
 ## the worker binary as its health probe (compose's health check).
@@ -63,20 +88,23 @@ image-nats: build
 	cp bin/worker bin/nats/worker
 	docker build -f deploy/nats.Dockerfile -t $(NATS_IMAGE) -t mfa-nats:latest --build-arg VERSION=$(NATS_VERSION) bin/nats
 
-## image-smoke: run the image: `worker version`, then `worker simulate` answering on its port.
-image-smoke: image
+## image-smoke: run the image: `worker version`, `worker simulate` refused
+## (not in the production binary), then the dev image's `worker simulate`
+## answering on its port.
+image-smoke: image image-dev
 	docker run --rm $(IMAGE) version
-	scripts/image-smoke.sh $(IMAGE)
+	@if docker run --rm $(IMAGE) simulate 2>/dev/null; then echo "$(IMAGE) runs simulate: the production image holds the simulator"; exit 1; fi
+	scripts/image-smoke.sh $(DEV_IMAGE)
 
 ## bench: the benchmarks (about 15 minutes); regenerates docs/benchmarks.md, then
 ## the ingest benchmarks (accepted vs published events, event-to-result
 ## latency of 1,000 offboards), the history query over 100,000 results, and
 ## the leaver registry (query and evidence at 100,000 records, re-verification
 ## of 10,000 leavers beside running jobs).
-bench: build
+bench: build build-dev
 	mkdir -p docs
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 40m ./internal/bench/ \
-		-args -report $(CURDIR)/docs/benchmarks.md -worker $(CURDIR)/bin/worker
+		-args -report $(CURDIR)/docs/benchmarks.md -worker $(CURDIR)/bin/worker-dev
 	set -o pipefail; { \
 	  printf '\n## HR ingest and the history index\n\n'; \
 	  printf 'Raw `go test -bench` lines of this run: signed CloudEvents accepted per second by one receiver with the mapper running, against a bare JetStream publish loop of the same bodies (ratio); event-to-result latency of an offboard under an idle worker; one person'"'"'s history among 100,000 results (ms per query).\n\n```\n'; \
@@ -92,6 +120,16 @@ bench: build
 	  $(GO) test -count=1 -run '^$$' -bench 'Reverify10000' -benchtime 1x -timeout 20m ./internal/assurance | grep '^Benchmark'; \
 	  printf '```\n'; \
 	} >> docs/benchmarks.md
+	$(MAKE) bench-peers
+
+## bench-peers: the worker beside a peer doing the same job (Watermill over
+## JetStream; bench/peers, a Go module of its own) and a bare JetStream
+## floor: 10,000 offboard jobs, 16-way, 3 rounds alternating (a few
+## minutes). Writes its section of docs/benchmarks.md in place.
+bench-peers:
+	mkdir -p docs
+	cd bench && $(GO) test -count=1 -run '^$$' -bench '^BenchmarkPeers$$' -benchtime 1x -timeout 30m ./peers/ \
+		-args -report $(CURDIR)/docs/benchmarks.md
 
 ## test-containers: the fault suite (NATS in containers built here, the worker as host processes).
 test-containers: build image-nats
@@ -132,8 +170,9 @@ compose-config:
 			echo "$$f runs $${tags:-no mfa-nats image}, go.mod has nats-server $(NATS_VERSION)"; exit 1; fi; \
 	done; echo "compose files run mfa-nats:$(NATS_VERSION), the nats-server of go.mod"
 
-## compose-images: the images docker-compose.yml runs by default.
-compose-images: image image-nats
+## compose-images: the images docker-compose.yml runs by default (the
+## simulator runs from the dev image).
+compose-images: image image-dev image-nats
 
 ## compose-secrets: the files compose mounts as secrets (deploy/compose/secrets/).
 compose-secrets:
@@ -142,12 +181,12 @@ compose-secrets:
 ## compose-smoke: compose up of NATS, the simulator and the worker built here,
 ## one job submitted from the host and its result read, then down -v.
 compose-smoke: compose-images compose-secrets
-	MFA_IMAGE=$(IMAGE) NATS_IMAGE=$(NATS_IMAGE) COMPOSE="$(COMPOSE)" scripts/compose-smoke.sh
+	MFA_IMAGE=$(IMAGE) MFA_DEV_IMAGE=$(DEV_IMAGE) NATS_IMAGE=$(NATS_IMAGE) COMPOSE="$(COMPOSE)" scripts/compose-smoke.sh
 
 ## compose-smoke-cluster: the same with docker-compose.cluster.yml (three NATS
 ## servers with nkey authentication, two workers); a few minutes.
 compose-smoke-cluster: compose-images compose-secrets
-	MFA_IMAGE=$(IMAGE) NATS_IMAGE=$(NATS_IMAGE) COMPOSE="$(COMPOSE)" scripts/compose-smoke.sh --cluster
+	MFA_IMAGE=$(IMAGE) MFA_DEV_IMAGE=$(DEV_IMAGE) NATS_IMAGE=$(NATS_IMAGE) COMPOSE="$(COMPOSE)" scripts/compose-smoke.sh --cluster
 
 clean:
 	rm -rf bin

@@ -12,7 +12,7 @@
 # servers with nkey authentication and sync_interval: always, two workers;
 # it also checks that a client without the nkey is refused.
 #
-# Variables: MFA_IMAGE, NATS_IMAGE (the images), COMPOSE (the compose
+# Variables: MFA_IMAGE, MFA_DEV_IMAGE (the simulator's), NATS_IMAGE (the images), COMPOSE (the compose
 # command), WORKER (the host binary, default bin/worker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,7 +55,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for img in "${MFA_IMAGE:-mfa-worker:latest}" "${NATS_IMAGE:-}"; do
+for img in "${MFA_IMAGE:-mfa-worker:latest}" "${MFA_DEV_IMAGE:-mfa-worker-dev:latest}" "${NATS_IMAGE:-}"; do
   [ -z "$img" ] || docker image inspect "$img" >/dev/null 2>&1 || fail "image $img is missing: run make compose-images"
 done
 [ -x "$worker" ] || fail "$worker is missing: run make build"

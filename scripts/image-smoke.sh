@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs `worker simulate` from the image and checks that it answers on its
+# Runs `worker simulate` from the image (the dev image, mfa-worker-dev: the
+# production image has no simulator) and checks that it answers on its
 # port: a token request with the default credentials, in a form OneLogin
 # documents (JSON body, HTTP Basic), must succeed.
 set -euo pipefail

@@ -1,6 +1,9 @@
+//go:build dev
+
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +26,32 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/rules"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 )
+
+// devCommand returns the worker-dev command called name.
+func devCommand(name string) (func(ctx context.Context, args []string, stdout, stderr io.Writer) error, bool) {
+	switch name {
+	case "dev":
+		return cmdDev, true
+	case "simulate":
+		return cmdSimulate, true
+	}
+	return nil, false
+}
+
+func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("dev")
+	dc := devConfig{Version: version, Out: stdout}
+	fs.StringVar(&dc.DataDir, "data-dir", env("WORKER_DATA_DIR", "data"), "JetStream storage folder")
+	fs.IntVar(&dc.NATSPort, "nats-port", 4222, "NATS port (-1: any free port)")
+	fs.StringVar(&dc.SimAddr, "sim-addr", "127.0.0.1:8089", "OneLogin simulator address")
+	fs.StringVar(&dc.HTTPAddr, "http-addr", env("WORKER_HTTP_ADDR", "127.0.0.1:9464"), "metrics, health and status page address (loopback, like the others: the status page runs without auth here)")
+	fs.StringVar(&dc.IngestAddr, "ingest-addr", env("INGEST_HTTP_ADDR", "127.0.0.1:8480"), "HR event receiver address")
+	fs.StringVar(&dc.Rules, "rules", env("WORKER_RULES", ""), "ingest rules file; empty means the built-in rules (WORKER_RULES)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return dev(ctx, dc, newLogger(stderr, false, slog.LevelInfo), prometheus.NewRegistry(), nil)
+}
 
 // devConfig configures `worker dev`.
 type devConfig struct {
@@ -50,18 +79,10 @@ func dev(ctx context.Context, dc devConfig, log *slog.Logger, reg *prometheus.Re
 	start := time.Now()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if dc.DataDir == "" {
-		dc.DataDir = "data"
-	}
-	if dc.SimAddr == "" {
-		dc.SimAddr = "127.0.0.1:8089"
-	}
-	if dc.IngestAddr == "" {
-		dc.IngestAddr = "127.0.0.1:8480"
-	}
-	if dc.HTTPAddr == "" {
-		dc.HTTPAddr = "127.0.0.1:9464"
-	}
+	dc.DataDir = cmp.Or(dc.DataDir, "data")
+	dc.SimAddr = cmp.Or(dc.SimAddr, "127.0.0.1:8089")
+	dc.IngestAddr = cmp.Or(dc.IngestAddr, "127.0.0.1:8480")
+	dc.HTTPAddr = cmp.Or(dc.HTTPAddr, "127.0.0.1:9464")
 	set := rules.Builtin()
 	if dc.Rules != "" {
 		var err error

@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/mfa-worker/mfa-worker/internal/ops"
+	"github.com/mfa-worker/mfa-worker/internal/dlq"
 )
 
 const dlqUsage = "dlq list [--type T] [--code C] [--json] | dlq replay (--seq N[,N...] | --all) [--type T] [--code C] [--dry-run]"
@@ -41,7 +41,7 @@ func cmdDLQ(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	f := ops.DeadLetterFilter{Type: *typ, Code: *code, Limit: *limit}
+	f := dlq.DeadLetterFilter{Type: *typ, Code: *code, Limit: *limit}
 	if *seqs != "" {
 		for _, s := range strings.Split(*seqs, ",") {
 			n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
@@ -61,7 +61,7 @@ func cmdDLQ(ctx context.Context, args []string, stdout io.Writer) error {
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	dls, err := ops.ListDeadLetters(ctx, js, f)
+	dls, err := dlq.ListDeadLetters(ctx, js, f)
 	if err != nil {
 		return err
 	}
@@ -89,15 +89,15 @@ func cmdDLQ(ctx context.Context, args []string, stdout io.Writer) error {
 	n, refused := 0, 0
 	for _, d := range dls {
 		if *dry {
-			if subject, _, err := ops.ReplayTarget(d); err != nil {
+			if subject, _, err := dlq.ReplayTarget(d); err != nil {
 				fmt.Fprintf(stdout, "would refuse #%d: %v\n", d.Seq, err)
 			} else {
 				fmt.Fprintf(stdout, "would replay #%d %s %s to %s\n", d.Seq, d.Subject, d.JobID, subject)
 			}
 			continue
 		}
-		err := ops.Replay(ctx, js, d)
-		var re *ops.RefusedError
+		err := dlq.Replay(ctx, js, d)
+		var re *dlq.RefusedError
 		if errors.As(err, &re) {
 			// A dead letter that does not hold up (a forged subject or
 			// type) is skipped; the others are replayed.

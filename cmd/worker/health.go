@@ -123,17 +123,3 @@ func firstLine(b []byte) string {
 	}
 	return s
 }
-
-// withProbes answers GET /healthz and /readyz with 200 "ok" in front of h,
-// so that `worker health` can check a process that has no other
-// unauthenticated endpoint, such as the OneLogin simulator.
-func withProbes(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if (r.URL.Path == "/healthz" || r.URL.Path == "/readyz") && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			_, _ = io.WriteString(w, "ok\n")
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
-}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mfa-worker/mfa-worker/internal/history"
+	"github.com/mfa-worker/mfa-worker/internal/job"
 )
 
 // cmdHistory asks the worker's mfa.query.history for one person's results
@@ -61,7 +62,7 @@ func cmdHistory(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageErr("--format must be json, table or csv, got %q", *format)
 	}
 	var es []history.Entry
-	if err := askWorkers(ctx, ncfg, "mfa.query.history", req, *timeout, &es); err != nil {
+	if err := askWorkers(ctx, ncfg, job.QueryHistory, req, *timeout, &es); err != nil {
 		return err
 	}
 	if es == nil {

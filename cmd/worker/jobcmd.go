@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/mfa-worker/mfa-worker/internal/app"
+	"github.com/mfa-worker/mfa-worker/internal/job"
 )
 
 // cmdJob asks the running workers (mfa.query.job) what is known of a job id
@@ -33,7 +34,7 @@ func cmdJob(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageErr("job <id> [flags]")
 	}
 	var data json.RawMessage
-	if err := askWorkers(ctx, ncfg, "mfa.query.job", map[string]string{"job_id": id}, *timeout, &data); err != nil {
+	if err := askWorkers(ctx, ncfg, job.QueryJob, map[string]string{"job_id": id}, *timeout, &data); err != nil {
 		return err
 	}
 	out, _ := json.MarshalIndent(data, "", "  ")

@@ -1,5 +1,10 @@
 // Command worker is mfa-worker: it executes MFA jobs from NATS JetStream
 // against OneLogin. `worker --help` lists its commands.
+//
+// The production binary links neither an embedded NATS server nor the
+// OneLogin simulator. Built with -tags dev (bin/worker-dev, `make
+// build-dev`), it also has `dev` (embedded NATS JetStream, the simulator and
+// a worker, what `make run` starts) and `simulate` (the simulator alone).
 package main
 
 import (
@@ -57,6 +62,9 @@ var usage = func() string {
 	var b strings.Builder
 	b.WriteString("usage: worker <command> [flags]\n\ncommands:\n")
 	for _, c := range commands {
+		if _, ok := devCommand(c.name); !ok && (c.name == "dev" || c.name == "simulate") {
+			continue // in worker-dev only (-tags dev)
+		}
 		fmt.Fprintf(&b, "  %-9s %s\n", c.name, c.synopsis)
 	}
 	b.WriteString("\nRun \"worker <command> --help\" for a command's flags.\n")
@@ -82,9 +90,12 @@ func newFlagSet(name string) *flag.FlagSet {
 	return fs
 }
 
+// usageText is usage: the commands of this build.
+func usageText() string { return usage }
+
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usageText())
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -93,8 +104,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		err = cmdRun(ctx, args[1:], stderr)
-	case "dev":
-		err = cmdDev(ctx, args[1:], stdout, stderr)
 	case "submit":
 		err = cmdSubmit(ctx, args[1:], stdout, stderr)
 	case "dlq":
@@ -111,8 +120,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdLeavers(ctx, args[1:], stdout)
 	case "evidence":
 		err = cmdEvidence(ctx, args[1:], stdout)
-	case "simulate":
-		err = cmdSimulate(ctx, args[1:], stdout, stderr)
 	case "health":
 		err = cmdHealth(ctx, args[1:], stdout, stderr)
 	case "ingest":
@@ -122,10 +129,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "mfa-worker", version)
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usageText())
 	default:
-		fmt.Fprintf(stderr, "worker: unknown command %q\n%s", args[0], usage)
-		return 2
+		cmd, ok := devCommand(args[0])
+		switch {
+		case ok:
+			err = cmd(ctx, args[1:], stdout, stderr)
+		case args[0] == "dev" || args[0] == "simulate":
+			fmt.Fprintf(stderr, "worker: %q is not in the production binary: it is in worker-dev (make build-dev, or go build -tags dev ./cmd/worker)\n", args[0])
+			return 2
+		default:
+			fmt.Fprintf(stderr, "worker: unknown command %q\n%s", args[0], usageText())
+			return 2
+		}
 	}
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -210,7 +226,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 
 // runConfig reads `worker run` flags, each defaulting to its environment
 // variable, then to app.DefaultConfig. Validation and the configuration's
-// I/O happen in app.Run; runConfig only checks what it parses.
+// I/O (secret files) happen once, in app.Run; runConfig only checks what it
+// parses.
 func runConfig(args []string) (app.Config, slog.Level, error) {
 	fs := newFlagSet("run")
 	cfg := app.DefaultConfig()
@@ -226,13 +243,7 @@ func runConfig(args []string) (app.Config, slog.Level, error) {
 		return cfg, 0, usageErr("run takes no arguments, got %q", fs.Args())
 	}
 	l, err := parseLevel(cfg.LogLevel)
-	if err != nil {
-		return cfg, 0, err
-	}
-	if err := cfg.Validate(); err != nil {
-		return cfg, 0, err
-	}
-	return cfg, l, cfg.Load()
+	return cfg, l, err
 }
 
 // bindSettings makes a flag of every chosen setting that has one, its
@@ -283,19 +294,4 @@ func bindSettings(fs *flag.FlagSet, settings []app.Setting, choose func(app.Sett
 		}
 	}
 	return p.Err()
-}
-
-func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dev")
-	dc := devConfig{Version: version, Out: stdout}
-	fs.StringVar(&dc.DataDir, "data-dir", env("WORKER_DATA_DIR", "data"), "JetStream storage folder")
-	fs.IntVar(&dc.NATSPort, "nats-port", 4222, "NATS port (-1: any free port)")
-	fs.StringVar(&dc.SimAddr, "sim-addr", "127.0.0.1:8089", "OneLogin simulator address")
-	fs.StringVar(&dc.HTTPAddr, "http-addr", env("WORKER_HTTP_ADDR", "127.0.0.1:9464"), "metrics, health and status page address (loopback, like the others: the status page runs without auth here)")
-	fs.StringVar(&dc.IngestAddr, "ingest-addr", env("INGEST_HTTP_ADDR", "127.0.0.1:8480"), "HR event receiver address")
-	fs.StringVar(&dc.Rules, "rules", env("WORKER_RULES", ""), "ingest rules file; empty means the built-in rules (WORKER_RULES)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	return dev(ctx, dc, newLogger(stderr, false, slog.LevelInfo), prometheus.NewRegistry(), nil)
 }

@@ -3,8 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"io"
-	"log/slog"
+	"fmt"
 	"os"
 	"regexp"
 	"strings"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mfa-worker/mfa-worker/internal/app"
+	"github.com/mfa-worker/mfa-worker/internal/simulator"
 	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
@@ -58,67 +59,9 @@ func TestRunStopsOnBadConfigNamingEverySetting(t *testing.T) {
 	}
 }
 
-// startDev runs `worker dev` on free ports until the test ends and returns
-// once it is ready, with how long that took and the NATS URL its banner
-// names.
-func startDev(t *testing.T) (time.Duration, string) {
-	ready, nurl, _ := startDevOutput(t)
-	return ready, nurl
-}
-
-// startDevOutput is startDev that also returns what dev prints (the
-// banner, the simulator's OTPs).
-func startDevOutput(t *testing.T) (time.Duration, string, *testenv.SyncBuffer) {
-	t.Helper()
-	return startDevIn(t, t.TempDir())
-}
-
-// startDevIn is startDevOutput with dev's data directory at dataDir, which
-// the caller makes (t.TempDir) before calling, so that it is removed after
-// dev has stopped (cleanups run last first).
-func startDevIn(t *testing.T, dataDir string) (time.Duration, string, *testenv.SyncBuffer) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	banner := &testenv.SyncBuffer{}
-	addr := make(chan string, 1)
-	done := make(chan error, 1)
-	start := time.Now()
-	go func() {
-		done <- dev(ctx, devConfig{DataDir: dataDir, NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", Version: "1.2.3", Out: banner},
-			slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), func(a string) { addr <- a })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("dev: %v", err)
-		}
-	})
-	var httpAddr string
-	select {
-	case httpAddr = <-addr:
-	case err := <-done:
-		done <- err
-		t.Fatal(err)
-	}
-	if err := testenv.WaitHTTP("http://"+httpAddr+"/readyz", 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	ready := time.Since(start)
-	var nurl string
-	for _, l := range strings.Split(banner.String(), "\n") {
-		if f := strings.Fields(l); len(f) >= 3 && f[0] == "NATS" {
-			nurl = f[2]
-		}
-	}
-	if nurl == "" {
-		t.Fatalf("banner names no NATS URL:\n%s", banner.String())
-	}
-	return ready, nurl, banner
-}
-
 func TestSubmitAndDLQCommands(t *testing.T) {
 	clearEnv(t)
-	_, nurl := startDev(t)
+	nurl := startWorker(t)
 	t.Setenv("NATS_URL", nurl)
 	sh := func(args ...string) (int, string) {
 		var out, errb bytes.Buffer
@@ -146,33 +89,19 @@ func TestSubmitAndDLQCommands(t *testing.T) {
 		t.Fatalf("dlq replay: exit %d\n%s", code, out)
 	}
 	// It runs again (and fails again, into the DLQ again: the user does not exist).
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		_, out = sh("dlq", "list", "--json")
-		if strings.Count(out, `"job_id":"cmd-2"`) == 1 && strings.Contains(out, `"deliveries":1`) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replayed job did not come back to the DLQ:\n%s", out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return strings.Count(out, `"job_id":"cmd-2"`) == 1 && strings.Contains(out, `"deliveries":1`)
+	}, func() string { return "replayed job did not come back to the DLQ:\n" + out })
 	// A job for later: scheduled, found by `worker job`, then cancelled.
 	later := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 	if code, out = sh("submit", "offboard", "--user", "43", "--id", "cmd-later", "--not-before", later); code != 0 {
 		t.Fatalf("submit scheduled offboard: exit %d\n%s", code, out)
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		code, out = sh("job", "cmd-later")
-		if code == 0 && strings.Contains(out, `"state": "scheduled"`) && strings.Contains(out, `"due_at": "`+later+`"`) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job cmd-later: exit %d\n%s", code, out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return code == 0 && strings.Contains(out, `"state": "scheduled"`) && strings.Contains(out, `"due_at": "`+later+`"`)
+	}, func() string { return fmt.Sprintf("job cmd-later: exit %d\n%s", code, out) })
 	if code, out = sh("submit", "cancel", "--user", "43", "--job-id", "cmd-later"); code != 2 {
 		t.Fatalf("cancel with a user: exit %d\n%s", code, out)
 	}
@@ -216,13 +145,23 @@ func TestRunConfigReadsFlagsAndEnvironment(t *testing.T) {
 	}
 	t.Setenv("ONELOGIN_CLIENT_ID", "env-id")
 	t.Setenv("WORKER_CONCURRENCY", "7")
+	// runConfig parses; app.Run validates and loads, once: here by hand.
 	cfg, _, err := runConfig([]string{"--nats-url", "nats://a:4222,nats://b:4222", "--nats-user", "svc", "--onelogin-subdomain", "acme", "--onelogin-client-secret-file", secret, "--max-deliver", "3"})
-	if err == nil {
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err == nil {
 		t.Fatal("NATS_USER without NATS_PASSWORD passed validation")
 	}
 	t.Setenv("NATS_PASSWORD", "pw")
 	cfg, _, err = runConfig([]string{"--nats-url", "nats://a:4222,nats://b:4222", "--nats-user", "svc", "--onelogin-subdomain", "acme", "--onelogin-client-secret-file", secret, "--max-deliver", "3"})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Load(); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.NATSURL != "nats://a:4222,nats://b:4222" || cfg.NATSUser != "svc" || cfg.NATSPassword != "pw" || cfg.OneLoginClientID != "env-id" ||
@@ -231,17 +170,35 @@ func TestRunConfigReadsFlagsAndEnvironment(t *testing.T) {
 	}
 }
 
-func TestDevIsReadyQuicklyAndRunsJobs(t *testing.T) {
-	ready, nurl := startDev(t)
-	t.Logf("dev ready in %v", ready)
-	if ready > 2*time.Second {
-		t.Errorf("dev took %v to be ready; the promise is under 2s", ready)
-	}
-	m, err := testenv.RoundTrip(nurl, "offboard", `{"id":"dev-1","type":"offboard","user_id":5}`, 10*time.Second)
+// startWorker runs the worker of `worker run` (app.Run) against a test bed
+// (embedded JetStream, the OneLogin simulator) until the test ends, and
+// returns the bed's NATS URL once the worker is ready.
+func startWorker(t *testing.T) string {
+	t.Helper()
+	b, err := testenv.NewBed(simulator.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Subject != "mfa.results.offboard.noop" {
-		t.Fatalf("result on %s: %s", m.Subject, m.Data)
+	t.Cleanup(b.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	cfg := app.Config{
+		NATSURL: b.NATSURL(), OneLoginBaseURL: b.SimURL,
+		OneLoginClientID: b.Sim.Config().ClientID, OneLoginClientSecret: b.Sim.Config().ClientSecret,
+		HTTPAddr: "127.0.0.1:0", Version: "1.2.3",
 	}
+	w, err := app.Run(ctx, cfg, testenv.Quiet(), prometheus.NewRegistry())
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := w.Wait(); err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	})
+	if err := testenv.WaitHTTP("http://"+w.HTTPAddr+"/readyz", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return b.NATSURL()
 }

@@ -1,3 +1,5 @@
+//go:build dev
+
 package main
 
 import (
@@ -263,9 +265,7 @@ func TestREADMEFirstHour(t *testing.T) {
 			vars["<state_token>"], _ = data["state_token"].(string)
 			// dev prints the OTP the simulator sent.
 			re := regexp.MustCompile(`OTP for user 42, device ` + vars["<device_id>"] + `, sent by activate: (\S+)`)
-			if err := testenv.WaitFor(5*time.Second, func() bool { return re.MatchString(devOut.String()) }, func() string { return "no OTP printed:\n" + devOut.String() }); err != nil {
-				t.Fatal(err)
-			}
+			testenv.Eventually(t, 5*time.Second, func() bool { return re.MatchString(devOut.String()) }, func() string { return "no OTP printed:\n" + devOut.String() })
 			m := re.FindAllStringSubmatch(devOut.String(), -1)
 			vars["<otp>"] = m[len(m)-1][1]
 		case strings.HasPrefix(line, "bin/worker submit verify"):
@@ -286,12 +286,10 @@ func TestREADMEFirstHour(t *testing.T) {
 			}
 			seen["offboard"] = true
 		case strings.HasPrefix(line, "bin/worker history"):
-			if err := testenv.WaitFor(5*time.Second, func() bool {
+			testenv.Eventually(t, 5*time.Second, func() bool {
 				out.Reset()
 				return run(args, &out, &errb) == 0 && strings.Contains(out.String(), "walk-offboard") && strings.Contains(out.String(), "walk-enroll")
-			}, func() string { return "history: " + out.String() }); err != nil {
-				t.Fatal(err)
-			}
+			}, func() string { return "history: " + out.String() })
 			seen["history"] = true
 		}
 	}

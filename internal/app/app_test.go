@@ -336,13 +336,11 @@ func TestQueryService(t *testing.T) {
 	}
 	for _, q := range []string{`{"user": {"email": "user12@example.com"}}`, `{"user_id": 12}`, `{"user": {"username": "user12"}}`} {
 		var entries []any
-		if err := testenv.WaitFor(10*time.Second, func() bool {
+		testenv.Eventually(t, 10*time.Second, func() bool {
 			r = ask("mfa.query.history", q)
 			entries, _ = r["data"].([]any)
 			return len(entries) == 1
-		}, func() string { return fmt.Sprintf("history %s: %v", q, r) }); err != nil {
-			t.Fatal(err)
-		}
+		}, func() string { return fmt.Sprintf("history %s: %v", q, r) })
 		e := entries[0].(map[string]any)
 		if e["job_id"] != "hist-1" || e["user_id"].(float64) != 12 || e["outcome"] != "noop" {
 			t.Fatalf("history %s: %v", q, e)

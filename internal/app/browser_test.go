@@ -60,16 +60,14 @@ func TestStatusPageOfTheRealWorker(t *testing.T) {
 	// Wait until every job has its result, the history index has the
 	// person's four, and the backlog gauges read 0.
 	metrics := func() map[string]*dto.MetricFamily { return scrape(t, w.HTTPAddr) }
-	if err := testenv.WaitFor(30*time.Second, func() bool {
+	testenv.Eventually(t, 30*time.Second, func() bool {
 		fams := metrics()
 		var pending float64
 		for _, m := range fams["mfa_consumer_pending_messages"].GetMetric() {
 			pending += m.GetGauge().GetValue()
 		}
 		return bed.Count(topology.StreamResults) == 6 && len(fams["mfa_consumer_pending_messages"].GetMetric()) == 2 && pending == 0
-	}, func() string { return fmt.Sprintf("%d results", bed.Count(topology.StreamResults)) }); err != nil {
-		t.Fatal(err)
-	}
+	}, func() string { return fmt.Sprintf("%d results", bed.Count(topology.StreamResults)) })
 
 	opts := append(slices.Clone(chromedp.DefaultExecAllocatorOptions[:]),
 		chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.DisableGPU,

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
 // contractMetrics are the contract's metrics with their types and labels.
@@ -79,16 +80,10 @@ func TestMetricsAfterAMixedRun(t *testing.T) {
 	// Metrics are counted just after a job's result and DLQ copy are
 	// published: wait until the last job (the rejection) shows.
 	var fams map[string]*dto.MetricFamily
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		fams = scrape(t, w.HTTPAddr)
-		if rejectedOffboards(fams) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the rejected job never reached the metrics")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return rejectedOffboards(fams) == 1
+	}, func() string { return "the rejected job never reached the metrics" })
 	for name, want := range contractMetrics {
 		f, ok := fams[name]
 		if !ok {

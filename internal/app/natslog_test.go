@@ -38,9 +38,7 @@ func TestNATSErrorsGoToTheJSONLog(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := testenv.WaitFor(5*time.Second, func() bool { return strings.Contains(buf.String(), "slow consumer") }, func() string { return "no slow consumer line: " + buf.String() }); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Eventually(t, 5*time.Second, func() bool { return strings.Contains(buf.String(), "slow consumer") }, func() string { return "no slow consumer line: " + buf.String() })
 	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
 		var v map[string]any
 		if err := json.Unmarshal([]byte(l), &v); err != nil {

@@ -53,6 +53,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mfa-worker/mfa-worker/internal/config"
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/leaver"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 )
@@ -64,10 +65,10 @@ const (
 )
 
 // DriftSubject is where drift events go.
-const DriftSubject = "mfa.assurance.drift"
+const DriftSubject = job.AssuranceDriftSubject
 
 // JobSource is the source of the offboards the checker publishes.
-const JobSource = "mfa.assurance"
+const JobSource = job.AssuranceSource
 
 // Config configures re-verification. Zero fields take the defaults noted.
 type Config struct {
@@ -425,7 +426,7 @@ func (c *Checker) offboard(ctx context.Context, ev DriftEvent) error {
 		"id": ev.JobID, "type": "offboard", "user_id": ev.UserID, "source": JobSource,
 		"requested_at": ev.FoundAt.UTC().Format(time.RFC3339Nano),
 	})
-	m := nats.NewMsg("mfa.jobs.offboard")
+	m := nats.NewMsg(job.SubjectPrefix + "offboard")
 	m.Data = body
 	m.Header.Set(jetstream.MsgIDHeader, ev.JobID)
 	if _, err := c.js.PublishMsg(ctx, m); err != nil {

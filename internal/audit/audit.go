@@ -18,12 +18,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/job"
 )
 
 // Stream is the audit stream; SubjectPrefix its subjects' prefix.
 const (
-	Stream        = "MFA_AUDIT"
-	SubjectPrefix = "mfa.audit."
+	Stream        = job.AuditStream
+	SubjectPrefix = job.AuditSubjectPrefix
 	// DefaultMaxAge is how long records are kept.
 	DefaultMaxAge = 400 * 24 * time.Hour
 )

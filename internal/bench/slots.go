@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 	"github.com/mfa-worker/mfa-worker/internal/testenv"
@@ -93,7 +94,7 @@ func othersFinish(busy, others int, latency time.Duration, concurrency int) (tim
 	var mu sync.Mutex
 	left, busyDone := len(otherIDs), 0
 	done := make(chan struct{})
-	sub, err := nc.Subscribe("mfa.results.>", func(m *nats.Msg) {
+	sub, err := nc.Subscribe(job.ResultSubjectPrefix+">", func(m *nats.Msg) {
 		var r struct {
 			JobID string `json:"job_id"`
 		}

@@ -18,7 +18,7 @@ import (
 )
 
 // Bucket is the guard's KV bucket.
-const Bucket = "MFA_GUARD"
+const Bucket = job.GuardBucket
 
 // Defaults, chosen for a company of about 10,000 people with about 10
 // leavers a day: a normal hour has a handful of offboards, a busy one (an
@@ -35,7 +35,7 @@ const (
 // HeaderGuard marks a job re-published by Release or Discard (value
 // "released" or "discarded"). It is for people reading the stream: the
 // worker decides from the guard's record, never from this header.
-const HeaderGuard = "Mfa-Guard"
+const HeaderGuard = job.HeaderGuard
 
 // Config is the guard's configuration.
 type Config struct {

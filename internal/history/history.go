@@ -1,6 +1,7 @@
 package history
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,12 +15,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/job"
 )
 
 // Names of the stream and its subjects.
 const (
-	Stream            = "MFA_HISTORY"
-	SubjectPrefix     = "mfa.history."
+	Stream            = job.HistoryStream
+	SubjectPrefix     = job.HistorySubjectPrefix
 	unresolvedPrefix  = SubjectPrefix + "unresolved."
 	DefaultLimit      = 50
 	MaxLimit          = 500
@@ -122,19 +125,17 @@ type Config struct {
 	DuplicateWindow time.Duration // 10m
 }
 
+// DefaultConfig is the stream of a single-node deployment.
+func DefaultConfig() Config {
+	return Config{Replicas: 1, MaxAge: defaultMaxAge, MaxPerUser: defaultMaxPerUser, DuplicateWindow: 10 * time.Minute}
+}
+
 func (c *Config) setDefaults() {
-	if c.Replicas == 0 {
-		c.Replicas = 1
-	}
-	if c.MaxAge == 0 {
-		c.MaxAge = defaultMaxAge
-	}
-	if c.MaxPerUser == 0 {
-		c.MaxPerUser = defaultMaxPerUser
-	}
-	if c.DuplicateWindow == 0 {
-		c.DuplicateWindow = 10 * time.Minute
-	}
+	d := DefaultConfig()
+	c.Replicas = cmp.Or(c.Replicas, d.Replicas)
+	c.MaxAge = cmp.Or(c.MaxAge, d.MaxAge)
+	c.MaxPerUser = cmp.Or(c.MaxPerUser, d.MaxPerUser)
+	c.DuplicateWindow = cmp.Or(c.DuplicateWindow, d.DuplicateWindow)
 }
 
 // Validate checks the configuration after defaults.

@@ -377,10 +377,10 @@ func (s *Server) deadLetter(ctx context.Context, msg jetstream.Msg, ev rules.Eve
 	if len(reason) > 1000 {
 		reason = reason[:1000] + "..."
 	}
-	m.Header.Set("Mfa-Reason", reason)
-	m.Header.Set("Mfa-Error-Code", code)
-	m.Header.Set("Mfa-Deliveries", strconv.FormatUint(deliveries, 10))
-	m.Header.Set("Mfa-Original-Subject", msg.Subject())
+	m.Header.Set(job.HeaderReason, reason)
+	m.Header.Set(job.HeaderErrorCode, code)
+	m.Header.Set(job.HeaderDeliveries, strconv.FormatUint(deliveries, 10))
+	m.Header.Set(job.HeaderOriginalSubject, msg.Subject())
 	m.Header.Set(HeaderSource, ev.Source)
 	if ev.ID != "" {
 		m.Header.Set(HeaderEventID, ev.ID)

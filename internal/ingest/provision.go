@@ -7,21 +7,24 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // Names of the JetStream objects `worker ingest` owns.
 const (
-	StreamEvents   = "HR_EVENTS"
-	BucketSCIM     = "MFA_SCIM_USERS"
+	StreamEvents   = topology.StreamEvents
+	BucketSCIM     = topology.BucketSCIM
 	ConsumerIngest = "mfa-ingest"
 	// BucketAttempts remembers mappings begun on a redelivery that have
 	// not ended, so that an event that kills the mapper is dead-lettered
 	// after two deaths instead of killing every replica for ever.
-	BucketAttempts = "MFA_INGEST_ATTEMPTS"
+	BucketAttempts = topology.BucketIngestAttempts
 	// EventSubjectPrefix + source is where an accepted event is stored.
-	EventSubjectPrefix = "hr.events."
+	EventSubjectPrefix = job.EventSubjectPrefix
 	// DLQSubject receives events a rule failed on.
-	DLQSubject = "mfa.dlq.ingest"
+	DLQSubject = job.DLQSubjectPrefix + "ingest"
 )
 
 // Sources are the HR sources, each stored on EventSubjectPrefix + source.

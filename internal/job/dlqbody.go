@@ -19,6 +19,15 @@ const MaxDLQBody = 64 << 10
 // depth of any body. They match case-insensitively (ASCII).
 var SecretKeys = []string{"otp_token", "state_token", "mfa_token"}
 
+// SecretKeySet is SecretKeys as a set, a fresh map on every call.
+func SecretKeySet() map[string]bool {
+	m := make(map[string]bool, len(SecretKeys))
+	for _, k := range SecretKeys {
+		m[k] = true
+	}
+	return m
+}
+
 // DLQBody is the body of a DLQ copy and the headers that describe it.
 type DLQBody struct {
 	Body []byte

@@ -47,6 +47,53 @@ const (
 	HeaderJobTime = "Mfa-Job-Time"
 )
 
+// EventSubjectPrefix + source is where `worker ingest` stores an accepted
+// HR event (stream HR_EVENTS).
+const EventSubjectPrefix = "hr.events."
+
+// Re-verification of leavers: where drift events go, and the source of the
+// offboards it publishes.
+const (
+	AssuranceDriftSubject = "mfa.assurance.drift"
+	AssuranceSource       = "mfa.assurance"
+)
+
+// HeaderScheduler is set by the NATS server on a message that a message
+// schedule produced, naming the schedule.
+const HeaderScheduler = "Nats-Scheduler"
+
+// The per-person history index: its stream and subjects
+// (mfa.history.<person key>). Spelled here rather than in topology because
+// package history, which provisions it, is imported by topology.
+const (
+	HistoryStream        = "MFA_HISTORY"
+	HistorySubjectPrefix = "mfa.history."
+)
+
+// The audit stream and the blast-radius guard's bucket and header, here for
+// the same reason (topology imports packages audit and guard). HeaderGuard
+// marks a job re-published by a hold's release or discard.
+const (
+	AuditStream        = "MFA_AUDIT"
+	AuditSubjectPrefix = "mfa.audit."
+	GuardBucket        = "MFA_GUARD"
+	HeaderGuard        = "Mfa-Guard"
+)
+
+// The worker's query service (NATS micro): the group and its endpoints'
+// subjects.
+const (
+	QueryGroup   = "mfa.query"
+	QueryJob     = QueryGroup + "." + QueryEndpointJob
+	QueryHistory = QueryGroup + "." + QueryEndpointHistory
+	// QueryEndpointJob answers what is known of a job id; QueryEndpointHistory
+	// a person's results.
+	QueryEndpointJob     = "job"
+	QueryEndpointHistory = "history"
+	// QueryEndpointLeavers lists the leaver registry.
+	QueryEndpointLeavers = "leavers"
+)
+
 // ScheduledSubjectPrefix is where jobs wait until their not_before:
 // mfa.scheduled.<type>.<ledger key token of the id>.
 const ScheduledSubjectPrefix = "mfa.scheduled."

@@ -11,8 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/mfa-worker/mfa-worker/internal/dlq"
 	"github.com/mfa-worker/mfa-worker/internal/job"
-	"github.com/mfa-worker/mfa-worker/internal/ops"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
@@ -77,7 +77,7 @@ func TestOutageExhaustsRetriesThenReplaySucceeds(t *testing.T) {
 	// The outage ends; the operator replays the dead letters.
 	e.sim.SetFaults(simulator.Faults{})
 	ctx := context.Background()
-	dls, err := ops.ListDeadLetters(ctx, e.js, ops.DeadLetterFilter{Code: job.CodeRetriesExhausted})
+	dls, err := dlq.ListDeadLetters(ctx, e.js, dlq.DeadLetterFilter{Code: job.CodeRetriesExhausted})
 	if err != nil || len(dls) != len(planned) {
 		t.Fatalf("list: %d, %v", len(dls), err)
 	}
@@ -85,7 +85,7 @@ func TestOutageExhaustsRetriesThenReplaySucceeds(t *testing.T) {
 		if d.Reason != string(job.Failed) || d.Deliveries != testConfig().MaxDeliver || d.JobID == "" {
 			t.Fatalf("dead letter %+v", d)
 		}
-		if err := ops.Replay(ctx, e.js, d); err != nil {
+		if err := dlq.Replay(ctx, e.js, d); err != nil {
 			t.Fatal(err)
 		}
 	}

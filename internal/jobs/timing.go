@@ -31,7 +31,7 @@ import (
 // job then runs like any other.
 
 // headerScheduler is set by the server on a message a schedule produced.
-const headerScheduler = "Nats-Scheduler"
+const headerScheduler = job.HeaderScheduler
 
 // firedSkew is how long a job that a schedule produced may wait in place
 // for its not_before when the worker's clock is behind the server's.

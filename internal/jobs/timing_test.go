@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/mfa-worker/mfa-worker/internal/dlq"
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
@@ -187,8 +188,8 @@ func TestTimeline(t *testing.T) {
 	results++
 	rs = e.waitResults(results, 3*time.Second)
 	expectResult(t, rs, "off-4", "offboard", job.Noop, "")
-	all, err := ops.ListDeadLetters(context.Background(), e.js, ops.DeadLetterFilter{Type: "enroll"})
-	var dls []ops.DeadLetter
+	all, err := dlq.ListDeadLetters(context.Background(), e.js, dlq.DeadLetterFilter{Type: "enroll"})
+	var dls []dlq.DeadLetter
 	for _, d := range all {
 		if d.JobID == "enr-dlq" {
 			dls = append(dls, d)
@@ -198,7 +199,7 @@ func TestTimeline(t *testing.T) {
 		t.Fatalf("dead letters %+v %v", dls, err)
 	}
 	calls = e.sim.ResourceCalls()
-	if err := ops.Replay(context.Background(), e.js, dls[0]); err != nil {
+	if err := dlq.Replay(context.Background(), e.js, dls[0]); err != nil {
 		t.Fatal(err)
 	}
 	results++
@@ -312,12 +313,12 @@ func TestJobTimeTravelsThroughReplay(t *testing.T) {
 	e.publish("offboard", timedBody("off", "offboard", 400, nil, nil), "off")
 	rs = e.waitResults(2, 3*time.Second)
 	expectResult(t, rs, "off", "offboard", job.Noop, "")
-	all, err := ops.ListDeadLetters(context.Background(), e.js, ops.DeadLetterFilter{Type: "enroll"})
+	all, err := dlq.ListDeadLetters(context.Background(), e.js, dlq.DeadLetterFilter{Type: "enroll"})
 	if err != nil || len(all) != 1 || all[0].JobTime == "" {
 		t.Fatalf("dead letters %+v %v", all, err)
 	}
 	calls := e.sim.ResourceCalls()
-	if err := ops.Replay(context.Background(), e.js, all[0]); err != nil {
+	if err := dlq.Replay(context.Background(), e.js, all[0]); err != nil {
 		t.Fatal(err)
 	}
 	e.waitResults(3, 3*time.Second)

@@ -10,16 +10,19 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // Names of the indexer's durable consumers and what they read.
 const (
 	ConsumerResults   = "mfa-leavers"
 	ConsumerDLQ       = "mfa-leavers-dlq"
-	ResultsStream     = "MFA_RESULTS"
-	DLQStream         = "MFA_DLQ"
-	OffboardResults   = "mfa.results.offboard.>"
-	IngestDeadLetters = "mfa.dlq.ingest"
+	ResultsStream     = topology.StreamResults
+	DLQStream         = topology.StreamDLQ
+	OffboardResults   = job.ResultSubjectPrefix + "offboard.>"
+	IngestDeadLetters = job.DLQSubjectPrefix + "ingest"
 )
 
 // ParseResult reads an offboard result body (schemas/result.v1.json). Data
@@ -237,7 +240,7 @@ func (ix *Indexer) applyResult(ctx context.Context, msg jetstream.Msg, seq uint6
 
 func (ix *Indexer) applyDeadLetter(ctx context.Context, msg jetstream.Msg, seq uint64) error {
 	h := msg.Headers()
-	d := DeadLetter{Seq: seq, Source: h.Get("Hr-Source"), EventID: h.Get("Hr-Event-Id"), Code: h.Get("Mfa-Error-Code")}
+	d := DeadLetter{Seq: seq, Source: h.Get("Hr-Source"), EventID: h.Get("Hr-Event-Id"), Code: h.Get(job.HeaderErrorCode)}
 	if md, err := msg.Metadata(); err == nil {
 		d.At = md.Timestamp.UTC()
 	}

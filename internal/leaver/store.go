@@ -9,10 +9,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // Bucket is the KV bucket of the registry.
-const Bucket = "MFA_LEAVERS"
+const Bucket = topology.BucketLeavers
 
 // maxAttempts bounds the compare-and-set retries of one update.
 const maxAttempts = 20

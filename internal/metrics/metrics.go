@@ -15,6 +15,7 @@ import (
 
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // Names of every metric the worker registers besides the Go and process
@@ -44,8 +45,9 @@ var Names = []string{
 var (
 	JobTypes  = strs(job.Types)
 	Outcomes  = strs(job.Outcomes)
-	Endpoints = []string{"token", "available_factors", "enroll", "enrolled_factors", "activate", "verify", "remove", "mfa_token", "users"}
-	Consumers = []string{"mfa-worker-urgent", "mfa-worker"}
+	Endpoints = []string{onelogin.EndpointToken, onelogin.EndpointAvailableFactors, onelogin.EndpointEnroll, onelogin.EndpointEnrolledFactors,
+		onelogin.EndpointActivate, onelogin.EndpointVerify, onelogin.EndpointRemove, onelogin.EndpointMFAToken, onelogin.EndpointUsers}
+	Consumers = []string{topology.ConsumerUrgent, topology.ConsumerNormal}
 	// DeadLetterReasons are the error codes a DLQ copy can carry.
 	DeadLetterReasons = deadLetterReasons()
 	// CommonCodes are the request outcomes pre-created per endpoint: the

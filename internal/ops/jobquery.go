@@ -97,7 +97,7 @@ func LookupJob(ctx context.Context, l ledgerReader, sr scheduleReader, jobID str
 // {"job_id": "..."}, data a JobState. It reads the ledger only, so it
 // never spends OneLogin's budget.
 func (q *QueryService) AddJobEndpoint(l ledgerReader, s scheduleReader) error {
-	return q.svc.AddGroup("mfa.query").AddEndpoint("job", micro.HandlerFunc(func(req micro.Request) {
+	return q.svc.AddGroup(job.QueryGroup).AddEndpoint(job.QueryEndpointJob, micro.HandlerFunc(func(req micro.Request) {
 		var r jobRequest
 		if err := json.Unmarshal(req.Data(), &r); err != nil || !job.ValidID(r.JobID) {
 			respondError(req, "400", &job.ErrorInfo{Code: job.CodeInvalidID, Message: `request must be {"job_id": "..."} with 1..128 printable ASCII characters`})

@@ -89,7 +89,7 @@ func StartQueryServiceWith(ctx context.Context, nc *nats.Conn, ol *onelogin.Clie
 		return nil, err
 	}
 	q.svc = svc
-	g := svc.AddGroup("mfa.query")
+	g := svc.AddGroup(job.QueryGroup)
 	type endpoint struct {
 		name, desc string
 		fn         func(ctx context.Context, user int64) (any, error)

@@ -48,9 +48,7 @@ func TestQueryServiceStopsWithItsContext(t *testing.T) {
 	// Wait until the service took the request (its answer then waits for
 	// the slow OneLogin).
 	taken := func() bool { return bed.Sim.Stats().Requests["enrolled_factors"] > 0 }
-	if err := testenv.WaitFor(10*time.Second, taken, func() string { return "the service took no request" }); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Eventually(t, 10*time.Second, taken, func() string { return "the service took no request" })
 	start := time.Now()
 	cancel()
 	m := <-reply

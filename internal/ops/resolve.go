@@ -70,9 +70,9 @@ func (q *QueryService) AddHistory(store *history.Store, log *slog.Logger) error 
 		defer func() { <-q.sem }()
 		h.Handle(req)
 	})
-	g := q.svc.AddGroup("mfa.query")
+	g := q.svc.AddGroup(job.QueryGroup)
 	for i := 0; i < cap(q.sem); i++ {
-		if err := g.AddEndpoint("history", handler, micro.WithEndpointMetadata(map[string]string{"description": "a person's results, newest first (request {\"user_id\": N} or {\"user\": {...}}, optional \"limit\")"})); err != nil {
+		if err := g.AddEndpoint(job.QueryEndpointHistory, handler, micro.WithEndpointMetadata(map[string]string{"description": "a person's results, newest first (request {\"user_id\": N} or {\"user\": {...}}, optional \"limit\")"})); err != nil {
 			return err
 		}
 	}

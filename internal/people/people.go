@@ -29,13 +29,14 @@ import (
 
 	"github.com/mfa-worker/mfa-worker/internal/audit"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // Bucket names of the records and of the grants (as in package topology,
 // which provisions them).
 const (
-	Bucket       = "MFA_PEOPLE"
-	LedgerBucket = "MFA_LEDGER"
+	Bucket       = topology.BucketPeople
+	LedgerBucket = topology.BucketLedger
 )
 
 // FutureSkew is how far ahead of now a recorded offboard may be before

@@ -53,7 +53,7 @@ type Job struct {
 }
 
 // Subject is the subject the job is published on.
-func (j Job) Subject() string { return "mfa.jobs." + j.Type }
+func (j Job) Subject() string { return job.SubjectPrefix + j.Type }
 
 // JobTypes are the job types of the contract.
 var JobTypes = []string{"enroll", "activate", "verify", "remove", "offboard", "generate_token", "cancel"}

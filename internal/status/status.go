@@ -2,6 +2,7 @@ package status
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	_ "embed"
 	"errors"
@@ -110,17 +111,10 @@ func New(cfg Config, deps Deps) (http.Handler, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	if cfg.Refresh <= 0 {
-		cfg.Refresh = 15 * time.Second
-	}
-	if cfg.RecentLimit <= 0 {
-		cfg.RecentLimit = 20
-	}
-	cfg.RecentLimit = min(cfg.RecentLimit, 500)
-	if cfg.HistoryLimit <= 0 {
-		cfg.HistoryLimit = history.DefaultLimit
-	}
-	cfg.HistoryLimit = min(cfg.HistoryLimit, history.MaxLimit)
+	// Zero and negative values take the defaults.
+	cfg.Refresh = cmp.Or(max(cfg.Refresh, 0), 15*time.Second)
+	cfg.RecentLimit = min(cmp.Or(max(cfg.RecentLimit, 0), 20), 500)
+	cfg.HistoryLimit = min(cmp.Or(max(cfg.HistoryLimit, 0), history.DefaultLimit), history.MaxLimit)
 	t, err := template.New("page").Funcs(template.FuncMap{
 		"num":   formatNum,
 		"deref": func(p *float64) float64 { return *p },

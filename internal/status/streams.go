@@ -12,13 +12,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mfa-worker/mfa-worker/internal/history"
+	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // Names of the contract's streams this package reads.
 const (
-	ResultsStream    = "MFA_RESULTS"
-	DLQStream        = "MFA_DLQ"
-	dlqSubjectPrefix = "mfa.dlq."
+	ResultsStream    = topology.StreamResults
+	DLQStream        = topology.StreamDLQ
+	dlqSubjectPrefix = job.DLQSubjectPrefix
 )
 
 // Streams reads the result and dead-letter streams for the page.

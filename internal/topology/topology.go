@@ -3,6 +3,7 @@
 package topology
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -27,10 +28,19 @@ const (
 	ConsumerUrgent = "mfa-worker-urgent"
 	ConsumerNormal = "mfa-worker"
 	// StreamHistory is the per-person index of results (package history).
-	StreamHistory = history.Stream
+	StreamHistory = job.HistoryStream
 	// ConsumerHistory reads MFA_RESULTS into MFA_HISTORY, shared by every
 	// replica.
 	ConsumerHistory = "mfa-history"
+	// BucketSCIM holds the SCIM users `worker ingest` serves.
+	BucketSCIM = "MFA_SCIM_USERS"
+	// StreamEvents holds the HR events `worker ingest` accepted, on
+	// job.EventSubjectPrefix + source; BucketIngestAttempts its mapper's
+	// attempts.
+	StreamEvents = "HR_EVENTS"
+	// BucketLeavers is the leaver registry (package leaver).
+	BucketLeavers        = "MFA_LEAVERS"
+	BucketIngestAttempts = "MFA_INGEST_ATTEMPTS"
 )
 
 // Config configures the JetStream objects.
@@ -63,27 +73,13 @@ func DefaultConfig() Config {
 // WithDefaults returns c with its zero fields set from DefaultConfig.
 func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
-	if c.Replicas == 0 {
-		c.Replicas = d.Replicas
-	}
-	if c.DuplicateWindow == 0 {
-		c.DuplicateWindow = d.DuplicateWindow
-	}
-	if c.ResultsMaxAge == 0 {
-		c.ResultsMaxAge = d.ResultsMaxAge
-	}
-	if c.DLQMaxAge == 0 {
-		c.DLQMaxAge = d.DLQMaxAge
-	}
-	if c.LedgerTTL == 0 {
-		c.LedgerTTL = d.LedgerTTL
-	}
-	if c.DLQMaxBytes == 0 {
-		c.DLQMaxBytes = d.DLQMaxBytes
-	}
-	if c.DLQMaxMsgs == 0 {
-		c.DLQMaxMsgs = d.DLQMaxMsgs
-	}
+	c.Replicas = cmp.Or(c.Replicas, d.Replicas)
+	c.DuplicateWindow = cmp.Or(c.DuplicateWindow, d.DuplicateWindow)
+	c.ResultsMaxAge = cmp.Or(c.ResultsMaxAge, d.ResultsMaxAge)
+	c.DLQMaxAge = cmp.Or(c.DLQMaxAge, d.DLQMaxAge)
+	c.LedgerTTL = cmp.Or(c.LedgerTTL, d.LedgerTTL)
+	c.DLQMaxBytes = cmp.Or(c.DLQMaxBytes, d.DLQMaxBytes)
+	c.DLQMaxMsgs = cmp.Or(c.DLQMaxMsgs, d.DLQMaxMsgs)
 	return c
 }
 

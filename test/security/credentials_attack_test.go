@@ -44,14 +44,6 @@ func credMetric(t *testing.T, base string) string {
 	return "(absent)"
 }
 
-// credWait waits for cond, failing with what.
-func credWait(t *testing.T, d time.Duration, cond func() bool, what func() string) {
-	t.Helper()
-	if err := testenv.WaitFor(d, cond, what); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // The worker's own credentials failing is not the jobs' failure. With a
 // wrong secret in ONELOGIN_CLIENT_SECRET_FILE the worker takes no job,
 // /readyz answers 503 naming the cause and mfa_onelogin_credentials_ok is
@@ -89,7 +81,7 @@ func TestCredentialsRefusedFailsNoJob(t *testing.T) {
 	base := "http://" + w.HTTPAddr
 
 	// Refused from the start: not ready, the cause named, the gauge at 0.
-	credWait(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		code, body := credGet(t, base+"/readyz")
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "credentials refused")
 	}, func() string { _, b := credGet(t, base+"/readyz"); return "readyz: " + b })
@@ -104,7 +96,7 @@ func TestCredentialsRefusedFailsNoJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A few token retries later, still nothing taken.
-	credWait(t, 10*time.Second, func() bool { return bed.Sim.Stats().Requests["token"] >= 3 }, func() string { return "the worker stopped asking for a token" })
+	testenv.Eventually(t, 10*time.Second, func() bool { return bed.Sim.Stats().Requests["token"] >= 3 }, func() string { return "the worker stopped asking for a token" })
 	if n := bed.Count(topology.StreamResults); n != 0 {
 		t.Fatalf("%d results while the credentials are refused; no job may be taken", n)
 	}
@@ -138,7 +130,7 @@ func TestCredentialsRefusedFailsNoJob(t *testing.T) {
 	if err := bed.Publish(batch2, ""); err != nil {
 		t.Fatal(err)
 	}
-	credWait(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		code, _ := credGet(t, base+"/readyz")
 		return code == http.StatusServiceUnavailable
 	}, func() string { return "readyz stayed ready with a refused secret" })

@@ -120,9 +120,7 @@ func (e *secEnv) secResultsOf(id string) []secResult {
 // secWait waits for cond, failing the test with what's description.
 func (e *secEnv) secWait(timeout time.Duration, cond func() bool, what func() string) {
 	e.t.Helper()
-	if err := testenv.WaitFor(timeout, cond, what); err != nil {
-		e.t.Fatal(err)
-	}
+	testenv.Eventually(e.t, timeout, cond, what)
 }
 
 // secSettled waits until MFA_JOBS is empty: every job message settled.

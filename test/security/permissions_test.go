@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mfa-worker/mfa-worker/internal/dlq"
 	"github.com/mfa-worker/mfa-worker/internal/history"
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
@@ -224,16 +225,14 @@ func TestSecNATSPermissions(t *testing.T) {
 	if jerr != nil {
 		t.Fatal(jerr)
 	}
-	if err := testenv.WaitFor(10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		st, err := wjs.Stream(ctx, topology.StreamJobs)
 		if err != nil {
 			return false
 		}
 		info, err := st.Info(ctx, jetstream.WithSubjectFilter("mfa.scheduled.>"))
 		return err == nil && len(info.State.Subjects) == 1
-	}, func() string { return "the later job parked as a schedule" }); err != nil {
-		t.Fatal(err)
-	}
+	}, func() string { return "the later job parked as a schedule" })
 	if err := pub("mfa.jobs.cancel", `{"id":"perm-cancel","type":"cancel","params":{"job_id":"perm-later"}}`, map[string]string{jetstream.MsgIDHeader: "perm-cancel"}); err != nil {
 		t.Fatalf("publisher, cancel: %v", err)
 	}
@@ -274,11 +273,11 @@ func TestSecNATSPermissions(t *testing.T) {
 	// A replay operator replays the dead letter: grant, publish, delete.
 	var opDenied secDenials
 	_, ojs := secConnect(t, s, "operator", &opDenied)
-	dls, err := ops.ListDeadLetters(ctx, ojs, ops.DeadLetterFilter{})
+	dls, err := dlq.ListDeadLetters(ctx, ojs, dlq.DeadLetterFilter{})
 	if err != nil || len(dls) != 1 {
 		t.Fatalf("operator's list: %v %v", dls, err)
 	}
-	if err := ops.Replay(ctx, ojs, dls[0]); err != nil {
+	if err := dlq.Replay(ctx, ojs, dls[0]); err != nil {
 		t.Fatalf("operator's replay: %v", err)
 	}
 	msg, err := rsub.NextMsg(10 * time.Second)

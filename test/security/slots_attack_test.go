@@ -88,13 +88,11 @@ func TestOneBusyUserDoesNotBlockOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Stop()
-	if err := testenv.WaitFor(30*time.Second, func() bool {
+	testenv.Eventually(t, 30*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return othersLeft == 0
-	}, func() string { return "the other users' jobs did not finish" }); err != nil {
-		t.Fatal(err)
-	}
+	}, func() string { return "the other users' jobs did not finish" })
 	mu.Lock()
 	at := busyAtOthersDone
 	mu.Unlock()

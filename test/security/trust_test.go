@@ -10,8 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mfa-worker/mfa-worker/internal/dlq"
 	"github.com/mfa-worker/mfa-worker/internal/job"
-	"github.com/mfa-worker/mfa-worker/internal/ops"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
@@ -33,7 +33,7 @@ func TestForgedReplayHeaderRunsNothing(t *testing.T) {
 	if len(rs) != 1 || rs[0].Outcome != job.Failed || rs[0].MsgID != "leaver-1:result" {
 		t.Fatalf("first results: %+v", rs)
 	}
-	dls, err := ops.ListDeadLetters(context.Background(), e.js, ops.DeadLetterFilter{})
+	dls, err := dlq.ListDeadLetters(context.Background(), e.js, dlq.DeadLetterFilter{})
 	if err != nil || len(dls) != 1 {
 		t.Fatalf("dead letters: %v %v", dls, err)
 	}
@@ -58,7 +58,7 @@ func TestForgedReplayHeaderRunsNothing(t *testing.T) {
 	}
 
 	// The operator's replay holds a grant: the job runs once more.
-	if err := ops.Replay(context.Background(), e.js, dls[0]); err != nil {
+	if err := dlq.Replay(context.Background(), e.js, dls[0]); err != nil {
 		t.Fatal(err)
 	}
 	e.secWait(10*time.Second, func() bool { return len(e.secResultsOf("leaver-1")) == 2 }, func() string { return "no replay result" })
@@ -109,14 +109,14 @@ func TestForgedDeadLetterCannotChooseItsSubject(t *testing.T) {
 	e.secPublish("mfa.dlq.remove", fmt.Sprintf(`{"id":"evil-3","type":"remove","user_id":%d,"params":{"device_id":1}}`, user), forged)
 
 	ctx := context.Background()
-	dls, err := ops.ListDeadLetters(ctx, e.js, ops.DeadLetterFilter{Type: "remove"})
+	dls, err := dlq.ListDeadLetters(ctx, e.js, dlq.DeadLetterFilter{Type: "remove"})
 	if err != nil || len(dls) != 3 {
 		t.Fatalf("dead letters: %d %v", len(dls), err)
 	}
 	var refused []string
 	for _, d := range dls {
-		err := ops.Replay(ctx, e.js, d)
-		var re *ops.RefusedError
+		err := dlq.Replay(ctx, e.js, d)
+		var re *dlq.RefusedError
 		switch {
 		case errors.As(err, &re):
 			refused = append(refused, d.JobID)
@@ -181,9 +181,9 @@ func TestNearMaxPayloadJobLeavesNothingBehind(t *testing.T) {
 		t.Errorf("results: %+v", rs)
 	}
 	// Such a dead letter is not replayed: its body is not the job.
-	dls, _ := ops.ListDeadLetters(context.Background(), e.js, ops.DeadLetterFilter{})
-	var re *ops.RefusedError
-	if err := ops.Replay(context.Background(), e.js, dls[0]); !errors.As(err, &re) {
+	dls, _ := dlq.ListDeadLetters(context.Background(), e.js, dlq.DeadLetterFilter{})
+	var re *dlq.RefusedError
+	if err := dlq.Replay(context.Background(), e.js, dls[0]); !errors.As(err, &re) {
 		t.Errorf("replay of a truncated dead letter: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
-// Package ops holds the operators' tools over NATS: listing and replaying
-// dead letters, and the read-only query service.
-package ops
+// Package dlq holds the operators' tools for dead letters, on the client
+// side (`worker dlq`): listing MFA_DLQ and replaying its jobs under a
+// ledger grant. The server-side query service is package ops.
+package dlq
 
 import (
 	"context"

@@ -1,0 +1,361 @@
+package peers
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/broker"
+	"github.com/mfa-worker/mfa-worker/internal/simulator"
+)
+
+// The stand-in's client credentials: the simulator's own, not a secret.
+const (
+	ClientID     = "peers-client"
+	ClientSecret = "peers-secret"
+)
+
+// StandinEnv, set in the environment, makes the test binary serve the
+// stand-in instead of running tests (see ServeStandin).
+const StandinEnv = "PEERS_STANDIN"
+
+// ServeStandin serves the simulator on a free loopback port, writes its
+// base URL as the first line of out and serves until in reaches its end
+// (the parent closed the pipe or died).
+func ServeStandin(in io.Reader, out io.Writer) error {
+	sim := simulator.New(simulator.Config{ClientID: ClientID, ClientSecret: ClientSecret, RateLimit: 1 << 30})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: sim, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	if _, err := fmt.Fprintf(out, "http://%s\n", ln.Addr()); err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, in)
+	return hs.Close()
+}
+
+// Standin is the zero-latency OneLogin: the simulator in a child process,
+// so that its CPU time is not counted as the consumer's.
+type Standin struct {
+	URL   string
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+}
+
+// StartStandin runs the current executable again with StandinEnv set and
+// waits for the URL it serves on.
+func StartStandin() (*Standin, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), StandinEnv+"=1")
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	line := make(chan string, 1)
+	go func() {
+		l, _ := bufio.NewReader(stdout).ReadString('\n')
+		line <- strings.TrimSpace(l)
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	s := &Standin{cmd: cmd, stdin: stdin}
+	select {
+	case s.URL = <-line:
+	case <-time.After(30 * time.Second):
+	}
+	if !strings.HasPrefix(s.URL, "http://") {
+		s.Close()
+		return nil, fmt.Errorf("stand-in: no URL from the child process (got %q)", s.URL)
+	}
+	return s, nil
+}
+
+// Close ends the child process and waits for it.
+func (s *Standin) Close() {
+	_ = s.stdin.Close()
+	done := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Bed is an embedded NATS JetStream server (file storage) and a client.
+type Bed struct {
+	dir string
+	srv *broker.Server
+	nc  *nats.Conn
+	JS  jetstream.JetStream
+}
+
+// NewBed starts a server whose data lives under a fresh folder.
+func NewBed() (*Bed, error) {
+	dir, err := os.MkdirTemp("", "mfa-peers-*")
+	if err != nil {
+		return nil, err
+	}
+	srv, err := broker.Start(broker.Options{Port: -1, StoreDir: dir})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		srv.Stop()
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		srv.Stop()
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return &Bed{dir: dir, srv: srv, nc: nc, JS: js}, nil
+}
+
+// URL is the server's client URL.
+func (b *Bed) URL() string { return b.srv.ClientURL() }
+
+// Close stops the server and removes its data.
+func (b *Bed) Close() {
+	b.nc.Close()
+	b.srv.Stop()
+	os.RemoveAll(b.dir)
+}
+
+// Count returns a stream's message count, -1 when it cannot be read.
+func (b *Bed) Count(stream string) int {
+	s, err := b.JS.Stream(context.Background(), stream)
+	if err != nil {
+		return -1
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		return -1
+	}
+	return int(info.State.Msgs)
+}
+
+// WaitCount polls a stream until it holds at least n messages, as
+// internal/bench does.
+func (b *Bed) WaitCount(stream string, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for b.Count(stream) < n {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: %d of %d messages after %v", stream, b.Count(stream), n, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
+}
+
+// Job is one offboard job.
+type Job struct {
+	ID   string
+	User int64
+	Body []byte
+}
+
+// Offboards builds n offboard jobs for users 1..n, in the contract's form.
+func Offboards(n int) []Job {
+	out := make([]Job, n)
+	for i := range out {
+		id, user := fmt.Sprintf("peer-off-%d", i), int64(i+1)
+		body, _ := json.Marshal(map[string]any{"id": id, "type": "offboard", "user_id": user})
+		out[i] = Job{ID: id, User: user, Body: body}
+	}
+	return out
+}
+
+// Publish sends the jobs to subject with their ids as Nats-Msg-Id (and any
+// extra headers of header), asynchronously, and waits for every ack.
+func (b *Bed) Publish(jobs []Job, subject string, header func(Job, nats.Header)) error {
+	for i, j := range jobs {
+		m := nats.NewMsg(subject)
+		m.Data = j.Body
+		m.Header.Set(jetstream.MsgIDHeader, j.ID)
+		if header != nil {
+			header(j, m.Header)
+		}
+		if _, err := b.JS.PublishMsgAsync(m); err != nil {
+			return err
+		}
+		if i%5000 == 4999 {
+			<-b.JS.PublishAsyncComplete()
+		}
+	}
+	select {
+	case <-b.JS.PublishAsyncComplete():
+		return nil
+	case <-time.After(5 * time.Minute):
+		return errors.New("publishing timed out")
+	}
+}
+
+// Run is one measured run.
+type Run struct {
+	System  string
+	Jobs    int
+	Elapsed time.Duration
+	// CPU is this process's user and system time over Elapsed: the
+	// consumer's and the embedded NATS server's.
+	CPU time.Duration
+}
+
+// PerSecond is jobs per second.
+func (r Run) PerSecond() float64 { return float64(r.Jobs) / r.Elapsed.Seconds() }
+
+// CPUPer1000 is CPU seconds per 1,000 jobs.
+func (r Run) CPUPer1000() float64 { return r.CPU.Seconds() * 1000 / float64(r.Jobs) }
+
+// CPUTime is this process's user plus system time so far.
+func CPUTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// meter starts a measurement; its func ends it.
+func meter(system string, n int) func() Run {
+	start, cpu := time.Now(), CPUTime()
+	return func() Run {
+		return Run{System: system, Jobs: n, Elapsed: time.Since(start), CPU: CPUTime() - cpu}
+	}
+}
+
+// OneLogin is the peer's OneLogin client: a token fetched once and shared,
+// then one listing of a user's devices per job, over kept-alive
+// connections.
+type OneLogin struct {
+	base  string
+	http  *http.Client
+	mu    sync.Mutex
+	token string
+}
+
+// NewOneLogin is a client of the stand-in at base, keeping up to conns
+// idle connections.
+func NewOneLogin(base string, conns int) *OneLogin {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns, t.MaxIdleConnsPerHost = conns*2, conns*2
+	return &OneLogin{base: base, http: &http.Client{Transport: t, Timeout: 30 * time.Second}}
+}
+
+func (o *OneLogin) bearer(ctx context.Context) (string, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.token != "" {
+		return o.token, nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.base+"/auth/oauth2/v2/token", bytes.NewReader([]byte(`{"grant_type":"client_credentials"}`)))
+	if err != nil {
+		return "", err
+	}
+	req.SetBasicAuth(ClientID, ClientSecret)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := o.http.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var t struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&t); err != nil || resp.StatusCode != http.StatusOK || t.AccessToken == "" {
+		return "", fmt.Errorf("token: HTTP %d", resp.StatusCode)
+	}
+	o.token = t.AccessToken
+	return o.token, nil
+}
+
+// Devices lists a user's enrolled devices and returns how many there are.
+func (o *OneLogin) Devices(ctx context.Context, user int64) (int, error) {
+	tok, err := o.bearer(ctx)
+	if err != nil {
+		return 0, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/api/1/users/%d/otp_devices", o.base, user), nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := o.http.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Data struct {
+			Devices []json.RawMessage `json:"otp_devices"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("user %d: devices: HTTP %d", user, resp.StatusCode)
+	}
+	return len(body.Data.Devices), nil
+}
+
+// Result is the peer's result of an offboard.
+type Result struct {
+	ID      string `json:"job_id"`
+	Type    string `json:"type"`
+	Outcome string `json:"outcome"`
+	Devices int    `json:"devices"`
+}
+
+// offboard runs one job body against OneLogin and returns its result.
+func offboard(ctx context.Context, ol *OneLogin, body []byte) (Result, error) {
+	var j struct {
+		ID   string `json:"id"`
+		Type string `json:"type"`
+		User int64  `json:"user_id"`
+	}
+	if err := json.Unmarshal(body, &j); err != nil || j.ID == "" || j.Type != "offboard" || j.User <= 0 {
+		return Result{}, fmt.Errorf("not an offboard job: %.80q", body)
+	}
+	n, err := ol.Devices(ctx, j.User)
+	if err != nil {
+		return Result{}, err
+	}
+	r := Result{ID: j.ID, Type: j.Type, Outcome: "noop", Devices: n}
+	if n > 0 {
+		r.Outcome = "failed" // the stand-in's users have no devices
+	}
+	return r, nil
+}
