@@ -133,8 +133,10 @@ func TestHardStopMidBatchThenFreshWorker(t *testing.T) {
 			t.Errorf("%s: %d results", p.id, seen[p.id])
 		}
 	}
-	// A generate_token cut off between its call and the ledger ends
-	// ambiguous_effect and may have no effect; every other effect once.
+	// A job cut off between its call and the ledger ends ambiguous_effect
+	// (activate, verify of device 0) and may have no effect; a
+	// generate_token whose reply the kill lost is retried; every other
+	// effect once.
 	ambiguous := map[string]bool{}
 	for _, m := range e.streamMsgs(topology.StreamResults) {
 		if m.Result.Error != nil && m.Result.Error.Code == job.CodeAmbiguousEffect {
@@ -143,7 +145,7 @@ func TestHardStopMidBatchThenFreshWorker(t *testing.T) {
 			t.Errorf("%s: %s %+v", m.Result.JobID, m.Result.Outcome, m.Result.Error)
 		}
 	}
-	checkEffectsOnce(t, e.sim, planned, ambiguous)
+	checkEffectsAfterKill(t, e.sim, planned, ambiguous)
 	t.Logf("killed after %d results; %d jobs ended ambiguous_effect", killedAt, len(ambiguous))
 }
 
