@@ -23,10 +23,12 @@
 // authority to cancel, while a rejected or expired job costs its publisher
 // nothing, so a flood of them only ever pushes out older routine entries.
 //
-// A query reads one person's routine subject and kept subjects through one
-// consumer filtered on them, which JetStream finds through its per-subject
-// index, so its cost does not grow with the number of results in the
-// system; it holds at most a few times the limit in memory. The answer is
+// A query reads one person's routine subject and kept subjects through two
+// consumers, one filtered on each, read at once; JetStream finds them
+// through its per-subject index, so the cost does not grow with the number
+// of results in the system, only with the person's own entries (at most
+// MaxPerUser routine ones and their kept ones), and the query holds at most
+// a few times the limit in memory. The answer is
 // newest first and at most limit long: the newest entries of both kinds,
 // except that routine entries never take more than half of the places
 // (rounded down) from kept ones, so a burst of rejected jobs cannot hide an

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -303,12 +304,53 @@ func clampLimit(limit int) int {
 
 // read fetches every entry of one person (the routine entries on subj, at
 // most MaxPerUser by the stream's limit, and the kept ones on their own
-// subjects) through a short-lived consumer filtered on them, and chooses
-// limit of them (see choose). It holds at most a few times limit entries at
-// once, whatever the person's history holds.
+// subjects) through two short-lived consumers, one per kind, read at once,
+// and chooses limit of them (see choose). It holds at most a few times limit
+// entries, whatever the person's history holds. (One consumer with both
+// filters would do, but the server walks a multi-filter consumer's messages
+// several times slower than two consumers of one filter each.)
 func (s *Store) read(ctx context.Context, subj string, limit int) ([]Entry, error) {
+	var (
+		mu      sync.Mutex
+		kept    = newTop(limit)
+		routine = newTop(limit)
+		seen    = map[string]bool{}
+	)
+	add := func(e Entry, seq uint64) {
+		// A result published again for a duplicate job id (same job, same
+		// finish time) appears once.
+		k := e.JobID + "\x00" + e.FinishedAt.UTC().Format(time.RFC3339Nano)
+		mu.Lock()
+		defer mu.Unlock()
+		if seen[k] {
+			return
+		}
+		seen[k] = true
+		// Entries appended before kept entries had subjects of their own
+		// are ranked by what they are, not where they are.
+		if Kept(e) {
+			kept.add(e, seq)
+		} else {
+			routine.add(e, seq)
+		}
+	}
+	errs := make(chan error, 1)
+	go func() { errs <- s.readFilter(ctx, keptFilter(subj), add) }()
+	err := s.readFilter(ctx, subj, add)
+	if kerr := <-errs; err == nil {
+		err = kerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return choose(kept.newest(), routine.newest(), limit), nil
+}
+
+// readFilter passes every entry on the subjects filter matches to add, with
+// its stream sequence.
+func (s *Store) readFilter(ctx context.Context, filter string, add func(Entry, uint64)) error {
 	cons, err := s.js.CreateConsumer(ctx, Stream, jetstream.ConsumerConfig{
-		FilterSubjects:    []string{subj, keptFilter(subj)},
+		FilterSubject:     filter,
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		AckPolicy:         jetstream.AckNonePolicy,
 		MemoryStorage:     true,
@@ -316,7 +358,7 @@ func (s *Store) read(ctx context.Context, subj string, limit int) ([]Entry, erro
 		Replicas:          1,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("history: read %s: %w", Stream, err)
+		return fmt.Errorf("history: read %s: %w", Stream, err)
 	}
 	name := cons.CachedInfo().Name
 	defer func() {
@@ -326,8 +368,6 @@ func (s *Store) read(ctx context.Context, subj string, limit int) ([]Entry, erro
 		_ = s.js.DeleteConsumer(dctx, Stream, name)
 	}()
 	pending := cons.CachedInfo().NumPending
-	kept, routine := newTop(limit), newTop(limit)
-	seen := make(map[string]bool, min(pending, maxMaxPerUser))
 	for got := uint64(0); got < pending; {
 		wait := 5 * time.Second
 		if dl, ok := ctx.Deadline(); ok {
@@ -335,7 +375,7 @@ func (s *Store) read(ctx context.Context, subj string, limit int) ([]Entry, erro
 		}
 		batch, err := cons.Fetch(int(min(pending-got, 1000)), jetstream.FetchMaxWait(wait))
 		if err != nil {
-			return nil, fmt.Errorf("history: read %s: %w", Stream, err)
+			return fmt.Errorf("history: read %s: %w", Stream, err)
 		}
 		n := 0
 		for m := range batch.Messages() {
@@ -344,53 +384,42 @@ func (s *Store) read(ctx context.Context, subj string, limit int) ([]Entry, erro
 			if json.Unmarshal(m.Data(), &e) != nil {
 				continue // not written by Append; nothing to show
 			}
-			// A result published again for a duplicate job id (same job,
-			// same finish time) appears once.
-			k := e.JobID + "\x00" + e.FinishedAt.UTC().Format(time.RFC3339Nano)
-			if seen[k] {
-				continue
+			var seq uint64
+			if md, err := m.Metadata(); err == nil {
+				seq = md.Sequence.Stream
 			}
-			seen[k] = true
-			// Entries appended before kept entries had subjects of their
-			// own are ranked by what they are, not where they are.
-			if Kept(e) {
-				kept.add(e)
-			} else {
-				routine.add(e)
-			}
+			add(e, seq)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return nil, fmt.Errorf("history: read %s: %w", Stream, err)
+			return fmt.Errorf("history: read %s: %w", Stream, err)
 		}
 		if n == 0 {
 			if err := ctx.Err(); err != nil {
-				return nil, fmt.Errorf("history: read %s: %w", Stream, err)
+				return fmt.Errorf("history: read %s: %w", Stream, err)
 			}
-			return nil, fmt.Errorf("history: read %s: %d of %d entries arrived", Stream, got, pending)
+			return fmt.Errorf("history: read %s: %d of %d entries arrived", Stream, got, pending)
 		}
 		got += uint64(n)
 	}
-	return choose(kept.newest(), routine.newest(), limit), nil
+	return nil
 }
 
 // top keeps the newest limit entries added to it: newest by finish time,
-// and of two that finished at the same time the one added later.
+// and of two that finished at the same time the one appended later.
 type top struct {
 	limit int
-	n     int // entries added so far, the order of adding
 	es    []ranked
 }
 
 type ranked struct {
 	e   Entry
-	pos int
+	seq uint64 // stream sequence
 }
 
 func newTop(limit int) *top { return &top{limit: limit} }
 
-func (t *top) add(e Entry) {
-	t.es = append(t.es, ranked{e, t.n})
-	t.n++
+func (t *top) add(e Entry, seq uint64) {
+	t.es = append(t.es, ranked{e, seq})
 	if len(t.es) >= 2*t.limit+64 {
 		t.trim()
 	}
@@ -401,7 +430,7 @@ func (t *top) trim() {
 		if c := y.e.FinishedAt.Compare(x.e.FinishedAt); c != 0 {
 			return c
 		}
-		return y.pos - x.pos
+		return cmp.Compare(y.seq, x.seq)
 	})
 	if len(t.es) > t.limit {
 		t.es = t.es[:t.limit]

@@ -657,3 +657,33 @@ func BenchmarkHistoryQuery(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/query")
 }
+
+// BenchmarkHistoryQueryAfterBurst answers the history of a person with an
+// offboard and then 1,000 rejected jobs (a full routine subject), among
+// 100,000 entries of 1,000 people: 50 entries, the offboard among them.
+func BenchmarkHistoryQueryAfterBurst(b *testing.B) {
+	e := newEnv(b, history.Config{})
+	e.fill(b, 100_000, 1000, 4242, 100)
+	ctx := context.Background()
+	const user = 77777
+	off := entry(user, 0)
+	if err := e.store.Append(ctx, off, ""); err != nil {
+		b.Fatal(err)
+	}
+	for i := 1; i <= 1000; i++ {
+		if err := e.store.Append(ctx, rejected(user, i), ""); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		es, err := e.store.Query(ctx, user, 50)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(es) != 50 || es[49].JobID != off.JobID {
+			b.Fatalf("got %d entries", len(es))
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/query")
+}
