@@ -41,10 +41,13 @@
 // hash> (kept), so a lookup by that selector still finds it; the value
 // itself never appears in a subject.
 //
-// The layout needs no migration: the stream's subjects are still
-// mfa.history.>. Entries appended before kept entries had subjects of their
-// own stay on the person's routine subject, where a query still ranks them
-// as kept, but where 1,000 later routine entries can drop them.
+// Upgrading from the layout where every entry of a person shared one
+// subject needs no change to the stream or to permissions (the subjects are
+// still mfa.history.>). At its start the index copies, once per stream, every
+// kept entry found on a routine subject to a kept subject of its own
+// (Store.UpgradeLayout) and then writes a marker on mfa.history.layout; until
+// then a query still ranks such an entry as kept, and afterwards lists it
+// once.
 //
 // The result stream and its subjects mfa.results.<type>.<outcome> are not
 // changed.

@@ -316,7 +316,7 @@ func (s *Store) read(ctx context.Context, subj string, limit int) ([]Entry, erro
 		routine = newTop(limit)
 		seen    = map[string]bool{}
 	)
-	add := func(e Entry, seq uint64) {
+	add := func(e Entry, seq uint64, _ string) {
 		// A result published again for a duplicate job id (same job, same
 		// finish time) appears once.
 		k := e.JobID + "\x00" + e.FinishedAt.UTC().Format(time.RFC3339Nano)
@@ -347,8 +347,8 @@ func (s *Store) read(ctx context.Context, subj string, limit int) ([]Entry, erro
 }
 
 // readFilter passes every entry on the subjects filter matches to add, with
-// its stream sequence.
-func (s *Store) readFilter(ctx context.Context, filter string, add func(Entry, uint64)) error {
+// its stream sequence and subject, in stream order.
+func (s *Store) readFilter(ctx context.Context, filter string, add func(Entry, uint64, string)) error {
 	cons, err := s.js.CreateConsumer(ctx, Stream, jetstream.ConsumerConfig{
 		FilterSubject:     filter,
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
@@ -369,6 +369,9 @@ func (s *Store) readFilter(ctx context.Context, filter string, add func(Entry, u
 	}()
 	pending := cons.CachedInfo().NumPending
 	for got := uint64(0); got < pending; {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("history: read %s: %w", Stream, err)
+		}
 		wait := 5 * time.Second
 		if dl, ok := ctx.Deadline(); ok {
 			wait = max(time.Until(dl), time.Millisecond)
@@ -388,7 +391,7 @@ func (s *Store) readFilter(ctx context.Context, filter string, add func(Entry, u
 			if md, err := m.Metadata(); err == nil {
 				seq = md.Sequence.Stream
 			}
-			add(e, seq)
+			add(e, seq, m.Subject())
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return fmt.Errorf("history: read %s: %w", Stream, err)
