@@ -43,11 +43,13 @@
 //
 // Upgrading from the layout where every entry of a person shared one
 // subject needs no change to the stream or to permissions (the subjects are
-// still mfa.history.>). At its start the index copies, once per stream, every
-// kept entry found on a routine subject to a kept subject of its own
-// (Store.UpgradeLayout) and then writes a marker on mfa.history.layout; until
-// then a query still ranks such an entry as kept, and afterwards lists it
-// once.
+// still mfa.history.>). At each start the index copies every kept entry
+// found on a routine subject to a kept subject of its own
+// (Store.UpgradeLayout), reading from where the last start stopped (the
+// whole stream the first time, as recorded by a marker on
+// mfa.history.layout), so entries that replicas of the earlier version
+// index during a rolling upgrade are copied too. Until copied, a query still
+// ranks such an entry as kept; afterwards it lists it once.
 //
 // The result stream and its subjects mfa.results.<type>.<outcome> are not
 // changed.

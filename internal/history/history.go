@@ -349,9 +349,15 @@ func (s *Store) read(ctx context.Context, subj string, limit int) ([]Entry, erro
 // readFilter passes every entry on the subjects filter matches to add, with
 // its stream sequence and subject, in stream order.
 func (s *Store) readFilter(ctx context.Context, filter string, add func(Entry, uint64, string)) error {
+	return s.readFilterFrom(ctx, filter, 1, add)
+}
+
+// readFilterFrom is readFilter from stream sequence from on.
+func (s *Store) readFilterFrom(ctx context.Context, filter string, from uint64, add func(Entry, uint64, string)) error {
 	cons, err := s.js.CreateConsumer(ctx, Stream, jetstream.ConsumerConfig{
 		FilterSubject:     filter,
-		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       max(from, 1),
 		AckPolicy:         jetstream.AckNonePolicy,
 		MemoryStorage:     true,
 		InactiveThreshold: 30 * time.Second,

@@ -10,34 +10,54 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// layoutSubject holds a marker once the kept entries that an earlier version
-// appended to routine subjects have been copied to kept subjects of their
-// own.
+// layoutSubject holds markers, each saying up to which stream sequence the
+// routine subjects have been searched for kept entries of the earlier
+// layout.
 const layoutSubject = SubjectPrefix + "layout"
 
+type layoutMarker struct {
+	Layout    int    `json:"layout"`
+	ScannedTo uint64 `json:"scanned_to"`
+	Copied    int    `json:"copied"`
+}
+
 // UpgradeLayout copies every kept entry (see Kept) that an earlier version
-// appended to a person's routine subject to a kept subject of its own, so
-// that no later routine entry can push it out, and then writes a marker so
-// that later starts skip the scan. It reads the routine subjects of the whole
-// stream once; an interrupted run starts again at the next start, and the
-// copies it already made are deduplicated by the stream (within its
-// duplicate window) and by queries (always). It returns how many entries it
-// copied.
+// appended to a routine subject to a kept subject of its own, so that no
+// later routine entry can push it out. It reads the routine subjects from
+// where the last run stopped (the whole stream the first time) and then
+// writes a marker saying how far it read, so that each start reads only what
+// was appended since: entries that a replica of the earlier version indexes
+// during a rolling upgrade are copied at the next start. An interrupted run
+// starts again at the next start; copies made twice are deduplicated by the
+// stream (within its duplicate window) and by queries (always). It returns
+// how many entries it copied.
 func (s *Store) UpgradeLayout(ctx context.Context) (int, error) {
 	stream, err := s.js.Stream(ctx, Stream)
 	if err != nil {
 		return 0, fmt.Errorf("history: upgrade layout: %w", err)
 	}
-	switch _, err := stream.GetLastMsgForSubject(ctx, layoutSubject); {
+	var from uint64 = 1
+	switch m, err := stream.GetLastMsgForSubject(ctx, layoutSubject); {
 	case err == nil:
-		return 0, nil
+		var mk layoutMarker
+		if json.Unmarshal(m.Data, &mk) == nil {
+			from = mk.ScannedTo + 1
+		}
 	case !errors.Is(err, jetstream.ErrMsgNotFound):
 		return 0, fmt.Errorf("history: upgrade layout: %w", err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("history: upgrade layout: %w", err)
+	}
+	last := info.State.LastSeq
+	if last < from {
+		return 0, nil
 	}
 	copied := 0
 	var perr error
 	copyKept := func(e Entry, seq uint64, subj string) {
-		if perr != nil || subj == layoutSubject || !Kept(e) {
+		if perr != nil || seq > last || subj == layoutSubject || !Kept(e) {
 			return
 		}
 		b, err := json.Marshal(e)
@@ -52,15 +72,18 @@ func (s *Store) UpgradeLayout(ctx context.Context) (int, error) {
 		copied++
 	}
 	for _, filter := range []string{SubjectPrefix + "*", unresolvedPrefix + ">"} {
-		if err := s.readFilter(ctx, filter, copyKept); err != nil {
+		if err := s.readFilterFrom(ctx, filter, from, copyKept); err != nil {
 			return copied, fmt.Errorf("history: upgrade layout: %w", err)
 		}
 		if perr != nil {
 			return copied, perr
 		}
 	}
-	marker := []byte(`{"layout":2,"copied":` + strconv.Itoa(copied) + `}`)
-	if _, err := s.js.Publish(ctx, layoutSubject, marker, jetstream.WithMsgID("layout-marker:2")); err != nil {
+	marker, err := json.Marshal(layoutMarker{Layout: 2, ScannedTo: last, Copied: copied})
+	if err != nil {
+		return copied, fmt.Errorf("history: upgrade layout: encode marker: %w", err)
+	}
+	if _, err := s.js.Publish(ctx, layoutSubject, marker, jetstream.WithMsgID("layout-marker:"+strconv.FormatUint(last, 10))); err != nil {
 		return copied, fmt.Errorf("history: upgrade layout: write marker: %w", err)
 	}
 	return copied, nil

@@ -53,6 +53,15 @@ func TestUpgradeLayoutCopiesOldKeptEntries(t *testing.T) {
 	if n, err := e.store.UpgradeLayout(ctx); err != nil || n != 0 {
 		t.Fatalf("a second upgrade copied %d, %v; want 0", n, err)
 	}
+	// A replica of the earlier version, during a rolling upgrade, indexes
+	// one more offboard on the routine subject: the next start copies it,
+	// and only it.
+	late := entry(12, 2)
+	late.JobID = "late-old-offboard"
+	publishOld(t, e, history.UserSubject(12), late)
+	if n, err := e.store.UpgradeLayout(ctx); err != nil || n != 1 {
+		t.Fatalf("the upgrade after a late old entry copied %d, %v; want 1", n, err)
+	}
 
 	for i := 3; i < 1003; i++ {
 		for _, en := range []history.Entry{rejected(12, i), func() history.Entry {
@@ -69,7 +78,7 @@ func TestUpgradeLayoutCopiesOldKeptEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"rej-12-1002", "rej-12-1001", "rej-12-1000", "rej-12-999", "rej-12-998", "rej-12-997", "rej-12-996", "rej-12-995", "rej-12-994", off.JobID}; !slices.Equal(jobIDs(got), want) {
+	if want := []string{"rej-12-1002", "rej-12-1001", "rej-12-1000", "rej-12-999", "rej-12-998", "rej-12-997", "rej-12-996", "rej-12-995", late.JobID, off.JobID}; !slices.Equal(jobIDs(got), want) {
 		t.Fatalf("user: got %v, want %v", jobIDs(got), want)
 	}
 	got, err = e.store.QuerySelector(ctx, *sel.User, 2)
