@@ -107,7 +107,7 @@ bench: build build-dev
 		-args -report $(CURDIR)/docs/benchmarks.md -worker $(CURDIR)/bin/worker-dev
 	set -o pipefail; { \
 	  printf '\n## HR ingest and the history index\n\n'; \
-	  printf 'Raw `go test -bench` lines of this run: signed CloudEvents accepted per second by one receiver with the mapper running, against a bare JetStream publish loop of the same bodies (ratio); event-to-result latency of an offboard under an idle worker; one person'"'"'s history among 100,000 results (ms per query).\n\n```\n'; \
+	  printf 'Raw `go test -bench` lines of this run: signed CloudEvents accepted per second by one receiver with the mapper running, against a bare JetStream publish loop of the same bodies (ratio); event-to-result latency of an offboard under an idle worker; one person'"'"'s history among 100,000 results, and that of a person with an offboard and then 1,000 rejected jobs (ms per query).\n\n```\n'; \
 	  $(GO) test -count=1 -run '^$$' -bench 'AcceptVsPublish' -benchtime 5000x -timeout 20m ./internal/ingest | grep '^Benchmark'; \
 	  $(GO) test -count=1 -run '^$$' -bench 'EventToResult' -benchtime 1000x -timeout 20m ./internal/ingest | grep '^Benchmark'; \
 	  $(GO) test -count=3 -run '^$$' -bench 'HistoryQuery' -timeout 20m ./internal/history | grep '^Benchmark'; \

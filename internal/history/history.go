@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,6 +25,7 @@ const (
 	Stream            = job.HistoryStream
 	SubjectPrefix     = job.HistorySubjectPrefix
 	unresolvedPrefix  = SubjectPrefix + "unresolved."
+	keptPrefix        = SubjectPrefix + "kept."
 	DefaultLimit      = 50
 	MaxLimit          = 500
 	defaultMaxAge     = 400 * 24 * time.Hour
@@ -119,8 +121,9 @@ func EntryFromResult(body []byte) (Entry, error) {
 type Config struct {
 	Replicas int           // 1; 3 in a cluster
 	MaxAge   time.Duration // 400 days
-	// MaxPerUser is how many entries are kept per person, oldest dropped
-	// first: 1000 (at least MaxLimit, at most 10000).
+	// MaxPerUser is how many routine entries are kept per person, oldest
+	// dropped first: 1000 (at least MaxLimit, at most 10000). Kept entries
+	// (see Kept) do not count: only MaxAge removes them.
 	MaxPerUser      int64
 	DuplicateWindow time.Duration // 10m
 }
@@ -207,11 +210,42 @@ func unresolvedSubject(sel Selector) (string, bool) {
 	return unresolvedPrefix + kind + "." + hex.EncodeToString(sum[:]), true
 }
 
+// Kept reports whether e is kept for the stream's whole max age whatever is
+// appended after it: the result of an offboard or a remove that was not
+// rejected or expired (it reached OneLogin, or was cancelled by someone
+// holding the authority to), and a succeeded enroll or activate (a factor
+// added). Every other entry is routine: the newest MaxPerUser of a person are
+// kept.
+func Kept(e Entry) bool {
+	switch e.Type {
+	case "offboard", "remove":
+		return e.Outcome != "rejected" && e.Outcome != "expired"
+	case "enroll", "activate":
+		return e.Outcome == "succeeded"
+	}
+	return false
+}
+
+// keptSubject is the subject of one kept entry whose person's routine
+// subject is subj: a subject of its own per job, so that the per-subject
+// limit never removes it.
+func keptSubject(subj, jobID string) string {
+	sum := sha256.Sum256([]byte(jobID))
+	return keptPrefix + strings.TrimPrefix(subj, SubjectPrefix) + "." + hex.EncodeToString(sum[:16])
+}
+
+// keptFilter matches every kept entry of the person whose routine subject is
+// subj.
+func keptFilter(subj string) string {
+	return keptPrefix + strings.TrimPrefix(subj, SubjectPrefix) + ".*"
+}
+
 // Append records e. msgID deduplicates within the stream's duplicate window;
 // pass the result's own Nats-Msg-Id ("<job id>:result", or its replay form).
 // An entry with neither a user id nor a selector that names a field
 // belongs to nobody's history (for example a job rejected before its user
-// could be read) and is not stored.
+// could be read) and is not stored. A kept entry (see Kept) goes to a
+// subject of its own, every other entry to the person's routine subject.
 func (s *Store) Append(ctx context.Context, e Entry, msgID string) error {
 	var subj string
 	switch {
@@ -224,6 +258,9 @@ func (s *Store) Append(ctx context.Context, e Entry, msgID string) error {
 		}
 	default:
 		return nil
+	}
+	if Kept(e) {
+		subj = keptSubject(subj, e.JobID)
 	}
 	b, err := json.Marshal(e)
 	if err != nil {
@@ -265,20 +302,69 @@ func clampLimit(limit int) int {
 	return min(limit, MaxLimit)
 }
 
-// read fetches every entry on subj (at most MaxPerUser, by the stream's
-// limit) through a short-lived consumer filtered on it, and keeps the newest
-// limit of them.
+// read fetches every entry of one person (the routine entries on subj, at
+// most MaxPerUser by the stream's limit, and the kept ones on their own
+// subjects) through two short-lived consumers, one per kind, read at once,
+// and chooses limit of them (see choose). It holds at most a few times limit
+// entries, whatever the person's history holds. (One consumer with both
+// filters would do, but the server walks a multi-filter consumer's messages
+// several times slower than two consumers of one filter each.)
 func (s *Store) read(ctx context.Context, subj string, limit int) ([]Entry, error) {
+	var (
+		mu      sync.Mutex
+		kept    = newTop(limit)
+		routine = newTop(limit)
+		seen    = map[string]bool{}
+	)
+	add := func(e Entry, seq uint64, _ string) {
+		// A result published again for a duplicate job id (same job, same
+		// finish time) appears once.
+		k := e.JobID + "\x00" + e.FinishedAt.UTC().Format(time.RFC3339Nano)
+		mu.Lock()
+		defer mu.Unlock()
+		if seen[k] {
+			return
+		}
+		seen[k] = true
+		// Entries appended before kept entries had subjects of their own
+		// are ranked by what they are, not where they are.
+		if Kept(e) {
+			kept.add(e, seq)
+		} else {
+			routine.add(e, seq)
+		}
+	}
+	errs := make(chan error, 1)
+	go func() { errs <- s.readFilter(ctx, keptFilter(subj), add) }()
+	err := s.readFilter(ctx, subj, add)
+	if kerr := <-errs; err == nil {
+		err = kerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return choose(kept.newest(), routine.newest(), limit), nil
+}
+
+// readFilter passes every entry on the subjects filter matches to add, with
+// its stream sequence and subject, in stream order.
+func (s *Store) readFilter(ctx context.Context, filter string, add func(Entry, uint64, string)) error {
+	return s.readFilterFrom(ctx, filter, 1, add)
+}
+
+// readFilterFrom is readFilter from stream sequence from on.
+func (s *Store) readFilterFrom(ctx context.Context, filter string, from uint64, add func(Entry, uint64, string)) error {
 	cons, err := s.js.CreateConsumer(ctx, Stream, jetstream.ConsumerConfig{
-		FilterSubject:     subj,
-		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		FilterSubject:     filter,
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       max(from, 1),
 		AckPolicy:         jetstream.AckNonePolicy,
 		MemoryStorage:     true,
 		InactiveThreshold: 30 * time.Second,
 		Replicas:          1,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("history: read %s: %w", Stream, err)
+		return fmt.Errorf("history: read %s: %w", Stream, err)
 	}
 	name := cons.CachedInfo().Name
 	defer func() {
@@ -287,18 +373,18 @@ func (s *Store) read(ctx context.Context, subj string, limit int) ([]Entry, erro
 		defer cancel()
 		_ = s.js.DeleteConsumer(dctx, Stream, name)
 	}()
-	pending := int(min(cons.CachedInfo().NumPending, maxMaxPerUser))
-	out := make([]Entry, 0, min(pending, limit))
-	seen := make(map[string]bool, pending)
-	var all []Entry
-	for got := 0; got < pending; {
+	pending := cons.CachedInfo().NumPending
+	for got := uint64(0); got < pending; {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("history: read %s: %w", Stream, err)
+		}
 		wait := 5 * time.Second
 		if dl, ok := ctx.Deadline(); ok {
 			wait = max(time.Until(dl), time.Millisecond)
 		}
-		batch, err := cons.Fetch(pending-got, jetstream.FetchMaxWait(wait))
+		batch, err := cons.Fetch(int(min(pending-got, 1000)), jetstream.FetchMaxWait(wait))
 		if err != nil {
-			return nil, fmt.Errorf("history: read %s: %w", Stream, err)
+			return fmt.Errorf("history: read %s: %w", Stream, err)
 		}
 		n := 0
 		for m := range batch.Messages() {
@@ -307,36 +393,102 @@ func (s *Store) read(ctx context.Context, subj string, limit int) ([]Entry, erro
 			if json.Unmarshal(m.Data(), &e) != nil {
 				continue // not written by Append; nothing to show
 			}
-			all = append(all, e)
+			var seq uint64
+			if md, err := m.Metadata(); err == nil {
+				seq = md.Sequence.Stream
+			}
+			add(e, seq, m.Subject())
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return nil, fmt.Errorf("history: read %s: %w", Stream, err)
+			return fmt.Errorf("history: read %s: %w", Stream, err)
 		}
 		if n == 0 {
 			if err := ctx.Err(); err != nil {
-				return nil, fmt.Errorf("history: read %s: %w", Stream, err)
+				return fmt.Errorf("history: read %s: %w", Stream, err)
 			}
-			return nil, fmt.Errorf("history: read %s: %d of %d entries arrived", Stream, got, pending)
+			return fmt.Errorf("history: read %s: %d of %d entries arrived", Stream, got, pending)
 		}
-		got += n
+		got += uint64(n)
 	}
-	// Newest first by finish time; ties keep the reverse of append order.
-	// A result published again for a duplicate job id (same job, same
-	// finish time) appears once.
-	slices.Reverse(all)
-	slices.SortStableFunc(all, newestFirst)
-	for _, e := range all {
-		if len(out) == limit {
-			break
-		}
-		k := e.JobID + "\x00" + e.FinishedAt.UTC().Format(time.RFC3339Nano)
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		out = append(out, e)
+	return nil
+}
+
+// top keeps the newest limit entries added to it: newest by finish time,
+// and of two that finished at the same time the one appended later.
+type top struct {
+	limit int
+	es    []ranked
+}
+
+type ranked struct {
+	e   Entry
+	seq uint64 // stream sequence
+}
+
+func newTop(limit int) *top { return &top{limit: limit} }
+
+func (t *top) add(e Entry, seq uint64) {
+	t.es = append(t.es, ranked{e, seq})
+	if len(t.es) >= 2*t.limit+64 {
+		t.trim()
 	}
-	return out, nil
+}
+
+func (t *top) trim() {
+	slices.SortFunc(t.es, func(x, y ranked) int {
+		if c := y.e.FinishedAt.Compare(x.e.FinishedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(y.seq, x.seq)
+	})
+	if len(t.es) > t.limit {
+		t.es = t.es[:t.limit]
+	}
+}
+
+// newest returns the kept entries, newest first.
+func (t *top) newest() []Entry {
+	t.trim()
+	out := make([]Entry, len(t.es))
+	for i, r := range t.es {
+		out[i] = r.e
+	}
+	return out
+}
+
+// choose returns at most limit entries of a person, newest first, from the
+// newest kept entries and the newest routine ones (each newest first, each
+// at most limit long). It is the newest limit of them all, except that
+// routine entries never take more than half of the places (rounded down)
+// from kept ones: a burst of rejected jobs cannot hide an offboard from a
+// query, however recent the burst.
+func choose(kept, routine []Entry, limit int) []Entry {
+	out := merge(kept, routine, limit)
+	nKept := 0
+	for _, e := range out {
+		if Kept(e) {
+			nKept++
+		}
+	}
+	need := min(len(kept), (limit+1)/2)
+	if nKept >= need {
+		return out
+	}
+	return merge(kept[:need], routine[:min(len(routine), limit-need)], limit)
+}
+
+// combine returns limit entries of a and b (each newest first) as choose
+// picks them.
+func combine(a, b []Entry, limit int) []Entry {
+	var kept, routine []Entry
+	for _, e := range merge(a, b, len(a)+len(b)) {
+		if Kept(e) {
+			kept = append(kept, e)
+		} else {
+			routine = append(routine, e)
+		}
+	}
+	return choose(kept[:min(len(kept), limit)], routine[:min(len(routine), limit)], limit)
 }
 
 // merge returns the newest limit entries of a and b, newest first.

@@ -157,6 +157,7 @@ func TestPerPersonCapKeepsNewest(t *testing.T) {
 	ctx := context.Background()
 	for i := 0; i < 520; i++ {
 		en := entry(7, i)
+		en.Type, en.Outcome, en.ErrorCode = "verify", "failed", "invalid_otp"
 		if err := e.store.Append(ctx, en, en.JobID+":result"); err != nil {
 			t.Fatal(err)
 		}
@@ -167,6 +168,194 @@ func TestPerPersonCapKeepsNewest(t *testing.T) {
 	}
 	if len(got) != 500 || got[0].JobID != "job-7-519" || got[499].JobID != "job-7-20" {
 		t.Fatalf("got %d entries, first %q last %q", len(got), got[0].JobID, got[len(got)-1].JobID)
+	}
+}
+
+func TestKept(t *testing.T) {
+	for _, c := range []struct {
+		typ, outcome string
+		want         bool
+	}{
+		{"offboard", "succeeded", true}, {"offboard", "noop", true}, {"offboard", "failed", true}, {"offboard", "cancelled", true},
+		{"offboard", "rejected", false}, {"offboard", "expired", false},
+		{"remove", "succeeded", true}, {"remove", "failed", true}, {"remove", "cancelled", true}, {"remove", "rejected", false},
+		{"enroll", "succeeded", true}, {"activate", "succeeded", true}, {"enroll", "failed", false}, {"enroll", "rejected", false},
+		{"verify", "succeeded", false}, {"generate_token", "succeeded", false}, {"cancel", "succeeded", false}, {"cancel", "noop", false},
+	} {
+		if got := history.Kept(history.Entry{Type: c.typ, Outcome: c.outcome}); got != c.want {
+			t.Errorf("%s %s: kept %v, want %v", c.typ, c.outcome, got, c.want)
+		}
+	}
+}
+
+// rejected is a routine entry of user, the i-th second after base: a job
+// refused at the door, which costs its publisher nothing.
+func rejected(user int64, i int) history.Entry {
+	en := entry(user, i)
+	en.JobID = fmt.Sprintf("rej-%d-%d", user, i)
+	en.Type, en.Outcome, en.ErrorCode = []string{"offboard", "enroll", "remove", "verify"}[i%4], "rejected", "invalid_job"
+	en.DurationMS, en.FinishedAt = 0, en.StartedAt
+	return en
+}
+
+// TestOffboardOutlivesAThousandRejectedJobs: after a person's offboard,
+// 1,000 rejected jobs for them (more than the per-person limit of routine
+// entries) push out older routine entries but not the offboard, and the
+// query still answers at most limit entries, newest first, with the
+// offboard among them.
+func TestOffboardOutlivesAThousandRejectedJobs(t *testing.T) {
+	e := newEnv(t, history.Config{})
+	ctx := context.Background()
+	const user = 31
+	before := entry(user, 0)
+	before.JobID, before.Type, before.Outcome = "verify-before", "verify", "succeeded"
+	off := entry(user, 1)
+	off.JobID = "the-offboard"
+	for _, en := range []history.Entry{before, off} {
+		if err := e.store.Append(ctx, en, en.JobID+":result"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rej []string
+	for i := 2; i < 1002; i++ {
+		en := rejected(user, i)
+		if err := e.store.Append(ctx, en, en.JobID+":result"); err != nil {
+			t.Fatal(err)
+		}
+		rej = append(rej, en.JobID)
+	}
+	slices.Reverse(rej) // newest first
+
+	// The routine subject holds the newest 1,000: the verify before the
+	// offboard is gone, the offboard is on a subject of its own.
+	info, err := e.js.Stream(ctx, history.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := info.Info(ctx, jetstream.WithSubjectFilter("mfa.history.>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.State.Subjects[history.UserSubject(user)]; n != 1000 || st.State.Msgs != 1001 {
+		t.Fatalf("routine subject holds %d, stream %d, subjects %d", n, st.State.Msgs, len(st.State.Subjects))
+	}
+
+	for _, c := range []struct {
+		limit int
+		want  []string
+	}{
+		{history.MaxLimit, append(slices.Clone(rej[:history.MaxLimit-1]), "the-offboard")},
+		{0, append(slices.Clone(rej[:history.DefaultLimit-1]), "the-offboard")},
+		{2, []string{rej[0], "the-offboard"}},
+		{1, []string{"the-offboard"}},
+	} {
+		got, err := e.store.Query(ctx, user, c.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(jobIDs(got), c.want) {
+			t.Fatalf("limit %d: got %d entries %v...%v, want %d", c.limit, len(got), head(jobIDs(got)), jobIDs(got)[max(0, len(got)-2):], len(c.want))
+		}
+		if o := got[len(got)-1]; o.Type != "offboard" || o.Outcome != "succeeded" || !o.FinishedAt.Equal(off.FinishedAt) {
+			t.Fatalf("limit %d: the offboard reads %+v", c.limit, o)
+		}
+	}
+
+	// The same through mfa.query.history.
+	h := history.NewHandler(e.store, nil, testenv.Quiet())
+	rep := h.Answer(ctx, []byte(`{"user_id":31,"limit":500}`))
+	if rep.Error != nil || len(rep.Data) != 500 || rep.Data[499].JobID != "the-offboard" || rep.Data[0].JobID != rej[0] {
+		t.Fatalf("query: %+v, %d entries", rep.Error, len(rep.Data))
+	}
+}
+
+// TestQueryGivesKeptEntriesHalfThePlaces: routine entries newer than every
+// kept one take at most half of the places; kept entries newer than the
+// routine ones are simply the newest.
+func TestQueryGivesKeptEntriesHalfThePlaces(t *testing.T) {
+	e := newEnv(t, history.Config{})
+	ctx := context.Background()
+	var kept, routine []string
+	for i := range 30 {
+		en := entry(9, i) // offboards, kept
+		if i%2 == 1 {
+			en.Type = "enroll"
+		}
+		if err := e.store.Append(ctx, en, en.JobID+":result"); err != nil {
+			t.Fatal(err)
+		}
+		kept = append(kept, en.JobID)
+	}
+	for i := 30; i < 130; i++ {
+		en := rejected(9, i)
+		if err := e.store.Append(ctx, en, en.JobID+":result"); err != nil {
+			t.Fatal(err)
+		}
+		routine = append(routine, en.JobID)
+	}
+	slices.Reverse(kept)
+	slices.Reverse(routine)
+	for _, c := range []struct {
+		limit int
+		want  []string
+	}{
+		{50, append(slices.Clone(routine[:25]), kept[:25]...)},
+		{51, append(slices.Clone(routine[:25]), kept[:26]...)},
+		{10, append(slices.Clone(routine[:5]), kept[:5]...)},
+		{200, append(slices.Clone(routine), kept...)},
+	} {
+		got, err := e.store.Query(ctx, 9, c.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(jobIDs(got), c.want) {
+			t.Fatalf("limit %d: got %v, want %v", c.limit, jobIDs(got), c.want)
+		}
+	}
+	// A newer offboard leads and counts among the kept half.
+	late := entry(9, 500)
+	late.JobID = "late-offboard"
+	if err := e.store.Append(ctx, late, late.JobID+":result"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.store.Query(ctx, 9, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"late-offboard", routine[0], routine[1], kept[0]}; !slices.Equal(jobIDs(got), want) {
+		t.Fatalf("limit 4: got %v, want %v", jobIDs(got), want)
+	}
+}
+
+// TestEntriesOfTheEarlierLayout: an offboard appended when every entry of a
+// person shared one subject is still read, ranked as kept, and appears once
+// when the same result was appended again under the new layout.
+func TestEntriesOfTheEarlierLayout(t *testing.T) {
+	e := newEnv(t, history.Config{})
+	ctx := context.Background()
+	old := entry(12, 0)
+	b, err := json.Marshal(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.js.Publish(ctx, history.UserSubject(12), b); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Append(ctx, old, "again"); err != nil { // a replay
+		t.Fatal(err)
+	}
+	for i := 1; i <= 20; i++ {
+		en := rejected(12, i)
+		if err := e.store.Append(ctx, en, en.JobID+":result"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := e.store.Query(ctx, 12, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"rej-12-20", "rej-12-19", "rej-12-18", "job-12-0"}; !slices.Equal(jobIDs(got), want) {
+		t.Fatalf("got %v, want %v", jobIDs(got), want)
 	}
 }
 
@@ -465,6 +654,36 @@ func BenchmarkHistoryQuery(b *testing.B) {
 			b.Fatalf("got %d entries", len(es))
 		}
 		i++
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/query")
+}
+
+// BenchmarkHistoryQueryAfterBurst answers the history of a person with an
+// offboard and then 1,000 rejected jobs (a full routine subject), among
+// 100,000 entries of 1,000 people: 50 entries, the offboard among them.
+func BenchmarkHistoryQueryAfterBurst(b *testing.B) {
+	e := newEnv(b, history.Config{})
+	e.fill(b, 100_000, 1000, 4242, 100)
+	ctx := context.Background()
+	const user = 77777
+	off := entry(user, 0)
+	if err := e.store.Append(ctx, off, ""); err != nil {
+		b.Fatal(err)
+	}
+	for i := 1; i <= 1000; i++ {
+		if err := e.store.Append(ctx, rejected(user, i), ""); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		es, err := e.store.Query(ctx, user, 50)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(es) != 50 || es[49].JobID != off.JobID {
+			b.Fatalf("got %d entries", len(es))
+		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/query")
 }

@@ -17,7 +17,23 @@ import (
 // next replica to read the consumer. Each entry is appended with the
 // result's own Nats-Msg-Id, so one redelivered is stored once. A message
 // that is not a result is logged (subject and sequence only) and dropped.
+//
+// Alongside, once per stream, it copies the kept entries of the earlier
+// layout to their own subjects (see Store.UpgradeLayout); Index returns once
+// that has stopped too.
 func Index(ctx context.Context, cons jetstream.Consumer, store *Store, log *slog.Logger) error {
+	upgraded := make(chan struct{})
+	go func() {
+		defer close(upgraded)
+		n, err := store.UpgradeLayout(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn("copying the history's kept entries to their own subjects failed; retried at the next start", "copied", n, "err", err)
+		case err == nil && n > 0:
+			log.Info("copied the history's kept entries of the earlier layout to their own subjects", "copied", n)
+		}
+	}()
+	defer func() { <-upgraded }()
 	it, err := cons.Messages(jetstream.PullMaxMessages(64), jetstream.PullExpiry(5*time.Second))
 	if err != nil {
 		return fmt.Errorf("history: consume results: %w", err)

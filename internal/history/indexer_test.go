@@ -92,3 +92,52 @@ func BenchmarkIndex(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "results/s")
 }
+
+// TestIndexKeepsTheOffboardThroughARejectedBurst runs the acceptance case
+// through the index: an offboard's result, then 1,000 rejected results for
+// the same person, all on MFA_RESULTS; the history still holds the
+// offboard, for a user id and for a selector whose user was not resolved.
+func TestIndexKeepsTheOffboardThroughARejectedBurst(t *testing.T) {
+	e := newEnv(t, history.Config{})
+	startIndexer(t, e)
+	ctx := context.Background()
+	publishResult(t, e, "leaver-off", 40, base)
+	unresolved := `{"job_id":"sel-off","type":"offboard","user_id":0,"user":{"email":"Gone@Example.com"},"outcome":"failed","attempts":1,` +
+		`"started_at":%q,"finished_at":%q,"duration_ms":3,"error":{"code":"user_not_found","message":"no such user","retryable":false}}`
+	if _, err := e.js.Publish(ctx, "mfa.results.offboard.failed", []byte(fmt.Sprintf(unresolved, base.Format(time.RFC3339Nano), base.Format(time.RFC3339Nano)))); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 1000; i++ {
+		at := base.Add(time.Duration(i) * time.Millisecond).Format(time.RFC3339Nano)
+		for _, who := range []string{`"user_id":40`, `"user_id":0,"user":{"email":"gone@example.com"}`} {
+			body := fmt.Sprintf(`{"job_id":"rej-%d","type":"offboard",%s,"outcome":"rejected","attempts":1,"started_at":%q,"finished_at":%q,"duration_ms":0,`+
+				`"error":{"code":"invalid_job","message":"bad params","retryable":false}}`, i, who, at, at)
+			if _, err := e.js.PublishAsync("mfa.results.offboard.rejected", []byte(body)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	select {
+	case <-e.js.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		t.Fatal("publishing the burst did not complete")
+	}
+	var es, sel []history.Entry
+	if err := testenv.WaitFor(60*time.Second, func() bool {
+		var err, serr error
+		es, err = e.store.Query(ctx, 40, history.DefaultLimit)
+		sel, serr = e.store.QuerySelector(ctx, history.Selector{Email: "gone@example.com"}, history.DefaultLimit)
+		return err == nil && serr == nil && len(es) > 0 && es[0].JobID == "rej-1000" && len(sel) > 0 && sel[0].JobID == "rej-1000"
+	}, func() string { return fmt.Sprintf("user 40 has %d entries, the selector %d", len(es), len(sel)) }); err != nil {
+		t.Fatal(err)
+	}
+	for name, got := range map[string][]history.Entry{"user id": es, "selector": sel} {
+		want := "leaver-off"
+		if name == "selector" {
+			want = "sel-off"
+		}
+		if len(got) != history.DefaultLimit || got[len(got)-1].JobID != want || got[len(got)-2].JobID != "rej-952" {
+			t.Fatalf("%s: %d entries, last two %v", name, len(got), jobIDs(got[len(got)-2:]))
+		}
+	}
+}

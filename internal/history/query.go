@@ -156,7 +156,7 @@ func (h *Handler) Answer(ctx context.Context, body []byte) Reply {
 	if err != nil {
 		return h.unavailable(err)
 	}
-	return Reply{Data: merge(es, unresolved, limit)}
+	return Reply{Data: combine(es, unresolved, limit)}
 }
 
 func (h *Handler) unavailable(err error) Reply {
