@@ -19,6 +19,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/assurance"
 	"github.com/mfa-worker/mfa-worker/internal/authlimit"
 	"github.com/mfa-worker/mfa-worker/internal/config"
+	"github.com/mfa-worker/mfa-worker/internal/guard"
 	"github.com/mfa-worker/mfa-worker/internal/history"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/leaver"
@@ -134,6 +135,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 		page, err := status.New(status.Config{Auth: cfg.statusAuth, Version: cfg.Version,
 			Throttle: authlimit.New(authlimit.DefaultBudget, func() { af.Inc("status") })}, status.Deps{
 			Gatherer: reg, Results: streams, History: history.New(js), DeadLetters: streams, Budget: ol, Log: log,
+			People: ops.NewResolver(ol), Leavers: status.Leavers{Store: leavers.Store, View: leavers.View},
+			Held: guard.New(objs.Guard, js, guard.DefaultConfig()), // read only: List
 		})
 		if err != nil {
 			_ = q.Stop()

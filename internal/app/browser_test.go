@@ -119,7 +119,7 @@ func TestStatusPageOfTheRealWorker(t *testing.T) {
 	// A person lookup through the form shows that person's four jobs.
 	if err := chromedp.Do(bctx,
 		chromedp.SendKeys(chromedp.CSS(`input[name="user"]`), strconv.Itoa(person)),
-		chromedp.Click(chromedp.CSS(`form button`)),
+		chromedp.Click(chromedp.CSS(`form#person button`)),
 		chromedp.WaitVisible(chromedp.CSS(`[data-history]`)),
 	); err != nil {
 		t.Fatal(err)

@@ -21,9 +21,13 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/mfa-worker/mfa-worker/internal/guard"
 	"github.com/mfa-worker/mfa-worker/internal/history"
+	"github.com/mfa-worker/mfa-worker/internal/leaver"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
+	"github.com/mfa-worker/mfa-worker/internal/ops"
+	"github.com/mfa-worker/mfa-worker/internal/simulator"
 	"github.com/mfa-worker/mfa-worker/internal/status"
 	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
@@ -31,6 +35,10 @@ import (
 // Values of the known workload.
 const (
 	person      = 9876501 // the person looked up
+	personEmail = "ada.lovelace@example.com"
+	personUser  = "alovelace"
+	personExtID = "HR-000417"
+	leaverOpen  = 9876503 // a leaver whose offboard failed
 	otherPerson = 9876502
 	secretState = "STATE-SECRET-e3b0c442"
 	phone       = "+15557654321"
@@ -43,6 +51,12 @@ var fixedNow = time.Date(2026, 11, 26, 14, 30, 0, 0, time.UTC)
 // the page and /metrics served side by side over HTTP.
 type fixture struct {
 	js         jetstream.JetStream
+	leavers    *leaver.Store
+	guard      *guard.Guard
+	heldJobID  string // the person's offboard the guard holds
+	offboardID string // the person's scheduled offboard
+	dueAt      time.Time
+	longID     string // an HR job id longer than a table cell
 	srv        *httptest.Server
 	resultIDs  []string        // in publish order
 	results    []history.Entry // the same, as the page reads them
@@ -77,6 +91,7 @@ func newFixture(t testing.TB, cfg status.Config) *fixture {
 	// state token and a phone number that must never reach the page.
 	types := []string{"enroll", "activate", "verify", "offboard", "remove"}
 	outcomes := []string{"succeeded", "noop", "failed", "rejected", "expired"}
+	f.longID = "bamboohr:" + strings.Repeat("7f3a9c2e-terminated-employee-", 4) + "offboard"
 	for i := 0; i < 25; i++ {
 		user := int64(otherPerson)
 		if i%3 == 0 {
@@ -84,6 +99,9 @@ func newFixture(t testing.TB, cfg status.Config) *fixture {
 		}
 		typ, outcome := types[i%len(types)], outcomes[(i/2)%len(outcomes)]
 		id := fmt.Sprintf("job-%02d-%s", i, typ)
+		if i == 24 {
+			id = f.longID
+		}
 		res := map[string]any{
 			"job_id": id, "type": typ, "user_id": user, "outcome": outcome, "attempts": 1 + i%3,
 			"started_at": fixedNow.Add(time.Duration(i-30) * time.Minute), "finished_at": fixedNow.Add(time.Duration(i-30)*time.Minute + 1200*time.Millisecond),
@@ -145,9 +163,67 @@ func newFixture(t testing.TB, cfg status.Config) *fixture {
 	m.SetScheduled("offboard", 3)
 	gatherer := prometheus.Gatherers{reg}
 
+	// OneLogin knows the person by email, username and external id.
+	sim := simulator.New(simulator.Config{Directory: []simulator.DirectoryUser{
+		{ID: person, Email: personEmail, Username: personUser, ExternalID: personExtID, Firstname: "Ada", Lastname: "Lovelace", Status: 1},
+		{ID: otherPerson, Email: "other@example.com", Username: "other", ExternalID: "HR-000418", Status: 1},
+		{ID: leaverOpen, Email: "gone@example.com", Username: "gone", ExternalID: "HR-000419", Status: 1},
+	}})
+	olSrv := httptest.NewServer(sim)
+	t.Cleanup(olSrv.Close)
+	ol, err := onelogin.NewClient(onelogin.Config{BaseURL: olSrv.URL, ClientID: sim.Config().ClientID, ClientSecret: sim.Config().ClientSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The leaver registry: the person's offboard is scheduled, another
+	// leaver's offboard failed (open).
+	lkv, err := leaver.ProvisionBucket(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.leavers = leaver.NewStore(lkv)
+	f.offboardID = "bamboohr:evt-1207:offboard"
+	f.dueAt = fixedNow.Add(36 * time.Hour).Truncate(time.Second)
+	if err := f.leavers.Scheduled(ctx, leaver.Acceptance{JobID: f.offboardID, UserID: person, Source: "hr.test", HRSource: "bamboohr", EventID: "evt-1207",
+		ReceivedAt: fixedNow.Add(-time.Hour), EffectiveAt: f.dueAt, DueAt: f.dueAt}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.leavers.Accepted(ctx, leaver.Acceptance{JobID: "gone-offboard", UserID: leaverOpen, Source: "hr.test", ReceivedAt: fixedNow.Add(-2 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.leavers.ApplyResult(ctx, leaver.Result{Seq: 1, JobID: "gone-offboard", UserID: leaverOpen, Outcome: "failed", ErrorCode: "onelogin_unavailable",
+		Source: "hr.test", StartedAt: fixedNow.Add(-90 * time.Minute), FinishedAt: fixedNow.Add(-89 * time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	view := leaver.NewView(lkv, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	vctx, stopView := context.WithCancel(context.Background())
+	viewDone := make(chan struct{})
+	go func() { defer close(viewDone); _ = view.Run(vctx) }()
+	t.Cleanup(func() { stopView(); <-viewDone })
+	select {
+	case <-view.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the leaver view did not load")
+	}
+
+	// The guard, one offboard per source and hour: the second is held.
+	gkv, err := guard.Provision(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.guard = guard.New(gkv, js, guard.Config{Limit: 1, Window: time.Hour})
+	f.heldJobID = "hr.test:mass-termination-0002"
+	for _, id := range []string{"hr.test:mass-termination-0001", f.heldJobID} {
+		if _, err := f.guard.Admit(ctx, guard.Job{ID: id, Type: "offboard", Source: "hr.test", UserID: person, Body: []byte(`{}`), Time: fixedNow}, fixedNow); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	streams := status.NewStreams(js)
 	h, err := status.New(cfg, status.Deps{
 		Gatherer: gatherer, Results: streams, DeadLetters: streams, History: store,
+		People: ops.NewResolver(ol), Leavers: status.Leavers{Store: f.leavers, View: view}, Held: f.guard,
 		Budget: fixedBudget(fixedNow.Add(37 * time.Second)), Now: func() time.Time { return fixedNow },
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
@@ -258,12 +334,35 @@ func rows(es []history.Entry, n int, withContext bool) [][]string {
 		if code == "" {
 			code = "–"
 		}
-		r := []string{e.FinishedAt.UTC().Format("2006-01-02 15:04:05Z"), e.Type, e.Outcome, code, e.JobID,
-			strconv.Itoa(e.Attempts), (time.Duration(e.DurationMS) * time.Millisecond).String()}
+		r := []string{e.FinishedAt.UTC().Format("2006-01-02 15:04:05Z"), e.Type, e.Outcome, code}
+		if !withContext {
+			r = append(r, strconv.FormatInt(e.UserID, 10))
+		}
+		r = append(r, shortened(e.JobID), strconv.Itoa(e.Attempts), (time.Duration(e.DurationMS) * time.Millisecond).String())
 		if withContext {
 			r = append(r, e.CorrelationID, e.Source)
 		}
 		out = append(out, r)
 	}
 	return out
+}
+
+// shortened is how a table cell shows a long id: its first 18 characters
+// and an ellipsis (the full id is in the cell's title).
+func shortened(id string) string {
+	if len(id) <= 20 {
+		return id
+	}
+	return id[:18] + "…"
+}
+
+// scheduleRuns applies the person's offboard result to the registry, as
+// the indexer does when the scheduled offboard has run.
+func (f *fixture) scheduleRuns(t testing.TB) {
+	t.Helper()
+	_, _, err := f.leavers.ApplyResult(context.Background(), leaver.Result{Seq: 2, JobID: f.offboardID, UserID: person, Outcome: "succeeded",
+		Source: "hr.test", StartedAt: f.dueAt, FinishedAt: f.dueAt.Add(2 * time.Second), Removed: 2, RemovedTypes: []string{"Google Authenticator", "SMS"}})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

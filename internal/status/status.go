@@ -20,7 +20,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/mfa-worker/mfa-worker/internal/authlimit"
+	"github.com/mfa-worker/mfa-worker/internal/guard"
 	"github.com/mfa-worker/mfa-worker/internal/history"
+	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/leaver"
 )
 
 // Metric names the page reads, as in the wire contract.
@@ -85,7 +88,14 @@ type Deps struct {
 	History     HistoryReader
 	DeadLetters DeadLetterCounter
 	Budget      BudgetClock
-	Log         *slog.Logger
+	// People resolves an email, username or external id in the person
+	// search; without it the search takes OneLogin user ids only.
+	People PersonFinder
+	// Leavers and Held show the leaver registry and the guard's held
+	// jobs: a person's leaver state and the work in progress.
+	Leavers LeaverReader
+	Held    HeldLister
+	Log     *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -120,6 +130,7 @@ func New(cfg Config, deps Deps) (http.Handler, error) {
 		"deref": func(p *float64) float64 { return *p },
 		"stamp": func(t time.Time) string { return stampUTC(t) },
 		"ms":    func(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() },
+		"short": shortID,
 		"dash": func(s string) string {
 			if s == "" {
 				return "–"
@@ -156,6 +167,13 @@ type view struct {
 	HasHistory  bool
 	Lookup      *lookup
 	Errors      []string
+	// Filters of the recent results (query parameters type and outcome).
+	FType, FOutcome string
+	Types, Outcomes []string
+	Filtered        bool
+	WIP             wip
+	HasWIP          bool
+	CanResolve      bool
 }
 
 type lane struct {
@@ -177,9 +195,11 @@ type deadLetter struct {
 
 type lookup struct {
 	Input   string
+	By      string
 	UserID  int64
 	Entries []history.Entry
 	Err     string
+	Person  *person
 }
 
 func (p *page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -299,35 +319,133 @@ func (p *page) build(ctx context.Context, r *http.Request) (view, int) {
 		v.SchedTotal += x
 	}
 
+	q := r.URL.Query()
+	for _, t := range job.Types {
+		v.Types = append(v.Types, string(t))
+	}
+	for _, o := range job.Outcomes {
+		v.Outcomes = append(v.Outcomes, string(o))
+	}
+	v.FType, v.FOutcome = q.Get("type"), q.Get("outcome")
+	if !validType(v.FType) || !validOutcome(v.FOutcome) {
+		v.Errors = append(v.Errors, "unknown type or outcome in the filter: showing every result")
+		v.FType, v.FOutcome = "", ""
+		code = http.StatusBadRequest
+	}
+	v.Filtered = v.FType != "" || v.FOutcome != ""
 	if p.deps.Results != nil {
-		rs, err := p.deps.Results.Recent(ctx, p.cfg.RecentLimit)
+		n := p.cfg.RecentLimit
+		if v.Filtered {
+			n = maxScan // a filter looks further back
+		}
+		rs, err := p.deps.Results.Recent(ctx, n)
 		if err != nil {
 			p.deps.Log.Warn("status page: recent results", "error", err)
 			v.RecentErr = "unavailable"
 		}
-		v.Recent = rs
-	}
-
-	if p.deps.History != nil && r.URL.Query().Has("user") {
-		in := strings.TrimSpace(r.URL.Query().Get("user"))
-		lk := &lookup{Input: in}
-		id, err := strconv.ParseInt(in, 10, 64)
-		switch {
-		case err != nil || id <= 0:
-			lk.Err = "a user id is a positive whole number"
-			code = http.StatusBadRequest
-		default:
-			lk.UserID = id
-			es, err := p.deps.History.Query(ctx, id, p.cfg.HistoryLimit)
-			if err != nil {
-				p.deps.Log.Warn("status page: history lookup", "error", err)
-				lk.Err = "history is unavailable"
-			}
-			lk.Entries = es
+		if v.Filtered {
+			rs = slices.DeleteFunc(rs, func(e history.Entry) bool {
+				return v.FType != "" && e.Type != v.FType || v.FOutcome != "" && e.Outcome != v.FOutcome
+			})
 		}
+		v.Recent = rs[:min(len(rs), p.cfg.RecentLimit)]
+	}
+	p.workInProgress(ctx, &v)
+
+	v.CanResolve = p.deps.People != nil
+	if p.deps.History != nil && q.Has("user") {
+		lk, c := p.lookup(ctx, strings.TrimSpace(q.Get("user")), q.Get("by"))
 		v.Lookup = lk
+		if c != http.StatusOK {
+			code = c
+		}
 	}
 	return v, code
+}
+
+// maxScan is how many recent results a filtered view reads to find its
+// rows.
+const maxScan = 500
+
+// lookup finds the person the search names and reads their history,
+// leaver record and held jobs.
+func (p *page) lookup(ctx context.Context, in, by string) (*lookup, int) {
+	if by == "" {
+		by = ByAuto
+	}
+	lk := &lookup{Input: in, By: by}
+	sel, id, msg := selector(by, in)
+	if msg != "" {
+		lk.Err = msg
+		return lk, http.StatusBadRequest
+	}
+	if id == 0 {
+		if p.deps.People == nil {
+			lk.Err = "this worker looks people up by OneLogin user id only"
+			return lk, http.StatusBadRequest
+		}
+		got, err := p.deps.People.ResolveUser(ctx, sel)
+		switch {
+		case err != nil:
+			p.deps.Log.Warn("status page: resolve a person", "error", err)
+			lk.Err = resolveError(err)
+			return lk, http.StatusServiceUnavailable
+		case got == 0:
+			lk.Err = "no single OneLogin user has this " + strings.ReplaceAll(by, "_", " ")
+			if by == ByAuto {
+				lk.Err = "no single OneLogin user matches"
+			}
+			return lk, http.StatusNotFound
+		}
+		id = got
+	}
+	lk.UserID = id
+	es, err := p.deps.History.Query(ctx, id, p.cfg.HistoryLimit)
+	if err != nil {
+		p.deps.Log.Warn("status page: history lookup", "error", err)
+		lk.Err = "history is unavailable"
+	}
+	lk.Entries = es
+	pp := &person{}
+	if p.deps.Leavers != nil {
+		rec, err := p.deps.Leavers.Person(ctx, id)
+		if err != nil {
+			p.deps.Log.Warn("status page: leaver record", "error", err)
+			pp.LeaverErr = "the leaver registry is unavailable"
+		}
+		pp.Leaver = rec
+	}
+	if p.deps.Held != nil {
+		hs, err := p.deps.Held.List(ctx, guard.Filter{})
+		if err != nil {
+			p.deps.Log.Warn("status page: held jobs", "error", err)
+			pp.HeldErr = "held jobs are unavailable"
+		}
+		pp.Held = heldRows(hs, id)
+	}
+	lk.Person = pp
+	return lk, http.StatusOK
+}
+
+// workInProgress fills the open leavers and the held jobs.
+func (p *page) workInProgress(ctx context.Context, v *view) {
+	if p.deps.Leavers != nil {
+		v.HasWIP, v.WIP.HasOpen = true, true
+		open, n := p.deps.Leavers.List(leaver.Open, wipLimit)
+		for _, s := range open {
+			v.WIP.Open = append(v.WIP.Open, leaverRow{Summary: s, CloseCmd: closeCmd(s.Key)})
+		}
+		v.WIP.OpenTotal = n
+	}
+	if p.deps.Held != nil {
+		v.HasWIP, v.WIP.HasHeld = true, true
+		hs, err := p.deps.Held.List(ctx, guard.Filter{})
+		if err != nil {
+			p.deps.Log.Warn("status page: held jobs", "error", err)
+			v.WIP.HeldErr = "unavailable"
+		}
+		v.WIP.Held = heldRows(hs, 0)
+	}
 }
 
 // metricIndex holds gathered families by name.

@@ -76,10 +76,22 @@ func TestPageShowsWhatMetricsAndStreamsSay(t *testing.T) {
 	if strings.Contains(page, "<script") {
 		t.Error("the page carries a script")
 	}
-	for _, secret := range []string{secretState, phone, strconv.Itoa(person), strconv.Itoa(otherPerson)} {
+	for _, secret := range []string{secretState, phone} {
 		if strings.Contains(page, secret) {
 			t.Errorf("the page shows %q", secret)
 		}
+	}
+	// Each recent result names its person, with a link to their page,
+	// and its job id in full in the cell's title.
+	for _, e := range f.results[len(f.results)-20:] {
+		link := `<a href="?user=` + strconv.FormatInt(e.UserID, 10) + `&amp;by=user_id">`
+		row := regexp.MustCompile(`<tr data-recent="` + regexp.QuoteMeta(html.EscapeString(e.JobID)) + `">.*</tr>`).FindString(page)
+		if !strings.Contains(row, link) || !strings.Contains(row, `title="`+html.EscapeString(e.JobID)+`"`) {
+			t.Errorf("recent result %s: the row %q has no person link %q or no full id in a title", e.JobID, row, link)
+		}
+	}
+	if strings.Contains(page, ">"+f.longID+"<") {
+		t.Errorf("the long job id is shown in full in a cell")
 	}
 	for _, hdr := range []string{"Content-Security-Policy", "X-Content-Type-Options", "Referrer-Policy"} {
 		if h.Get(hdr) == "" {
@@ -102,19 +114,33 @@ func TestPersonLookup(t *testing.T) {
 		t.Errorf("lookup cells %v", c)
 	}
 	f.checkNumbers(t, c)
-	for _, secret := range []string{secretState, phone, strconv.Itoa(otherPerson)} {
+	for _, secret := range []string{secretState, phone} {
 		if strings.Contains(page, secret) {
 			t.Errorf("the page shows %q", secret)
 		}
 	}
 
-	code, _, page = get(t, f.srv.URL+"/status?user=12x")
+	code, _, page = get(t, f.srv.URL+"/status?user=12x&by=user_id")
 	if code != 400 || cells(page)["lookup-error"] == "" || len(matches(historyRe, page)) != 0 {
 		t.Errorf("a bad user id: status %d", code)
 	}
-	code, _, page = get(t, f.srv.URL+"/status?user=%3Cscript%3Ealert(1)%3C/script%3E")
-	if code != 400 || strings.Contains(page, "<script>") {
-		t.Errorf("markup in the user field was not escaped (status %d)", code)
+	code, _, page = get(t, f.srv.URL+"/status?user=12x")
+	if code != 404 || !strings.Contains(cells(page)["lookup-error"], "no single OneLogin user") || len(matches(historyRe, page)) != 0 {
+		t.Errorf("an unknown username: status %d, %q", code, cells(page)["lookup-error"])
+	}
+	code, _, page = get(t, f.srv.URL+"/status?user=a*&by=email")
+	if code != 400 || cells(page)["lookup-error"] == "" {
+		t.Errorf("a wildcard: status %d", code)
+	}
+	code, _, page = get(t, f.srv.URL+"/status?user=x&by=phone")
+	if code != 400 || cells(page)["lookup-error"] == "" {
+		t.Errorf("an unknown kind of search: status %d", code)
+	}
+	for _, by := range []string{"user_id", "auto", "username"} {
+		code, _, page = get(t, f.srv.URL+"/status?by="+by+"&user=%3Cscript%3Ealert(1)%3C/script%3E")
+		if code/100 != 4 || strings.Contains(page, "<script>") {
+			t.Errorf("by %s: markup in the user field was not escaped (status %d)", by, code)
+		}
 	}
 	code, _, page = get(t, f.srv.URL+"/status?user=5")
 	if code != 200 || cells(page)["lookup-count"] != "0" {
