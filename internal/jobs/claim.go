@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
+	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 )
 
 // The ledger's side of a delivery: what the record of a job id says to a
@@ -318,6 +320,42 @@ func (x *executor) setSent(ctx context.Context, t *task, sent bool) error {
 		return fmt.Errorf("record call intent: %w", err)
 	}
 	return nil
+}
+
+// releaseForRetry is release, noting in the record the deliveries so far,
+// the error code that made the job retry and when it comes back, for the
+// job query (worker job, submit --wait).
+func (x *executor) releaseForRetry(ctx context.Context, t *task, code string, next time.Time) {
+	ctx, cancel := x.settleContext(ctx)
+	defer cancel()
+	_ = x.updateClaim(ctx, t, func(rec *ledger.Record) bool {
+		if rec.State != ledger.Running {
+			return false
+		}
+		now := time.Now()
+		rec.LeaseUntil, rec.UpdatedAt = now, now
+		rec.Attempts, rec.LastErrorCode, rec.NextRetryAt = t.attempts, code, next.UTC()
+		return true
+	})
+}
+
+// retryCode is the error code of a delivery given back for a retry, as the
+// contract names the retryable ones.
+func retryCode(err error) string {
+	var ae *AmbiguousError
+	switch {
+	case errors.Is(err, onelogin.ErrCredentials):
+		return job.CodeCredentials
+	case errors.Is(err, onelogin.ErrVerificationPending):
+		return job.CodeVerificationPending
+	case onelogin.StatusCode(err) == http.StatusTooManyRequests:
+		return job.CodeRateLimited
+	case errors.Is(err, ledger.ErrConflict), errors.Is(err, ledger.ErrNotFound):
+		return job.CodeLedgerUnavailable
+	case errors.As(err, &ae):
+		return job.CodeAmbiguousEffect
+	}
+	return job.CodeOneLoginUnavailable
 }
 
 // release gives a running claim back before a nak, so that the next

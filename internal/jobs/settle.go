@@ -71,7 +71,7 @@ func (x *executor) carry(t *task, v verdict) {
 
 // retry gives the message back as v says, after giving the claim back.
 func (x *executor) retry(ctx context.Context, t *task, v verdict, err error) {
-	x.release(ctx, t)
+	x.releaseForRetry(ctx, t, retryCode(err), time.Now().Add(v.delay))
 	x.m.Retry(string(t.jobType()))
 	x.carry(t, v)
 	var rl *RetryLaterError

@@ -88,6 +88,14 @@ type Record struct {
 	// CancelledBy is the id of the cancel job that ended this job or left
 	// this tombstone.
 	CancelledBy string `json:"cancelled_by,omitempty"`
+
+	// Attempts, LastErrorCode and NextRetryAt are of a running job's last
+	// failed delivery, written when it is given back for a retry: the
+	// deliveries so far, the error code that made it retry (no message:
+	// it may name what OneLogin answered) and when it is delivered again.
+	Attempts      int       `json:"attempts,omitempty"`
+	LastErrorCode string    `json:"last_error_code,omitempty"`
+	NextRetryAt   time.Time `json:"next_retry_at,omitzero"`
 }
 
 // Entry is a record with its KV revision, needed to change it.

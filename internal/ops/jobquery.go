@@ -20,13 +20,16 @@ const (
 	JobScheduled = "scheduled"
 	JobRunning   = "running"
 	JobFinished  = "finished"
+	// JobHeld: the blast-radius guard holds the job until an operator
+	// releases or discards it (worker hold).
+	JobHeld = "held"
 )
 
 // JobState is the data of a mfa.query.job reply.
 type JobState struct {
 	JobID string `json:"job_id"`
-	// State is unknown, scheduled, running or finished (a cancelled job
-	// is finished).
+	// State is unknown, scheduled, held, running or finished (a
+	// cancelled job is finished).
 	State string `json:"state"`
 	// DueAt is when a scheduled job runs (its not_before rounded up to
 	// the second).
@@ -36,6 +39,15 @@ type JobState struct {
 	// CancelledBy is set on an unknown job that a cancel already waits
 	// for: when it arrives, it ends cancelled.
 	CancelledBy string `json:"cancelled_by,omitempty"`
+	// Attempts, LastErrorCode and NextRetryAt are set on a running job
+	// whose last delivery failed and waits for a retry: the deliveries
+	// so far, the error code that made it retry, and when it is delivered
+	// again.
+	Attempts      int        `json:"attempts,omitempty"`
+	LastErrorCode string     `json:"last_error_code,omitempty"`
+	NextRetryAt   *time.Time `json:"next_retry_at,omitempty"`
+	// HeldSince is when the guard held the job (state held).
+	HeldSince *time.Time `json:"held_since,omitempty"`
 }
 
 type jobRequest struct {
@@ -85,6 +97,19 @@ func LookupJob(ctx context.Context, l ledgerReader, sr scheduleReader, jobID str
 		s.DueAt = &due
 	case ledger.Running:
 		s.State = JobRunning
+		if e.Attempts > 0 {
+			s.Attempts, s.LastErrorCode = e.Attempts, e.LastErrorCode
+			if !e.NextRetryAt.IsZero() {
+				next := e.NextRetryAt.UTC()
+				s.NextRetryAt = &next
+			}
+		}
+	case ledger.Held:
+		s.State = JobHeld
+		if !e.UpdatedAt.IsZero() {
+			at := e.UpdatedAt.UTC()
+			s.HeldSince = &at
+		}
 	case ledger.Finished:
 		s.State, s.Result = JobFinished, e.Result
 	default: // a tombstone
