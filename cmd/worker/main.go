@@ -42,8 +42,8 @@ func main() {
 var commands = []struct{ name, synopsis string }{
 	{"run", "the production worker: executes jobs from NATS JetStream against OneLogin (needs NATS and OneLogin settings)"},
 	{"dev", "embedded NATS JetStream, the OneLogin simulator, a worker and the HR receiver, for trying it out"},
-	{"submit", "publish one job, optionally wait for its result: submit <type> (--user N | [--email E] [--username U] [--external-id X]) [--wait]; submit cancel --job-id ID"},
-	{"job", "what is known of a job id: job <id> (unknown, scheduled with due_at, running, finished with the result)"},
+	{"submit", "publish one job, optionally wait for its result: submit <type> (--user N | [--email E] [--username U] [--external-id X]) [--wait] (progress on stderr; exit 3: accepted, no result yet); submit cancel --job-id ID"},
+	{"job", "what is known of a job id: job <id> (unknown; scheduled with due_at; held; running, with attempts, last_error_code and next_retry_at while it waits for a retry; finished with the result)"},
 	{"history", "one person's results, newest first: history (--user N | [--email E] [--username U] [--external-id X])"},
 	{"dlq", "inspect and re-drive dead letters: dlq list | dlq replay"},
 	{"hold", "jobs the blast-radius guard holds: hold list | hold release | hold discard (--source S | --job ID)"},
@@ -149,6 +149,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stderr, "worker:", err)
 	if app.IsConfigError(err) || errors.Is(err, errUsage) {
 		return 2
+	}
+	if _, ok := errors.AsType[*acceptedError](err); ok {
+		return exitAccepted
 	}
 	return 1
 }

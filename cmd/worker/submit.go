@@ -20,6 +20,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/app"
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
+	"github.com/mfa-worker/mfa-worker/internal/ops"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
@@ -68,7 +69,8 @@ func newSubmitFlags(fs *flag.FlagSet) *submitFlags {
 	f.external = fs.String("external-id", "", "the person's external id (often the HR employee id), resolved by the worker (exact match)")
 	f.id = fs.String("id", "", "job id, the idempotency key (default: generated); a used id is answered from the ledger")
 	f.jsonFile = fs.String("json", "", "file holding the params object (- for stdin)")
-	f.wait = fs.Bool("wait", false, "wait for the job's result and print only its JSON on stdout (progress goes to stderr)")
+	f.wait = fs.Bool("wait", false, "wait for the job's result and print only its JSON on stdout; progress goes to stderr (scheduled until T, held by the guard, retry n after code). "+
+		"Exit 0: succeeded or noop; 1: another outcome, or no worker answered; 2: usage; 3: accepted, no result yet (scheduled past --timeout, held, or retrying)")
 	f.timeout = fs.Duration("timeout", 60*time.Second, "how long --wait waits")
 	f.correlation = fs.String("correlation-id", "", "copied to the result")
 	f.source = fs.String("source", "cli", "copied to the result")
@@ -290,23 +292,123 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if !*f.wait {
 		return nil
 	}
-	deadline := time.NewTimer(*f.timeout)
+	return awaitResult(ctx, nc, *f.id, results, *f.timeout, stdout, stderr)
+}
+
+// exitAccepted is the exit code of submit --wait when the job was accepted
+// but has no result yet when the wait ends: scheduled for later, held by
+// the guard, waiting for a retry, or running.
+const exitAccepted = 3
+
+// acceptedError ends submit --wait with exitAccepted.
+type acceptedError struct{ msg string }
+
+func (e *acceptedError) Error() string { return e.msg }
+
+// progressEvery is how often submit --wait asks the workers about the job.
+const progressEvery = time.Second
+
+// awaitResult waits for the job's result and prints it on stdout. Until it
+// comes, it asks the workers (mfa.query.job) every second and prints on
+// stderr each change: scheduled until T, held by the guard, running, retry
+// n after code. When the wait ends without a result, a job a worker knows
+// ends with exitAccepted, and no worker answering with an error naming
+// that.
+func awaitResult(ctx context.Context, nc *nats.Conn, id string, results <-chan *nats.Msg, timeout time.Duration, stdout, stderr io.Writer) error {
+	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	until := time.Now().Add(timeout)
+	poll := time.NewTicker(progressEvery)
+	defer poll.Stop()
+	var (
+		st       *ops.JobState // the last answer
+		answered bool          // a worker answered the job query
+		last     string        // the last progress line
+	)
+	ask := func() {
+		s, err := queryJob(ctx, nc, id)
+		if err != nil {
+			return // no worker, or none in time: asked again at the next tick
+		}
+		answered, st = true, s
+		if line := progressLine(s); line != "" && line != last {
+			last = line
+			fmt.Fprintln(stderr, line)
+		}
+	}
+	ask()
 	for {
+		// A job scheduled past the wait's end: waiting is pointless.
+		if st != nil && st.State == ops.JobScheduled && st.DueAt != nil && st.DueAt.After(until) {
+			return &acceptedError{fmt.Sprintf("job %s accepted and scheduled until %s, after --timeout; follow it with: worker job %s", id, at(*st.DueAt), id)}
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-deadline.C:
-			return fmt.Errorf("no result for %s within %v (is a worker running?)", *f.id, *f.timeout)
+			switch {
+			case st != nil && st.State != ops.JobUnknown:
+				return &acceptedError{fmt.Sprintf("no result for %s within %v; the job is accepted (%s); follow it with: worker job %s", id, timeout, strings.TrimSpace(last), id)}
+			case answered:
+				return fmt.Errorf("no result for %s within %v, and the workers do not know the job yet (a backlog? see the status page)", id, timeout)
+			}
+			return fmt.Errorf("no result for %s within %v, and no worker answered the job query (is a worker running?)", id, timeout)
+		case <-poll.C:
+			ask()
 		case rm := <-results:
 			var r job.Result
-			if json.Unmarshal(rm.Data, &r) != nil || r.JobID != *f.id {
+			if json.Unmarshal(rm.Data, &r) != nil || r.JobID != id {
 				continue
 			}
 			fmt.Fprintf(stderr, "result on %s:\n", rm.Subject)
-			return printResult(stdout, rm.Data, *f.id)
+			return printResult(stdout, rm.Data, id)
 		}
 	}
+}
+
+// progressLine words a job state for submit --wait; "" says nothing new.
+func progressLine(s *ops.JobState) string {
+	switch s.State {
+	case ops.JobScheduled:
+		if s.DueAt != nil {
+			return "scheduled until " + at(*s.DueAt)
+		}
+		return "scheduled"
+	case ops.JobHeld:
+		return "held by the guard: it runs when an operator releases it (worker hold release --job " + s.JobID + ")"
+	case ops.JobRunning:
+		if s.Attempts > 0 {
+			line := fmt.Sprintf("retry %d after %s", s.Attempts, s.LastErrorCode)
+			if s.NextRetryAt != nil {
+				line += " at " + at(*s.NextRetryAt)
+			}
+			return line
+		}
+		return "running"
+	}
+	return ""
+}
+
+// at prints a time of the job query to the second, in UTC.
+func at(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// queryJob asks the workers what they know of a job id.
+func queryJob(ctx context.Context, nc *nats.Conn, id string) (*ops.JobState, error) {
+	body, _ := json.Marshal(map[string]string{"job_id": id})
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	m, err := nc.RequestWithContext(ctx, "mfa.query.job", body)
+	if err != nil {
+		return nil, err
+	}
+	var reply struct {
+		Data  *ops.JobState   `json:"data"`
+		Error json.RawMessage `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &reply); err != nil || reply.Data == nil {
+		return nil, errors.New("mfa.query.job: no state in the answer")
+	}
+	return reply.Data, nil
 }
 
 // storedJob reads the ledger record of a job id, if there is one and the
