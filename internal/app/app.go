@@ -136,7 +136,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			Throttle: authlimit.New(authlimit.DefaultBudget, func() { af.Inc("status") })}, status.Deps{
 			Gatherer: reg, Results: streams, History: history.New(js), DeadLetters: streams, Budget: ol, Log: log,
 			People: ops.NewResolver(ol), Leavers: status.Leavers{Store: leavers.Store, View: leavers.View},
-			Held: guard.New(objs.Guard, js, guard.DefaultConfig()), // read only: List
+			Held:    guard.New(objs.Guard, js, guard.DefaultConfig()), // read only: List
+			Retries: streams,
 		})
 		if err != nil {
 			_ = q.Stop()

@@ -100,6 +100,11 @@ func TestStatusPageInChromium(t *testing.T) {
 	if len(held) != 1 || held[0][3] != strconv.Itoa(person) || held[0][5] != "worker hold release --job "+f.heldJobID {
 		t.Errorf("held jobs %q", held)
 	}
+	retry := run(t, ctx, chromedp.Evaluate[[][]string](rowsJS("data-retry")))
+	if want := []string{f.nextRetry.Format("2006-01-02 15:04:05Z"), "enroll", "2", "rate_limited", strconv.Itoa(otherPerson), shortened(f.retryJobID),
+		"worker job 'hr.test:enroll '\\''retrying'\\'''"}; len(retry) != 1 || !slices.Equal(retry[0], want) {
+		t.Errorf("jobs waiting for a retry %q, want %q", retry, want)
+	}
 	png := run(t, ctx, chromedp.FullScreenshot(100))
 
 	// The filter form: offboards only, on the server.

@@ -91,7 +91,8 @@ type leaverRow struct {
 	CloseCmd string
 }
 
-// wip is the work in progress: open leavers first, then held jobs.
+// wip is the work in progress: open leavers first, then jobs waiting for
+// a retry, then held jobs.
 type wip struct {
 	Open      []leaverRow
 	OpenTotal int
@@ -99,6 +100,12 @@ type wip struct {
 	HeldErr   string
 	HasHeld   bool
 	HasOpen   bool
+	// Jobs waiting for a retry, the soonest first.
+	Retry      []Retry
+	RetryTotal int
+	RetryCut   bool
+	RetryErr   string
+	HasRetry   bool
 }
 
 // shellQuote quotes s for a POSIX shell when it needs it, so the command

@@ -2,6 +2,7 @@ package status_test
 
 import (
 	"context"
+	"html"
 	"io"
 	"log/slog"
 	"net/http"
@@ -31,6 +32,7 @@ var (
 	openRe       = regexp.MustCompile(`data-open="([^"]+)"`)
 	heldRe       = regexp.MustCompile(`data-held="([^"]+)"`)
 	personHeldRe = regexp.MustCompile(`data-person-held="([^"]+)"`)
+	retryRe      = regexp.MustCompile(`data-retry="([^"]+)"`)
 )
 
 // TestPersonSearch finds the person by email, username and external id
@@ -147,11 +149,23 @@ func TestWorkInProgress(t *testing.T) {
 	if !strings.Contains(page, "worker hold release --job "+f.heldJobID+"<") {
 		t.Error("no release command for the held job")
 	}
-	if i, j := strings.Index(page, "data-open="), strings.Index(page, "data-held="); i < 0 || j < i {
-		t.Error("open leavers do not come first")
+	if got := matches(retryRe, page); !slices.Equal(got, []string{html.EscapeString(f.retryJobID)}) {
+		t.Errorf("jobs waiting for a retry %v, want %s", got, f.retryJobID)
 	}
-	if c := cells(page); c["lookup-wip-open"] != "1" || c["lookup-wip-held"] != "1" {
-		t.Errorf("counts: open %q held %q", c["lookup-wip-open"], c["lookup-wip-held"])
+	row := regexp.MustCompile(`<tr data-retry=.*</tr>`).FindString(page)
+	quoted := `'hr.test:enroll '\''retrying'\''` + `'` // as a shell takes it
+	for _, want := range []string{">" + f.nextRetry.Format("2006-01-02 15:04:05Z") + "<", ">enroll<", ">2<", ">rate_limited<",
+		">" + strconv.Itoa(otherPerson) + "<", "worker job " + html.EscapeString(quoted) + "<"} {
+		if !strings.Contains(row, want) {
+			t.Errorf("the retrying job's row %q lacks %q", row, want)
+		}
+	}
+	i, j, k := strings.Index(page, "data-open="), strings.Index(page, "data-retry="), strings.Index(page, "data-held=")
+	if i < 0 || j < i || k < j {
+		t.Error("open leavers do not come first, then retries, then held jobs")
+	}
+	if c := cells(page); c["lookup-wip-open"] != "1" || c["lookup-wip-held"] != "1" || c["lookup-wip-retry"] != "1" {
+		t.Errorf("counts: open %q retry %q held %q", c["lookup-wip-open"], c["lookup-wip-retry"], c["lookup-wip-held"])
 	}
 	// Released, it leaves the page (the release re-publishes the job).
 	if _, err := f.js.CreateOrUpdateStream(context.Background(), jetstream.StreamConfig{Name: "JOBS_TEST", Subjects: []string{job.TypeOffboard.Subject()}}); err != nil {

@@ -2,8 +2,15 @@
 // with their pending and in-flight jobs, OneLogin's remaining budget and when
 // it resets, the state of the worker's OneLogin credentials, dead letters by
 // type and reason, jobs scheduled (not_before ahead), the work in progress
-// (open leavers first, then the jobs the guard holds), recent results with
-// their person, filtered by type and outcome, and a person search.
+// (open leavers first, then jobs waiting for a retry with their attempts,
+// last error code and next retry, then the jobs the guard holds), recent
+// results with their person, filtered by type and outcome, and a person
+// search.
+//
+// Jobs waiting for a retry come from the ledger: the runner notes attempts,
+// error code and next retry in a job's record when it gives a delivery
+// back, and the page reads only the records written in the last
+// RetryWindow (at most 20,000), so its cost follows the recent job rate.
 //
 // The person search takes an email, username, external id or OneLogin user
 // id. An identifier is resolved as jobs resolve it (ops.Resolver: exact

@@ -24,12 +24,14 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/guard"
 	"github.com/mfa-worker/mfa-worker/internal/history"
 	"github.com/mfa-worker/mfa-worker/internal/leaver"
+	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 	"github.com/mfa-worker/mfa-worker/internal/ops"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 	"github.com/mfa-worker/mfa-worker/internal/status"
 	"github.com/mfa-worker/mfa-worker/internal/testenv"
+	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
 // Values of the known workload.
@@ -57,6 +59,8 @@ type fixture struct {
 	offboardID string // the person's scheduled offboard
 	dueAt      time.Time
 	longID     string // an HR job id longer than a table cell
+	retryJobID string // a job waiting for a retry
+	nextRetry  time.Time
 	srv        *httptest.Server
 	resultIDs  []string        // in publish order
 	results    []history.Entry // the same, as the page reads them
@@ -220,10 +224,29 @@ func newFixture(t testing.TB, cfg status.Config) *fixture {
 		}
 	}
 
+	// The ledger: one job waits for its third delivery, one runs its
+	// first, one has finished.
+	ledgerKV, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: topology.BucketLedger, History: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	led := ledger.New(ledgerKV)
+	f.retryJobID = "hr.test:enroll 'retrying'"
+	f.nextRetry = time.Now().Add(90 * time.Second).UTC().Truncate(time.Second)
+	for id, rec := range map[string]ledger.Record{
+		f.retryJobID:   {State: ledger.Running, Type: "enroll", UserID: otherPerson, Attempts: 2, LastErrorCode: "rate_limited", NextRetryAt: f.nextRetry},
+		"running-once": {State: ledger.Running, Type: "enroll", UserID: otherPerson},
+		"done-after-2": {State: ledger.Finished, Type: "enroll", UserID: otherPerson, Attempts: 2, LastErrorCode: "rate_limited", NextRetryAt: f.nextRetry},
+	} {
+		if _, err := led.Create(ctx, id, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	streams := status.NewStreams(js)
 	h, err := status.New(cfg, status.Deps{
 		Gatherer: gatherer, Results: streams, DeadLetters: streams, History: store,
-		People: ops.NewResolver(ol), Leavers: status.Leavers{Store: f.leavers, View: view}, Held: f.guard,
+		People: ops.NewResolver(ol), Leavers: status.Leavers{Store: f.leavers, View: view}, Held: f.guard, Retries: streams,
 		Budget: fixedBudget(fixedNow.Add(37 * time.Second)), Now: func() time.Time { return fixedNow },
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})

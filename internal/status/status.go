@@ -95,6 +95,8 @@ type Deps struct {
 	// jobs: a person's leaver state and the work in progress.
 	Leavers LeaverReader
 	Held    HeldLister
+	// Retries lists the jobs waiting for a retry (Streams does).
+	Retries RetryLister
 	Log     *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
@@ -131,6 +133,7 @@ func New(cfg Config, deps Deps) (http.Handler, error) {
 		"stamp": func(t time.Time) string { return stampUTC(t) },
 		"ms":    func(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() },
 		"short": shortID,
+		"sh":    shellQuote,
 		"dash": func(s string) string {
 			if s == "" {
 				return "–"
@@ -436,6 +439,15 @@ func (p *page) workInProgress(ctx context.Context, v *view) {
 			v.WIP.Open = append(v.WIP.Open, leaverRow{Summary: s, CloseCmd: closeCmd(s.Key)})
 		}
 		v.WIP.OpenTotal = n
+	}
+	if p.deps.Retries != nil {
+		v.HasWIP, v.WIP.HasRetry = true, true
+		rs, n, cut, err := p.deps.Retries.Retrying(ctx, wipLimit)
+		if err != nil {
+			p.deps.Log.Warn("status page: jobs waiting for a retry", "error", err)
+			v.WIP.RetryErr = "unavailable"
+		}
+		v.WIP.Retry, v.WIP.RetryTotal, v.WIP.RetryCut = rs, n, cut
 	}
 	if p.deps.Held != nil {
 		v.HasWIP, v.WIP.HasHeld = true, true
