@@ -194,7 +194,7 @@ func shortID(id string) string {
 	return id[:keep] + "…"
 }
 
-// validFilter reports whether v is empty or one of the allowed values.
+// validType reports whether v is empty or a job type.
 func validType(v string) bool {
 	if v == "" {
 		return true
@@ -207,6 +207,7 @@ func validType(v string) bool {
 	return false
 }
 
+// validOutcome reports whether v is empty or an outcome.
 func validOutcome(v string) bool {
 	if v == "" {
 		return true
