@@ -44,6 +44,9 @@ const (
 	CodeAmbiguousEffect     = "ambiguous_effect"
 	CodeSealFailed          = "seal_failed"
 	CodeFactorsRemain       = "factors_remain"
+	// CodeCancelNotPermitted: a scoped cancel (mfa.jobs.cancel.<scope>)
+	// named a job of another source.
+	CodeCancelNotPermitted = "cancel_not_permitted"
 
 	// Expired jobs.
 	CodeExpired = "not_after_passed"
@@ -94,7 +97,7 @@ var Codes = []CodeInfo{
 	{CodeRecipientXKeyRequired, Rejected, "generate_token without recipient_xkey while plain tokens are not allowed"},
 	{CodeInvalidRecipientXKey, Rejected, "recipient_xkey is not an nkeys curve public key"},
 	{CodeUnreasonableNumber, Rejected, "a number has more than 40 digits or an exponent beyond 400 (refused before validation)"},
-	{CodeInvalidCharacters, Rejected, "a string sent to OneLogin holds a control character (C0, DEL, C1, so also ANSI escapes) or a bidirectional control"},
+	{CodeInvalidCharacters, Rejected, "a string sent to OneLogin, or correlation_id or source, holds a control character (C0, DEL, C1, so also ANSI escapes) or a bidirectional control"},
 	{CodeInvalidSelector, Rejected, "a value of user holds '*' or '!', which OneLogin's Users API reads as operators (wildcard, negation): it cannot be matched exactly"},
 	{CodeUserNotFound, Failed, "OneLogin does not know the user (by user_id, or none of the job's user identifiers matches anyone exactly)"},
 	{CodeIdentityAmbiguous, Failed, "an identifier of the job's user matches several OneLogin users exactly, or its identifiers find different users; nothing was done"},
@@ -109,8 +112,9 @@ var Codes = []CodeInfo{
 	{CodeAmbiguousEffect, Failed, "a call that cannot be read back may have been made; not repeated"},
 	{CodeSealFailed, Failed, "the MFA token could not be sealed to recipient_xkey"},
 	{CodeFactorsRemain, Failed, "an offboard listed the user's factors again after removing them and some were still there (their ids in data.remaining_device_ids); the v1 API does not list every kind of factor, so an empty list is not proof that none remains"},
+	{CodeCancelNotPermitted, Failed, "a cancel on mfa.jobs.cancel.<scope> named a job whose source is not the scope; the target was not touched (only the bare mfa.jobs.cancel may end any job)"},
 	{CodeExpired, Expired, "not_after passed before the job could run"},
-	{CodeCancelled, Cancelled, "a cancel job (data.cancelled_by) ended the job before it started"},
+	{CodeCancelled, Cancelled, "a cancel job (data.cancelled_by, its scope in data.cancel_scope) ended the job before it started"},
 	{CodeSupersededByOffboard, Cancelled, "the job's time is earlier than the user's last offboard; OneLogin was not called"},
 	{CodeDiscarded, Cancelled, "the blast-radius guard held the job and an operator discarded it (worker hold discard); OneLogin was not called"},
 	{CodeOneLoginUnavailable, "", "OneLogin did not answer or answered 5xx; retryable"},

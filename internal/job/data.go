@@ -68,11 +68,16 @@ type GenerateTokenData struct {
 type CancelData struct {
 	JobID         string `json:"job_id"`
 	TargetOutcome string `json:"target_outcome"`
+	// CancelScope is the cancel's scope (mfa.jobs.cancel.<scope>); empty
+	// for the operators' bare mfa.jobs.cancel.
+	CancelScope string `json:"cancel_scope,omitempty"`
 }
 
-// CancelledData is the data of a job that a cancel job ended.
+// CancelledData is the data of a job that a cancel job ended: the cancel's
+// id and its scope (empty: the operators' bare mfa.jobs.cancel).
 type CancelledData struct {
 	CancelledBy string `json:"cancelled_by"`
+	CancelScope string `json:"cancel_scope,omitempty"`
 }
 
 // Target outcomes of a cancel beyond the job outcomes.

@@ -113,5 +113,12 @@ func checkChars(j *Job) *Rejection {
 			return &Rejection{Code: CodeInvalidCharacters, Message: fmt.Sprintf("params.%s: holds the control or bidirectional character U+%04X", f.name, r)}
 		}
 	}
+	// correlation_id and source are copied to results and printed by
+	// operators' tools: printable characters only.
+	for _, f := range []struct{ name, v string }{{"correlation_id", j.CorrelationID}, {"source", j.Source}} {
+		if r, bad := badChar(f.v); bad {
+			return &Rejection{Code: CodeInvalidCharacters, Message: fmt.Sprintf("%s: holds the control or bidirectional character U+%04X", f.name, r)}
+		}
+	}
 	return nil
 }

@@ -109,6 +109,35 @@ func TypesOf(l Lane) []Type {
 // Subject returns the job subject of t.
 func (t Type) Subject() string { return SubjectPrefix + string(t) }
 
+// CancelSubject returns the subject of a cancel with scope: the bare
+// mfa.jobs.cancel (the operators' cancel) for an empty scope, else
+// mfa.jobs.cancel.<scope>.
+func CancelSubject(scope string) string {
+	if scope == "" {
+		return TypeCancel.Subject()
+	}
+	return TypeCancel.Subject() + "." + scope
+}
+
+// ValidScope reports whether scope can follow mfa.jobs.cancel. as subject
+// tokens: one or more non-empty tokens of printable ASCII, no wildcards.
+func ValidScope(scope string) bool {
+	if scope == "" || len(scope) > 255 {
+		return false
+	}
+	for _, tok := range strings.Split(scope, ".") {
+		if tok == "" || tok == "*" || tok == ">" {
+			return false
+		}
+		for i := 0; i < len(tok); i++ {
+			if tok[i] <= ' ' || tok[i] >= 0x7f {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // Job is a validated job. It names its person by UserID or by User,
 // exactly one of them; the executor resolves User to UserID before it takes
 // the per-user lock.
@@ -126,6 +155,11 @@ type Job struct {
 	NotAfter  time.Time
 	// Hash identifies the body, secrets excluded (see canonicalHash).
 	Hash string
+	// CancelScope is a cancel's authority, read from its subject: empty on
+	// the operators' bare mfa.jobs.cancel (it may end any job), else the
+	// tokens after mfa.jobs.cancel. joined by dots (it may end only jobs
+	// whose Source equals it).
+	CancelScope string
 }
 
 // User names a person as HR knows them by one or more identifiers (at
@@ -210,14 +244,36 @@ const MaxAhead = 366 * 24 * time.Hour
 // else stored (the time JetStream stored the first message that carried the
 // job, which the caller knows from the message or from the Mfa-Job-Time
 // header the worker sets on schedules and dead letters).
+//
+// A declared time (not_before, requested_at) is bounded by stored plus
+// MaxClockAhead, so that a clock running ahead (or a date of 2099) can
+// neither poison MFA_PEOPLE nor slip a stale job past the resurrection
+// guard. A zero stored leaves the declared time as it is.
 func (j *Job) Time(stored time.Time) time.Time {
+	declared := stored
 	switch {
 	case !j.NotBefore.IsZero():
-		return j.NotBefore
+		declared = j.NotBefore
 	case !j.RequestedAt.IsZero():
-		return j.RequestedAt
+		declared = j.RequestedAt
 	}
-	return stored
+	return BoundTime(declared, stored)
+}
+
+// MaxClockAhead is how far a job's declared time may be ahead of the time
+// JetStream stored it.
+const MaxClockAhead = 5 * time.Minute
+
+// BoundTime is min(declared, stored + MaxClockAhead): the job time as the
+// contract bounds it. A zero stored leaves declared unbounded.
+func BoundTime(declared, stored time.Time) time.Time {
+	if stored.IsZero() {
+		return declared
+	}
+	if limit := stored.Add(MaxClockAhead); declared.After(limit) {
+		return limit
+	}
+	return declared
 }
 
 // secretParams are blanked in DLQ copies and left out of the body hash.

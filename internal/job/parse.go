@@ -54,6 +54,14 @@ func NewParser(maxBytes int, allowPlainTokens bool) (*Parser, error) {
 // Parse validates one message body received on subject.
 func (p *Parser) Parse(subject string, body []byte) (*Job, *Rejection) {
 	subjType := Type(strings.TrimPrefix(subject, SubjectPrefix))
+	var scope string
+	if rest, ok := strings.CutPrefix(subject, CancelSubject("")+"."); ok {
+		// mfa.jobs.cancel.<scope>: a cancel with the authority of scope.
+		subjType, scope = TypeCancel, rest
+		if !ValidScope(scope) {
+			subjType = ""
+		}
+	}
 	rej := func(code, format string, args ...any) *Rejection {
 		return &Rejection{Code: code, Message: fmt.Sprintf(format, args...), Type: subjType}
 	}
@@ -104,6 +112,7 @@ func (p *Parser) Parse(subject string, body []byte) (*Job, *Rejection) {
 		r.JobID, r.UserID, r.Type, r.User = j.ID, j.UserID, j.Type, j.User
 		return nil, r
 	}
+	j.CancelScope = scope
 	return j, nil
 }
 

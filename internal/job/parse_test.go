@@ -199,12 +199,87 @@ func TestParseTimeRules(t *testing.T) {
 	if got := j.Time(stored); !got.Equal(now) {
 		t.Errorf("job time with requested_at: %v", got)
 	}
-	j.NotBefore = now.Add(time.Hour)
-	if got := j.Time(stored); !got.Equal(now.Add(time.Hour)) {
+	j.NotBefore = now.Add(3 * time.Minute)
+	if got := j.Time(stored); !got.Equal(now.Add(3 * time.Minute)) {
 		t.Errorf("job time with not_before: %v", got)
 	}
 	if got := (&job.Job{}).Time(stored); !got.Equal(stored) {
 		t.Errorf("job time without either: %v", got)
+	}
+	// Bounded: min(declared time, stored + 5 minutes).
+	j.NotBefore = now.Add(time.Hour)
+	if got := j.Time(stored); !got.Equal(stored.Add(job.MaxClockAhead)) {
+		t.Errorf("job time with not_before an hour ahead: %v", got)
+	}
+	far := time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)
+	if got := (&job.Job{RequestedAt: far}).Time(stored); !got.Equal(stored.Add(job.MaxClockAhead)) {
+		t.Errorf("job time with requested_at 2099: %v", got)
+	}
+	if got := job.BoundTime(far, time.Time{}); !got.Equal(far) {
+		t.Errorf("bound without a stored time: %v", got)
+	}
+}
+
+// A cancel's scope is its subject's tokens after mfa.jobs.cancel; the
+// bare subject has none; wildcards, empty tokens and other types' subjects
+// with more tokens are not job subjects.
+func TestCancelScopeFromSubject(t *testing.T) {
+	p, err := job.NewParser(64*1024, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"id":"c1","type":"cancel","params":{"job_id":"o1"}}`)
+	for _, c := range []struct{ subject, scope, code string }{
+		{"mfa.jobs.cancel", "", ""},
+		{"mfa.jobs.cancel.hr.cloudevents", "hr.cloudevents", ""},
+		{"mfa.jobs.cancel.ops", "ops", ""},
+		{"mfa.jobs.cancel.hr..x", "", job.CodeUnknownSubject},
+		{"mfa.jobs.cancel.*", "", job.CodeUnknownSubject},
+		{"mfa.jobs.cancel.hr.>", "", job.CodeUnknownSubject},
+		{"mfa.jobs.cancel.", "", job.CodeUnknownSubject},
+		{"mfa.jobs.offboard.hr", "", job.CodeUnknownSubject},
+	} {
+		j, rej := p.Parse(c.subject, body)
+		switch {
+		case c.code != "" && (rej == nil || rej.Code != c.code):
+			t.Errorf("%s: got %+v, want %s", c.subject, rej, c.code)
+		case c.code == "" && rej != nil:
+			t.Errorf("%s: rejected %+v", c.subject, rej)
+		case c.code == "" && j.CancelScope != c.scope:
+			t.Errorf("%s: scope %q, want %q", c.subject, j.CancelScope, c.scope)
+		}
+	}
+	// A scoped subject is a cancel's only: another type on it mismatches.
+	if _, rej := p.Parse("mfa.jobs.cancel.hr.x", []byte(`{"id":"o","type":"offboard","user_id":1}`)); rej == nil || rej.Code != job.CodeTypeMismatch {
+		t.Errorf("offboard on a cancel subject: %+v", rej)
+	}
+	if got := job.CancelSubject("hr.scim"); got != "mfa.jobs.cancel.hr.scim" {
+		t.Errorf("CancelSubject: %s", got)
+	}
+}
+
+// correlation_id and source hold printable characters only.
+func TestCorrelationAndSourcePrintable(t *testing.T) {
+	p, err := job.NewParser(64*1024, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"correlation_id", "source"} {
+		for _, v := range []string{`\u001b[2J`, `a\nb`, `\u202eevil`, `\u0085`} {
+			body := []byte(`{"id":"o","type":"offboard","user_id":1,"` + f + `":"` + v + `"}`)
+			_, rej := p.Parse("mfa.jobs.offboard", body)
+			if rej == nil || rej.Code != job.CodeInvalidCharacters {
+				t.Errorf("%s %s: %+v", f, v, rej)
+				continue
+			}
+			if !strings.HasPrefix(rej.Message, f+":") || strings.Contains(rej.Message, "evil") {
+				t.Errorf("%s: message %q", f, rej.Message)
+			}
+		}
+		body := []byte(`{"id":"o","type":"offboard","user_id":1,"` + f + `":"hr.scim émoji ok"}`)
+		if _, rej := p.Parse("mfa.jobs.offboard", body); rej != nil {
+			t.Errorf("%s printable: %+v", f, rej)
+		}
 	}
 }
 

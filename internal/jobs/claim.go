@@ -93,13 +93,22 @@ func (x *executor) claim(ctx context.Context, t *task) (end ending, ok bool) {
 		}
 		switch a {
 		case ansTombstone:
-			// A cancel came first: claim the id to end the job cancelled.
-			rec.CancelledBy = e.CancelledBy
+			c, binds := e.Binding(j.Source)
+			if !binds {
+				// Only cancels of other scopes came first: they have no
+				// hold on this job, which runs.
+				if err = x.take(ctx, t, rec, e); err == nil {
+					return ending{}, true
+				}
+				break
+			}
+			// A cancel that may end this job came first: claim the id to
+			// end the job cancelled.
+			rec.CancelledBy, rec.CancelScope = c.By, c.Scope
 			err = x.take(ctx, t, rec, e)
 			if err == nil {
-				by := e.CancelledBy
-				return ending{out: outcome{Data: job.CancelledData{CancelledBy: by}}, err: &CancelledError{
-					Code: job.CodeCancelled, Message: "cancelled by job " + by + " before it arrived", CancelledBy: by}}, false
+				return ending{out: outcome{Data: job.CancelledData{CancelledBy: c.By, CancelScope: c.Scope}}, err: &CancelledError{
+					Code: job.CodeCancelled, Message: "cancelled by job " + c.By + " before it arrived", CancelledBy: c.By}}, false
 			}
 		case ansReused:
 			return ending{what: reused}, false

@@ -122,6 +122,9 @@ func (x *executor) finish(ctx context.Context, t *task, v verdict, data job.Data
 	}
 	if x.deliver(ctx, t, res.Subject(), body, resID, v) {
 		x.m.JobFinished(string(j.Type), string(v.outcome), now.Sub(t.received))
+		if v.outcome == job.Cancelled {
+			x.m.JobCancelled(string(j.Type), v.code(), j.Source)
+		}
 		x.logFinished(t, v.outcome, v.code())
 	}
 }

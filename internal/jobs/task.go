@@ -44,15 +44,24 @@ func (x *executor) newTask(msg jetstream.Msg) *task {
 		stored = md.Timestamp
 	}
 	t.job, t.rej = x.parser.Parse(msg.Subject(), msg.Data())
+	var carried time.Time
 	if h := msg.Headers(); h != nil {
 		t.replay, _ = job.ParseReplay(h.Get(job.HeaderReplay))
 		t.fired = h.Get(headerScheduler) != ""
 		if v, err := time.Parse(time.RFC3339Nano, h.Get(job.HeaderJobTime)); err == nil {
-			stored, t.timeFromHeader = v, true
+			carried, t.timeFromHeader = v, true
 		}
 	}
 	if t.job != nil {
-		t.jobTime = t.job.Time(stored)
+		// The job's time, bounded by the time JetStream stored this
+		// message: Mfa-Job-Time (set by the worker on schedules and dead
+		// letters, already bounded when the job was first stored) is
+		// bounded too, as any publisher can set it.
+		if t.timeFromHeader {
+			t.jobTime = job.BoundTime(carried, stored)
+		} else {
+			t.jobTime = t.job.Time(stored)
+		}
 	}
 	return t
 }

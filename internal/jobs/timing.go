@@ -145,6 +145,13 @@ func (x *executor) park(ctx context.Context, t *task) (end ending, ok bool) {
 			err = x.take(ctx, t, rec, e)
 		case ansRunning, ansLapsed:
 			err = fmt.Errorf("job is running elsewhere")
+		case ansTombstone:
+			if _, binds := e.Binding(j.Source); binds {
+				return ending{}, false // the claim ends it cancelled
+			}
+			// Only cancels of other scopes wait for it: it waits as
+			// scheduled, and they have no hold on it.
+			err = x.take(ctx, t, rec, e)
 		default:
 			return ending{}, false
 		}
@@ -231,7 +238,18 @@ func (x *executor) cancel(ctx context.Context, t *task) (outcome, error) {
 	c := t.job
 	target := c.Params.JobID
 	result := func(o job.Outcome, to string) (outcome, error) {
-		return outcome{Outcome: o, Data: job.CancelData{JobID: target, TargetOutcome: to}}, nil
+		return outcome{Outcome: o, Data: job.CancelData{JobID: target, TargetOutcome: to, CancelScope: c.CancelScope}}, nil
+	}
+	// A scoped cancel ends only a job of its source; the operators' bare
+	// cancel any job.
+	notPermitted := func(source string) (outcome, error) {
+		msg := fmt.Sprintf("a cancel on %s may end only jobs whose source is %q; job %s has ", job.CancelSubject(c.CancelScope), c.CancelScope, target)
+		if source == "" {
+			msg += "no source"
+		} else {
+			msg += fmt.Sprintf("source %q", source)
+		}
+		return outcome{}, &PermanentError{Code: job.CodeCancelNotPermitted, Message: msg}
 	}
 	for i := 0; i < 20; i++ {
 		e, err := x.ledger.Get(ctx, target)
@@ -251,8 +269,9 @@ func (x *executor) cancel(ctx context.Context, t *task) (outcome, error) {
 					continue // cancel it as a scheduled job
 				}
 			}
-			// Not arrived yet: a tombstone waits for it.
-			_, err = x.ledger.Create(ctx, target, ledger.Record{State: ledger.Tombstone, CancelledBy: c.ID, UpdatedAt: time.Now()})
+			// Not arrived yet: a tombstone waits for it, bound to the
+			// cancel's scope.
+			_, err = x.ledger.Create(ctx, target, ledger.Record{State: ledger.Tombstone, CancelledBy: c.ID, CancelScope: c.CancelScope, UpdatedAt: time.Now()})
 			if errors.Is(err, ledger.ErrExists) {
 				continue
 			}
@@ -266,6 +285,25 @@ func (x *executor) cancel(ctx context.Context, t *task) (outcome, error) {
 		}
 		switch e.State {
 		case ledger.Tombstone:
+			// Another cancel waits already: this one waits beside it
+			// unless one of the same scope does (a tombstone of another
+			// scope must not shut this one out).
+			rec := e.Record
+			cs := rec.Cancels()
+			dup := false
+			for _, w := range cs {
+				dup = dup || w.By == c.ID || w.Scope == c.CancelScope
+			}
+			if dup || len(cs) >= ledger.MaxTombstones {
+				return result(job.Noop, job.TargetUnknown)
+			}
+			rec.MoreCancels = append(rec.MoreCancels, ledger.Cancel{By: c.ID, Scope: c.CancelScope})
+			rec.UpdatedAt = time.Now()
+			if _, err := x.ledger.Update(ctx, target, rec, e.Revision); errors.Is(err, ledger.ErrConflict) {
+				continue
+			} else if err != nil {
+				return outcome{}, &RetryLaterError{Err: err}
+			}
 			return result(job.Noop, job.TargetUnknown)
 		case ledger.Running:
 			return result(job.Noop, job.TargetRunning)
@@ -279,12 +317,15 @@ func (x *executor) cancel(ctx context.Context, t *task) (outcome, error) {
 			}
 			return result(job.Noop, e.Outcome)
 		case ledger.Scheduled:
+			if !ledger.Binds(c.CancelScope, e.Source) {
+				return notPermitted(e.Source)
+			}
 			now := time.Now()
 			tj := &job.Job{ID: target, Type: job.Type(e.Type), UserID: e.UserID, CorrelationID: e.CorrelationID, Source: e.Source}
-			res := tj.Result(job.Cancelled, 1, now, now, &job.ErrorInfo{Code: job.CodeCancelled, Message: "cancelled by job " + c.ID + " before it started"}, job.CancelledData{CancelledBy: c.ID})
+			res := tj.Result(job.Cancelled, 1, now, now, &job.ErrorInfo{Code: job.CodeCancelled, Message: "cancelled by job " + c.ID + " before it started"}, job.CancelledData{CancelledBy: c.ID, CancelScope: c.CancelScope})
 			rec := e.Record
 			rec.State, rec.Outcome, rec.Result, rec.ResultMsgID = ledger.Finished, string(job.Cancelled), res.Marshal(), job.ResultMsgID(target, replayOf(&e.Record))
-			rec.CancelledBy, rec.UpdatedAt = c.ID, now
+			rec.CancelledBy, rec.CancelScope, rec.UpdatedAt = c.ID, c.CancelScope, now
 			if _, err := x.ledger.Update(ctx, target, rec, e.Revision); errors.Is(err, ledger.ErrConflict) {
 				continue // it fired, or another cancel won: look again
 			} else if err != nil {
@@ -294,7 +335,8 @@ func (x *executor) cancel(ctx context.Context, t *task) (outcome, error) {
 				return outcome{}, &RetryLaterError{Err: err}
 			}
 			x.m.JobFinished(e.Type, string(job.Cancelled), 0)
-			x.log.Info("job finished", "job_id", target, "type", e.Type, "outcome", job.Cancelled, "code", job.CodeCancelled, "cancelled_by", c.ID)
+			x.m.JobCancelled(e.Type, job.CodeCancelled, e.Source)
+			x.log.Info("job finished", "job_id", target, "type", e.Type, "outcome", job.Cancelled, "code", job.CodeCancelled, "cancelled_by", c.ID, "cancel_scope", c.CancelScope)
 			return result(job.Succeeded, string(job.Cancelled))
 		default:
 			return outcome{}, &RetryLaterError{Err: fmt.Errorf("target record in unknown state %q", e.State)}

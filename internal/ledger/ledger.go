@@ -86,8 +86,15 @@ type Record struct {
 	CorrelationID string `json:"correlation_id,omitempty"`
 	Source        string `json:"source,omitempty"`
 	// CancelledBy is the id of the cancel job that ended this job or left
-	// this tombstone.
+	// this tombstone; CancelScope is that cancel's scope (empty: the
+	// operators' bare mfa.jobs.cancel, which binds any job; else it binds
+	// only a job whose source equals the scope).
 	CancelledBy string `json:"cancelled_by,omitempty"`
+	CancelScope string `json:"cancel_scope,omitempty"`
+	// MoreCancels are the tombstones of later cancels of the same id with
+	// other scopes (at most one per scope, MaxTombstones in all), so that
+	// a tombstone of a foreign scope cannot shut out the rightful one.
+	MoreCancels []Cancel `json:"more_cancels,omitempty"`
 
 	// Attempts, LastErrorCode and NextRetryAt are of a running job's last
 	// failed delivery, written when it is given back for a retry: the
@@ -96,6 +103,41 @@ type Record struct {
 	Attempts      int       `json:"attempts,omitempty"`
 	LastErrorCode string    `json:"last_error_code,omitempty"`
 	NextRetryAt   time.Time `json:"next_retry_at,omitzero"`
+}
+
+// Cancel is one cancel waiting in a tombstone: its id and its scope.
+type Cancel struct {
+	By    string `json:"by"`
+	Scope string `json:"scope,omitempty"`
+}
+
+// MaxTombstones bounds the cancels one tombstone keeps.
+const MaxTombstones = 16
+
+// Cancels lists the cancels a tombstone holds, first come first.
+func (r *Record) Cancels() []Cancel {
+	if r.CancelledBy == "" {
+		return r.MoreCancels
+	}
+	return append([]Cancel{{By: r.CancelledBy, Scope: r.CancelScope}}, r.MoreCancels...)
+}
+
+// Binds reports whether a cancel of scope may end a job of source: the
+// bare cancel (empty scope) any job, a scoped one only a job whose source
+// equals its scope.
+func Binds(scope, source string) bool {
+	return scope == "" || scope == source
+}
+
+// Binding returns the first cancel of a tombstone that binds a job of
+// source; ok is false when none does (the job then runs).
+func (r *Record) Binding(source string) (c Cancel, ok bool) {
+	for _, c := range r.Cancels() {
+		if Binds(c.Scope, source) {
+			return c, true
+		}
+	}
+	return Cancel{}, false
 }
 
 // Entry is a record with its KV revision, needed to change it.

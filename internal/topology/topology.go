@@ -122,11 +122,19 @@ type Consumers struct {
 	MaxDeliver int
 }
 
-// Subjects returns the job subjects of a lane.
+// ScopedCancels is the subject filter of the scoped cancels,
+// mfa.jobs.cancel.<scope> (see job.Job.CancelScope).
+var ScopedCancels = job.CancelSubject(">")
+
+// Subjects returns the job subjects of a lane (the urgent lane's include
+// the scoped cancels).
 func Subjects(l job.Lane) []string {
 	var s []string
 	for _, t := range job.TypesOf(l) {
 		s = append(s, t.Subject())
+		if t == job.TypeCancel {
+			s = append(s, ScopedCancels)
+		}
 	}
 	return s
 }
@@ -189,7 +197,9 @@ func Provision(ctx context.Context, js jetstream.JetStream, topo Config, cfg Con
 	for _, t := range job.Types {
 		subjects = append(subjects, t.Subject())
 	}
-	subjects = append(subjects, job.ScheduledSubjectPrefix+">")
+	// The scoped cancels (mfa.jobs.cancel.<scope>): an existing stream
+	// takes them when it is updated at start.
+	subjects = append(subjects, ScopedCancels, job.ScheduledSubjectPrefix+">")
 	streams := []jetstream.StreamConfig{{
 		Name:        StreamJobs,
 		Description: "MFA jobs; only the job subjects and the schedules of future jobs are accepted, so nothing unhandled sits here",
