@@ -24,7 +24,10 @@ import (
 var (
 	ingestPublish = []string{
 		"hr.events.*",    // store accepted events
-		"mfa.jobs.*",     // publish jobs
+		"mfa.jobs.*",     // publish jobs (but the operators' cancel: ingestDeny)
+		// Cancels on the HR sources' own scope, mfa.jobs.cancel.hr.<source>:
+		// they end only jobs of that source.
+		"mfa.jobs.cancel.hr.>",
 		"mfa.dlq.ingest", // dead letters of rule errors
 		"$JS.API.INFO",
 		"$JS.API.STREAM.INFO.HR_EVENTS", "$JS.API.STREAM.CREATE.HR_EVENTS", "$JS.API.STREAM.UPDATE.HR_EVENTS",
@@ -39,6 +42,9 @@ var (
 		"$JS.API.CONSUMER.MSG.NEXT.KV_MFA_SCIM_USERS.*", "$JS.API.STREAM.PURGE.KV_MFA_SCIM_USERS",
 	}
 	ingestSubscribe = []string{"_INBOX.>"}
+	// ingestDeny keeps the operators' bare cancel, which may end any job,
+	// from an ingest replica.
+	ingestDeny = []string{"mfa.jobs.cancel"}
 )
 
 // TestNATSPermissions runs the receiver and the mapper as a NATS user that
@@ -49,7 +55,7 @@ func TestNATSPermissions(t *testing.T) {
 		Users: []*server.User{
 			{Username: "admin", Password: "admin-pw"},
 			{Username: "ingest", Password: "ingest-pw", Permissions: &server.Permissions{
-				Publish:   &server.SubjectPermission{Allow: ingestPublish},
+				Publish:   &server.SubjectPermission{Allow: ingestPublish, Deny: ingestDeny},
 				Subscribe: &server.SubjectPermission{Allow: ingestSubscribe},
 			}},
 		},
@@ -137,5 +143,15 @@ func TestNATSPermissions(t *testing.T) {
 	}
 	if len(denied) > 0 {
 		t.Errorf("permission errors: %v", denied)
+	}
+	// A cancel on the HR scope is stored; the operators' bare one is not.
+	ijs, _ := jetstream.New(nc)
+	pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer pcancel()
+	if _, err := ijs.Publish(pctx, "mfa.jobs.cancel.hr.cloudevents", []byte(`{"id":"c-hr","type":"cancel","params":{"job_id":"x"}}`)); err != nil {
+		t.Errorf("cancel on the HR scope: %v", err)
+	}
+	if _, err := ijs.Publish(pctx, "mfa.jobs.cancel", []byte(`{"id":"c-op","type":"cancel","params":{"job_id":"x"}}`)); err == nil {
+		t.Error("an ingest replica published the operators' bare cancel")
 	}
 }

@@ -52,8 +52,15 @@ type Job struct {
 	NotAfter      string         `json:"not_after,omitempty"`
 }
 
-// Subject is the subject the job is published on.
-func (j Job) Subject() string { return job.SubjectPrefix + j.Type }
+// Subject is the subject the job is published on: mfa.jobs.<type>, but a
+// cancel goes on its source's own scope, mfa.jobs.cancel.<source> (that is
+// mfa.jobs.cancel.hr.<HR source>), which may end only jobs of that source.
+func (j Job) Subject() string {
+	if j.Type == string(job.TypeCancel) && j.Source != "" {
+		return job.CancelSubject(j.Source)
+	}
+	return job.SubjectPrefix + j.Type
+}
 
 // JobTypes are the job types of the contract.
 var JobTypes = []string{"enroll", "activate", "verify", "remove", "offboard", "generate_token", "cancel"}

@@ -283,3 +283,20 @@ func TestCloudEventID(t *testing.T) {
 		t.Errorf("CloudEventID %s", a)
 	}
 }
+
+// An HR source's cancels go on its own scope, mfa.jobs.cancel.hr.<source>,
+// which may end only that source's jobs; other jobs on mfa.jobs.<type>.
+func TestCancelSubjectIsTheSourceScope(t *testing.T) {
+	for _, c := range []struct {
+		j    Job
+		want string
+	}{
+		{Job{Type: "cancel", Source: "hr.cloudevents"}, "mfa.jobs.cancel.hr.cloudevents"},
+		{Job{Type: "cancel", Source: "hr.scim"}, "mfa.jobs.cancel.hr.scim"},
+		{Job{Type: "offboard", Source: "hr.scim"}, "mfa.jobs.offboard"},
+	} {
+		if got := c.j.Subject(); got != c.want {
+			t.Errorf("%s from %s: subject %s, want %s", c.j.Type, c.j.Source, got, c.want)
+		}
+	}
+}

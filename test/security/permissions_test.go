@@ -45,7 +45,13 @@ var (
 		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", "mfa.query.>", "$SRV.>"}},
 	}
 	secPublisherPerms = server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: []string{"mfa.jobs.*"}},
+		Publish:   &server.SubjectPermission{Allow: []string{"mfa.jobs.*"}, Deny: []string{"mfa.jobs.cancel"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", "mfa.results.>"}},
+	}
+	// secHRPerms is an HR system that publishes its own jobs (source
+	// hr.workday) and may cancel only those.
+	secHRPerms = server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: []string{"mfa.jobs.*", "mfa.jobs.cancel.hr.workday"}, Deny: []string{"mfa.jobs.cancel"}},
 		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", "mfa.results.>"}},
 	}
 	secQueryPerms = server.Permissions{
@@ -71,7 +77,7 @@ func secPermServer(t *testing.T) *server.Server {
 		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true, MaxPayload: 1 << 20,
 		Users: []*server.User{
 			user("worker", secWorkerPerms), user("publisher", secPublisherPerms),
-			user("query", secQueryPerms), user("operator", secOperatorPerms),
+			user("query", secQueryPerms), user("operator", secOperatorPerms), user("hr", secHRPerms),
 		},
 	})
 	if err != nil {
@@ -233,8 +239,48 @@ func TestSecNATSPermissions(t *testing.T) {
 		info, err := st.Info(ctx, jetstream.WithSubjectFilter("mfa.scheduled.>"))
 		return err == nil && len(info.State.Subjects) == 1
 	}, func() string { return "the later job parked as a schedule" })
-	if err := pub("mfa.jobs.cancel", `{"id":"perm-cancel","type":"cancel","params":{"job_id":"perm-later"}}`, map[string]string{jetstream.MsgIDHeader: "perm-cancel"}); err != nil {
-		t.Fatalf("publisher, cancel: %v", err)
+	// A job publisher cannot cancel: the bare subject is the operators'.
+	if err := pub("mfa.jobs.cancel", `{"id":"perm-cancel-x","type":"cancel","params":{"job_id":"perm-later"}}`, map[string]string{jetstream.MsgIDHeader: "perm-cancel-x"}); err == nil {
+		t.Error("a job publisher published the operators' cancel")
+	}
+	// An HR system cancels on its own scope only: a job of another
+	// source is not its to end.
+	var hrDenied secDenials
+	_, hjs := secConnect(t, s, "hr", &hrDenied)
+	hpub := func(subject, body, id string) error {
+		msg := nats.NewMsg(subject)
+		msg.Data = []byte(body)
+		msg.Header.Set(jetstream.MsgIDHeader, id)
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := hjs.PublishMsg(pctx, msg)
+		return err
+	}
+	if err := hpub("mfa.jobs.cancel", `{"id":"perm-hr-bare","type":"cancel","params":{"job_id":"perm-later"}}`, "perm-hr-bare"); err == nil {
+		t.Error("an HR system published the operators' cancel")
+	}
+	if err := hpub("mfa.jobs.cancel.hr.cloudevents", `{"id":"perm-hr-other","type":"cancel","params":{"job_id":"perm-later"}}`, "perm-hr-other"); err == nil {
+		t.Error("an HR system published a cancel on another source's scope")
+	}
+	if err := hpub("mfa.jobs.cancel.hr.workday", `{"id":"perm-hr-own","type":"cancel","params":{"job_id":"perm-later"}}`, "perm-hr-own"); err != nil {
+		t.Fatalf("HR system, cancel on its scope: %v", err)
+	}
+	if msg, err := rsub.NextMsg(10 * time.Second); err != nil || msg.Subject != "mfa.results.cancel.failed" || !strings.Contains(string(msg.Data), job.CodeCancelNotPermitted) {
+		t.Fatalf("an HR system's cancel of a job without its source: %v %v", msg, err)
+	}
+	if len(hrDenied.list()) < 2 {
+		t.Errorf("the server did not deny the HR system: %v", hrDenied.list())
+	}
+	// The operator's bare cancel ends it.
+	var opCancelDenied secDenials
+	_, ocjs := secConnect(t, s, "operator", &opCancelDenied)
+	{
+		msg := nats.NewMsg("mfa.jobs.cancel")
+		msg.Data = []byte(`{"id":"perm-cancel","type":"cancel","params":{"job_id":"perm-later"}}`)
+		msg.Header.Set(jetstream.MsgIDHeader, "perm-cancel")
+		if _, err := ocjs.PublishMsg(ctx, msg); err != nil {
+			t.Fatalf("operator, cancel: %v", err)
+		}
 	}
 	got := map[string]bool{}
 	for len(got) < 2 {
@@ -259,7 +305,7 @@ func TestSecNATSPermissions(t *testing.T) {
 	if err := pub("mfa.dlq.offboard", failingOffboard("perm-2"), map[string]string{job.HeaderJobID: "perm-2"}); err == nil {
 		t.Error("a job publisher forged a dead letter")
 	}
-	if len(pubDenied.list()) < 3 {
+	if len(pubDenied.list()) < 4 {
 		t.Errorf("the server did not deny the publisher: %v", pubDenied.list())
 	}
 
@@ -273,7 +319,7 @@ func TestSecNATSPermissions(t *testing.T) {
 	// A replay operator replays the dead letter: grant, publish, delete.
 	var opDenied secDenials
 	_, ojs := secConnect(t, s, "operator", &opDenied)
-	dls, err := dlq.ListDeadLetters(ctx, ojs, dlq.DeadLetterFilter{})
+	dls, err := dlq.ListDeadLetters(ctx, ojs, dlq.DeadLetterFilter{Type: "offboard"})
 	if err != nil || len(dls) != 1 {
 		t.Fatalf("operator's list: %v %v", dls, err)
 	}
@@ -284,7 +330,7 @@ func TestSecNATSPermissions(t *testing.T) {
 	if err != nil || msg.Header.Get(jetstream.MsgIDHeader) != "perm-1:result:replay:1" {
 		t.Fatalf("replay result: %v %v", msg, err)
 	}
-	for who, d := range map[string]*secDenials{"worker": &workerDenied, "query caller": &qDenied, "operator": &opDenied} {
+	for who, d := range map[string]*secDenials{"worker": &workerDenied, "query caller": &qDenied, "operator": &opDenied, "operator (cancel)": &opCancelDenied} {
 		if l := d.list(); len(l) > 0 {
 			t.Errorf("%s was denied: %v", who, l)
 		}
@@ -298,8 +344,11 @@ func TestSecPermissionDocsMatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	doc := string(b)
-	for role, p := range map[string]server.Permissions{"worker": secWorkerPerms, "publisher": secPublisherPerms, "query": secQueryPerms, "operator": secOperatorPerms} {
-		for _, subj := range append(append([]string(nil), p.Publish.Allow...), p.Subscribe.Allow...) {
+	for role, p := range map[string]server.Permissions{"worker": secWorkerPerms, "publisher": secPublisherPerms, "query": secQueryPerms, "operator": secOperatorPerms, "hr": secHRPerms} {
+		if !strings.Contains(doc, role+": {") {
+			t.Errorf("docs/security.md has no %s block", role)
+		}
+		for _, subj := range append(append(append([]string(nil), p.Publish.Allow...), p.Publish.Deny...), p.Subscribe.Allow...) {
 			if !strings.Contains(doc, `"`+subj+`"`) {
 				t.Errorf("docs/security.md does not show %q of the %s block", subj, role)
 			}
