@@ -23,8 +23,8 @@ import (
 // them; TestNATSPermissions proves they suffice.
 var (
 	ingestPublish = []string{
-		"hr.events.*",    // store accepted events
-		"mfa.jobs.*",     // publish jobs (but the operators' cancel: ingestDeny)
+		"hr.events.*", // store accepted events
+		"mfa.jobs.*",  // publish jobs (but the operators' cancel: ingestDeny)
 		// Cancels on the HR sources' own scope, mfa.jobs.cancel.hr.<source>:
 		// they end only jobs of that source.
 		"mfa.jobs.cancel.hr.>",
