@@ -105,6 +105,21 @@ func TestSubmitAndDLQCommands(t *testing.T) {
 	if code, out = sh("submit", "cancel", "--user", "43", "--job-id", "cmd-later"); code != 2 {
 		t.Fatalf("cancel with a user: exit %d\n%s", code, out)
 	}
+	// A scope is a cancel's authority: another source's scope cannot end
+	// the job (its source is cli); a wildcard is no scope.
+	if code, out = sh("submit", "cancel", "--job-id", "cmd-later", "--scope", "hr.*"); code != 2 {
+		t.Fatalf("cancel with a wildcard scope: exit %d\n%s", code, out)
+	}
+	if code, out = sh("submit", "offboard", "--user", "43", "--scope", "hr.x"); code != 2 {
+		t.Fatalf("offboard with a scope: exit %d\n%s", code, out)
+	}
+	code, out = sh("submit", "cancel", "--id", "cmd-cancel-other", "--job-id", "cmd-later", "--scope", "hr.other", "--wait", "--timeout", "10s")
+	if !strings.Contains(out, `"code": "cancel_not_permitted"`) || !strings.Contains(out, `"outcome": "failed"`) {
+		t.Fatalf("submit cancel --scope hr.other: exit %d\n%s", code, out)
+	}
+	if code, out = sh("job", "cmd-later"); code != 0 || !strings.Contains(out, `"state": "scheduled"`) {
+		t.Fatalf("job cmd-later after another scope's cancel: exit %d\n%s", code, out)
+	}
 	code, out = sh("submit", "cancel", "--id", "cmd-cancel", "--job-id", "cmd-later", "--wait", "--timeout", "10s")
 	if code != 0 || !strings.Contains(out, `"target_outcome": "cancelled"`) {
 		t.Fatalf("submit cancel: exit %d\n%s", code, out)

@@ -57,6 +57,7 @@ type submitFlags struct {
 	timeout                       *time.Duration
 	correlation, source, notAfter *string
 	notBefore                     *string
+	scope                         *string
 	params                        map[string]any
 }
 
@@ -112,10 +113,11 @@ func newSubmitFlags(fs *flag.FlagSet) *submitFlags {
 	boolean("reusable", "reusable", "generate_token: reusable token")
 	str("recipient-xkey", "recipient_xkey", "generate_token: curve public key to seal the token to")
 	str("job-id", "job_id", "cancel: the id of the job to cancel")
+	f.scope = fs.String("scope", "", "cancel: publish on mfa.jobs.cancel.<scope>, which may end only jobs whose source is the scope (e.g. hr.workday); without it, the operators' bare mfa.jobs.cancel, which may end any job")
 	return f
 }
 
-const submitUsage = "submit <type> (--user N | [--email E] [--username U] [--external-id X]) [--id ID] [--not-before TIME] [params] [--wait]; submit cancel --job-id ID"
+const submitUsage = "submit <type> (--user N | [--email E] [--username U] [--external-id X]) [--id ID] [--not-before TIME] [params] [--wait]; submit cancel --job-id ID [--scope S]"
 
 func isHelp(a string) bool { return a == "-h" || a == "-help" || a == "--help" || a == "help" }
 
@@ -156,6 +158,15 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if _, ok := f.params["job_id"]; !ok {
 			return usageErr("--job-id ID is required for cancel")
 		}
+		if *f.scope != "" && !job.ValidScope(*f.scope) {
+			return usageErr("--scope %q: one or more dot-separated subject tokens without spaces or wildcards (e.g. hr.workday)", *f.scope)
+		}
+	} else if *f.scope != "" {
+		return usageErr("--scope is for cancel only")
+	}
+	subject := typ.Subject()
+	if typ == job.TypeCancel {
+		subject = job.CancelSubject(*f.scope)
 	}
 	var sel *job.User
 	named := 0
@@ -240,7 +251,7 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	parsed, rej := parser.Parse(typ.Subject(), body)
+	parsed, rej := parser.Parse(subject, body)
 	if rej != nil {
 		return usageErr("invalid job (%s): %s", rej.Code, rej.Message)
 	}
@@ -277,7 +288,7 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return printResult(stdout, rec.Result, *f.id)
 		}
 	}
-	m := nats.NewMsg(typ.Subject())
+	m := nats.NewMsg(subject)
 	m.Data = body
 	m.Header.Set(jetstream.MsgIDHeader, *f.id)
 	ack, err := js.PublishMsg(ctx, m)
