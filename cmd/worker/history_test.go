@@ -110,3 +110,35 @@ func TestHistoryCommand(t *testing.T) {
 		}
 	}
 }
+
+// Control characters a publisher put in correlation_id or source are
+// printed escaped, in the table and in CSV: no cleared screen, no forged
+// line, no reordered text.
+func TestHistoryEscapesControlCharacters(t *testing.T) {
+	es := []history.Entry{{JobID: "e-1", Type: "enroll", UserID: 5, Outcome: "succeeded",
+		CorrelationID: "\x1b[2J\x1b[H", Source: "x\r\noffboard succeeded\u202e\u0085\\"}}
+	for _, format := range []string{"table", "csv"} {
+		var b bytes.Buffer
+		if err := writeHistory(&b, format, es); err != nil {
+			t.Fatal(err)
+		}
+		out := b.String()
+		for _, r := range out {
+			if r != '\n' && isControl(r) {
+				t.Errorf("%s: printed U+%04X raw:\n%q", format, r, out)
+			}
+		}
+		want := map[string]int{"table": 3, "csv": 2}[format] // header, the entry (table: a count)
+		if strings.Count(out, "\n") != want {
+			t.Errorf("%s: %d lines, want %d (a forged line?):\n%q", format, strings.Count(out, "\n"), want, out)
+		}
+		for _, want := range []string{`\x1b[2J\x1b[H`, `x\x0d\x0aoffboard succeeded\u202e\u0085\\`} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s: %q not in\n%s", format, want, out)
+			}
+		}
+	}
+	if got := escapeControls("hr.scim café"); got != "hr.scim café" {
+		t.Errorf("a printable value changed: %q", got)
+	}
+}
