@@ -148,6 +148,11 @@ func ReplayTarget(d DeadLetter) (subject, jobID string, err error) {
 	if d.JobID != body.ID {
 		return refuse("the Mfa-Job-Id header does not match the body's id")
 	}
+	// A scoped cancel goes back on its scope: a replay must not give it
+	// the operators' bare subject, which may end any job.
+	if scope, ok := strings.CutPrefix(d.OriginalSubject, job.CancelSubject("")+"."); ok && typ == job.TypeCancel && job.ValidScope(scope) {
+		return job.CancelSubject(scope), body.ID, nil
+	}
 	return typ.Subject(), body.ID, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/mfa-worker/mfa-worker/internal/dlq"
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/ops"
 	peoplebucket "github.com/mfa-worker/mfa-worker/internal/people"
@@ -208,11 +209,11 @@ func TestJobTimeIsBounded(t *testing.T) {
 	results++
 	rs = e.waitResults(results, 3*time.Second)
 	expectResult(t, rs, "off-later", "offboard", job.Noop, "")
-	dls, err := ops.ListDeadLetters(context.Background(), e.js, ops.DeadLetterFilter{Type: "enroll"})
+	dls, err := dlq.ListDeadLetters(context.Background(), e.js, dlq.DeadLetterFilter{Type: "enroll"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var dl *ops.DeadLetter
+	var dl *dlq.DeadLetter
 	for i := range dls {
 		if dls[i].JobID == "enr-2099" {
 			dl = &dls[i]
@@ -225,7 +226,7 @@ func TestJobTimeIsBounded(t *testing.T) {
 		t.Fatalf("the dead letter carries job time %q", dl.JobTime)
 	}
 	calls := e.sim.ResourceCalls()
-	if err := ops.Replay(context.Background(), e.js, *dl); err != nil {
+	if err := dlq.Replay(context.Background(), e.js, *dl); err != nil {
 		t.Fatal(err)
 	}
 	results++
