@@ -102,7 +102,7 @@ func writeHistory(w io.Writer, format string, es []history.Entry) error {
 		fmt.Fprintln(tw, "FINISHED\tTYPE\tOUTCOME\tCODE\tJOB ID\tATTEMPTS\tDURATION\tCORRELATION ID\tSOURCE")
 		for _, e := range es {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", stamp(e.FinishedAt), escapeControls(e.Type), escapeControls(e.Outcome),
-				dash(escapeControls(e.ErrorCode)), escapeControls(e.JobID), e.Attempts, time.Duration(e.DurationMS)*time.Millisecond,
+				dash(escapeControls(codeCell(e))), escapeControls(e.JobID), e.Attempts, time.Duration(e.DurationMS)*time.Millisecond,
 				dash(escapeControls(e.CorrelationID)), dash(escapeControls(e.Source)))
 		}
 		if err := tw.Flush(); err != nil {
@@ -111,6 +111,20 @@ func writeHistory(w io.Writer, format string, es []history.Entry) error {
 		_, err := fmt.Fprintf(w, "%d result(s), newest first\n", len(es))
 		return err
 	}
+}
+
+// codeCell is an entry's error code, and for a job a cancel ended, who
+// cancelled it: "cancelled by ID" (the operators' bare cancel) or
+// "cancelled by ID (scope S)".
+func codeCell(e history.Entry) string {
+	if e.CancelledBy == "" {
+		return e.ErrorCode
+	}
+	c := e.ErrorCode + " by " + e.CancelledBy
+	if e.CancelScope != "" {
+		c += " (scope " + e.CancelScope + ")"
+	}
+	return c
 }
 
 func stamp(t time.Time) string {

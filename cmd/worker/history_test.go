@@ -138,6 +138,11 @@ func TestHistoryEscapesControlCharacters(t *testing.T) {
 			}
 		}
 	}
+	var b bytes.Buffer
+	if err := writeHistory(&b, "table", []history.Entry{{JobID: "off-1", Type: "offboard", Outcome: "cancelled", ErrorCode: "cancelled",
+		CancelledBy: "c-1", CancelScope: "hr.cloudevents"}}); err != nil || !strings.Contains(b.String(), "cancelled by c-1 (scope hr.cloudevents)") {
+		t.Errorf("who cancelled is not shown (%v):\n%s", err, b.String())
+	}
 	if got := escapeControls("hr.scim café"); got != "hr.scim café" {
 		t.Errorf("a printable value changed: %q", got)
 	}

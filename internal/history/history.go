@@ -76,6 +76,10 @@ type Entry struct {
 	Attempts      int       `json:"attempts"`
 	CorrelationID string    `json:"correlation_id,omitempty"`
 	Source        string    `json:"source,omitempty"`
+	// CancelledBy and CancelScope say who ended a cancelled job: the cancel
+	// job's id and its scope (empty: the operators' bare mfa.jobs.cancel).
+	CancelledBy string `json:"cancelled_by,omitempty"`
+	CancelScope string `json:"cancel_scope,omitempty"`
 }
 
 // EntryFromResult builds an entry from a result message body (the JSON of
@@ -96,6 +100,7 @@ func EntryFromResult(body []byte) (Entry, error) {
 		Error         *struct {
 			Code string `json:"code"`
 		} `json:"error"`
+		Data json.RawMessage `json:"data"`
 	}
 	if err := json.Unmarshal(body, &r); err != nil {
 		return Entry{}, fmt.Errorf("history: decode result: %w", err)
@@ -107,6 +112,15 @@ func EntryFromResult(body []byte) (Entry, error) {
 		JobID: r.JobID, Type: r.Type, UserID: r.UserID, Outcome: r.Outcome, Attempts: r.Attempts,
 		StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, DurationMS: r.DurationMS,
 		CorrelationID: r.CorrelationID, Source: r.Source,
+	}
+	if r.Outcome == "cancelled" && len(r.Data) > 0 {
+		var d struct {
+			CancelledBy string `json:"cancelled_by"`
+			CancelScope string `json:"cancel_scope"`
+		}
+		if json.Unmarshal(r.Data, &d) == nil {
+			e.CancelledBy, e.CancelScope = d.CancelledBy, d.CancelScope
+		}
 	}
 	if r.User != nil && !r.User.IsZero() {
 		e.User = r.User

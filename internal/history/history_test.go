@@ -419,6 +419,15 @@ func TestAppendKeepsNoDataAndDeduplicates(t *testing.T) {
 		}
 	}
 
+	// A cancelled job's entry says who cancelled it, and with what scope.
+	c, err := history.EntryFromResult([]byte(`{"job_id":"off-9","type":"offboard","user_id":9,"outcome":"cancelled",
+		"error":{"code":"cancelled"},"data":{"cancelled_by":"c-9","cancel_scope":"hr.cloudevents"}}`))
+	if err != nil || c.CancelledBy != "c-9" || c.CancelScope != "hr.cloudevents" {
+		t.Fatalf("cancelled entry %+v, %v", c, err)
+	}
+	if d, err := history.EntryFromResult([]byte(`{"job_id":"d","type":"offboard","user_id":9,"outcome":"succeeded","data":{"cancelled_by":"x"}}`)); err != nil || d.CancelledBy != "" {
+		t.Fatalf("a succeeded entry %+v, %v", d, err)
+	}
 	if _, err := history.EntryFromResult([]byte(`{"job_id":"x"}`)); err == nil {
 		t.Fatal("a result without type and outcome was accepted")
 	}
