@@ -250,14 +250,19 @@ const MaxAhead = 366 * 24 * time.Hour
 // neither poison MFA_PEOPLE nor slip a stale job past the resurrection
 // guard. A zero stored leaves the declared time as it is.
 func (j *Job) Time(stored time.Time) time.Time {
-	declared := stored
+	return BoundTime(j.DeclaredTime(stored), stored)
+}
+
+// DeclaredTime is the job's time as it declares it, unbounded: its
+// not_before if given, else its requested_at, else fallback.
+func (j *Job) DeclaredTime(fallback time.Time) time.Time {
 	switch {
 	case !j.NotBefore.IsZero():
-		declared = j.NotBefore
+		return j.NotBefore
 	case !j.RequestedAt.IsZero():
-		declared = j.RequestedAt
+		return j.RequestedAt
 	}
-	return BoundTime(declared, stored)
+	return fallback
 }
 
 // MaxClockAhead is how far a job's declared time may be ahead of the time

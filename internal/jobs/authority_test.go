@@ -188,6 +188,18 @@ func TestJobTimeIsBounded(t *testing.T) {
 		t.Fatalf("recorded offboard time %v; want the stored time + 5m (at most %v), not 2099", rec.OffboardedAt, limit)
 	}
 
+	// A scheduled offboard's time is its not_before: the message that
+	// runs it is stored when it is due, and the bound keeps it.
+	const scheduled = 402
+	nb := time.Now().Add(1500 * time.Millisecond)
+	e.publish("offboard", timedBody("off-nb", "offboard", scheduled, nil, map[string]time.Time{"not_before": nb}), "off-nb")
+	results++
+	rs = e.waitResults(results, 5*time.Second)
+	expectResult(t, rs, "off-nb", "offboard", job.Noop, "")
+	if rec, err := peoplebucket.Show(context.Background(), kv, scheduled); err != nil || rec == nil || !rec.OffboardedAt.Equal(nb) {
+		t.Fatalf("scheduled offboard recorded %+v (%v), want its not_before %v", rec, err, nb)
+	}
+
 	// A rehire, published later (its clock 10 minutes ahead: its time too
 	// is its stored time + 5m, later than the offboard's).
 	time.Sleep(10 * time.Millisecond)

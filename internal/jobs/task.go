@@ -54,13 +54,19 @@ func (x *executor) newTask(msg jetstream.Msg) *task {
 	}
 	if t.job != nil {
 		// The job's time, bounded by the time JetStream stored this
-		// message: Mfa-Job-Time (set by the worker on schedules and dead
-		// letters, already bounded when the job was first stored) is
-		// bounded too, as any publisher can set it.
+		// message (a fired schedule's message is stored when it is due).
+		// Mfa-Job-Time, set by the worker on schedules (the not_before)
+		// and on dead letters (the time as bounded when the job first
+		// ran), stands in for the stored time of a job that declares
+		// none, and bounds it too: a replay keeps its first bound. Any
+		// publisher can set the header, so it is bounded as well.
+		first := stored
 		if t.timeFromHeader {
-			t.jobTime = job.BoundTime(carried, stored)
-		} else {
-			t.jobTime = t.job.Time(stored)
+			first = carried
+		}
+		t.jobTime = job.BoundTime(t.job.DeclaredTime(first), stored)
+		if t.timeFromHeader && carried.Before(t.jobTime) {
+			t.jobTime = carried
 		}
 	}
 	return t

@@ -161,10 +161,12 @@ func (x *executor) park(ctx context.Context, t *task) (end ending, ok bool) {
 	}
 	ctx, cancel := x.settleContext(ctx)
 	defer cancel()
-	// The schedule carries the job's time; a replay's tag stays in the
-	// ledger record, which the fired message's claim takes it from.
+	// The schedule carries the job's time when it fires, its not_before
+	// (the fired message is stored then, so the bound keeps it); a
+	// replay's tag stays in the ledger record, which the fired message's
+	// claim takes it from.
 	h := nats.Header{}
-	h.Set(job.HeaderJobTime, t.jobTime.UTC().Format(time.RFC3339Nano))
+	h.Set(job.HeaderJobTime, j.NotBefore.UTC().Format(time.RFC3339Nano))
 	msgID := job.ScheduleMsgID(j.ID, rec.Replay)
 	if err := x.publishSchedule(ctx, rec.Schedule, t.msg.Data(), msgID, h, due, j.Type.Subject()); err != nil {
 		// Redelivered, or failed on the last delivery like any job.
