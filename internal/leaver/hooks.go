@@ -1,10 +1,13 @@
 package leaver
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/mfa-worker/mfa-worker/internal/job"
 )
 
 // JobAcceptance reads an offboard job's body (schemas/job.v1.json) into an
@@ -54,5 +57,11 @@ func (s *Store) NoteJob(ctx context.Context, st State, body []byte, ev HREvent) 
 		return nil
 	}
 	a.HRSource, a.EventID, a.ReceivedAt = ev.Source, ev.ID, ev.ReceivedAt
+	// A requested_at is bounded as the job's time is (job.BoundTime): at
+	// most 5 minutes after the event was received, or after now (the job
+	// was stored before it is noted). A not_before is when the job runs.
+	if a.DueAt.IsZero() && !a.EffectiveAt.IsZero() {
+		a.EffectiveAt = job.BoundTime(a.EffectiveAt, cmp.Or(ev.ReceivedAt, time.Now()))
+	}
 	return s.step(ctx, a, st)
 }

@@ -301,6 +301,17 @@ func TestNoteJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitState(t, key, leaver.Held, "")
+	// A requested_at of 2099 is bounded as the job's time is: 5 minutes
+	// after the event was received.
+	far := `{"id":"hr:hibob:ev-10:offboard","type":"offboard","user":{"external_id":"E10"},"source":"hr.hibob","requested_at":"2099-01-01T00:00:00Z"}`
+	ev10 := leaver.HREvent{Source: "hibob", ID: "ev-10", ReceivedAt: ev.ReceivedAt}
+	if err := svc.Store.NoteJob(ctx, leaver.Scheduled, []byte(far), ev10); err != nil {
+		t.Fatal(err)
+	}
+	key10, _ := leaver.SelectorKey(leaver.Selector{ExternalID: "E10"})
+	if r := e.waitState(t, key10, leaver.Scheduled, ""); !r.EffectiveAt.Equal(ev.ReceivedAt.Add(5 * time.Minute)) {
+		t.Fatalf("effective time of an offboard dated 2099: %v", r.EffectiveAt)
+	}
 	// Other types and unreadable bodies are ignored.
 	for _, b := range []string{`{"id":"x","type":"enroll","user_id":3}`, `nope`, `{"id":"y","type":"offboard"}`} {
 		if err := svc.Store.NoteJob(ctx, leaver.Running, []byte(b), leaver.HREvent{}); err != nil {
@@ -310,7 +321,7 @@ func TestNoteJob(t *testing.T) {
 	if err := svc.Store.NoteJob(ctx, leaver.Verified, []byte(body), leaver.HREvent{}); err == nil {
 		t.Error("verified is not a step")
 	}
-	if svc.View.Len() > 1 {
+	if svc.View.Len() > 2 {
 		t.Errorf("ignored bodies made records: %d", svc.View.Len())
 	}
 }
