@@ -138,6 +138,8 @@ func Settings(c *Config) []Setting {
 		{"WORKER_DLQ_MAX_AGE", "dlq-max-age", "how long dead letters are kept", &c.Topology.DLQMaxAge, false},
 		{"WORKER_DLQ_MAX_BYTES", "dlq-max-bytes", "size limit of MFA_DLQ in bytes; the oldest dead letters go first", &c.Topology.DLQMaxBytes, false},
 		{"WORKER_DLQ_MAX_MSGS", "dlq-max-msgs", "message limit of MFA_DLQ; the oldest dead letters go first", &c.Topology.DLQMaxMsgs, false},
+		{"WORKER_JOBS_MAX_BYTES", "jobs-max-bytes", "size limit of MFA_JOBS in bytes; once reached, jobs with a not_before ahead are not parked (failed, jobs_stream_full)", &c.Topology.JobsMaxBytes, false},
+		{"WORKER_JOBS_MAX_MSGS", "jobs-max-msgs", "message limit of MFA_JOBS, likewise", &c.Topology.JobsMaxMsgs, false},
 		{"WORKER_LEDGER_TTL", "ledger-ttl", "how long job ids are remembered", &c.Topology.LedgerTTL, false},
 		{"WORKER_DUPLICATE_WINDOW", "duplicate-window", "JetStream duplicate window of jobs and results", &c.Topology.DuplicateWindow, false},
 		{"WORKER_SHUTDOWN_GRACE", "shutdown-grace", "time running jobs get to finish on SIGTERM", &c.Jobs.ShutdownGrace, false},

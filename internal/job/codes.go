@@ -47,6 +47,10 @@ const (
 	// CodeCancelNotPermitted: a scoped cancel (mfa.jobs.cancel.<scope>)
 	// named a job of another source.
 	CodeCancelNotPermitted = "cancel_not_permitted"
+	// CodeJobsStreamFull: MFA_JOBS reached the worker's limits
+	// (WORKER_JOBS_MAX_BYTES, WORKER_JOBS_MAX_MSGS), so a job whose
+	// not_before is ahead was not parked.
+	CodeJobsStreamFull = "jobs_stream_full"
 
 	// Expired jobs.
 	CodeExpired = "not_after_passed"
@@ -113,6 +117,7 @@ var Codes = []CodeInfo{
 	{CodeSealFailed, Failed, "the MFA token could not be sealed to recipient_xkey"},
 	{CodeFactorsRemain, Failed, "an offboard listed the user's factors again after removing them and some were still there (their ids in data.remaining_device_ids); the v1 API does not list every kind of factor, so an empty list is not proof that none remains"},
 	{CodeCancelNotPermitted, Failed, "a cancel on mfa.jobs.cancel.<scope> named a job whose source is not the scope; the target was not touched (only the bare mfa.jobs.cancel may end any job)"},
+	{CodeJobsStreamFull, Failed, "MFA_JOBS reached WORKER_JOBS_MAX_BYTES or WORKER_JOBS_MAX_MSGS, so the job, whose not_before is ahead, was not parked; replay it once there is room"},
 	{CodeExpired, Expired, "not_after passed before the job could run"},
 	{CodeCancelled, Cancelled, "a cancel job (data.cancelled_by, its scope in data.cancel_scope) ended the job before it started"},
 	{CodeSupersededByOffboard, Cancelled, "the job's time is earlier than the user's last offboard; OneLogin was not called"},

@@ -15,6 +15,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/ops"
 	peoplebucket "github.com/mfa-worker/mfa-worker/internal/people"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
@@ -280,5 +281,56 @@ func TestJobTimeHeaderIsBounded(t *testing.T) {
 	}
 	if rec.Poisoned(time.Now()) || rec.OffboardedAt.Year() == 2099 {
 		t.Fatalf("recorded offboard time %v from a forged header", rec.OffboardedAt)
+	}
+}
+
+// MFA_JOBS at the worker's limits: a job whose not_before is ahead is not
+// parked but fails jobs_stream_full (dead-lettered, one result); a job due
+// now still runs; the usage gauge says how full the stream is.
+func TestJobsStreamLimit(t *testing.T) {
+	e := newEnv(t, simulator.Config{LastUser: 1000})
+	const limit = 100
+	w, err := e.bed.StartWorker(testConfig(), testenv.WorkerOptions{Timeout: 5 * time.Second, TokenMaxElapsed: time.Second,
+		Topology: topology.Config{JobsMaxMsgs: limit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Stop() })
+	usage := func() float64 { return testutil.ToFloat64(e.m.JobsStreamUsage()) }
+	later := time.Now().Add(time.Hour)
+	for i := range limit {
+		id := fmt.Sprintf("sched-%d", i)
+		e.publish("enroll", timedBody(id, "enroll", int64(500+i), map[string]any{"factor_name": "OneLogin SMS", "display_name": "x", "number": "+15551230001"},
+			map[string]time.Time{"not_before": later}), id)
+	}
+	waitUntil(t, 20*time.Second, func() bool { return usage() >= 1 }, func() string {
+		return fmt.Sprintf("usage %v with %d messages in MFA_JOBS", usage(), e.count(topology.StreamJobs))
+	})
+	e.publish("offboard", timedBody("off-over", "offboard", 900, nil, map[string]time.Time{"not_before": later}), "off-over")
+	e.publish("offboard", timedBody("off-now", "offboard", 901, nil, nil), "off-now")
+	rs := e.waitResults(2, 5*time.Second)
+	r := expectResult(t, rs, "off-over", "offboard", job.Failed, job.CodeJobsStreamFull)
+	validResult(t, rs["off-over"].Data)
+	if r.Error.Retryable {
+		t.Fatalf("off-over: %+v", r.Error)
+	}
+	expectResult(t, rs, "off-now", "offboard", job.Noop, "")
+	if n := e.count(topology.StreamJobs); n != limit {
+		t.Fatalf("%d messages in MFA_JOBS, want the %d schedules", n, limit)
+	}
+	dls, err := dlq.ListDeadLetters(context.Background(), e.js, dlq.DeadLetterFilter{Type: "offboard"})
+	if err != nil || len(dls) != 1 || dls[0].JobID != "off-over" || dls[0].ErrorCode != job.CodeJobsStreamFull {
+		t.Fatalf("dead letters %+v, %v", dls, err)
+	}
+	// The same message again is answered from the ledger: one result.
+	e.publish("offboard", timedBody("off-over", "offboard", 900, nil, map[string]time.Time{"not_before": later}), "")
+	waitUntil(t, 5*time.Second, func() bool { return e.count(topology.StreamJobs) == limit && e.ackPending() == 0 }, func() string {
+		return fmt.Sprintf("%d messages in MFA_JOBS, %d ack pending", e.count(topology.StreamJobs), e.ackPending())
+	})
+	if st := e.jobState("off-over"); st.State != ops.JobFinished {
+		t.Fatalf("off-over %+v", st)
+	}
+	if n := e.count(topology.StreamResults); n != 2 {
+		t.Fatalf("%d results, want 2 (one per job)", n)
 	}
 }

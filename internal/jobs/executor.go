@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -63,6 +64,9 @@ type executor struct {
 	// job stream, through which schedules are removed.
 	people peopleStore
 	jobs   purger
+	// jobsFull is set while MFA_JOBS is at the worker's limits
+	// (watchPending): jobs whose not_before is ahead are not parked.
+	jobsFull atomic.Bool
 	// creds hears that OneLogin refused the worker's own credentials.
 	creds interface{ refused(err error) }
 }

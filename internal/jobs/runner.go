@@ -329,6 +329,16 @@ func (r *Runner) watchPending(ctx context.Context, lanes []lane) {
 				r.m.SetDLQUsage(DLQUsage(info))
 			}
 		}
+		if r.objs.Jobs != nil {
+			ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			info, err := r.objs.Jobs.Info(ictx)
+			cancel()
+			if err == nil {
+				ratio := Usage(info.State, r.objs.JobsMaxBytes, r.objs.JobsMaxMsgs)
+				r.m.SetJobsStreamUsage(ratio)
+				r.x.jobsFull.Store(ratio >= 1)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -340,12 +350,18 @@ func (r *Runner) watchPending(ctx context.Context, lanes []lane) {
 // DLQUsage is how full a stream is against its limits: the larger of
 // bytes/MaxBytes and messages/MaxMsgs (a limit of 0 or less is none).
 func DLQUsage(info *jetstream.StreamInfo) float64 {
+	return Usage(info.State, info.Config.MaxBytes, info.Config.MaxMsgs)
+}
+
+// Usage is how full a stream's state is against maxBytes and maxMsgs: the
+// larger of the two ratios, at most 1 (a limit of 0 or less is none).
+func Usage(st jetstream.StreamState, maxBytes, maxMsgs int64) float64 {
 	ratio := 0.0
-	if mb := info.Config.MaxBytes; mb > 0 {
-		ratio = max(ratio, float64(info.State.Bytes)/float64(mb))
+	if maxBytes > 0 {
+		ratio = max(ratio, float64(st.Bytes)/float64(maxBytes))
 	}
-	if mm := info.Config.MaxMsgs; mm > 0 {
-		ratio = max(ratio, float64(info.State.Msgs)/float64(mm))
+	if maxMsgs > 0 {
+		ratio = max(ratio, float64(st.Msgs)/float64(maxMsgs))
 	}
 	return min(ratio, 1)
 }

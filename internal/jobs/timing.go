@@ -117,6 +117,15 @@ func (x *executor) notDue(ctx context.Context, t *task) bool {
 // tombstone, a finished job or another body).
 func (x *executor) park(ctx context.Context, t *task) (end ending, ok bool) {
 	j := t.job
+	if x.jobsFull.Load() {
+		// No room for another schedule: the job fails (and is
+		// dead-lettered, so it can be replayed), after its claim, so
+		// that its id has this one result.
+		if end, ok := x.claim(ctx, t); !ok {
+			return end, true
+		}
+		return ending{err: &PermanentError{Code: job.CodeJobsStreamFull, Message: "MFA_JOBS is at its limits (WORKER_JOBS_MAX_BYTES, WORKER_JOBS_MAX_MSGS); the job was not parked"}}, true
+	}
 	due := DueAt(j.NotBefore)
 	rec := ledger.Record{
 		State: ledger.Scheduled, Hash: j.Hash, UpdatedAt: time.Now(),

@@ -34,6 +34,7 @@ var Names = []string{
 	"mfa_jobs_scheduled",
 	"mfa_onelogin_credentials_ok",
 	"mfa_dlq_usage_ratio",
+	"mfa_jobs_stream_usage_ratio",
 	"mfa_jobs_held",
 	"mfa_offboards_cancelled_total",
 	"mfa_jobs_cancelled_total",
@@ -88,6 +89,7 @@ type Metrics struct {
 	scheduled     *prometheus.GaugeVec
 	credentialsOK prometheus.Gauge
 	dlqUsage      prometheus.Gauge
+	jobsUsage     prometheus.Gauge
 	guard         *guardSeries // guard.go
 }
 
@@ -138,6 +140,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		dlqUsage: f.NewGauge(prometheus.GaugeOpts{
 			Name: "mfa_dlq_usage_ratio", Help: "How full MFA_DLQ is: the larger of bytes/max bytes and messages/max messages (1: the oldest dead letters are being dropped).",
+		}),
+		jobsUsage: f.NewGauge(prometheus.GaugeOpts{
+			Name: "mfa_jobs_stream_usage_ratio", Help: "How full MFA_JOBS is against WORKER_JOBS_MAX_BYTES and WORKER_JOBS_MAX_MSGS: the larger of the two ratios (1: jobs with a not_before ahead fail jobs_stream_full instead of being parked).",
 		}),
 	}
 	m.guard = newGuardSeries(f)
@@ -205,6 +210,13 @@ func (m *Metrics) SetPending(consumer string, n uint64) {
 
 // SetDLQUsage sets how full MFA_DLQ is, 0..1.
 func (m *Metrics) SetDLQUsage(ratio float64) { m.dlqUsage.Set(ratio) }
+
+// JobsStreamUsage returns the MFA_JOBS usage gauge, for tests.
+func (m *Metrics) JobsStreamUsage() prometheus.Gauge { return m.jobsUsage }
+
+// SetJobsStreamUsage sets how full MFA_JOBS is against the worker's
+// limits, 0..1.
+func (m *Metrics) SetJobsStreamUsage(ratio float64) { m.jobsUsage.Set(ratio) }
 
 // SetCredentialsOK reports whether the worker holds a valid OneLogin
 // access token.

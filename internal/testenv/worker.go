@@ -30,6 +30,8 @@ type WorkerOptions struct {
 	// Timeout and TokenMaxElapsed of its OneLogin client (defaults of the
 	// client when zero).
 	Timeout, TokenMaxElapsed time.Duration
+	// Topology is its streams' settings (the defaults when zero).
+	Topology topology.Config
 }
 
 // Worker is an in-process replica with its own NATS connection and
@@ -50,7 +52,7 @@ func (b *Bed) StartWorker(cfg jobs.Config, o WorkerOptions) (*Worker, error) {
 		return nil, err
 	}
 	js, _ := jetstream.New(nc)
-	objs, err := topology.Provision(context.Background(), js, topology.Config{}, cfg.Consumers())
+	objs, err := topology.Provision(context.Background(), js, o.Topology, cfg.Consumers())
 	if err != nil {
 		nc.Close()
 		return nil, err

@@ -54,7 +54,17 @@ type Config struct {
 	// is reached, and mfa_dlq_usage_ratio warns before that.
 	DLQMaxBytes int
 	DLQMaxMsgs  int
-	LedgerTTL   time.Duration // WORKER_LEDGER_TTL
+	// JobsMaxBytes and JobsMaxMsgs bound MFA_JOBS (WORKER_JOBS_MAX_BYTES,
+	// WORKER_JOBS_MAX_MSGS). They are the worker's, not the stream's:
+	// message schedules rule out discard-new, and a stream limit with
+	// discard-old would drop the oldest jobs silently. What accumulates in
+	// MFA_JOBS is schedules, so the worker parks no more schedules once
+	// either is reached (such a job fails, jobs_stream_full, and is
+	// dead-lettered, so it can be replayed), and mfa_jobs_stream_usage_ratio
+	// warns before that.
+	JobsMaxBytes int
+	JobsMaxMsgs  int
+	LedgerTTL    time.Duration // WORKER_LEDGER_TTL
 }
 
 // DefaultConfig is the topology of a single-node deployment.
@@ -66,6 +76,8 @@ func DefaultConfig() Config {
 		DLQMaxAge:       30 * 24 * time.Hour,
 		DLQMaxBytes:     1 << 30,
 		DLQMaxMsgs:      1_000_000,
+		JobsMaxBytes:    1 << 30,
+		JobsMaxMsgs:     1_000_000,
 		LedgerTTL:       7 * 24 * time.Hour,
 	}
 }
@@ -80,6 +92,8 @@ func (c Config) WithDefaults() Config {
 	c.LedgerTTL = cmp.Or(c.LedgerTTL, d.LedgerTTL)
 	c.DLQMaxBytes = cmp.Or(c.DLQMaxBytes, d.DLQMaxBytes)
 	c.DLQMaxMsgs = cmp.Or(c.DLQMaxMsgs, d.DLQMaxMsgs)
+	c.JobsMaxBytes = cmp.Or(c.JobsMaxBytes, d.JobsMaxBytes)
+	c.JobsMaxMsgs = cmp.Or(c.JobsMaxMsgs, d.JobsMaxMsgs)
 	return c
 }
 
@@ -105,6 +119,12 @@ func (c Config) Validate() error {
 	}
 	if c.DLQMaxMsgs < 100 {
 		p.Add("WORKER_DLQ_MAX_MSGS", "must be at least 100, got %d", c.DLQMaxMsgs)
+	}
+	if c.JobsMaxBytes < 1<<20 {
+		p.Add("WORKER_JOBS_MAX_BYTES", "must be at least 1048576 (1 MiB), got %d", c.JobsMaxBytes)
+	}
+	if c.JobsMaxMsgs < 100 {
+		p.Add("WORKER_JOBS_MAX_MSGS", "must be at least 100, got %d", c.JobsMaxMsgs)
 	}
 	if c.LedgerTTL < time.Hour {
 		p.Add("WORKER_LEDGER_TTL", "must be at least 1h, got %v", c.LedgerTTL)
@@ -179,6 +199,9 @@ type Objects struct {
 	Scheduled map[job.Type]jetstream.Consumer
 	// DLQ is MFA_DLQ, whose usage against its limits the worker exports.
 	DLQ jetstream.Stream
+	// JobsMaxBytes and JobsMaxMsgs are the worker's limits of MFA_JOBS
+	// (Config.JobsMaxBytes, JobsMaxMsgs).
+	JobsMaxBytes, JobsMaxMsgs int64
 	// Guard is MFA_GUARD, the blast-radius guard's bucket (package guard).
 	Guard jetstream.KeyValue
 }
@@ -247,7 +270,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, topo Config, cfg Con
 	if err := history.Provision(ctx, js, history.Config{Replicas: topo.Replicas, DuplicateWindow: topo.DuplicateWindow}); err != nil {
 		return nil, err
 	}
-	objs := &Objects{}
+	objs := &Objects{JobsMaxBytes: int64(topo.JobsMaxBytes), JobsMaxMsgs: int64(topo.JobsMaxMsgs)}
 	var err error
 	if objs.Guard, err = guard.Provision(ctx, js, topo.Replicas); err != nil {
 		return nil, err
