@@ -290,6 +290,20 @@ func TestJobTimeHeaderIsBounded(t *testing.T) {
 func TestJobsStreamLimit(t *testing.T) {
 	e := newEnv(t, simulator.Config{LastUser: 1000})
 	const limit = 100
+	// The schedules are parked by a replica with the default limits
+	// (while they are parked, their messages count too), then a replica
+	// with the limit takes over.
+	first := e.start(testConfig())
+	later := time.Now().Add(time.Hour)
+	for i := range limit {
+		id := fmt.Sprintf("sched-%d", i)
+		e.publish("enroll", timedBody(id, "enroll", int64(500+i), map[string]any{"factor_name": "OneLogin SMS", "display_name": "x", "number": "+15551230001"},
+			map[string]time.Time{"not_before": later}), id)
+	}
+	waitUntil(t, 20*time.Second, func() bool { return e.count(topology.StreamJobs) == limit && e.ackPending() == 0 }, func() string {
+		return fmt.Sprintf("%d messages in MFA_JOBS, %d ack pending", e.count(topology.StreamJobs), e.ackPending())
+	})
+	first.stop(t)
 	w, err := e.bed.StartWorker(testConfig(), testenv.WorkerOptions{Timeout: 5 * time.Second, TokenMaxElapsed: time.Second,
 		Topology: topology.Config{JobsMaxMsgs: limit}})
 	if err != nil {
@@ -297,12 +311,6 @@ func TestJobsStreamLimit(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = w.Stop() })
 	usage := func() float64 { return testutil.ToFloat64(e.m.JobsStreamUsage()) }
-	later := time.Now().Add(time.Hour)
-	for i := range limit {
-		id := fmt.Sprintf("sched-%d", i)
-		e.publish("enroll", timedBody(id, "enroll", int64(500+i), map[string]any{"factor_name": "OneLogin SMS", "display_name": "x", "number": "+15551230001"},
-			map[string]time.Time{"not_before": later}), id)
-	}
 	waitUntil(t, 20*time.Second, func() bool { return usage() >= 1 }, func() string {
 		return fmt.Sprintf("usage %v with %d messages in MFA_JOBS", usage(), e.count(topology.StreamJobs))
 	})
