@@ -408,7 +408,7 @@ func queryJob(ctx context.Context, nc *nats.Conn, id string) (*ops.JobState, err
 	body, _ := json.Marshal(map[string]string{"job_id": id})
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	m, err := nc.RequestWithContext(ctx, "mfa.query.job", body)
+	m, err := nc.RequestWithContext(ctx, job.QueryJob, body)
 	if err != nil {
 		return nil, err
 	}
