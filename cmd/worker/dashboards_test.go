@@ -84,10 +84,7 @@ func dashboardExprs(t *testing.T) map[string]string {
 // unwired lists the dashboard expressions whose metrics the worker
 // declares (at 0) but no code path counts yet, with the reason. The test
 // fails when one of them returns data.
-var unwired = map[string]string{
-	"Cancelled jobs by type and code / A": "mfa_jobs_cancelled_total: Metrics.JobCancelled is called nowhere yet (internal/guard/doc.go)",
-	"Cancelled offboards by source / A":   "mfa_offboards_cancelled_total: Metrics.JobCancelled is called nowhere yet (internal/guard/doc.go)",
-}
+var unwired = map[string]string{}
 
 // grafanaVars replaces Grafana's range variables by what Grafana would
 // put there for the test's short window and 1 s scrapes.
