@@ -22,13 +22,15 @@ const (
 	NoSource        = "none"
 )
 
-// GuardSources are the source label values that exist from the start.
+// GuardSources are the source label values that exist from the start: the
+// HR sources, jobs without a source (an operator's or a script's), and
+// OtherSource, so that increase() sees their first count.
 var GuardSources = func() []string {
 	var out []string
 	for _, s := range HRSources {
 		out = append(out, "hr."+s)
 	}
-	return append(out, OtherSource)
+	return append(out, NoSource, OtherSource)
 }()
 
 // CancelCodes are the error codes of cancelled jobs.
