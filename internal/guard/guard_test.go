@@ -245,8 +245,31 @@ func TestTwoReplicasNeverAdmitMoreThanTheLimit(t *testing.T) {
 // jobMsgs reads the messages re-published to the job subjects.
 func jobMsgs(t *testing.T, js jetstream.JetStream) []jetstream.RawStreamMsg {
 	t.Helper()
+	return streamMsgs(t, js, "JOBS")
+}
+
+// auditRecords reads the audit trail, checking each record's subject.
+func auditRecords(t *testing.T, js jetstream.JetStream) []audit.Record {
+	t.Helper()
+	var out []audit.Record
+	for _, m := range streamMsgs(t, js, audit.Stream) {
+		var r audit.Record
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			t.Fatal(err)
+		}
+		if m.Subject != audit.SubjectPrefix+r.Action {
+			t.Fatalf("audit record %s on %s", r.Action, m.Subject)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// streamMsgs reads every message the stream holds, oldest first.
+func streamMsgs(t *testing.T, js jetstream.JetStream, stream string) []jetstream.RawStreamMsg {
+	t.Helper()
 	ctx := context.Background()
-	s, err := js.Stream(ctx, "JOBS")
+	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,35 +284,6 @@ func jobMsgs(t *testing.T, js jetstream.JetStream) []jetstream.RawStreamMsg {
 			t.Fatal(err)
 		}
 		out = append(out, *m)
-	}
-	return out
-}
-
-func auditRecords(t *testing.T, js jetstream.JetStream) []audit.Record {
-	t.Helper()
-	ctx := context.Background()
-	s, err := js.Stream(ctx, audit.Stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []audit.Record
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var r audit.Record
-		if err := json.Unmarshal(m.Data, &r); err != nil {
-			t.Fatal(err)
-		}
-		if m.Subject != audit.SubjectPrefix+r.Action {
-			t.Fatalf("audit record %s on %s", r.Action, m.Subject)
-		}
-		out = append(out, r)
 	}
 	return out
 }
