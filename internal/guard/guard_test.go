@@ -70,9 +70,9 @@ func (s *server) stop() {
 
 func (s *server) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port) }
 
-// client connects to the server (reconnecting for ever) and provisions the
-// guard's bucket, the audit stream and a stream for the job subjects.
-func (s *server) client(t testing.TB) jetstream.JetStream {
+// connect connects to the server, reconnecting for ever, until the test
+// ends.
+func (s *server) connect(t testing.TB) jetstream.JetStream {
 	t.Helper()
 	nc, err := nats.Connect(s.url(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
@@ -83,6 +83,14 @@ func (s *server) client(t testing.TB) jetstream.JetStream {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return js
+}
+
+// client connects to the server (reconnecting for ever) and provisions the
+// guard's bucket, the audit stream and a stream for the job subjects.
+func (s *server) client(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	js := s.connect(t)
 	ctx := context.Background()
 	if _, err := guard.Provision(ctx, js, 1); err != nil {
 		t.Fatal(err)
