@@ -2,13 +2,13 @@ package peers
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/bench"
 )
 
 // floorTimeout bounds a floor run.
@@ -54,14 +54,7 @@ func Floor(b *Bed, n, concurrency int) (Run, error) {
 		go func() {
 			defer wg.Done()
 			for m := range msgs {
-				md, _ := m.Metadata()
-				var j struct {
-					ID string `json:"id"`
-				}
-				_ = json.Unmarshal(m.Data(), &j)
-				r := nats.NewMsg("floor.results." + m.Subject()[len("floor.jobs."):])
-				r.Data = m.Data()
-				r.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s:%d", j.ID, md.Sequence.Stream))
+				r := bench.FloorReply(m)
 				_, perr := b.JS.PublishMsg(ctx, r)
 				if perr == nil {
 					_ = m.Ack()

@@ -8,14 +8,12 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -31,7 +29,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 	"github.com/mfa-worker/mfa-worker/internal/testenv"
@@ -257,26 +254,8 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 	dataDir := filepath.Join(t.TempDir(), "data")
 	simc := make(chan *simulator.Server, 1)
 	banner := &testenv.SyncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	addrc, done := make(chan string, 1), make(chan error, 1)
-	go func() {
-		done <- dev(ctx, devConfig{DataDir: dataDir, NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0",
-			Version: "test", Out: banner, simulator: func(s *simulator.Server) { simc <- s }},
-			slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), func(a string) { addrc <- a })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("dev: %v", err)
-		}
-	})
-	var httpAddr string
-	select {
-	case httpAddr = <-addrc:
-	case err := <-done:
-		done <- err
-		t.Fatal(err)
-	}
+	httpAddr := runDev(t, devConfig{DataDir: dataDir, NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0",
+		Version: "test", Out: banner, simulator: func(s *simulator.Server) { simc <- s }})
 	sim := <-simc
 	nurl := regexp.MustCompile(`NATS JetStream\s+(\S+)`).FindStringSubmatch(banner.String())
 	ingestURL := regexp.MustCompile(`HR events in\s+(http://\S+)`).FindStringSubmatch(banner.String())
@@ -335,6 +314,7 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx := t.Context()
 	body := `{"id":"dash-dup","type":"offboard","user_id":304,"params":{}}`
 	if err := testenv.PublishOne(ctx, js, "offboard", body, "dash-dup"); err != nil {
 		t.Fatal(err)

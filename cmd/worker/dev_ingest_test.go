@@ -27,27 +27,8 @@ func TestDevRulesAndIngestMetrics(t *testing.T) {
 		t.Fatalf("broken rules file: %v", err)
 	}
 	good := writeFile(t, "good.yaml", string(rules.BuiltinYAML()))
-	ctx, cancel := context.WithCancel(context.Background())
-	addr := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- dev(ctx, devConfig{DataDir: t.TempDir(), NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-			IngestAddr: "127.0.0.1:0", Rules: good}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(),
-			func(a string) { addr <- a })
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("dev: %v", err)
-		}
-	}()
-	var httpAddr string
-	select {
-	case httpAddr = <-addr:
-	case err := <-done:
-		done <- err
-		t.Fatal(err)
-	}
+	httpAddr := runDev(t, devConfig{DataDir: t.TempDir(), NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		IngestAddr: "127.0.0.1:0", Rules: good})
 	resp, err := http.Get("http://" + httpAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)

@@ -30,19 +30,15 @@ func startDevOutput(t *testing.T) (time.Duration, string, *testenv.SyncBuffer) {
 	return startDevIn(t, t.TempDir())
 }
 
-// startDevIn is startDevOutput with dev's data directory at dataDir, which
-// the caller makes (t.TempDir) before calling, so that it is removed after
-// dev has stopped (cleanups run last first).
-func startDevIn(t *testing.T, dataDir string) (time.Duration, string, *testenv.SyncBuffer) {
+// runDev runs dev with cfg (its logs discarded, a registry of its own)
+// until the test ends, failing the test if it then returns an error, and
+// returns the address of its HTTP listener once it listens.
+func runDev(t *testing.T, cfg devConfig) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	banner := &testenv.SyncBuffer{}
-	addr := make(chan string, 1)
-	done := make(chan error, 1)
-	start := time.Now()
+	addr, done := make(chan string, 1), make(chan error, 1)
 	go func() {
-		done <- dev(ctx, devConfig{DataDir: dataDir, NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", Version: "1.2.3", Out: banner},
-			slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), func(a string) { addr <- a })
+		done <- dev(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), func(a string) { addr <- a })
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -50,13 +46,24 @@ func startDevIn(t *testing.T, dataDir string) (time.Duration, string, *testenv.S
 			t.Errorf("dev: %v", err)
 		}
 	})
-	var httpAddr string
 	select {
-	case httpAddr = <-addr:
+	case a := <-addr:
+		return a
 	case err := <-done:
 		done <- err
 		t.Fatal(err)
+		return ""
 	}
+}
+
+// startDevIn is startDevOutput with dev's data directory at dataDir, which
+// the caller makes (t.TempDir) before calling, so that it is removed after
+// dev has stopped (cleanups run last first).
+func startDevIn(t *testing.T, dataDir string) (time.Duration, string, *testenv.SyncBuffer) {
+	t.Helper()
+	banner := &testenv.SyncBuffer{}
+	start := time.Now()
+	httpAddr := runDev(t, devConfig{DataDir: dataDir, NATSPort: -1, SimAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", Version: "1.2.3", Out: banner})
 	if err := testenv.WaitHTTP("http://"+httpAddr+"/readyz", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -17,18 +19,9 @@ import (
 const dlqUsage = "dlq list [--type T] [--code C] [--json] | dlq replay (--seq N[,N...] | --all) [--type T] [--code C] [--dry-run]"
 
 func cmdDLQ(ctx context.Context, args []string, stdout io.Writer) error {
-	help := len(args) > 0 && isHelp(args[0])
-	if help {
-		fmt.Fprintf(stdout, "usage: worker %s\n\nflags:\n", dlqUsage)
-		args = []string{"list", "-h"}
-	}
-	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
-		return usageErr("%s (worker dlq --help lists the flags)", dlqUsage)
-	}
-	fs := newFlagSet("dlq " + args[0])
-	if help {
-		fs.SetOutput(stdout)
-		fs.Usage = fs.PrintDefaults
+	verb, fs, rest, err := verbFlagSet("dlq", dlqUsage, []string{"list", "replay"}, args, stdout)
+	if err != nil {
+		return err
 	}
 	ncfg := natsFlags(fs, "nats://127.0.0.1:4222")
 	typ := fs.String("type", "", "only this job type")
@@ -38,7 +31,7 @@ func cmdDLQ(ctx context.Context, args []string, stdout io.Writer) error {
 	asJSON := fs.Bool("json", false, "list: one JSON object per line")
 	all := fs.Bool("all", false, "replay: every dead letter that matches the filters")
 	dry := fs.Bool("dry-run", false, "replay: show what would be replayed")
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := fs.Parse(rest); err != nil {
 		return err
 	}
 	f := dlq.DeadLetterFilter{Type: *typ, Code: *code, Limit: *limit}
@@ -51,7 +44,7 @@ func cmdDLQ(ctx context.Context, args []string, stdout io.Writer) error {
 			f.Seqs = append(f.Seqs, n)
 		}
 	}
-	if args[0] == "replay" && !*all && len(f.Seqs) == 0 {
+	if verb == "replay" && !*all && len(f.Seqs) == 0 {
 		return usageErr("dlq replay needs --seq N[,N...] or --all")
 	}
 	nc, js, err := dial(ncfg)
@@ -65,7 +58,7 @@ func cmdDLQ(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if args[0] == "list" {
+	if verb == "list" {
 		if *asJSON {
 			enc := json.NewEncoder(stdout)
 			for _, d := range dls {
@@ -118,4 +111,26 @@ func cmdDLQ(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%d dead letter(s) refused", refused)
 	}
 	return nil
+}
+
+// verbFlagSet starts a command that takes a verb (`worker dlq list ...`):
+// it returns the verb, the verb's flag set and the arguments left for it.
+// With --help as the verb it prints the usage and sets up the first verb
+// to print its flags to stdout (fs.Parse then returns flag.ErrHelp); a
+// missing or unknown verb is a usage error.
+func verbFlagSet(cmd, usage string, verbs, args []string, stdout io.Writer) (verb string, fs *flag.FlagSet, rest []string, err error) {
+	help := len(args) > 0 && isHelp(args[0])
+	if help {
+		fmt.Fprintf(stdout, "usage: worker %s\n\nflags:\n", usage)
+		args = []string{verbs[0], "-h"}
+	}
+	if len(args) == 0 || !slices.Contains(verbs, args[0]) {
+		return "", nil, nil, usageErr("%s (worker %s --help lists the flags)", usage, cmd)
+	}
+	fs = newFlagSet(cmd + " " + args[0])
+	if help {
+		fs.SetOutput(stdout)
+		fs.Usage = fs.PrintDefaults
+	}
+	return args[0], fs, args[1:], nil
 }

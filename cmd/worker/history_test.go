@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -18,45 +16,13 @@ import (
 )
 
 func TestHistoryCommand(t *testing.T) {
-	clearEnv(t)
-	srv, nc, js := testenv.JetStream(t)
-	ctx := context.Background()
-	if err := history.Provision(ctx, js, history.Config{}); err != nil {
-		t.Fatal(err)
-	}
-	store := history.New(js)
 	t0 := time.Date(2026, 5, 4, 8, 0, 0, 0, time.UTC)
-	entries := []history.Entry{
+	cmd := serveHistory(t, []history.Entry{
 		{JobID: "enr-1", Type: "enroll", UserID: 5, Outcome: "succeeded", StartedAt: t0, FinishedAt: t0.Add(time.Second), DurationMS: 1000, Attempts: 1, Source: "cli"},
 		{JobID: "off-1", Type: "offboard", UserID: 5, User: &history.Selector{ExternalID: "E5"}, Outcome: "failed", ErrorCode: "retries_exhausted",
 			StartedAt: t0.Add(time.Hour), FinishedAt: t0.Add(time.Hour + 2*time.Second), DurationMS: 2000, Attempts: 8, CorrelationID: "=HYPERLINK(\"x\")", Source: "hr.hibob"},
 		{JobID: "other", Type: "enroll", UserID: 6, Outcome: "succeeded", FinishedAt: t0},
-	}
-	for _, e := range entries {
-		if err := store.Append(ctx, e, e.JobID+":result"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	svc, err := micro.AddService(nc, micro.Config{Name: "mfa", Version: "1.1.0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = svc.Stop() })
-	h := history.NewHandler(store, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err := svc.AddGroup("mfa.query").AddEndpoint("history", h); err != nil {
-		t.Fatal(err)
-	}
-	// The endpoint's subscription must reach the server before the
-	// command, on another connection, asks.
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	url := srv.ClientURL()
-	cmd := func(args ...string) (int, string, string) {
-		var out, errb bytes.Buffer
-		code := run(append([]string{"history", "--nats-url", url}, args...), &out, &errb)
-		return code, out.String(), errb.String()
-	}
+	})
 
 	code, out, errs := cmd("--user", "5", "--format", "csv")
 	if code != 0 {
@@ -145,5 +111,44 @@ func TestHistoryEscapesControlCharacters(t *testing.T) {
 	}
 	if got := escapeControls("hr.scim café"); got != "hr.scim café" {
 		t.Errorf("a printable value changed: %q", got)
+	}
+}
+
+// serveHistory appends entries to the history of a fresh JetStream server,
+// answers mfa.query.history from it, and returns a function that runs
+// `worker history ARGS` against that server: its exit code, stdout and
+// stderr.
+func serveHistory(t *testing.T, entries []history.Entry) func(args ...string) (int, string, string) {
+	t.Helper()
+	clearEnv(t)
+	srv, nc, js := testenv.JetStream(t)
+	ctx := context.Background()
+	if err := history.Provision(ctx, js, history.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	store := history.New(js)
+	for _, e := range entries {
+		if err := store.Append(ctx, e, e.JobID+":result"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svc, err := micro.AddService(nc, micro.Config{Name: "mfa", Version: "1.2.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	if err := svc.AddGroup("mfa.query").AddEndpoint("history", history.NewHandler(store, nil, testenv.Quiet())); err != nil {
+		t.Fatal(err)
+	}
+	// The endpoint's subscription must reach the server before the
+	// command, on another connection, asks.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	url := srv.ClientURL()
+	return func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := run(append([]string{"history", "--nats-url", url}, args...), &out, &errb)
+		return code, out.String(), errb.String()
 	}
 }

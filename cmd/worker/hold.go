@@ -24,19 +24,9 @@ const holdUsage = "hold list [--source S | --job ID] [--all] [--json] | hold rel
 // cmdHold lists, releases and discards the jobs the blast-radius guard
 // holds (MFA_GUARD).
 func cmdHold(ctx context.Context, args []string, stdout io.Writer) error {
-	help := len(args) > 0 && isHelp(args[0])
-	if help {
-		fmt.Fprintf(stdout, "usage: worker %s\n\nflags:\n", holdUsage)
-		args = []string{"list", "-h"}
-	}
-	if len(args) == 0 || (args[0] != "list" && args[0] != "release" && args[0] != "discard") {
-		return usageErr("%s (worker hold --help lists the flags)", holdUsage)
-	}
-	verb := args[0]
-	fs := newFlagSet("hold " + verb)
-	if help {
-		fs.SetOutput(stdout)
-		fs.Usage = fs.PrintDefaults
+	verb, fs, rest, err := verbFlagSet("hold", holdUsage, []string{"list", "release", "discard"}, args, stdout)
+	if err != nil {
+		return err
 	}
 	ncfg := natsFlags(fs, "nats://127.0.0.1:4222")
 	source := fs.String("source", "", "the jobs of this source (--source '' selects jobs without source)")
@@ -45,7 +35,7 @@ func cmdHold(ctx context.Context, args []string, stdout io.Writer) error {
 	asJSON := fs.Bool("json", false, "list: one JSON object per line")
 	by := fs.String("by", operatorName(), "release/discard: who decides, for the record and the audit trail")
 	reason := fs.String("reason", "", "release/discard: why (required for discard)")
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := fs.Parse(rest); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

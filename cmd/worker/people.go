@@ -17,19 +17,9 @@ const peopleUsage = "people show --user N [--json] | people clear --user N --rea
 // cmdPeople shows and clears a person's record in MFA_PEOPLE, the
 // resurrection guard's bucket.
 func cmdPeople(ctx context.Context, args []string, stdout io.Writer) error {
-	help := len(args) > 0 && isHelp(args[0])
-	if help {
-		fmt.Fprintf(stdout, "usage: worker %s\n\nflags:\n", peopleUsage)
-		args = []string{"show", "-h"}
-	}
-	if len(args) == 0 || (args[0] != "show" && args[0] != "clear") {
-		return usageErr("%s (worker people --help lists the flags)", peopleUsage)
-	}
-	verb := args[0]
-	fs := newFlagSet("people " + verb)
-	if help {
-		fs.SetOutput(stdout)
-		fs.Usage = fs.PrintDefaults
+	verb, fs, rest, err := verbFlagSet("people", peopleUsage, []string{"show", "clear"}, args, stdout)
+	if err != nil {
+		return err
 	}
 	ncfg := natsFlags(fs, "nats://127.0.0.1:4222")
 	userID := fs.Int64("user", 0, "the OneLogin user id")
@@ -37,7 +27,7 @@ func cmdPeople(ctx context.Context, args []string, stdout io.Writer) error {
 	reason := fs.String("reason", "", "clear: why (required; kept in the record and the audit trail)")
 	by := fs.String("by", operatorName(), "clear: who clears")
 	rev := fs.Uint64("revision", 0, "clear: only if the record is still at this revision (as shown)")
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := fs.Parse(rest); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -27,6 +27,22 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
+// FloorReply is the result the floor publishes for the job message m, a
+// message on floor.jobs.<type>: the job's body on floor.results.<type>,
+// with the job id and the stream sequence as its message id (the
+// worker's result id).
+func FloorReply(m jetstream.Msg) *nats.Msg {
+	md, _ := m.Metadata()
+	var j struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(m.Data(), &j)
+	r := nats.NewMsg("floor.results." + m.Subject()[len("floor.jobs."):])
+	r.Data = m.Data()
+	r.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s:%d", j.ID, md.Sequence.Stream))
+	return r
+}
+
 // Bed is the test bed the measurements run on.
 type Bed = testenv.Bed
 
@@ -86,14 +102,7 @@ func floorOf(b *Bed, mix []Job, concurrency int) (float64, time.Duration, error)
 		go func() {
 			defer wg.Done()
 			for m := range msgs {
-				md, _ := m.Metadata()
-				var j struct {
-					ID string `json:"id"`
-				}
-				_ = json.Unmarshal(m.Data(), &j)
-				r := nats.NewMsg("floor.results." + m.Subject()[len("floor.jobs."):])
-				r.Data = m.Data()
-				r.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s:%d", j.ID, md.Sequence.Stream))
+				r := FloorReply(m)
 				if _, err := b.JS.PublishMsg(ctx, r); err == nil {
 					_ = m.Ack()
 				}

@@ -239,7 +239,11 @@ var errBusy = errors.New("guard: the record keeps changing; try again")
 // and at random, so that replicas holding a burst of jobs at once do not
 // retry in lockstep. It reports false when ctx ended.
 func backoff(ctx context.Context, try int) bool {
-	d := time.Duration(rand.Int64N(int64(min(try+1, 20)) * int64(time.Millisecond)))
+	return sleep(ctx, time.Duration(rand.Int64N(int64(min(try+1, 20))*int64(time.Millisecond))))
+}
+
+// sleep pauses for d; it reports false, at once, when ctx ends first.
+func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

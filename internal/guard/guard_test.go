@@ -70,9 +70,9 @@ func (s *server) stop() {
 
 func (s *server) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port) }
 
-// client connects to the server (reconnecting for ever) and provisions the
-// guard's bucket, the audit stream and a stream for the job subjects.
-func (s *server) client(t testing.TB) jetstream.JetStream {
+// connect connects to the server, reconnecting for ever, until the test
+// ends.
+func (s *server) connect(t testing.TB) jetstream.JetStream {
 	t.Helper()
 	nc, err := nats.Connect(s.url(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
@@ -83,6 +83,14 @@ func (s *server) client(t testing.TB) jetstream.JetStream {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return js
+}
+
+// client connects to the server (reconnecting for ever) and provisions the
+// guard's bucket, the audit stream and a stream for the job subjects.
+func (s *server) client(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	js := s.connect(t)
 	ctx := context.Background()
 	if _, err := guard.Provision(ctx, js, 1); err != nil {
 		t.Fatal(err)
@@ -245,8 +253,31 @@ func TestTwoReplicasNeverAdmitMoreThanTheLimit(t *testing.T) {
 // jobMsgs reads the messages re-published to the job subjects.
 func jobMsgs(t *testing.T, js jetstream.JetStream) []jetstream.RawStreamMsg {
 	t.Helper()
+	return streamMsgs(t, js, "JOBS")
+}
+
+// auditRecords reads the audit trail, checking each record's subject.
+func auditRecords(t *testing.T, js jetstream.JetStream) []audit.Record {
+	t.Helper()
+	var out []audit.Record
+	for _, m := range streamMsgs(t, js, audit.Stream) {
+		var r audit.Record
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			t.Fatal(err)
+		}
+		if m.Subject != audit.SubjectPrefix+r.Action {
+			t.Fatalf("audit record %s on %s", r.Action, m.Subject)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// streamMsgs reads every message the stream holds, oldest first.
+func streamMsgs(t *testing.T, js jetstream.JetStream, stream string) []jetstream.RawStreamMsg {
+	t.Helper()
 	ctx := context.Background()
-	s, err := js.Stream(ctx, "JOBS")
+	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,35 +292,6 @@ func jobMsgs(t *testing.T, js jetstream.JetStream) []jetstream.RawStreamMsg {
 			t.Fatal(err)
 		}
 		out = append(out, *m)
-	}
-	return out
-}
-
-func auditRecords(t *testing.T, js jetstream.JetStream) []audit.Record {
-	t.Helper()
-	ctx := context.Background()
-	s, err := js.Stream(ctx, audit.Stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []audit.Record
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var r audit.Record
-		if err := json.Unmarshal(m.Data, &r); err != nil {
-			t.Fatal(err)
-		}
-		if m.Subject != audit.SubjectPrefix+r.Action {
-			t.Fatalf("audit record %s on %s", r.Action, m.Subject)
-		}
-		out = append(out, r)
 	}
 	return out
 }

@@ -353,12 +353,8 @@ func (g *Guard) RunHeldGauge(ctx context.Context, set func(map[string]int), log 
 			pause = 100 * time.Millisecond
 		}
 		log.Warn("watching the held jobs failed; watching again", "err", err, "in", pause)
-		t := time.NewTimer(pause)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, pause) {
 			return
-		case <-t.C:
 		}
 		pause = min(2*pause, 10*time.Second)
 	}

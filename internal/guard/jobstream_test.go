@@ -21,19 +21,7 @@ import (
 // urgent consumer delivers and the guard lets run.
 func TestHeldJobsThroughTheJobStream(t *testing.T) {
 	s := startServer(t)
-	connect := func() jetstream.JetStream {
-		nc, err := nats.Connect(s.url(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return js
-	}
-	js := connect()
+	js := s.connect(t)
 	ctx := context.Background()
 	cons := topology.Consumers{AckWait: 2 * time.Second, Lease: 2 * time.Second, MaxDeliver: 5}
 	objs, err := topology.Provision(ctx, js, topology.Config{}, cons)
@@ -108,7 +96,7 @@ func TestHeldJobsThroughTheJobStream(t *testing.T) {
 
 	s.stop()
 	s.start()
-	js2 := connect()
+	js2 := s.connect(t)
 	// A fresh worker on the restarted server.
 	kv, err := js2.KeyValue(ctx, guard.Bucket)
 	if err != nil {

@@ -408,19 +408,7 @@ func TestEventThatKillsTheMapper(t *testing.T) {
 // cap new connections wait until one closes.
 func TestIdleConnectionsClosed(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.IdleTimeout = 500 * time.Millisecond; c.MaxConnections = 2 })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.s.Serve(ctx, ln) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
+	ln := e.serve()
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)

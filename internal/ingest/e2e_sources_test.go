@@ -120,26 +120,7 @@ func runE2ELeaver(t *testing.T, c e2eCase, set *rules.Set) {
 	// matched loosely would reach them.
 	decoy := simulator.DirectoryUser{ID: p.ID + 1000, Email: "x" + p.Email, Username: p.Username + "0", ExternalID: p.ExternalID + "0"}
 	p.Status, p.State, decoy.Status, decoy.State = 1, 1, 1, 1
-	bed, err := testenv.NewBed(simulator.Config{Directory: []simulator.DirectoryUser{p, decoy}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(bed.Close)
-	logs := &testenv.SyncBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("ingest logs:\n%s\nworker logs:\n%s", logs, bed.Logs)
-		}
-	})
-	w, err := bed.StartWorker(jobs.DefaultConfig(), testenv.WorkerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := w.Stop(); err != nil {
-			t.Errorf("worker: %v", err)
-		}
-	})
+	bed, logs := startE2EBed(t, []simulator.DirectoryUser{p, decoy})
 	var devs []int64
 	for _, f := range []string{"OneLogin SMS", "Google Authenticator"} {
 		d, err := bed.Sim.EnrollDevice(p.ID, f, "Phone", true)
@@ -511,6 +492,35 @@ type ingestProc struct {
 type procOpt func(*ingest.Deps)
 
 func withMetrics(m *metrics.Ingest) procOpt { return func(d *ingest.Deps) { d.Metrics = m } }
+
+// startE2EBed starts a bed whose OneLogin directory holds dir, with a
+// worker running on it, both until the test ends. The returned buffer is
+// for the ingest processes' logs: a failed test prints it with the
+// worker's.
+func startE2EBed(t *testing.T, dir []simulator.DirectoryUser) (*testenv.Bed, *testenv.SyncBuffer) {
+	t.Helper()
+	bed, err := testenv.NewBed(simulator.Config{Directory: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bed.Close)
+	logs := &testenv.SyncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("ingest logs:\n%s\nworker logs:\n%s", logs, bed.Logs)
+		}
+	})
+	w, err := bed.StartWorker(jobs.DefaultConfig(), testenv.WorkerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := w.Stop(); err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	})
+	return bed, logs
+}
 
 // startIngestProc starts a process on the bed. mapper nil: the process
 // only receives; else its mapper runs with mapper called before each ack

@@ -158,26 +158,7 @@ func TestVendorFixtures(t *testing.T) {
 			lookalikes[fx.name] = id + 1
 		}
 	}
-	bed, err := testenv.NewBed(simulator.Config{Directory: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(bed.Close)
-	logs := &testenv.SyncBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("ingest logs:\n%s\nworker logs:\n%s", logs, bed.Logs)
-		}
-	})
-	w, err := bed.StartWorker(jobs.DefaultConfig(), testenv.WorkerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := w.Stop(); err != nil {
-			t.Errorf("worker: %v", err)
-		}
-	})
+	bed, logs := startE2EBed(t, dir)
 	now := time.Now()
 	bsim := bamboohr.NewSimulator(vendorAPIKey)
 	for _, fx := range fixtures {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -94,6 +95,26 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 	e.http = httptest.NewServer(e.s.Handler())
 	t.Cleanup(e.http.Close)
 	return e
+}
+
+// serve runs the server's own listener (Serve) on a loopback port until
+// the test ends, failing the test if Serve then returns an error.
+func (e *env) serve() net.Listener {
+	e.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.s.Serve(ctx, ln) }()
+	e.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			e.t.Errorf("serve: %v", err)
+		}
+	})
+	return ln
 }
 
 func (e *env) newServer() *Server {

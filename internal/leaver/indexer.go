@@ -168,6 +168,18 @@ func (ix *Indexer) Run(ctx context.Context) error {
 	return errors.Join(all...)
 }
 
+// sleep pauses for d; it reports false, at once, when ctx ends first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
 // errSkip marks a message that cannot be applied ever: it is acked (Term)
 // after a log line.
 var errSkip = errors.New("not applicable")
@@ -187,12 +199,8 @@ func (ix *Indexer) consume(ctx context.Context, cons jetstream.Consumer, apply f
 				return nil
 			}
 			ix.log.Warn("reading messages for the leaver registry failed; retrying", "err", err)
-			t := time.NewTimer(time.Second)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !sleep(ctx, time.Second) {
 				return nil
-			case <-t.C:
 			}
 			continue
 		}

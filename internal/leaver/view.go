@@ -73,12 +73,8 @@ func (v *View) Run(ctx context.Context) error {
 			return nil
 		}
 		v.log.Warn("watching the leaver registry failed; watching again", "err", err)
-		t := time.NewTimer(time.Second)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, time.Second) {
 			return nil
-		case <-t.C:
 		}
 	}
 }
