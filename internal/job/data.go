@@ -47,9 +47,20 @@ type RemoveData struct {
 // be verified via API": a verified offboard cannot promise that no other
 // kind of factor remains.
 type OffboardData struct {
-	RemovedDeviceIDs   []int64 `json:"removed_device_ids"`
-	VerifiedAt         string  `json:"verified_at,omitempty"`
-	RemainingDeviceIDs []int64 `json:"remaining_device_ids,omitempty"`
+	RemovedDeviceIDs []int64 `json:"removed_device_ids"`
+	// RemovedFactors names the kind of each removed factor (OneLogin's
+	// auth_factor_name, never a phone number), in the order of
+	// RemovedDeviceIDs.
+	RemovedFactors     []RemovedFactor `json:"removed_factors,omitempty"`
+	VerifiedAt         string          `json:"verified_at,omitempty"`
+	RemainingDeviceIDs []int64         `json:"remaining_device_ids,omitempty"`
+}
+
+// RemovedFactor is one factor an offboard removed: its device id and its
+// kind (OneLogin's auth_factor_name, e.g. "Google Authenticator").
+type RemovedFactor struct {
+	DeviceID       int64  `json:"device_id"`
+	AuthFactorName string `json:"auth_factor_name,omitempty"`
 }
 
 // GenerateTokenData is a generate_token job's result data. The token is

@@ -44,7 +44,14 @@ type attempts struct {
 	// offboard's record: devices removed so far, and devices whose
 	// removal may have taken effect.
 	removed     []int64
+	kinds       []job.RemovedFactor
 	sentDevices map[onelogin.ID]bool
+}
+
+// gone records that the offboard removed device d.
+func (a *attempts) gone(d onelogin.Device) {
+	a.removed = append(a.removed, int64(d.ID))
+	a.kinds = append(a.kinds, job.RemovedFactor{DeviceID: int64(d.ID), AuthFactorName: d.AuthFactorName})
 }
 
 // handlers run jobs against OneLogin.
@@ -208,7 +215,7 @@ func (h *handlers) offboard(ctx context.Context, j *job.Job, a *attempts) (outco
 	if a.removed == nil {
 		a.removed, a.sentDevices = []int64{}, map[onelogin.ID]bool{}
 	}
-	data := func() job.Data { return job.OffboardData{RemovedDeviceIDs: a.removed} }
+	data := func() job.Data { return job.OffboardData{RemovedDeviceIDs: a.removed, RemovedFactors: a.kinds} }
 	devices, _, err := h.ol.EnrolledFactors(ctx, j.UserID)
 	if err != nil {
 		return outcome{Data: data()}, err
@@ -218,10 +225,10 @@ func (h *handlers) offboard(ctx context.Context, j *job.Job, a *attempts) (outco
 		_, err := h.ol.RemoveFactor(ctx, j.UserID, int64(d.ID))
 		switch {
 		case err == nil:
-			a.removed = append(a.removed, int64(d.ID))
+			a.gone(d)
 		case onelogin.IsFactorNotFound(err):
 			if a.sentDevices[d.ID] {
-				a.removed = append(a.removed, int64(d.ID))
+				a.gone(d)
 			}
 		case errors.Is(err, onelogin.ErrCredentials):
 			// The worker's own credentials, not this factor: the job
@@ -253,7 +260,7 @@ func (h *handlers) offboard(ctx context.Context, j *job.Job, a *attempts) (outco
 			for i, d := range left {
 				ids[i] = int64(d.ID)
 			}
-			return outcome{Data: job.OffboardData{RemovedDeviceIDs: a.removed, RemainingDeviceIDs: ids}}, &PermanentError{
+			return outcome{Data: job.OffboardData{RemovedDeviceIDs: a.removed, RemovedFactors: a.kinds, RemainingDeviceIDs: ids}}, &PermanentError{
 				Code:    job.CodeFactorsRemain,
 				Message: fmt.Sprintf("offboard: %d factor(s) still listed after removing: %s", len(ids), joinIDs(ids)),
 			}
@@ -261,7 +268,7 @@ func (h *handlers) offboard(ctx context.Context, j *job.Job, a *attempts) (outco
 		verifiedAt = time.Now()
 	}
 	// With no factor listed at first, that listing is the verification.
-	d := job.OffboardData{RemovedDeviceIDs: a.removed, VerifiedAt: verifiedAt.UTC().Format(time.RFC3339)}
+	d := job.OffboardData{RemovedDeviceIDs: a.removed, RemovedFactors: a.kinds, VerifiedAt: verifiedAt.UTC().Format(time.RFC3339)}
 	if len(a.removed) == 0 {
 		return outcome{Outcome: job.Noop, Data: d}, nil
 	}
