@@ -86,7 +86,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	if err != nil {
 		return fail(fmt.Errorf("start query service: %w", err))
 	}
-	if err := q.AddJobEndpoint(ledger.New(objs.Ledger), objs.Jobs); err != nil {
+	// The blast-radius guard, shared by every replica through MFA_GUARD.
+	blast := guard.New(objs.Guard, js, cfg.Guard)
+	runner.UseGuard(blast)
+	if err := q.AddJobEndpoint(ledger.New(objs.Ledger), objs.Jobs, blast); err != nil {
 		_ = q.Stop()
 		return fail(fmt.Errorf("start query service: %w", err))
 	}
@@ -110,6 +113,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 	lm := metrics.NewLeavers(reg, leavers.View, slo)
 	leavers.SetObserver(lm)
 	leavers.SetJobTimes(ledger.NewPeople(objs.People))
+	runner.UseLeavers(leavers.Store)
 	checker, err := assurance.New(cfg.Assurance, leavers.Store, leavers.View, ol, js, lm, log)
 	if err != nil {
 		_ = q.Stop()
@@ -178,6 +182,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg *prometheus.Regi
 			if err := checker.Run(ctx); err != nil {
 				log.Error("re-verification stopped until the next start", "err", err)
 			}
+		})
+		side.Go(func() {
+			// mfa_jobs_held, from the guard's bucket.
+			blast.RunHeldGauge(ctx, m.SetHeld, log)
 		})
 		side.Go(func() {
 			// The per-person history is indexed from the result stream,

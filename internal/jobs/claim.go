@@ -31,6 +31,7 @@ const (
 	ansReplay                  // finished and dead-lettered, and the message is its granted replay
 	ansLapsed                  // running, and the owner's lease lapsed
 	ansRunning                 // running under a live lease
+	ansHeld                    // held by the blast-radius guard: released or discarded, or its message back
 )
 
 // read is the one reading of e, the ledger's record of t's job id, for a
@@ -45,6 +46,8 @@ func (x *executor) read(ctx context.Context, t *task, e *ledger.Entry, hash stri
 		return ansReused
 	case e.State == ledger.Scheduled:
 		return ansScheduled
+	case e.State == ledger.Held:
+		return ansHeld
 	case e.State == ledger.Finished:
 		if mayReplay(t, e) && (!useGrant || x.granted(ctx, t, e)) {
 			return ansReplay
@@ -114,15 +117,16 @@ func (x *executor) claim(ctx context.Context, t *task) (end ending, ok bool) {
 			return ending{what: reused}, false
 		case ansFinished:
 			return answered(e), false
-		case ansScheduled, ansReplay, ansLapsed:
-			// A fired schedule (or its message back when due), a dead
-			// letter re-driven with its grant consumed, or a job whose
-			// owner died or gave it back: run it. The replay tag is the
+		case ansScheduled, ansHeld, ansReplay, ansLapsed:
+			// A fired schedule (or its message back when due), a held job
+			// released or discarded (or its message back: the guard
+			// decides again), a dead letter re-driven with its grant
+			// consumed, or a job whose owner died or gave it back: run it. The replay tag is the
 			// record's, never the message's header, except for the replay
 			// just granted; a takeover keeps the record of calls that may
 			// have been made.
 			switch a {
-			case ansScheduled:
+			case ansScheduled, ansHeld:
 				rec.Replay = e.Replay
 			case ansReplay:
 				rec.Replay = job.ReplayTag(t.replay)

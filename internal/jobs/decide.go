@@ -149,6 +149,12 @@ func (p policy) notStarted(why what, held int) verdict {
 // idempotently).
 func (p policy) parked() verdict { return verdict{action: actAck, noResult: true} }
 
+// held is the fate of a job the blast-radius guard holds: its ledger
+// record is held, so its message is acked without a result (the
+// operator's release or discard publishes it again; a lost ack brings it
+// back, and the guard holds it again).
+func (p policy) held() verdict { return verdict{action: actAck, noResult: true} }
+
 // reused is the fate of a message whose id the ledger holds for a job with
 // another body: the id has its result already, so this message gets none,
 // only a DLQ copy with id_reused.

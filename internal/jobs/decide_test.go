@@ -27,6 +27,8 @@ func TestDecide(t *testing.T) {
 	rejected := &job.Rejection{Code: job.CodeIDReused, Message: "m"}
 	cancelled := &CancelledError{Code: job.CodeCancelled, Message: "m", CancelledBy: "c"}
 	superseded := &CancelledError{Code: job.CodeSupersededByOffboard, Message: "m"}
+	discarded := &CancelledError{Code: job.CodeDiscarded, Message: "m"}
+	undecided := &RetryLaterError{Err: errors.New("blast-radius guard undecided: nats: timeout")}
 	pending := &onelogin.VerifyError{Code: onelogin.CodeVerificationPending, StatusCode: 200}
 	stateExpired := &onelogin.VerifyError{Code: onelogin.CodeStateTokenExpired, StatusCode: 400}
 	credentials := fmt.Errorf("onelogin enroll: %w", &onelogin.TokenError{StatusCode: 401, Credentials: true})
@@ -50,6 +52,9 @@ func TestDecide(t *testing.T) {
 		{"succeeded", job.Succeeded, nil, first, job.TypeEnroll, want{job.Succeeded, "", actAck, 0}},
 		{"cancelled by a cancel", "", cancelled, first, job.TypeOffboard, want{job.Cancelled, job.CodeCancelled, actAck, 0}},
 		{"superseded on the last delivery", "", superseded, last, job.TypeActivate, want{job.Cancelled, job.CodeSupersededByOffboard, actAck, 0}},
+		{"held, then discarded by an operator", "", discarded, first, job.TypeOffboard, want{job.Cancelled, job.CodeDiscarded, actAck, 0}},
+		{"guard undecided: given back", "", undecided, first, job.TypeRemove, nak(time.Second)},
+		{"guard undecided on the last delivery: retries exhausted, never run unguarded", "", undecided, last, job.TypeOffboard, exhausted},
 		{"noop on the last delivery", job.Noop, nil, last, job.TypeRemove, want{job.Noop, "", actAck, 0}},
 		{"succeeded at most once", job.Succeeded, nil, last, job.TypeActivate, want{job.Succeeded, "", actAck, 0}},
 		{"permanent first", "", permanent, first, job.TypeEnroll, want{job.Failed, job.CodeFactorUnavailable, actTerm, 0}},
@@ -138,6 +143,7 @@ func TestFates(t *testing.T) {
 		{"busy user: grows with the backlog", p.notStarted(busy, 3), nak(3 * time.Second)},
 		{"busy user: capped", p.notStarted(busy, 40), nak(5 * time.Second)},
 		{"parked: acked without a result", p.parked(), want{action: actAck, noResult: true}},
+		{"held by the blast-radius guard: acked without a result", p.held(), want{action: actAck, noResult: true}},
 		{"reused: dead-lettered without a result", p.reused(), want{job.Rejected, job.CodeIDReused, actTerm, 0, true}},
 		{"finished, same message: as the first time", p.finished(job.Succeeded, nil, true, false), want{outcome: job.Succeeded, action: actAck}},
 		{"failed, same message: terminated again", p.finished(job.Failed, nil, true, false), want{outcome: job.Failed, action: actTerm}},

@@ -53,6 +53,19 @@
 //     job time is earlier than the user's offboard in MFA_PEOPLE ends
 //     cancelled without a call; a successful or noop offboard records its
 //     job time there before its result.
+//   - blast.go: the blast-radius guard (package guard). After the claim,
+//     the resurrection guard and the not_after check, an offboard or a
+//     remove asks guard.Admit: run (counted, or released by an operator);
+//     held (the ledger record becomes ledger.Held, keeping hash, job time,
+//     replay, type, user, correlation id and source; the leaver registry
+//     is told; the message is acked without a result); discarded by an
+//     operator (cancelled, code discarded); or undecided (nak: a guarded
+//     job never runs unguarded). A released or discarded job comes back as
+//     a new message whose claim takes the held record like a fired
+//     schedule; a cancel ends a held job like a scheduled one, then
+//     guard.Ended. The leaver registry also hears when an offboard is
+//     parked as a schedule and when it starts running; its failures are
+//     logged, never the job's.
 //   - resolve.go: a person named by email, username or external id is
 //     resolved to one OneLogin user id before the lock.
 //   - handlers.go: one attempt per call, reading before writing (enroll
@@ -76,7 +89,7 @@
 //     them.
 //   - claim.go: the ledger's side, under all of the above. read is the
 //     one reading of what the ledger's record of a job id says to a
-//     message (a cancel's tombstone, another body, scheduled, finished, a
+//     message (a cancel's tombstone, another body, scheduled, held, finished, a
 //     granted replay, a lapsed or a live claim); claim takes the id (a finished record means a
 //     duplicate, answered from the ledger; a running record whose owner's
 //     lease lapsed is taken over); recordRejection writes an invalid job's

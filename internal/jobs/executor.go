@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/leaver"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
@@ -69,6 +70,10 @@ type executor struct {
 	jobsFull atomic.Bool
 	// creds hears that OneLogin refused the worker's own credentials.
 	creds interface{ refused(err error) }
+	// blast is the blast-radius guard and leavers the leaver registry
+	// (blast.go); nil: none.
+	blast   blastGuard
+	leavers leaverNotes
 }
 
 // what is how a delivery ended, before the policy chooses its fate.
@@ -82,6 +87,7 @@ const (
 	stopping              // never started: the worker stops
 	gated                 // never started: OneLogin refuses the worker's credentials
 	busy                  // never started: the user holds enough of this replica
+	withheld              // held by the blast-radius guard: its ledger record is held
 )
 
 // ending is what one delivery came to: execute returns it and settle
@@ -170,6 +176,10 @@ func (x *executor) execute(ctx context.Context, t *task, s *slot) ending {
 	if !j.NotAfter.IsZero() && time.Now().After(j.NotAfter) {
 		return ending{err: &expiredError{notAfter: j.NotAfter}}
 	}
+	if end, ok := x.admit(ctx, t); !ok {
+		return end
+	}
+	x.noteLeaver(ctx, t, leaver.Running)
 	out, err := x.run(ctx, t, t.sentBefore())
 	return ending{out: out, err: x.recordOffboard(ctx, t, out, err)}
 }

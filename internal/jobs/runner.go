@@ -11,7 +11,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mfa-worker/mfa-worker/internal/guard"
 	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/leaver"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
@@ -86,6 +88,24 @@ func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *topol
 		r.x.jobs = objs.Jobs
 	}
 	return r, nil
+}
+
+// UseGuard puts the blast-radius guard in the job path: offboards and
+// removes past its limit are held (package guard). Call it before Run;
+// without it every job runs.
+func (r *Runner) UseGuard(g *guard.Guard) {
+	if g != nil {
+		r.x.blast = g
+	}
+}
+
+// UseLeavers lets the job path tell the leaver registry when an offboard
+// is scheduled, held or starts running (package leaver). Call it before
+// Run.
+func (r *Runner) UseLeavers(s *leaver.Store) {
+	if s != nil {
+		r.x.leavers = s
+	}
 }
 
 // Concurrency is how many jobs run at once in this replica.

@@ -30,6 +30,9 @@ func (x *executor) settle(ctx context.Context, t *task, e ending) {
 		x.carry(t, p.notStarted(e.what, e.held))
 	case parked:
 		x.carry(t, p.parked())
+	case withheld:
+		x.carry(t, p.held())
+		x.log.Info("job held by the blast-radius guard", "job_id", t.jobID(), "type", t.jobType(), "attempts", t.attempts)
 	case reused:
 		x.reused(ctx, t)
 	case duplicate:

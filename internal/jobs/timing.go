@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/leaver"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 )
 
@@ -191,6 +192,7 @@ func (x *executor) park(ctx context.Context, t *task) (end ending, ok bool) {
 			}
 		}
 	}
+	x.noteLeaver(ctx, t, leaver.Scheduled)
 	x.log.Info("job scheduled", "job_id", j.ID, "type", j.Type, "due_at", due.Format(time.RFC3339))
 	return ending{what: parked}, true
 }
@@ -324,10 +326,15 @@ func (x *executor) cancel(ctx context.Context, t *task) (outcome, error) {
 				if err := x.endScheduled(ctx, e.Record); err != nil {
 					return outcome{}, &RetryLaterError{Err: err}
 				}
+				if err := x.endHeld(ctx, e.Record, target, c.ID); err != nil {
+					return outcome{}, &RetryLaterError{Err: err}
+				}
 				return result(job.Succeeded, string(job.Cancelled))
 			}
 			return result(job.Noop, e.Outcome)
-		case ledger.Scheduled:
+		case ledger.Scheduled, ledger.Held:
+			// A held job is ended like a scheduled one, then the guard
+			// stops listing it as held.
 			if !ledger.Binds(c.CancelScope, e.Source) {
 				return notPermitted(e.Source)
 			}
@@ -344,6 +351,11 @@ func (x *executor) cancel(ctx context.Context, t *task) (outcome, error) {
 			}
 			if err := x.endScheduled(ctx, rec); err != nil {
 				return outcome{}, &RetryLaterError{Err: err}
+			}
+			if e.State == ledger.Held {
+				if err := x.endHeld(ctx, rec, target, c.ID); err != nil {
+					return outcome{}, &RetryLaterError{Err: err}
+				}
 			}
 			x.m.JobFinished(e.Type, string(job.Cancelled), 0)
 			x.m.JobCancelled(e.Type, job.CodeCancelled, e.Source)

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/mfa-worker/mfa-worker/internal/guard"
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
@@ -64,13 +65,37 @@ type scheduleReader interface {
 	GetLastMsgForSubject(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error)
 }
 
+// HeldLookup finds the blast-radius guard's record of a job id (a
+// guard.Guard); nil when it never held the job.
+type HeldLookup interface {
+	Lookup(ctx context.Context, jobID string) (*guard.Held, error)
+}
+
 // LookupJob answers what the ledger knows of a job id, and for an id the
 // ledger does not know, whether a schedule for it waits in the job stream
 // (the ledger forgets a scheduled job after its TTL; the schedule waits up
 // to 366 days). s may be nil.
 func LookupJob(ctx context.Context, l ledgerReader, sr scheduleReader, jobID string) (*JobState, error) {
+	return LookupJobHeld(ctx, l, sr, nil, jobID)
+}
+
+// LookupJobHeld is LookupJob that also asks the blast-radius guard, when
+// the ledger has forgotten the id, whether it holds the job (the guard's
+// record, without a TTL, is the hold's record of last resort). hl may be
+// nil.
+func LookupJobHeld(ctx context.Context, l ledgerReader, sr scheduleReader, hl HeldLookup, jobID string) (*JobState, error) {
 	e, err := l.Get(ctx, jobID)
 	if errors.Is(err, ledger.ErrNotFound) {
+		if hl != nil {
+			h, err := hl.Lookup(ctx, jobID)
+			if err != nil {
+				return nil, err
+			}
+			if h != nil && h.State == guard.StateHeld {
+				at := h.HeldAt.UTC()
+				return &JobState{JobID: jobID, State: JobHeld, HeldSince: &at}, nil
+			}
+		}
 		if sr != nil {
 			m, err := jobs.FindSchedule(ctx, sr, jobID)
 			if err != nil {
@@ -120,8 +145,9 @@ func LookupJob(ctx context.Context, l ledgerReader, sr scheduleReader, jobID str
 
 // AddJobEndpoint adds mfa.query.job to the service: request
 // {"job_id": "..."}, data a JobState. It reads the ledger only, so it
-// never spends OneLogin's budget.
-func (q *QueryService) AddJobEndpoint(l ledgerReader, s scheduleReader) error {
+// never spends OneLogin's budget. hl (may be nil) answers for held jobs
+// the ledger has forgotten.
+func (q *QueryService) AddJobEndpoint(l ledgerReader, s scheduleReader, hl HeldLookup) error {
 	return q.svc.AddGroup(job.QueryGroup).AddEndpoint(job.QueryEndpointJob, micro.HandlerFunc(func(req micro.Request) {
 		var r jobRequest
 		if err := json.Unmarshal(req.Data(), &r); err != nil || !job.ValidID(r.JobID) {
@@ -130,7 +156,7 @@ func (q *QueryService) AddJobEndpoint(l ledgerReader, s scheduleReader) error {
 		}
 		ctx, cancel := context.WithTimeout(q.ctx, 5*time.Second)
 		defer cancel()
-		st, err := LookupJob(ctx, l, s, r.JobID)
+		st, err := LookupJobHeld(ctx, l, s, hl, r.JobID)
 		if err != nil {
 			respondError(req, "503", &job.ErrorInfo{Code: job.CodeLedgerUnavailable, Message: "the job ledger did not answer", Retryable: true})
 			return

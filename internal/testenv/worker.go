@@ -12,8 +12,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mfa-worker/mfa-worker/internal/guard"
 	"github.com/mfa-worker/mfa-worker/internal/history"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
+	"github.com/mfa-worker/mfa-worker/internal/leaver"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
@@ -32,6 +34,10 @@ type WorkerOptions struct {
 	Timeout, TokenMaxElapsed time.Duration
 	// Topology is its streams' settings (the defaults when zero).
 	Topology topology.Config
+	// Guard is its blast-radius guard (WORKER_GUARD_LIMIT and
+	// WORKER_GUARD_WINDOW); the zero value counts nothing (limit 0) but
+	// still honours holds, releases and discards, as the worker does.
+	Guard guard.Config
 }
 
 // Worker is an in-process replica with its own NATS connection and
@@ -79,12 +85,28 @@ func (b *Bed) StartWorker(cfg jobs.Config, o WorkerOptions) (*Worker, error) {
 		nc.Close()
 		return nil, err
 	}
+	// As app wires them: the blast-radius guard and the leaver registry's
+	// hooks in the job path, and mfa_jobs_held from the guard's bucket.
+	blast := guard.New(objs.Guard, js, o.Guard)
+	r.UseGuard(blast)
+	lkv, err := leaver.ProvisionBucket(context.Background(), js, 1)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	r.UseLeavers(leaver.NewStore(lkv))
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Worker{cancel: cancel, done: make(chan error, 1), nc: nc, cut: cut}
 	indexed := history.Start(ctx, objs.History, history.New(js), log)
+	gauged := make(chan struct{})
+	go func() {
+		defer close(gauged)
+		blast.RunHeldGauge(ctx, m.SetHeld, log)
+	}()
 	go func() {
 		err := r.Run(ctx)
 		<-indexed
+		<-gauged
 		w.done <- err
 	}()
 	return w, nil
