@@ -14,12 +14,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mfa-worker/mfa-worker/internal/config"
 	"github.com/mfa-worker/mfa-worker/internal/ingest"
+	"github.com/mfa-worker/mfa-worker/internal/leaver"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/rules"
 )
@@ -348,7 +350,18 @@ func RunIngest(ctx context.Context, cfg IngestConfig, log *slog.Logger, reg *pro
 		return nil, err
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	s, err := ingest.New(pctx, *cfg.loaded, ingest.Deps{Conn: nc, MapperConn: mc, Log: log, Metrics: m, AuthFailures: af})
+	deps := ingest.Deps{Conn: nc, MapperConn: mc, Log: log, Metrics: m, AuthFailures: af}
+	// HR leavers are recorded in the leaver registry from the door when
+	// the worker has created it and the permissions allow.
+	if mjs, err := jetstream.New(mc); err == nil {
+		if kv, err := mjs.KeyValue(pctx, leaver.Bucket); err == nil {
+			deps.Leavers = leaver.NewStore(kv)
+		} else {
+			log.Warn("the leaver registry is not reachable; HR leavers are recorded from the worker's job path, without their event id",
+				"bucket", leaver.Bucket, "err", err)
+		}
+	}
+	s, err := ingest.New(pctx, *cfg.loaded, deps)
 	cancel()
 	if err != nil {
 		return fail(asSettingError(err))

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mfa-worker/mfa-worker/internal/job"
+	registry "github.com/mfa-worker/mfa-worker/internal/leaver"
 	"github.com/mfa-worker/mfa-worker/internal/rules"
 )
 
@@ -349,8 +350,38 @@ func (s *Server) settle(ctx context.Context, m *mapping) {
 	for _, j := range m.jobs {
 		s.log.Info("HR event mapped", "source", ev.Source, "event_id", ev.ID, "job_id", j.ID, "type", j.Type)
 	}
+	s.noteLeavers(ctx, m)
 	s.m.Event(ev.Source, result)
 	_ = m.msg.Ack()
+}
+
+// noteLeavers tells the leaver registry of each offboard the event was
+// mapped to, once the job is stored and before the event is acknowledged.
+// The registry stays off the door's path: a failure is logged, and the
+// worker's steps and the offboard's result fill the record in later
+// (without the HR event's id).
+func (s *Server) noteLeavers(ctx context.Context, m *mapping) {
+	if s.leavers == nil {
+		return
+	}
+	ev := registry.HREvent{Source: m.ev.Source, ID: m.ev.ID}
+	if md, err := m.msg.Metadata(); err == nil {
+		ev.ReceivedAt = md.Timestamp
+	}
+	for _, j := range m.jobs {
+		if j.Type != "offboard" {
+			continue
+		}
+		body, err := json.Marshal(j)
+		if err == nil {
+			nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err = s.leavers.NoteJob(nctx, registry.Scheduled, body, ev)
+			cancel()
+		}
+		if err != nil {
+			s.log.Warn("telling the leaver registry of an HR leaver failed; the offboard's result records the leaver", "source", m.ev.Source, "event_id", m.ev.ID, "job_id", j.ID, "err", err)
+		}
+	}
 }
 
 // publishJobAsync sends a job to mfa.jobs.<type> with Nats-Msg-Id = its id

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	registry "github.com/mfa-worker/mfa-worker/internal/leaver"
 	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
@@ -40,6 +41,9 @@ var (
 		"$KV.MFA_INGEST_ATTEMPTS.>", "$JS.API.DIRECT.GET.KV_MFA_INGEST_ATTEMPTS.>",
 		// SCIM list pages (an ephemeral consumer) and deletes (a purge).
 		"$JS.API.CONSUMER.MSG.NEXT.KV_MFA_SCIM_USERS.*", "$JS.API.STREAM.PURGE.KV_MFA_SCIM_USERS",
+		// The leaver registry (created by the worker): an HR leaver is
+		// recorded from the door.
+		"$JS.API.STREAM.INFO.KV_MFA_LEAVERS", "$KV.MFA_LEAVERS.>", "$JS.API.DIRECT.GET.KV_MFA_LEAVERS.>",
 	}
 	ingestSubscribe = []string{"_INBOX.>"}
 	// ingestDeny keeps the operators' bare cancel, which may end any job,
@@ -80,6 +84,9 @@ func TestNATSPermissions(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if _, err := registry.ProvisionBucket(ctx, ajs, 1); err != nil {
+		t.Fatal(err)
+	}
 	var denied []string
 	nc, err := nats.Connect(s.ClientURL(), nats.UserInfo("ingest", "ingest-pw"),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { denied = append(denied, err.Error()) }))
@@ -88,9 +95,14 @@ func TestNATSPermissions(t *testing.T) {
 	}
 	t.Cleanup(nc.Close)
 	logs := &testenv.SyncBuffer{}
+	ijs, _ := jetstream.New(nc)
+	lkv, err := ijs.KeyValue(ctx, registry.Bucket)
+	if err != nil {
+		t.Fatalf("open the leaver registry as the ingest user: %v", err)
+	}
 	srv, err := New(ctx, Config{
 		Secrets: Secrets{CloudEvents: ceKey, SCIMToken: scimToken}, Rules: testRules(t),
-	}, Deps{Conn: nc, Log: slog.New(slog.NewTextHandler(logs, nil))})
+	}, Deps{Conn: nc, Log: slog.New(slog.NewTextHandler(logs, nil)), Leavers: registry.NewStore(lkv)})
 	if err != nil {
 		t.Fatalf("provision as the ingest user: %v", err)
 	}
@@ -141,11 +153,35 @@ func TestNATSPermissions(t *testing.T) {
 	if strings.Join(users, " ") != `{"email":"ada@example.com","external_id":"E-1"} {"email":"ada@example.com","external_id":"E-1"} {"external_id":"E-1001"}` {
 		t.Errorf("jobs for %v", users)
 	}
+	// Each leaver is in the registry from the door, with its HR event.
+	akv, err := ajs.KeyValue(ctx, registry.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := registry.NewStore(akv)
+	e.waitFor("two leavers recorded from the door", func() bool {
+		keys, err := akv.ListKeys(ctx)
+		if err != nil {
+			return false
+		}
+		n := 0
+		for k := range keys.Keys() {
+			if !strings.HasPrefix(k, "sel.") {
+				continue
+			}
+			if r, _, err := st.Get(ctx, k); err == nil && r.State == registry.Scheduled && r.EventID != "" && r.Source != "" && !r.ReceivedAt.IsZero() {
+				n++
+			}
+		}
+		return n == 2
+	})
 	if len(denied) > 0 {
 		t.Errorf("permission errors: %v", denied)
 	}
+	if strings.Contains(logs.String(), "leaver registry") {
+		t.Errorf("the registry hook failed:\n%s", logs.String())
+	}
 	// A cancel on the HR scope is stored; the operators' bare one is not.
-	ijs, _ := jetstream.New(nc)
 	pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
 	defer pcancel()
 	if _, err := ijs.Publish(pctx, "mfa.jobs.cancel.hr.cloudevents", []byte(`{"id":"c-hr","type":"cancel","params":{"job_id":"x"}}`)); err != nil {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/mfa-worker/mfa-worker/internal/authlimit"
 	"github.com/mfa-worker/mfa-worker/internal/bamboohr"
+	registry "github.com/mfa-worker/mfa-worker/internal/leaver"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/rules"
 )
@@ -49,6 +50,16 @@ type Deps struct {
 	AuthFailures *metrics.AuthFailures
 	// Now is the clock for signature timestamps; nil means time.Now.
 	Now func() time.Time
+	// Leavers, if set, hears of every offboard the mapper stores, with its
+	// HR event (source, id, received time), so that the leaver registry
+	// tracks the person from the door (a *leaver.Store on MFA_LEAVERS).
+	Leavers LeaverNotes
+}
+
+// LeaverNotes is what the mapper tells the leaver registry (package
+// leaver).
+type LeaverNotes interface {
+	NoteJob(ctx context.Context, st registry.State, body []byte, ev registry.HREvent) error
 }
 
 // Server is the ingest receiver and the rule mapper.
@@ -79,6 +90,9 @@ type Server struct {
 	// the event there, as a mapper killed by it would.
 	crash func(ev rules.Event) bool
 
+	// leavers hears of stored offboards; nil: nobody.
+	leavers LeaverNotes
+
 	// beforeAck, when set (tests), runs after a mapped event's jobs are
 	// stored and before it is acknowledged; returning false leaves the
 	// event unacknowledged, as a mapper killed at that moment would.
@@ -104,7 +118,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		return nil, err
 	}
 	cfg.Rules = cfg.Rules.With(cfg.Times, cfg.RuleSettings)
-	s := &Server{cfg: cfg, nc: d.Conn, js: js, log: d.Log, m: d.Metrics, now: d.Now, objs: objs, mcons: objs.Consumer,
+	s := &Server{cfg: cfg, nc: d.Conn, js: js, log: d.Log, m: d.Metrics, now: d.Now, objs: objs, mcons: objs.Consumer, leavers: d.Leavers,
 		bodies: newByteBudget(cfg.BodyBytesInFlight), small: newByteBudget(max(cfg.BodyBytesInFlight/16, 1<<20))}
 	af := d.AuthFailures
 	s.limiter = authlimit.New(cfg.AuthFailureBudget, func() { af.Inc("ingest") })
