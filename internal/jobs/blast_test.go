@@ -125,6 +125,10 @@ func TestGuardHoldsReleasesAndDiscardsOffboards(t *testing.T) {
 			return fmt.Sprintf("%d held, %d results, %d pending", len(e.held()), e.count(topology.StreamResults), e.ackPending())
 		})
 	waitUntil(t, 10*time.Second, func() bool { return e.heldGauge() == n-2 }, func() string { return fmt.Sprintf("mfa_jobs_held %v", e.heldGauge()) })
+	// MfaOffboardsHeld fires on max by (source) (mfa_jobs_held) > 0.
+	if v := testutil.ToFloat64(e.m.HeldGauge("hr.scim")); v != n-2 {
+		t.Errorf("mfa_jobs_held{source=hr.scim} = %v, want %d", v, n-2)
+	}
 	if c := e.count(topology.StreamResults); c != 2 {
 		t.Fatalf("%d results with %d jobs held, want 2", c, n-2)
 	}
@@ -196,6 +200,9 @@ func TestGuardHoldsReleasesAndDiscardsOffboards(t *testing.T) {
 	all := e.waitResults(n+1, 20*time.Second)
 	waitUntil(t, 10*time.Second, func() bool { return e.ackPending() == 0 && e.heldGauge() == 0 && len(e.held()) == 0 },
 		func() string { return fmt.Sprintf("%d pending, gauge %v", e.ackPending(), e.heldGauge()) })
+	if v := testutil.ToFloat64(e.m.HeldGauge("hr.scim")); v != 0 {
+		t.Errorf("mfa_jobs_held{source=hr.scim} = %v after the decisions, want 0", v)
+	}
 	by := resultsByJob(e.streamMsgs(topology.StreamResults))
 	effects := effectsByRequest(e.sim)
 	for _, id := range ids {
