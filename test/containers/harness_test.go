@@ -274,6 +274,11 @@ func (w *world) workerEnv(extra ...string) []string {
 		"WORKER_LEASE=6s",
 		"WORKER_RETRY_MAX_DELAY=5s",
 		"WORKER_LOG_LEVEL=info",
+		// The fault scenarios publish thousands of offboards and removes
+		// without a source: the blast-radius guard (50 an hour per source
+		// by default) would hold nearly all of them. Scenario h turns it
+		// on (later settings override these).
+		"WORKER_GUARD_LIMIT=0",
 		"PATH=" + os.Getenv("PATH"),
 	}
 	return append(env, extra...)
