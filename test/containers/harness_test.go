@@ -403,10 +403,11 @@ func (w *world) verify(name string, planned []testenv.Job, note string) figures 
 	for _, rs := range results {
 		f.Results += len(rs)
 	}
-	kv, err := w.js.KeyValue(w.ctx, topology.BucketLedger)
-	if err != nil {
-		w.t.Fatal(err)
-	}
+	var kv jetstream.KeyValue
+	w.settled("open the ledger", func(ctx context.Context) (err error) {
+		kv, err = w.js.KeyValue(ctx, topology.BucketLedger)
+		return err
+	})
 	led := ledger.New(kv)
 	for _, j := range planned {
 		rs := results[j.ID]
@@ -491,15 +492,36 @@ func (w *world) unacked() int {
 	return n
 }
 
+// settled runs a read of the harness's own, trying again for up to two
+// minutes while the cluster settles: right after a server is killed, the
+// JetStream API can answer "no responders" until a new leader is elected,
+// which says nothing about the worker.
+func (w *world) settled(what string, read func(ctx context.Context) error) {
+	w.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
+		err := read(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) || w.ctx.Err() != nil {
+			w.t.Fatalf("%s: %v", what, err)
+		}
+		w.t.Logf("%s: %v; trying again", what, err)
+		time.Sleep(time.Second)
+	}
+}
+
 // readResults reads every stored result, by job id.
 func (w *world) readResults() map[string][]job.Result {
 	w.t.Helper()
-	ctx, cancel := context.WithTimeout(w.ctx, 2*time.Minute)
-	defer cancel()
-	rs, err := testenv.Results(ctx, w.js)
-	if err != nil {
-		w.t.Fatal(err)
-	}
+	var rs []job.Result
+	w.settled("read the results", func(ctx context.Context) (err error) {
+		rs, err = testenv.Results(ctx, w.js)
+		return err
+	})
 	out := map[string][]job.Result{}
 	for _, r := range rs {
 		out[r.JobID] = append(out[r.JobID], r)
