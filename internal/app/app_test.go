@@ -152,20 +152,7 @@ func TestDefaultConfigIsValidAndMatchesTheREADME(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("defaults do not validate: %v", err)
 	}
-	readme, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows := map[string]string{}
-	for _, l := range strings.Split(string(readme), "\n") {
-		if strings.HasPrefix(l, "| `") {
-			for _, f := range strings.Split(strings.SplitN(l, "|", 3)[1], "`") {
-				if f = strings.TrimSpace(f); f != "" && f == strings.ToUpper(f) && !strings.ContainsAny(f, ", /") {
-					rows[f] = l
-				}
-			}
-		}
-	}
+	rows := readmeSettingRows(t)
 	d := DefaultConfig()
 	for _, s := range Settings(&d) {
 		row, ok := rows[s.Env]
@@ -464,4 +451,25 @@ func TestShutdownPastGraceNaksAndAFreshWorkerFinishes(t *testing.T) {
 	if removes != 3 {
 		t.Errorf("%d removals for 3 devices", removes)
 	}
+}
+
+// readmeSettingRows returns the README's table rows by the setting (an
+// upper-case name in the row's first cell) they describe.
+func readmeSettingRows(t *testing.T) map[string]string {
+	t.Helper()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{}
+	for _, l := range strings.Split(string(readme), "\n") {
+		if strings.HasPrefix(l, "| `") {
+			for _, f := range strings.Split(strings.SplitN(l, "|", 3)[1], "`") {
+				if f = strings.TrimSpace(f); f != "" && f == strings.ToUpper(f) && !strings.ContainsAny(f, ", /") {
+					rows[f] = l
+				}
+			}
+		}
+	}
+	return rows
 }

@@ -19,20 +19,7 @@ import (
 // TestIngestSettingsInREADME: every setting of `worker ingest` has a row
 // in the README's tables showing its default.
 func TestIngestSettingsInREADME(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows := map[string]string{}
-	for _, l := range strings.Split(string(readme), "\n") {
-		if strings.HasPrefix(l, "| `") {
-			for _, f := range strings.Split(strings.SplitN(l, "|", 3)[1], "`") {
-				if f = strings.TrimSpace(f); f != "" && f == strings.ToUpper(f) && !strings.ContainsAny(f, ", /") {
-					rows[f] = l
-				}
-			}
-		}
-	}
+	rows := readmeSettingRows(t)
 	d := DefaultIngestConfig()
 	for _, s := range IngestSettings(&d) {
 		row, ok := rows[s.Env]
