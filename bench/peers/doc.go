@@ -4,9 +4,12 @@
 // listing and a "noop" result), with the same concurrency, against a bare
 // JetStream consumer as the floor.
 //
-//   - floor: a bare JetStream pull consumer that fetches each job, publishes
-//     one result (Nats-Msg-Id of the job) and acks it; no HTTP call. The
-//     same method as internal/bench's floor.
+//   - floor: a bare JetStream pull consumer that fetches each job, lists
+//     the user's devices once with the same minimal client as Watermill's
+//     handler (internal/bench.OneLogin), publishes one result (Nats-Msg-Id
+//     of the job) and acks it. The same method as internal/bench's floor.
+//   - transport: the floor without the call, echoing the job as its
+//     result: what JetStream alone costs.
 //   - watermill: Watermill's router over watermill-nats' JetStream
 //     subscriber and publisher in their exactly-once mode (TrackMsgId, a
 //     synchronous ack after the result is published), a handler that

@@ -22,12 +22,18 @@ const floorTimeout = 10 * time.Minute
 // repeated runs, so the floor stays the physical limit it is meant to be.
 const floorBatch = 100
 
-// Floor is the cost every JetStream worker pays, measured as internal/bench
-// measures it: a bare pull consumer that fetches each job, publishes one
-// result for it (waiting for the publish ack) and acks it, with
-// concurrency goroutines, and does nothing else: no OneLogin call. Only
-// its pull batch differs (see floorBatch).
-func Floor(b *Bed, n, concurrency int) (Run, error) {
+// Floor is the least any JetStream consumer doing this job pays, measured
+// as internal/bench measures it: a bare pull consumer that fetches each
+// job, lists the user's devices on OneLogin once (ol), publishes one result
+// for it (waiting for the publish ack) and acks it, with concurrency
+// goroutines, and does nothing else. With ol nil it makes no call and
+// echoes the job as its result: the transport alone (system "transport").
+// Only its pull batch differs from internal/bench's (see floorBatch).
+func Floor(b *Bed, ol *bench.OneLogin, n, concurrency int) (Run, error) {
+	system := "floor"
+	if ol == nil {
+		system = "transport"
+	}
 	ctx := context.Background()
 	if _, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "FLOOR", Subjects: []string{"floor.jobs.*"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute}); err != nil {
 		return Run{}, err
@@ -42,7 +48,7 @@ func Floor(b *Bed, n, concurrency int) (Run, error) {
 	if err := b.Publish(Offboards(n), "floor.jobs.offboard", nil); err != nil {
 		return Run{}, err
 	}
-	stop := meter("floor", n)
+	stop := meter(system, n)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	done, failed := 0, 0
@@ -54,8 +60,10 @@ func Floor(b *Bed, n, concurrency int) (Run, error) {
 		go func() {
 			defer wg.Done()
 			for m := range msgs {
-				r := bench.FloorReply(m)
-				_, perr := b.JS.PublishMsg(ctx, r)
+				r, perr := bench.FloorReply(ctx, ol, m)
+				if perr == nil {
+					_, perr = b.JS.PublishMsg(ctx, r)
+				}
 				if perr == nil {
 					_ = m.Ack()
 				}

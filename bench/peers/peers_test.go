@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mfa-worker/mfa-worker/internal/bench"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
@@ -65,7 +66,7 @@ func results(t *testing.T, b *Bed, stream string) map[string][]string {
 	return out
 }
 
-// Every system gives each job exactly one result, and the two that call
+// Every system gives each job exactly one result, and those that call
 // OneLogin find the stand-in's user without devices ("noop").
 func TestEachSystemGivesOneResultPerJob(t *testing.T) {
 	st, err := StartStandin()
@@ -79,7 +80,10 @@ func TestEachSystemGivesOneResultPerJob(t *testing.T) {
 		run    func(*Bed) (Run, error)
 		stream string
 	}{
-		{"floor", func(b *Bed) (Run, error) { return Floor(b, n, 16) }, "FLOOR_RESULTS"},
+		{"transport", func(b *Bed) (Run, error) { return Floor(b, nil, n, 16) }, "FLOOR_RESULTS"},
+		{"floor", func(b *Bed) (Run, error) {
+			return Floor(b, bench.NewOneLogin(st.URL, ClientID, ClientSecret, 16), n, 16)
+		}, "FLOOR_RESULTS"},
 		{"watermill", func(b *Bed) (Run, error) { return Watermill(b, st, n, 16) }, wmResults},
 		{"worker", func(b *Bed) (Run, error) { return Worker(b, st, n, 16) }, topology.StreamResults},
 	} {
@@ -96,8 +100,8 @@ func TestEachSystemGivesOneResultPerJob(t *testing.T) {
 			if r.Jobs != n || r.Elapsed <= 0 || r.CPU <= 0 {
 				t.Errorf("run = %+v", r)
 			}
-			if tc.name == "floor" {
-				return // the floor echoes the job as its result
+			if tc.name == "transport" {
+				return // the transport echoes the job as its result
 			}
 			got := results(t, b, tc.stream)
 			for _, j := range Offboards(n) {
@@ -124,7 +128,10 @@ func BenchmarkPeers(b *testing.B) {
 		name string
 		run  func(*Bed) (Run, error)
 	}{
-		{"floor", func(bed *Bed) (Run, error) { return Floor(bed, *jobsN, *concurrency) }},
+		{"transport", func(bed *Bed) (Run, error) { return Floor(bed, nil, *jobsN, *concurrency) }},
+		{"floor", func(bed *Bed) (Run, error) {
+			return Floor(bed, bench.NewOneLogin(st.URL, ClientID, ClientSecret, *concurrency), *jobsN, *concurrency)
+		}},
 		{"watermill", func(bed *Bed) (Run, error) { return Watermill(bed, st, *jobsN, *concurrency) }},
 		{"worker", func(bed *Bed) (Run, error) { return Worker(bed, st, *jobsN, *concurrency) }},
 	}

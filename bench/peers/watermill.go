@@ -11,6 +11,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/bench"
 )
 
 // Watermill's streams and subjects in this measurement.
@@ -67,9 +69,9 @@ func Watermill(b *Bed, st *Standin, n, concurrency int) (Run, error) {
 	if err != nil {
 		return Run{}, err
 	}
-	ol := NewOneLogin(st.URL, concurrency)
+	ol := bench.NewOneLogin(st.URL, ClientID, ClientSecret, concurrency)
 	router.AddHandler("offboard", wmJobSubject, sub, wmResultSubject, pub, func(msg *message.Message) ([]*message.Message, error) {
-		r, err := offboard(msg.Context(), ol, msg.Payload)
+		r, err := bench.Offboard(msg.Context(), ol, msg.Payload)
 		if err != nil {
 			return nil, err
 		}

@@ -27,20 +27,37 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
-// FloorReply is the result the floor publishes for the job message m, a
-// message on floor.jobs.<type>: the job's body on floor.results.<type>,
-// with the job id and the stream sequence as its message id (the
-// worker's result id).
-func FloorReply(m jetstream.Msg) *nats.Msg {
-	md, _ := m.Metadata()
-	var j struct {
-		ID string `json:"id"`
+// FloorReply is the result the floor publishes for the job message m,
+// a message on floor.jobs.<type>, on floor.results.<type>, with the job id
+// and the stream sequence as its message id (the worker's result id).
+// With ol it runs the job first (Offboard: one listing of the user's
+// devices) and publishes its PeerResult; with ol nil it makes no call and
+// echoes the job's body (the transport alone).
+func FloorReply(ctx context.Context, ol *OneLogin, m jetstream.Msg) (*nats.Msg, error) {
+	md, err := m.Metadata()
+	if err != nil {
+		return nil, err
 	}
-	_ = json.Unmarshal(m.Data(), &j)
 	r := nats.NewMsg("floor.results." + m.Subject()[len("floor.jobs."):])
-	r.Data = m.Data()
-	r.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s:%d", j.ID, md.Sequence.Stream))
-	return r
+	var id string
+	if ol == nil {
+		var j struct {
+			ID string `json:"id"`
+		}
+		_ = json.Unmarshal(m.Data(), &j)
+		id, r.Data = j.ID, m.Data()
+	} else {
+		res, err := Offboard(ctx, ol, m.Data())
+		if err != nil {
+			return nil, err
+		}
+		if r.Data, err = json.Marshal(res); err != nil {
+			return nil, err
+		}
+		id = res.ID
+	}
+	r.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s:%d", id, md.Sequence.Stream))
+	return r, nil
 }
 
 // Bed is the test bed the measurements run on.
@@ -64,13 +81,13 @@ func Floor(b *Bed, n, concurrency int) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	tp, _, err := floorOf(b, mix, concurrency)
+	tp, _, err := floorOf(b, nil, mix, concurrency)
 	return tp, err
 }
 
 // floorOf runs the floor over the given jobs and returns messages per
 // second and the process's CPU time from the first fetch to the last ack.
-func floorOf(b *Bed, mix []Job, concurrency int) (float64, time.Duration, error) {
+func floorOf(b *Bed, ol *OneLogin, mix []Job, concurrency int) (float64, time.Duration, error) {
 	n := len(mix)
 	ctx := context.Background()
 	if _, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "FLOOR", Subjects: []string{"floor.jobs.*"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute}); err != nil {
@@ -102,8 +119,11 @@ func floorOf(b *Bed, mix []Job, concurrency int) (float64, time.Duration, error)
 		go func() {
 			defer wg.Done()
 			for m := range msgs {
-				r := FloorReply(m)
-				if _, err := b.JS.PublishMsg(ctx, r); err == nil {
+				r, err := FloorReply(ctx, ol, m)
+				if err == nil {
+					_, err = b.JS.PublishMsg(ctx, r)
+				}
+				if err == nil {
 					_ = m.Ack()
 				}
 				mu.Lock()

@@ -17,17 +17,21 @@ import (
 // fresh beds.
 type OffboardResult struct {
 	Jobs, Concurrency int
-	FloorRuns         []float64 // jobs/s
-	WorkerRuns        []float64
-	// FloorCPU and WorkerCPU are CPU seconds per 1,000 jobs of the whole
-	// process (consumer or worker, the embedded NATS server and, for the
-	// worker, the simulator), from the start until every result is out
-	// and, for the worker, indexed in MFA_HISTORY.
-	FloorCPU, WorkerCPU []float64
-	Floor, Worker       float64 // medians, jobs/s
-	FloorCPUMedian      float64
-	WorkerCPUMedian     float64
-	Ratio               float64
+	// FloorRuns are the floor's (the same job: fetch, one listing, result,
+	// ack), TransportRuns the transport's alone (fetch, result, ack; no
+	// call): jobs/s.
+	FloorRuns, TransportRuns []float64
+	WorkerRuns               []float64
+	// FloorCPU, TransportCPU and WorkerCPU are CPU seconds per 1,000 jobs
+	// of the whole process (consumer or worker, the embedded NATS server
+	// and the simulator), from the start until every result is out and,
+	// for the worker, indexed in MFA_HISTORY.
+	FloorCPU, TransportCPU, WorkerCPU []float64
+	Floor, Transport, Worker          float64 // medians, jobs/s
+	FloorCPUMedian                    float64
+	TransportCPUMedian                float64
+	WorkerCPUMedian                   float64
+	Ratio                             float64 // Worker / Floor
 }
 
 // offboards builds n offboard jobs for users from base on, none of whom
@@ -50,7 +54,18 @@ func OffboardVsFloor(n, concurrency, rounds int) (OffboardResult, error) {
 		if err != nil {
 			return res, err
 		}
-		f, cpu, err := floorOf(b, offboards(n, 1), concurrency)
+		t, cpu, err := floorOf(b, nil, offboards(n, 1), concurrency)
+		b.Close()
+		if err != nil {
+			return res, fmt.Errorf("transport: %w", err)
+		}
+		res.TransportRuns, res.TransportCPU = append(res.TransportRuns, t), append(res.TransportCPU, perK(cpu))
+
+		if b, err = NewBed(simulator.Config{RateLimit: Unlimited}); err != nil {
+			return res, err
+		}
+		sc := b.Sim.Config()
+		f, cpu, err := floorOf(b, NewOneLogin(b.SimURL, sc.ClientID, sc.ClientSecret, concurrency), offboards(n, 1), concurrency)
 		b.Close()
 		if err != nil {
 			return res, fmt.Errorf("floor: %w", err)
@@ -63,8 +78,8 @@ func OffboardVsFloor(n, concurrency, rounds int) (OffboardResult, error) {
 		}
 		res.WorkerRuns, res.WorkerCPU = append(res.WorkerRuns, w), append(res.WorkerCPU, perK(cpu))
 	}
-	res.Floor, res.Worker = Median(res.FloorRuns), Median(res.WorkerRuns)
-	res.FloorCPUMedian, res.WorkerCPUMedian = Median(res.FloorCPU), Median(res.WorkerCPU)
+	res.Floor, res.Transport, res.Worker = Median(res.FloorRuns), Median(res.TransportRuns), Median(res.WorkerRuns)
+	res.FloorCPUMedian, res.TransportCPUMedian, res.WorkerCPUMedian = Median(res.FloorCPU), Median(res.TransportCPU), Median(res.WorkerCPU)
 	res.Ratio = res.Worker / res.Floor
 	return res, nil
 }
