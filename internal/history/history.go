@@ -261,6 +261,58 @@ func keptFilter(subj string) string {
 // could be read) and is not stored. A kept entry (see Kept) goes to a
 // subject of its own, every other entry to the person's routine subject.
 func (s *Store) Append(ctx context.Context, e Entry, msgID string) error {
+	m, err := s.entryMsg(e, msgID)
+	if err != nil || m == nil {
+		return err
+	}
+	if _, err := s.js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("history: append job %s: %w", e.JobID, err)
+	}
+	return nil
+}
+
+// Pending is one entry to append with AppendAll, and its message id.
+type Pending struct {
+	Entry Entry
+	MsgID string
+}
+
+// AppendAll appends every entry as Append does, sending them all before
+// waiting for any acknowledgement, and says for each whether it is stored
+// (nil) or why not. Sent together, the entries share the connection's
+// writes and the server's replies: the index pays one round trip for a
+// batch, not one per entry.
+func (s *Store) AppendAll(ctx context.Context, ps []Pending) []error {
+	errs := make([]error, len(ps))
+	futures := make([]jetstream.PubAckFuture, len(ps))
+	for i, p := range ps {
+		m, err := s.entryMsg(p.Entry, p.MsgID)
+		if err != nil || m == nil {
+			errs[i] = err
+			continue
+		}
+		if futures[i], err = s.js.PublishMsgAsync(m); err != nil {
+			errs[i] = fmt.Errorf("history: append job %s: %w", p.Entry.JobID, err)
+		}
+	}
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			errs[i] = fmt.Errorf("history: append job %s: %w", ps[i].Entry.JobID, err)
+		case <-ctx.Done():
+			errs[i] = fmt.Errorf("history: append job %s: %w", ps[i].Entry.JobID, ctx.Err())
+		}
+	}
+	return errs
+}
+
+// entryMsg is the message that appends e, or nil when e names nobody the
+// history keeps (no user id, no usable selector).
+func (s *Store) entryMsg(e Entry, msgID string) (*nats.Msg, error) {
 	var subj string
 	switch {
 	case e.UserID > 0:
@@ -268,26 +320,24 @@ func (s *Store) Append(ctx context.Context, e Entry, msgID string) error {
 	case e.User != nil:
 		var ok bool
 		if subj, ok = unresolvedSubject(*e.User); !ok {
-			return nil
+			return nil, nil
 		}
 	default:
-		return nil
+		return nil, nil
 	}
 	if Kept(e) {
 		subj = keptSubject(subj, e.JobID)
 	}
 	b, err := json.Marshal(e)
 	if err != nil {
-		return fmt.Errorf("history: encode entry of job %s: %w", e.JobID, err)
+		return nil, fmt.Errorf("history: encode entry of job %s: %w", e.JobID, err)
 	}
-	var opts []jetstream.PublishOpt
+	m := nats.NewMsg(subj)
+	m.Data = b
 	if msgID != "" {
-		opts = append(opts, jetstream.WithMsgID(msgID))
+		m.Header.Set(jetstream.MsgIDHeader, msgID)
 	}
-	if _, err := s.js.Publish(ctx, subj, b, opts...); err != nil {
-		return fmt.Errorf("history: append job %s: %w", e.JobID, err)
-	}
-	return nil
+	return m, nil
 }
 
 // Query returns up to limit entries of one person, newest first. limit <= 0

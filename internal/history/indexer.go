@@ -34,29 +34,78 @@ func Index(ctx context.Context, cons jetstream.Consumer, store *Store, log *slog
 		}
 	}()
 	defer func() { <-upgraded }()
-	it, err := cons.Messages(jetstream.PullMaxMessages(64), jetstream.PullExpiry(5*time.Second))
+	it, err := cons.Messages(jetstream.PullMaxMessages(batchMax), jetstream.PullExpiry(5*time.Second))
 	if err != nil {
 		return fmt.Errorf("history: consume results: %w", err)
 	}
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 	defer it.Stop()
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
-				return nil
+	// The reader hands messages over as they come; the loop below takes
+	// one, then every other one already waiting, and indexes them as one
+	// batch.
+	msgs := make(chan jetstream.Msg, batchMax)
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(msgs)
+		for {
+			msg, err := it.Next()
+			if err == nil {
+				msgs <- msg
+				continue
 			}
-			log.Warn("reading results for the history index failed; retrying", "err", err)
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+				return
+			}
+			readErr <- err
 			t := time.NewTimer(time.Second)
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return nil
+				return
 			case <-t.C:
 			}
-			continue
 		}
+	}()
+	batch := make([]jetstream.Msg, 0, batchMax)
+	for {
+		select {
+		case err := <-readErr:
+			log.Warn("reading results for the history index failed; retrying", "err", err)
+			continue
+		case msg, ok := <-msgs:
+			if !ok {
+				return nil
+			}
+			batch = append(batch[:0], msg)
+		}
+	more:
+		for len(batch) < batchMax {
+			select {
+			case msg, ok := <-msgs:
+				if !ok {
+					break more
+				}
+				batch = append(batch, msg)
+			default:
+				break more
+			}
+		}
+		indexBatch(ctx, batch, store, log)
+	}
+}
+
+// batchMax is the most results the index pulls and appends at once.
+const batchMax = 64
+
+// indexBatch appends the results of a batch of messages and acks each
+// once its entry is stored; a message that is not a result is logged
+// (subject and sequence only) and terminated, one whose entry could not be
+// stored is given back for a retry in a second.
+func indexBatch(ctx context.Context, batch []jetstream.Msg, store *Store, log *slog.Logger) {
+	ps := make([]Pending, 0, len(batch))
+	kept := make([]jetstream.Msg, 0, len(batch))
+	for _, msg := range batch {
 		var seq uint64
 		if md, err := msg.Metadata(); err == nil {
 			seq = md.Sequence.Stream
@@ -71,11 +120,14 @@ func Index(ctx context.Context, cons jetstream.Consumer, store *Store, log *slog
 		if id == "" {
 			id = fmt.Sprintf("results:%d", seq)
 		}
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		err = store.Append(actx, e, id)
-		cancel()
-		if err != nil {
-			log.Warn("indexing a result failed; it will be retried", "job_id", e.JobID, "err", err)
+		ps, kept = append(ps, Pending{Entry: e, MsgID: id}), append(kept, msg)
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	errs := store.AppendAll(actx, ps)
+	cancel()
+	for i, msg := range kept {
+		if errs[i] != nil {
+			log.Warn("indexing a result failed; it will be retried", "job_id", ps[i].Entry.JobID, "err", errs[i])
 			_ = msg.NakWithDelay(time.Second)
 			continue
 		}
