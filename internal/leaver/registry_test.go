@@ -325,3 +325,32 @@ func TestNoteJob(t *testing.T) {
 		t.Errorf("ignored bodies made records: %d", svc.View.Len())
 	}
 }
+
+// TestRunningNoteOfADirectJob: an offboard published straight to the job
+// subjects is first written without a read (the registry has most likely
+// not heard of it); when the record exists after all (held first), the
+// note reads it and keeps what it held.
+func TestRunningNoteOfADirectJob(t *testing.T) {
+	e := newEnv(t)
+	svc := e.start(t)
+	ctx := context.Background()
+	fresh := `{"id":"off-71","type":"offboard","user_id":71,"source":"offboarding-service","requested_at":"2026-12-01T09:00:00Z"}`
+	if err := svc.Store.NoteJob(ctx, leaver.Running, []byte(fresh), leaver.HREvent{}); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.waitState(t, leaver.UserKey(71), leaver.Running, ""); r.JobID != "off-71" || r.UserID != 71 {
+		t.Fatalf("record of a new direct offboard %+v", r)
+	}
+	held := `{"id":"off-72","type":"offboard","user_id":72,"source":"offboarding-service","requested_at":"2026-12-01T09:00:00Z"}`
+	if err := svc.Store.NoteJob(ctx, leaver.Held, []byte(held), leaver.HREvent{}); err != nil {
+		t.Fatal(err)
+	}
+	first := e.waitState(t, leaver.UserKey(72), leaver.Held, "")
+	if err := svc.Store.NoteJob(ctx, leaver.Running, []byte(held), leaver.HREvent{}); err != nil {
+		t.Fatal(err)
+	}
+	r := e.waitState(t, leaver.UserKey(72), leaver.Running, "")
+	if !r.CreatedAt.Equal(first.CreatedAt) || r.JobID != "off-72" {
+		t.Fatalf("a held record noted running lost what it held: %+v, first %+v", r, first)
+	}
+}

@@ -80,9 +80,24 @@ func (s *Store) Get(ctx context.Context, key string) (Record, uint64, error) {
 // when there is none) and writes it back with compare-and-set, retrying on
 // a conflict. fn returns false to leave the record as it is.
 func (s *Store) update(ctx context.Context, key string, fn func(r *Record, now time.Time) (bool, error)) (Record, error) {
+	return s.updateFrom(ctx, key, false, fn)
+}
+
+// updateFrom is update; with absent it first assumes the record does not
+// exist yet and tries to create it without reading, falling back to a read
+// when it does. A job the registry has not heard of before (one published
+// straight to the job subjects) costs one write instead of a read and a
+// write.
+func (s *Store) updateFrom(ctx context.Context, key string, absent bool, fn func(r *Record, now time.Time) (bool, error)) (Record, error) {
 	for range maxAttempts {
-		r, rev, err := s.Get(ctx, key)
-		if err != nil && !errors.Is(err, ErrNotFound) {
+		var (
+			r   Record
+			rev uint64
+			err error
+		)
+		if absent {
+			absent = false
+		} else if r, rev, err = s.Get(ctx, key); err != nil && !errors.Is(err, ErrNotFound) {
 			return Record{}, err
 		}
 		now := s.now().UTC()
@@ -234,7 +249,10 @@ func (s *Store) step(ctx context.Context, a Acceptance, st State) error {
 			return err
 		}
 	}
-	_, err := s.update(ctx, key, func(r *Record, now time.Time) (bool, error) {
+	// A job of an HR event (its id in the hr: namespace) or a scheduled
+	// one was noted before it runs; any other is most likely new here.
+	absent := st == Running && !strings.HasPrefix(a.JobID, "hr:") && a.DueAt.IsZero() && a.User == nil
+	_, err := s.updateFrom(ctx, key, absent, func(r *Record, now time.Time) (bool, error) {
 		return applyStep(r, a, st, now), nil
 	})
 	if err == nil && a.HRSource != "" && a.EventID != "" {
