@@ -160,6 +160,13 @@ type Job struct {
 	// Time is the job's time (bounded as the contract says); it travels in
 	// Mfa-Job-Time when the job is re-published.
 	Time time.Time
+	// Unseen says that no earlier delivery of the job id can have reached
+	// the guard: the delivery created the job's ledger record, and the
+	// message is not one the guard re-published (HeaderGuard). Admit then
+	// does not look for a held record first: a held job's redelivery finds
+	// its ledger record, a released or discarded one carries HeaderGuard,
+	// and past the limit the held record's create still finds one.
+	Unseen bool
 }
 
 // Held is a held job as stored in MFA_GUARD.
@@ -348,14 +355,16 @@ func (g *Guard) Admit(ctx context.Context, j Job, now time.Time) (Decision, erro
 	if !Guarded(j.Type) {
 		return Run, nil
 	}
-	h, err := g.get(ctx, HeldKey(j.Source, j.ID))
-	if err != nil {
-		return Undecided, err
-	}
-	if h != nil {
-		// Held before: decided by an operator, or a redelivery after a
-		// worker died between the hold and the ack.
-		return g.decided(ctx, h, now)
+	if !j.Unseen {
+		h, err := g.get(ctx, HeldKey(j.Source, j.ID))
+		if err != nil {
+			return Undecided, err
+		}
+		if h != nil {
+			// Held before: decided by an operator, or a redelivery after a
+			// worker died between the hold and the ack.
+			return g.decided(ctx, h, now)
+		}
 	}
 	if g.cfg.Limit <= 0 {
 		return Run, nil
@@ -390,7 +399,7 @@ func (g *Guard) Admit(ctx context.Context, j Job, now time.Time) (Decision, erro
 	}
 	// Past the limit or tripped: store the job first, then trip the
 	// source, so that a trip is cleared only once no held job is left.
-	h, err = g.store(ctx, j, now)
+	h, err := g.store(ctx, j, now)
 	if err != nil {
 		return Undecided, err
 	}

@@ -678,3 +678,31 @@ func TestHeldGaugeFollowsThroughANATSRestart(t *testing.T) {
 	waitFor(3)
 	t.Logf("gauge caught up %v after the restart", time.Since(restarted))
 }
+
+// TestAnUnseenJobSkipsTheReadNotTheHold: a job whose delivery created its
+// ledger record is admitted without looking for a held record first; a
+// held record of the same id is still found when the limit is reached
+// (its create fails and the record's decision is answered), so an unseen
+// flag never runs a held job past the limit.
+func TestAnUnseenJobSkipsTheReadNotTheHold(t *testing.T) {
+	js := startServer(t).client(t)
+	g := newGuard(t, js, 1)
+	unseen := func(id string) guard.Job { j := offboard(id, "s"); j.Unseen = true; return j }
+	want(t, g, unseen("a"), t0, guard.Run)
+	want(t, g, unseen("b"), t0, guard.Hold)
+	// b again as if unseen (its ledger record gone): still held.
+	want(t, g, unseen("b"), t0.Add(time.Minute), guard.Hold)
+	if _, err := g.Release(context.Background(), guard.Filter{JobID: "b"}, guard.Operator{By: "ops", Reason: "r"}, t0.Add(2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	// Released: a is still counted, so b's create finds the record and
+	// answers its decision, seen or not.
+	want(t, g, unseen("b"), t0.Add(3*time.Minute), guard.Released)
+	want(t, g, offboard("b", "s"), t0.Add(3*time.Minute), guard.Released)
+	// Off (limit 0), an unseen job runs without a read; a seen one finds
+	// its hold.
+	want(t, g, unseen("c"), t0.Add(3*time.Minute), guard.Hold)
+	off := newGuard(t, js, 0)
+	want(t, off, unseen("d"), t0.Add(3*time.Minute), guard.Run)
+	want(t, off, offboard("c", "s"), t0.Add(3*time.Minute), guard.Hold)
+}

@@ -40,9 +40,12 @@ func (x *executor) admit(ctx context.Context, t *task) (end ending, ok bool) {
 	if x.blast == nil || !guard.Guarded(j.Type) {
 		return ending{}, true
 	}
+	t.mu.Lock()
+	unseen := t.firstClaim && t.msg.Headers().Get(guard.HeaderGuard) == ""
+	t.mu.Unlock()
 	d, err := x.blast.Admit(ctx, guard.Job{
 		ID: j.ID, Type: j.Type, Source: j.Source, UserID: j.UserID, CorrelationID: j.CorrelationID,
-		Body: t.msg.Data(), Header: t.msg.Headers(), Time: t.jobTime,
+		Body: t.msg.Data(), Header: t.msg.Headers(), Time: t.jobTime, Unseen: unseen,
 	}, time.Now())
 	switch d {
 	case guard.Run, guard.Released:

@@ -293,7 +293,7 @@ func (x *executor) take(ctx context.Context, t *task, rec ledger.Record, from *l
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.claim = &ledger.Entry{Record: rec, Revision: rev}
+	t.claim, t.firstClaim = &ledger.Entry{Record: rec, Revision: rev}, from == nil
 	return nil
 }
 

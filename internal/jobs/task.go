@@ -34,6 +34,9 @@ type task struct {
 	mu      sync.Mutex
 	lockRev uint64 // 0: the user's lock is not held
 	claim   *ledger.Entry
+	// firstClaim: this delivery created the job id's ledger record (no
+	// earlier delivery of the id claimed it within the ledger's TTL).
+	firstClaim bool
 }
 
 func (x *executor) newTask(msg jetstream.Msg) *task {
