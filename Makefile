@@ -17,7 +17,7 @@ NATS_IMAGE ?= mfa-nats:$(NATS_VERSION)
 NATS_VERSION := $(shell $(GO) list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)
 REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all build build-dev image-dev bench-peers test test-unit test-browser test-dashboards fuzz lint run clean image image-nats image-smoke rules compose-config compose-images compose-secrets compose-smoke compose-smoke-cluster test-containers bench
+.PHONY: all build build-dev image-dev bench-peers test test-unit test-browser test-dashboards fuzz lint run clean image image-nats image-smoke rules compose-config compose-images compose-secrets compose-smoke compose-smoke-cluster test-containers need-prometheus bench
 
 all: lint test
 
@@ -132,9 +132,13 @@ bench-peers:
 		-args -report $(CURDIR)/docs/benchmarks.md
 
 ## test-containers: the fault suite (NATS in containers built here, the worker as host processes).
-test-containers: build image-nats
+## Scenario h runs a real Prometheus (Debian's prometheus package, checked first).
+test-containers: need-prometheus build image-nats
 	TESTCONTAINERS_RYUK_DISABLED=true MFA_NATS_IMAGE=$(NATS_IMAGE) \
 		$(GO) test -tags containers -count=1 -timeout 25m -v ./test/containers/ 2>&1 | tee bin/containers.log | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|harness_test.go|scenarios_test.go'; exit $${PIPESTATUS[0]}
+
+need-prometheus:
+	@command -v prometheus >/dev/null || { echo "make test-containers runs a real Prometheus: apt-get install prometheus"; exit 1; }
 
 ## rules: promtool checks and unit tests of the alert rules, the Prometheus
 ## configs (compose, cluster, and local: each with its rule file), the

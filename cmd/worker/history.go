@@ -10,7 +10,6 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode/utf8"
 
 	"github.com/mfa-worker/mfa-worker/internal/history"
 	"github.com/mfa-worker/mfa-worker/internal/job"
@@ -91,7 +90,7 @@ func writeHistory(w io.Writer, format string, es []history.Entry) error {
 				strconv.FormatInt(e.UserID, 10), sel.Email, sel.Username, sel.ExternalID,
 				strconv.Itoa(e.Attempts), strconv.FormatInt(e.DurationMS, 10), e.CorrelationID, e.Source}
 			for i := range row {
-				row[i] = cellSafe(escapeControls(row[i]))
+				row[i] = cellSafe(history.EscapeControls(row[i]))
 			}
 			_ = cw.Write(row)
 		}
@@ -101,9 +100,9 @@ func writeHistory(w io.Writer, format string, es []history.Entry) error {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "FINISHED\tTYPE\tOUTCOME\tCODE\tJOB ID\tATTEMPTS\tDURATION\tCORRELATION ID\tSOURCE")
 		for _, e := range es {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", stamp(e.FinishedAt), escapeControls(e.Type), escapeControls(e.Outcome),
-				dash(escapeControls(codeCell(e))), escapeControls(e.JobID), e.Attempts, time.Duration(e.DurationMS)*time.Millisecond,
-				dash(escapeControls(e.CorrelationID)), dash(escapeControls(e.Source)))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", stamp(e.FinishedAt), history.EscapeControls(e.Type), history.EscapeControls(e.Outcome),
+				dash(history.EscapeControls(e.DisplayCode())), history.EscapeControls(e.JobID), e.Attempts, time.Duration(e.DurationMS)*time.Millisecond,
+				dash(history.EscapeControls(e.CorrelationID)), dash(history.EscapeControls(e.Source)))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -111,20 +110,6 @@ func writeHistory(w io.Writer, format string, es []history.Entry) error {
 		_, err := fmt.Fprintf(w, "%d result(s), newest first\n", len(es))
 		return err
 	}
-}
-
-// codeCell is an entry's error code, and for a job a cancel ended, who
-// cancelled it: "cancelled by ID" (the operators' bare cancel) or
-// "cancelled by ID (scope S)".
-func codeCell(e history.Entry) string {
-	if e.CancelledBy == "" {
-		return e.ErrorCode
-	}
-	c := e.ErrorCode + " by " + e.CancelledBy
-	if e.CancelScope != "" {
-		c += " (scope " + e.CancelScope + ")"
-	}
-	return c
 }
 
 func stamp(t time.Time) string {
@@ -139,53 +124,6 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// escapeControls writes the control characters (C0, DEL, C1) and the
-// bidirectional controls of a value a publisher chose as Go escapes
-// (\x1b, \u202e), so that printing it can neither drive the terminal
-// (clear the screen, move the cursor, forge a line) nor reorder the line.
-// The worker rejects such jobs; entries written before it did, or by
-// anything else, are still printed safely. Backslashes are doubled so that
-// an escape is never ambiguous.
-func escapeControls(s string) string {
-	clean := true
-	for _, r := range s {
-		if r == '\\' || r == utf8.RuneError || isControl(r) {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return s
-	}
-	var b strings.Builder
-	for i, r := range s {
-		switch {
-		case r == '\\':
-			b.WriteString(`\\`)
-		case r == utf8.RuneError:
-			if _, size := utf8.DecodeRuneInString(s[i:]); size == 1 {
-				fmt.Fprintf(&b, `\x%02x`, s[i])
-			} else {
-				b.WriteRune(r)
-			}
-		case r < 0x80 && isControl(r):
-			fmt.Fprintf(&b, `\x%02x`, r)
-		case isControl(r):
-			fmt.Fprintf(&b, `\u%04x`, r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
-}
-
-// isControl: C0, DEL, C1, and the bidirectional controls (ALM, LRM, RLM,
-// U+202A..U+202E, U+2066..U+2069).
-func isControl(r rune) bool {
-	return r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == 0x061c || r == 0x200e || r == 0x200f ||
-		(r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)
 }
 
 // cellSafe keeps a value a publisher chose (a job id, a correlation id) from

@@ -90,7 +90,7 @@ func TestHistoryEscapesControlCharacters(t *testing.T) {
 		}
 		out := b.String()
 		for _, r := range out {
-			if r != '\n' && isControl(r) {
+			if r != '\n' && history.IsControl(r) {
 				t.Errorf("%s: printed U+%04X raw:\n%q", format, r, out)
 			}
 		}
@@ -109,7 +109,7 @@ func TestHistoryEscapesControlCharacters(t *testing.T) {
 		CancelledBy: "c-1", CancelScope: "hr.cloudevents"}}); err != nil || !strings.Contains(b.String(), "cancelled by c-1 (scope hr.cloudevents)") {
 		t.Errorf("who cancelled is not shown (%v):\n%s", err, b.String())
 	}
-	if got := escapeControls("hr.scim café"); got != "hr.scim café" {
+	if got := history.EscapeControls("hr.scim café"); got != "hr.scim café" {
 		t.Errorf("a printable value changed: %q", got)
 	}
 }

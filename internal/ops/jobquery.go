@@ -37,9 +37,16 @@ type JobState struct {
 	DueAt *time.Time `json:"due_at,omitempty"`
 	// Result is a finished job's result event.
 	Result json.RawMessage `json:"result,omitempty"`
-	// CancelledBy is set on an unknown job that a cancel already waits
-	// for: when it arrives, it ends cancelled.
-	CancelledBy string `json:"cancelled_by,omitempty"`
+	// CancelledBy and CancelScope are set on an unknown job that a cancel
+	// already waits for (a tombstone in the ledger): the cancel's id and
+	// its scope (empty: the operators' bare mfa.jobs.cancel, which binds
+	// any job; else it binds only a job whose source is the scope). When
+	// the job arrives, the first waiting cancel that binds it ends it
+	// cancelled. MoreCancels are the further cancels waiting for it, of
+	// other scopes, first come first.
+	CancelledBy string          `json:"cancelled_by,omitempty"`
+	CancelScope string          `json:"cancel_scope,omitempty"`
+	MoreCancels []WaitingCancel `json:"more_cancels,omitempty"`
 	// Attempts, LastErrorCode and NextRetryAt are set on a running job
 	// whose last delivery failed and waits for a retry: the deliveries
 	// so far, the error code that made it retry, and when it is delivered
@@ -49,6 +56,13 @@ type JobState struct {
 	NextRetryAt   *time.Time `json:"next_retry_at,omitempty"`
 	// HeldSince is when the guard held the job (state held).
 	HeldSince *time.Time `json:"held_since,omitempty"`
+}
+
+// WaitingCancel is a cancel waiting in the ledger for a job that has not
+// arrived: its id and its scope.
+type WaitingCancel struct {
+	CancelledBy string `json:"cancelled_by"`
+	CancelScope string `json:"cancel_scope,omitempty"`
 }
 
 type jobRequest struct {
@@ -138,7 +152,14 @@ func LookupJobHeld(ctx context.Context, l ledgerReader, sr scheduleReader, hl He
 	case ledger.Finished:
 		s.State, s.Result = JobFinished, e.Result
 	default: // a tombstone
-		s.State, s.CancelledBy = JobUnknown, e.CancelledBy
+		s.State = JobUnknown
+		for i, c := range e.Cancels() {
+			if i == 0 {
+				s.CancelledBy, s.CancelScope = c.By, c.Scope
+				continue
+			}
+			s.MoreCancels = append(s.MoreCancels, WaitingCancel{CancelledBy: c.By, CancelScope: c.Scope})
+		}
 	}
 	return s, nil
 }

@@ -353,7 +353,7 @@ func rows(es []history.Entry, n int, withContext bool) [][]string {
 	var out [][]string
 	for i := len(es) - 1; i >= 0 && len(out) < n; i-- {
 		e := es[i]
-		code := e.ErrorCode
+		code := history.EscapeControls(e.DisplayCode())
 		if code == "" {
 			code = "–"
 		}

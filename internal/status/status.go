@@ -133,7 +133,10 @@ func New(cfg Config, deps Deps) (http.Handler, error) {
 		"stamp": func(t time.Time) string { return stampUTC(t) },
 		"ms":    func(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() },
 		"short": shortID,
-		"sh":    shellQuote,
+		// code is a result's error code and who cancelled it, as
+		// `worker history` prints it, its control characters escaped.
+		"code": func(e history.Entry) string { return history.EscapeControls(e.DisplayCode()) },
+		"sh":   shellQuote,
 		"dash": func(s string) string {
 			if s == "" {
 				return "–"

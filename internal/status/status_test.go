@@ -2,6 +2,7 @@ package status_test
 
 import (
 	"context"
+	"encoding/json"
 	"html"
 	"io"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mfa-worker/mfa-worker/internal/authlimit"
+	"github.com/mfa-worker/mfa-worker/internal/history"
 	"github.com/mfa-worker/mfa-worker/internal/status"
 	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
@@ -305,5 +307,64 @@ func TestWrongPasswordsThrottled(t *testing.T) {
 	}
 	if failures != 300 {
 		t.Errorf("%d failures reported, want 300 (5 wrong, 295 throttled)", failures)
+	}
+}
+
+// A cancelled job says who cancelled it and with what scope, as `worker
+// history` does, in the recent results and in the person's history; a
+// value holding control characters is shown escaped.
+func TestCancelledJobsSayWhoCancelled(t *testing.T) {
+	f := newFixture(t, status.Config{})
+	ctx := context.Background()
+	store := history.New(f.js)
+	cases := []struct {
+		id, by, scope, want string
+	}{
+		{"hr:cloudevents:evt-9:person-left", "hr:cloudevents:evt-10:termination-moved-cancel", "hr.cloudevents",
+			"cancelled by hr:cloudevents:evt-10:termination-moved-cancel (scope hr.cloudevents)"},
+		{"ops-offboard-7", "ops-cancel-7", "", "cancelled by ops-cancel-7"},
+		{"forged-offboard-8", "c-8\x1b[2J", "hr.x\u202eevil\r\nline", `cancelled by c-8\x1b[2J (scope hr.x\u202eevil\x0d\x0aline)`},
+	}
+	for i, c := range cases {
+		data := map[string]any{"cancelled_by": c.by}
+		if c.scope != "" {
+			data["cancel_scope"] = c.scope
+		}
+		b, err := json.Marshal(map[string]any{
+			"job_id": c.id, "type": "offboard", "user_id": person, "outcome": "cancelled", "attempts": 1,
+			"started_at": fixedNow.Add(time.Duration(i) * time.Minute), "finished_at": fixedNow.Add(time.Duration(i) * time.Minute),
+			"source": "hr.cloudevents", "error": map[string]any{"code": "cancelled", "message": "m"}, "data": data,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.js.Publish(ctx, "mfa.results.offboard.cancelled", b, jetstream.WithMsgID(c.id+":result")); err != nil {
+			t.Fatal(err)
+		}
+		e, err := history.EntryFromResult(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Append(ctx, e, c.id+":result"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, _, page := get(t, f.srv.URL+"/status?user="+strconv.Itoa(person)+"&by=user_id")
+	for _, c := range cases {
+		for _, table := range []string{"data-recent", "data-history"} {
+			row := regexp.MustCompile(`<tr ` + table + `="` + regexp.QuoteMeta(html.EscapeString(c.id)) + `">.*</tr>`).FindString(page)
+			if row == "" {
+				t.Errorf("%s: no %s row", c.id, table)
+				continue
+			}
+			if !strings.Contains(row, `<td class="code">`+html.EscapeString(c.want)+`</td>`) {
+				t.Errorf("%s: the %s row does not say %q:\n%s", c.id, table, c.want, row)
+			}
+		}
+	}
+	for _, r := range page {
+		if r != '\n' && history.IsControl(r) {
+			t.Errorf("the page holds U+%04X raw", r)
+		}
 	}
 }

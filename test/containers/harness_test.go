@@ -286,13 +286,35 @@ func (w *world) workerEnv(extra ...string) []string {
 
 func (w *world) startWorker(name string, extra ...string) *workerProc {
 	w.t.Helper()
+	return w.startProc(name, "run", w.workerEnv(extra...))
+}
+
+// startIngest starts `worker ingest` as a host process on the world's NATS
+// with the settings in extra (source secret files, WORKER_RULES,
+// INGEST_HTTP_ADDR).
+func (w *world) startIngest(name string, extra ...string) *workerProc {
+	w.t.Helper()
+	env := []string{
+		"NATS_URL=" + w.natsURL,
+		"WORKER_HTTP_ADDR=127.0.0.1:0",
+		"WORKER_LOG_LEVEL=info",
+		"PATH=" + os.Getenv("PATH"),
+	}
+	return w.startProc(name, "ingest", append(env, extra...))
+}
+
+// startProc runs `worker <command>` with env, its output in a log file
+// whose last lines a failed test prints; the test's cleanup ends it with
+// SIGTERM.
+func (w *world) startProc(name, command string, env []string) *workerProc {
+	w.t.Helper()
 	logPath := filepath.Join(os.TempDir(), fmt.Sprintf("mfa-%s-%s-%d.log", strings.ReplaceAll(w.t.Name(), "/", "_"), name, time.Now().UnixNano()))
 	f, err := os.Create(logPath)
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	cmd := exec.Command(workerBin, "run")
-	cmd.Env = w.workerEnv(extra...)
+	cmd := exec.Command(workerBin, command)
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		w.t.Fatal(err)
