@@ -132,16 +132,19 @@ func New(cfg Config, deps Deps) (http.Handler, error) {
 		"deref": func(p *float64) float64 { return *p },
 		"stamp": func(t time.Time) string { return stampUTC(t) },
 		"ms":    func(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() },
-		"short": shortID,
+		// short, dash and esc show a stored string with its control
+		// characters escaped, as `worker history` prints them.
+		"short": func(s string) string { return shortID(history.EscapeControls(s)) },
+		"esc":   history.EscapeControls,
 		// code is a result's error code and who cancelled it, as
-		// `worker history` prints it, its control characters escaped.
-		"code": func(e history.Entry) string { return history.EscapeControls(e.DisplayCode()) },
+		// `worker history` prints it (dash escapes its control characters).
+		"code": func(e history.Entry) string { return e.DisplayCode() },
 		"sh":   shellQuote,
 		"dash": func(s string) string {
 			if s == "" {
 				return "–"
 			}
-			return s
+			return history.EscapeControls(s)
 		},
 	}).Parse(pageHTML)
 	if err != nil {

@@ -1,6 +1,7 @@
 package status_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"html"
@@ -318,12 +319,12 @@ func TestCancelledJobsSayWhoCancelled(t *testing.T) {
 	ctx := context.Background()
 	store := history.New(f.js)
 	cases := []struct {
-		id, by, scope, want string
+		id, by, scope, want, source, corr string
 	}{
 		{"hr:cloudevents:evt-9:person-left", "hr:cloudevents:evt-10:termination-moved-cancel", "hr.cloudevents",
-			"cancelled by hr:cloudevents:evt-10:termination-moved-cancel (scope hr.cloudevents)"},
-		{"ops-offboard-7", "ops-cancel-7", "", "cancelled by ops-cancel-7"},
-		{"forged-offboard-8", "c-8\x1b[2J", "hr.x\u202eevil\r\nline", `cancelled by c-8\x1b[2J (scope hr.x\u202eevil\x0d\x0aline)`},
+			"cancelled by hr:cloudevents:evt-10:termination-moved-cancel (scope hr.cloudevents)", "", ""},
+		{"ops-offboard-7", "ops-cancel-7", "", "cancelled by ops-cancel-7", "", ""},
+		{"forged-offboard-8", "c-8\x1b[2J", "hr.x\u202eevil\r\nline", `cancelled by c-8\x1b[2J (scope hr.x\u202eevil\x0d\x0aline)`, "hr.x\x1b[2J", "corr\u202e-9\r\n"},
 	}
 	for i, c := range cases {
 		data := map[string]any{"cancelled_by": c.by}
@@ -333,7 +334,7 @@ func TestCancelledJobsSayWhoCancelled(t *testing.T) {
 		b, err := json.Marshal(map[string]any{
 			"job_id": c.id, "type": "offboard", "user_id": person, "outcome": "cancelled", "attempts": 1,
 			"started_at": fixedNow.Add(time.Duration(i) * time.Minute), "finished_at": fixedNow.Add(time.Duration(i) * time.Minute),
-			"source": "hr.cloudevents", "error": map[string]any{"code": "cancelled", "message": "m"}, "data": data,
+			"source": cmp.Or(c.source, "hr.cloudevents"), "correlation_id": c.corr, "error": map[string]any{"code": "cancelled", "message": "m"}, "data": data,
 		})
 		if err != nil {
 			t.Fatal(err)
