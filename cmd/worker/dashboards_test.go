@@ -14,11 +14,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -95,10 +93,6 @@ func grafanaVars(expr string) string {
 // intervals changed.
 func startPrometheus(t *testing.T, target string) string {
 	t.Helper()
-	bin, err := exec.LookPath("prometheus")
-	if err != nil {
-		t.Fatal("prometheus is not installed (Debian's prometheus package; .ci/run installs it)")
-	}
 	cfg, err := os.ReadFile("../../deploy/prometheus/prometheus.local.yml")
 	if err != nil {
 		t.Fatal(err)
@@ -125,30 +119,7 @@ func startPrometheus(t *testing.T, target string) string {
 	if err := os.WriteFile(filepath.Join(dir, "alerts.yml"), rules, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	logs := &testenv.SyncBuffer{}
-	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("prometheus:\n%s", logs.String())
-		}
-	})
-	u := "http://" + addr
-	if err := testenv.WaitHTTP(u+"/-/ready", 60*time.Second); err != nil {
-		t.Fatalf("prometheus: %v\n%s", err, logs.String())
-	}
+	u, _ := testenv.Prometheus(t, dir, filepath.Join(dir, "prometheus.yml"))
 	return u
 }
 

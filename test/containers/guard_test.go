@@ -242,7 +242,7 @@ func TestGuardHoldsAMisfiringSync(t *testing.T) {
 		rule    = "scim-deactivated"
 		alert   = "MfaOffboardsHeld"
 	)
-	promBin := prometheusBin(t)
+	needPrometheus(t)
 	people := make([]simulator.DirectoryUser, total)
 	userOf := map[string]int64{} // external id -> OneLogin user id
 	for i := range total {
@@ -290,7 +290,7 @@ func TestGuardHoldsAMisfiringSync(t *testing.T) {
 
 	// Prometheus scrapes the replica that survives; its alert is watched
 	// from now on, beside the rest of the scenario.
-	prom := startPrometheus(t, promBin, httpAddr)
+	prom := startPrometheus(t, httpAddr)
 	type seen struct {
 		a   *promAlert
 		err error

@@ -25,22 +25,20 @@ type promServer struct {
 	url string
 }
 
-// prometheusBin finds Debian's prometheus, or ends the test saying how to
-// install it.
-func prometheusBin(t *testing.T) string {
+// needPrometheus ends the test at once, saying how to install it, when
+// Debian's prometheus is missing (before a long scenario, not after).
+func needPrometheus(t *testing.T) {
 	t.Helper()
-	bin, err := exec.LookPath("prometheus")
-	if err != nil {
+	if _, err := exec.LookPath("prometheus"); err != nil {
 		t.Fatal("prometheus is not installed: apt-get install prometheus (Debian's package, which also gives promtool; .ci/run installs it)")
 	}
-	return bin
 }
 
 // startPrometheus runs Debian's prometheus (the package that also gives
 // promtool) with a config of its own: target scraped every second, the
 // rules of deploy/prometheus/alerts.yml, unchanged, evaluated every second,
 // and a storage directory of the test's.
-func startPrometheus(t *testing.T, bin, target string) *promServer {
+func startPrometheus(t *testing.T, target string) *promServer {
 	t.Helper()
 	rules, err := filepath.Abs(alertRules)
 	if err != nil {
@@ -61,25 +59,8 @@ scrape_configs:
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	logs := &testenv.SyncBuffer{}
-	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("prometheus:\n%s", logs.String())
-		}
-	})
-	p := &promServer{url: "http://" + addr}
-	if err := testenv.WaitHTTP(p.url+"/-/ready", 60*time.Second); err != nil {
-		t.Fatalf("prometheus: %v\n%s", err, logs.String())
-	}
+	url, logs := testenv.Prometheus(t, dir, filepath.Join(dir, "prometheus.yml"))
+	p := &promServer{url: url}
 	// The rule file loaded: its groups are listed (a file Prometheus
 	// cannot read leaves none).
 	var rs struct {
