@@ -15,6 +15,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/ops"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
@@ -87,7 +88,7 @@ func TestTimeline(t *testing.T) {
 	nb2 := time.Now().Add(4 * time.Second)
 	e.publish("offboard", timedBody("off-1", "offboard", leaver, nil, map[string]time.Time{"not_before": nb1}), "off-1")
 	e.publish("offboard", timedBody("off-2", "offboard", moved, nil, map[string]time.Time{"not_before": nb2}), "off-2")
-	waitUntil(t, 2*time.Second, func() bool {
+	testenv.Eventually(t, 2*time.Second, func() bool {
 		return e.jobState("off-1").State == ops.JobScheduled && e.jobState("off-2").State == ops.JobScheduled
 	}, func() string { return fmt.Sprintf("states %+v %+v", e.jobState("off-1"), e.jobState("off-2")) })
 	if s := e.jobState("off-1"); !s.DueAt.Equal(jobs.DueAt(nb1)) || s.DueAt.Before(nb1) || s.DueAt.Sub(nb1) >= time.Second {
@@ -95,7 +96,7 @@ func TestTimeline(t *testing.T) {
 	}
 	// The ledger shows the job scheduled a moment before its message is
 	// acked (the schedule is published in between).
-	waitUntil(t, 2*time.Second, func() bool { return e.ackPending() == 0 }, func() string {
+	testenv.Eventually(t, 2*time.Second, func() bool { return e.ackPending() == 0 }, func() string {
 		return fmt.Sprintf("ack pending %d while jobs are scheduled", e.ackPending())
 	})
 	e.publish("cancel", timedBody("cancel-2", "cancel", 0, map[string]any{"job_id": "off-2"}, nil), "cancel-2")
@@ -260,7 +261,7 @@ func TestScheduledGauge(t *testing.T) {
 	}
 	gauge := func(want float64) {
 		t.Helper()
-		waitUntil(t, 12*time.Second, func() bool { return testutil.ToFloat64(e.m.ScheduledGauge("enroll")) == want }, func() string {
+		testenv.Eventually(t, 12*time.Second, func() bool { return testutil.ToFloat64(e.m.ScheduledGauge("enroll")) == want }, func() string {
 			return fmt.Sprintf("mfa_jobs_scheduled{enroll} = %v, want %v", testutil.ToFloat64(e.m.ScheduledGauge("enroll")), want)
 		})
 	}
