@@ -123,27 +123,16 @@ func TestIngestCommand(t *testing.T) {
 	t.Setenv("WORKER_HTTP_ADDR", metricsAddr)
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	var logs bytes.Buffer
-	go func() { done <- cmdIngest(cctx, nil, &logs) }()
+	logs := &testenv.SyncBuffer{}
+	go func() { done <- cmdIngest(cctx, nil, logs) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("ingest: %v", err)
 		}
 	}()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("never ready: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := testenv.WaitHTTP("http://"+addr+"/readyz", 15*time.Second); err != nil {
+		t.Fatalf("%v; logs:\n%s", err, logs.String())
 	}
 	body := []byte(`{"companyId":1,"type":"employee.left","triggeredAt":"` + time.Now().UTC().Format(time.RFC3339) + `","version":"v2","data":{"employeeId":"77"}}`)
 	mac := hmac.New(sha512.New, []byte("hibob-secret"))
@@ -160,18 +149,14 @@ func TestIngestCommand(t *testing.T) {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
 	st, _ := js.Stream(ctx, "JOBS")
+	var m *jetstream.RawStreamMsg
+	testenv.Eventually(t, 15*time.Second, func() bool {
+		var err error
+		m, err = st.GetMsg(ctx, 1)
+		return err == nil
+	}, func() string { return "no job; logs:\n" + logs.String() })
 	var job map[string]any
-	for {
-		m, err := st.GetMsg(ctx, 1)
-		if err == nil {
-			_ = json.Unmarshal(m.Data, &job)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no job; logs:\n%s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	_ = json.Unmarshal(m.Data, &job)
 	if job["type"] != "offboard" || job["user"].(map[string]any)["external_id"] != "77" {
 		t.Errorf("job %v", job)
 	}
