@@ -70,12 +70,13 @@ type IngestConfig struct {
 // DefaultIngestConfig is `worker ingest`'s configuration when nothing is
 // set.
 func DefaultIngestConfig() IngestConfig {
+	w, d := DefaultConfig(), ingest.DefaultConfig()
 	return IngestConfig{
-		Addr: ":8480", HTTPAddr: ":9464", LogLevel: "info",
-		StreamReplicas: 1, Concurrency: 4, EventsMaxAge: 30 * 24 * time.Hour,
+		Addr: d.Addr, HTTPAddr: w.HTTPAddr, LogLevel: w.LogLevel,
+		StreamReplicas: d.Topology.Replicas, Concurrency: d.Concurrency, EventsMaxAge: d.Topology.EventsMaxAge,
 		Timezone: "UTC", DateOnly: "end_of_day",
-		MaxConnections: 4096, BodyBytesInFlight: 8 << 20, AuthFailureBudget: 20,
-		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 30 * time.Second,
+		MaxConnections: d.MaxConnections, BodyBytesInFlight: int(d.BodyBytesInFlight), AuthFailureBudget: d.AuthFailureBudget,
+		ReadTimeout: d.ReadTimeout, WriteTimeout: d.WriteTimeout, IdleTimeout: d.IdleTimeout,
 	}
 }
 
