@@ -68,6 +68,35 @@ func TestIngestReportsEveryBadSetting(t *testing.T) {
 	}
 }
 
+// TestIngestChecksOnce: ingestConfig only parses, so a secret file that
+// cannot be read and a concurrency out of range pass it; app.RunIngest
+// validates and loads once and reports every problem at once.
+func TestIngestChecksOnce(t *testing.T) {
+	ingestEnv(t)
+	t.Setenv("INGEST_HIBOB_SECRET_FILE", "/nonexistent/hibob")
+	t.Setenv("INGEST_CONCURRENCY", "0")
+	cfg, err := ingestConfig([]string{"--addr", "127.0.0.1:0"})
+	if err != nil {
+		t.Fatalf("ingestConfig validated or loaded: %v", err)
+	}
+	if cfg.HiBobSecretFile != "/nonexistent/hibob" || cfg.Concurrency != 0 || cfg.Addr != "127.0.0.1:0" {
+		t.Fatalf("config = %+v", cfg)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"ingest"}, &stdout, &stderr); code != 2 {
+		t.Errorf("exit %d, want 2; stderr:\n%s", code, stderr.String())
+	}
+	out := stderr.String()
+	for _, want := range []string{"NATS_URL", "INGEST_CONCURRENCY", "INGEST_HIBOB_SECRET_FILE"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(strings.TrimSpace(out), "\n") + 1; n != 3 {
+		t.Errorf("%d lines, want 3:\n%s", n, out)
+	}
+}
+
 // TestRulesTestCommand: the golden sample through the command, and exit 1
 // on a rule error.
 func TestRulesTestCommand(t *testing.T) {
