@@ -160,24 +160,6 @@ func queryRange(promURL, expr string, from time.Time) (int, error) {
 	return n, nil
 }
 
-// waitProm waits until expr returns data.
-func waitProm(promURL, expr string, from time.Time, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		n, err := queryRange(promURL, expr, from)
-		if err != nil {
-			return fmt.Errorf("%s: %w", expr, err)
-		}
-		if n > 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: no data after %v", expr, timeout)
-		}
-		time.Sleep(200 * time.Millisecond) // Prometheus scrapes every second
-	}
-}
-
 // signedCloudEvent posts a CloudEvent signed with the secret dev wrote.
 func signedCloudEvent(t *testing.T, ingestURL, dataDir, body string) (int, string) {
 	t.Helper()
@@ -238,9 +220,14 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 	from := time.Now()
 	// Prometheus sees every counter at 0 before the workload, so that rate
 	// and increase see the first increments.
-	if err := waitProm(promURL, `count_over_time(up{job="mfa-worker"}[1m]) >= 2 and up{job="mfa-worker"} == 1`, from, 60*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	const scraped = `count_over_time(up{job="mfa-worker"}[1m]) >= 2 and up{job="mfa-worker"} == 1`
+	testenv.Eventually(t, 60*time.Second, func() bool {
+		n, err := queryRange(promURL, scraped, from)
+		if err != nil {
+			t.Fatalf("%s: %v", scraped, err)
+		}
+		return n > 0
+	}, func() string { return scraped + ": no data" })
 
 	submit := func(want int, args ...string) []byte {
 		t.Helper()
@@ -291,12 +278,10 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 		t.Fatal(err)
 	}
 	var jo bytes.Buffer
-	if err := testenv.WaitFor(30*time.Second, func() bool {
+	testenv.Eventually(t, 30*time.Second, func() bool {
 		jo.Reset()
 		return run([]string{"job", "dash-dup"}, &jo, io.Discard) == 0 && strings.Contains(jo.String(), `"outcome"`)
-	}, func() string { return "job dash-dup: " + jo.String() }); err != nil {
-		t.Fatal(err)
-	}
+	}, func() string { return "job dash-dup: " + jo.String() })
 	if err := testenv.PublishOne(ctx, js, "offboard", body, "dash-dup-again"); err != nil {
 		t.Fatal(err)
 	}
@@ -324,8 +309,22 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 		delete(exprs, name)
 	}
 	missing := map[string]string{}
-	deadline := time.Now().Add(90 * time.Second)
-	for {
+	noData := func() string {
+		var names []string
+		for n, e := range missing {
+			names = append(names, n+": "+e)
+		}
+		sort.Strings(names)
+		return fmt.Sprintf("%d dashboard expressions return no data:\n  %s", len(names), strings.Join(names, "\n  "))
+	}
+	var asked time.Time
+	// The other checks below still run when this one fails.
+	if err := testenv.WaitFor(90*time.Second, func() bool {
+		// Prometheus scrapes every second: asking more often shows nothing new.
+		if time.Since(asked) < time.Second {
+			return false
+		}
+		asked = time.Now()
 		clear(missing)
 		for name, e := range exprs {
 			n, err := queryRange(promURL, grafanaVars(e), from)
@@ -336,18 +335,9 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 				missing[name] = e
 			}
 		}
-		if len(missing) == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(time.Second) // Prometheus scrapes every second
-	}
-	if len(missing) > 0 {
-		var names []string
-		for n, e := range missing {
-			names = append(names, n+": "+e)
-		}
-		sort.Strings(names)
-		t.Errorf("%d dashboard expressions return no data:\n  %s", len(names), strings.Join(names, "\n  "))
+		return len(missing) == 0
+	}, noData); err != nil {
+		t.Error(err)
 	}
 
 	for name, why := range unwired {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -18,9 +19,11 @@ func cmdIngest(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	level, err := parseLevel(strings.ToLower(cfg.LogLevel))
+	// An empty level is info; so is a bad one until app.RunIngest reports
+	// it, with every other problem, before anything is logged.
+	level, err := parseLevel(strings.ToLower(strings.TrimSpace(cfg.LogLevel)))
 	if err != nil {
-		return err
+		level = slog.LevelInfo
 	}
 	in, err := app.RunIngest(ctx, cfg, newLogger(stderr, true, level), prometheus.NewRegistry())
 	if err != nil {
@@ -30,12 +33,13 @@ func cmdIngest(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 // ingestConfig reads `worker ingest` flags, each defaulting to its
-// environment variable, then to app.DefaultIngestConfig, and validates
-// them: every bad setting is reported at once, one line each.
+// environment variable, then to app.DefaultIngestConfig. Validation and
+// the configuration's I/O (secret files, rules) happen once, in
+// app.RunIngest; only when a variable cannot be read are they done here
+// instead, so that it is reported with every other problem, one line each.
 func ingestConfig(args []string) (app.IngestConfig, error) {
 	fs := newFlagSet("ingest")
 	cfg := app.DefaultIngestConfig()
-	def := app.DefaultIngestConfig()
 	bindErr := bindSettings(fs, app.IngestSettings(&cfg), func(app.Setting) bool { return true })
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -43,10 +47,11 @@ func ingestConfig(args []string) (app.IngestConfig, error) {
 	if fs.NArg() > 0 {
 		return cfg, usageErr("ingest takes no arguments, got %q", fs.Args())
 	}
+	if bindErr == nil {
+		return cfg, nil
+	}
 	// An unreadable variable is reported once: validation sees its
 	// default instead.
-	var p config.Problems
-	p.Merge("", bindErr)
 	bad := map[string]bool{}
 	var es *config.Errors
 	var e *config.Error
@@ -58,19 +63,17 @@ func ingestConfig(args []string) (app.IngestConfig, error) {
 	case errors.As(bindErr, &e):
 		bad[e.Setting] = true
 	}
-	checked := cfg
+	checked, def := cfg, app.DefaultIngestConfig()
 	cur, defs := app.IngestSettings(&checked), app.IngestSettings(&def)
 	for i, s := range cur {
 		if bad[s.Env] {
 			copyValue(s.Value, defs[i].Value)
 		}
 	}
-	p.Merge("", checked.Validate())
-	p.Merge("", checked.Load())
-	if err := p.Err(); err != nil {
-		return cfg, err
-	}
-	return checked, nil
+	var p config.Problems
+	p.Merge("", bindErr)
+	p.Merge("", checked.Check())
+	return cfg, p.Err()
 }
 
 // copyValue sets the setting field dst to src's value (same types).

@@ -68,6 +68,35 @@ func TestIngestReportsEveryBadSetting(t *testing.T) {
 	}
 }
 
+// TestIngestChecksOnce: ingestConfig only parses, so a secret file that
+// cannot be read and a concurrency out of range pass it; app.RunIngest
+// validates and loads once and reports every problem at once.
+func TestIngestChecksOnce(t *testing.T) {
+	ingestEnv(t)
+	t.Setenv("INGEST_HIBOB_SECRET_FILE", "/nonexistent/hibob")
+	t.Setenv("INGEST_CONCURRENCY", "0")
+	cfg, err := ingestConfig([]string{"--addr", "127.0.0.1:0"})
+	if err != nil {
+		t.Fatalf("ingestConfig validated or loaded: %v", err)
+	}
+	if cfg.HiBobSecretFile != "/nonexistent/hibob" || cfg.Concurrency != 0 || cfg.Addr != "127.0.0.1:0" {
+		t.Fatalf("config = %+v", cfg)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"ingest"}, &stdout, &stderr); code != 2 {
+		t.Errorf("exit %d, want 2; stderr:\n%s", code, stderr.String())
+	}
+	out := stderr.String()
+	for _, want := range []string{"NATS_URL", "INGEST_CONCURRENCY", "INGEST_HIBOB_SECRET_FILE"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(strings.TrimSpace(out), "\n") + 1; n != 3 {
+		t.Errorf("%d lines, want 3:\n%s", n, out)
+	}
+}
+
 // TestRulesTestCommand: the golden sample through the command, and exit 1
 // on a rule error.
 func TestRulesTestCommand(t *testing.T) {
@@ -123,27 +152,16 @@ func TestIngestCommand(t *testing.T) {
 	t.Setenv("WORKER_HTTP_ADDR", metricsAddr)
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	var logs bytes.Buffer
-	go func() { done <- cmdIngest(cctx, nil, &logs) }()
+	logs := &testenv.SyncBuffer{}
+	go func() { done <- cmdIngest(cctx, nil, logs) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("ingest: %v", err)
 		}
 	}()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("never ready: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := testenv.WaitHTTP("http://"+addr+"/readyz", 15*time.Second); err != nil {
+		t.Fatalf("%v; logs:\n%s", err, logs.String())
 	}
 	body := []byte(`{"companyId":1,"type":"employee.left","triggeredAt":"` + time.Now().UTC().Format(time.RFC3339) + `","version":"v2","data":{"employeeId":"77"}}`)
 	mac := hmac.New(sha512.New, []byte("hibob-secret"))
@@ -160,18 +178,14 @@ func TestIngestCommand(t *testing.T) {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
 	st, _ := js.Stream(ctx, "JOBS")
+	var m *jetstream.RawStreamMsg
+	testenv.Eventually(t, 15*time.Second, func() bool {
+		var err error
+		m, err = st.GetMsg(ctx, 1)
+		return err == nil
+	}, func() string { return "no job; logs:\n" + logs.String() })
 	var job map[string]any
-	for {
-		m, err := st.GetMsg(ctx, 1)
-		if err == nil {
-			_ = json.Unmarshal(m.Data, &job)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no job; logs:\n%s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	_ = json.Unmarshal(m.Data, &job)
 	if job["type"] != "offboard" || job["user"].(map[string]any)["external_id"] != "77" {
 		t.Errorf("job %v", job)
 	}

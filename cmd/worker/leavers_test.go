@@ -130,7 +130,7 @@ func TestLeaversFallingThroughAreOpen(t *testing.T) {
 		return code, out.String(), errb.String()
 	}
 	var open map[string]leaver.Record
-	if err := testenv.WaitFor(20*time.Second, func() bool {
+	testenv.Eventually(t, 20*time.Second, func() bool {
 		code, out, _ := cmd("leavers", "--open", "--json")
 		if code != 0 {
 			return false
@@ -153,9 +153,7 @@ func TestLeaversFallingThroughAreOpen(t *testing.T) {
 		r7, _, err := st.Get(ctx, leaver.UserKey(7))
 		r8, _, err8 := st.Get(ctx, leaver.UserKey(8))
 		return err == nil && err8 == nil && (r7.State == leaver.Offboarded || r7.State == leaver.Verified) && (r8.State == leaver.Offboarded || r8.State == leaver.Verified)
-	}, func() string { return fmt.Sprintf("open records %+v, want reasons %v", open, want) }); err != nil {
-		t.Fatal(err)
-	}
+	}, func() string { return fmt.Sprintf("open records %+v, want reasons %v", open, want) })
 	if c := open[leaver.UserKey(5)].Cancellations; len(c) != 1 || c[0].By != "cancel-off-5" {
 		t.Errorf("the cancellation does not say who cancelled: %+v", c)
 	}
@@ -295,7 +293,7 @@ func publish(t *testing.T, js jetstream.JetStream, typ, body string) {
 
 func waitResult(t *testing.T, js jetstream.JetStream, jobID string) {
 	t.Helper()
-	if err := testenv.WaitFor(15*time.Second, func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		rs, err := testenv.Results(context.Background(), js)
 		if err != nil {
 			return false
@@ -306,9 +304,7 @@ func waitResult(t *testing.T, js jetstream.JetStream, jobID string) {
 			}
 		}
 		return false
-	}, func() string { return "no result of " + jobID }); err != nil {
-		t.Fatal(err)
-	}
+	}, func() string { return "no result of " + jobID })
 }
 
 // deadLetter copies an HR event to mfa.dlq.ingest as the ingest mapper

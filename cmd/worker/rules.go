@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -48,12 +49,8 @@ func cmdRules(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	if ic.Timezone == "" {
-		ic.Timezone = d.Timezone
-	}
-	if ic.DateOnly == "" {
-		ic.DateOnly = d.DateOnly
-	}
+	ic.Timezone = cmp.Or(ic.Timezone, d.Timezone)
+	ic.DateOnly = cmp.Or(ic.DateOnly, d.DateOnly)
 	times, settings, err := ic.RuleOptions()
 	if err != nil {
 		return err

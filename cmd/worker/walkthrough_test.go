@@ -359,12 +359,10 @@ func TestREADMEFirstHour(t *testing.T) {
 	}
 	// The offboard the event made runs and is in the person's history.
 	var hist bytes.Buffer
-	if err := testenv.WaitFor(20*time.Second, func() bool {
+	testenv.Eventually(t, 20*time.Second, func() bool {
 		hist.Reset()
 		return run([]string{"history", "--user", "42"}, &hist, io.Discard) == 0 && strings.Contains(hist.String(), "hr:cloudevents:")
-	}, func() string { return "history has no HR offboard:\n" + hist.String() }); err != nil {
-		t.Fatal(err)
-	}
+	}, func() string { return "history has no HR offboard:\n" + hist.String() })
 
 	// The status page command.
 	for _, c := range readmeCommands(t, "status-page") {

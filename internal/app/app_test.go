@@ -378,12 +378,9 @@ func offboardsInFlight(t *testing.T, bed *testenv.Bed, prefix string, base int64
 			t.Fatal(err)
 		}
 	}
-	err := testenv.WaitFor(10*time.Second, func() bool { return bed.Sim.Stats().Requests["enrolled_factors"] >= n }, func() string {
+	testenv.Eventually(t, 10*time.Second, func() bool { return bed.Sim.Stats().Requests["enrolled_factors"] >= n }, func() string {
 		return fmt.Sprintf("only %d of %d jobs reached OneLogin", bed.Sim.Stats().Requests["enrolled_factors"], n)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // resultsByJob lists the outcomes published per job id.

@@ -87,7 +87,7 @@ func DefaultConfig() Config {
 		QueryReserve:     0.2,
 		QueryConcurrency: 8,
 		LeaverSLO:        time.Hour,
-		Assurance:        assurance.Config{Days: 30, Interval: 24 * time.Hour, Budget: 0.05, Action: assurance.ActionAlert},
+		Assurance:        assurance.DefaultConfig(),
 		Jobs:             jobs.DefaultConfig(),
 		Topology:         topology.DefaultConfig(),
 		Guard:            guard.DefaultConfig(),

@@ -70,12 +70,13 @@ type IngestConfig struct {
 // DefaultIngestConfig is `worker ingest`'s configuration when nothing is
 // set.
 func DefaultIngestConfig() IngestConfig {
+	w, d := DefaultConfig(), ingest.DefaultConfig()
 	return IngestConfig{
-		Addr: ":8480", HTTPAddr: ":9464", LogLevel: "info",
-		StreamReplicas: 1, Concurrency: 4, EventsMaxAge: 30 * 24 * time.Hour,
+		Addr: d.Addr, HTTPAddr: w.HTTPAddr, LogLevel: w.LogLevel,
+		StreamReplicas: d.Topology.Replicas, Concurrency: d.Concurrency, EventsMaxAge: d.Topology.EventsMaxAge,
 		Timezone: "UTC", DateOnly: "end_of_day",
-		MaxConnections: 4096, BodyBytesInFlight: 8 << 20, AuthFailureBudget: 20,
-		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 30 * time.Second,
+		MaxConnections: d.MaxConnections, BodyBytesInFlight: int(d.BodyBytesInFlight), AuthFailureBudget: d.AuthFailureBudget,
+		ReadTimeout: d.ReadTimeout, WriteTimeout: d.WriteTimeout, IdleTimeout: d.IdleTimeout,
 	}
 }
 
@@ -266,6 +267,16 @@ func (c *IngestConfig) Load() error {
 	return nil
 }
 
+// Check validates the configuration and loads it: Validate, then Load
+// even when Validate found problems, so that every problem of both is
+// reported at once.
+func (c *IngestConfig) Check() error {
+	var p config.Problems
+	p.Merge("", c.Validate())
+	p.Merge("", c.Load())
+	return p.Err()
+}
+
 // RuleOptions are how rules read times and which settings they see, from
 // INGEST_TIMEZONE, INGEST_DATE_ONLY and INGEST_HIBOB_OFFBOARD_INACTIVATED.
 func (c *IngestConfig) RuleOptions() (rules.Times, rules.Settings, error) {
@@ -316,12 +327,10 @@ func (i *Ingest) Wait() error { return <-i.done }
 // RunIngest starts `worker ingest` (the receiver on INGEST_HTTP_ADDR, the
 // mapper, and /metrics with health on WORKER_HTTP_ADDR) and returns once it
 // listens; it stops when ctx ends. reg receives the Go and process
-// collectors and the ingest metrics.
+// collectors and the ingest metrics. It validates and loads cfg (Check),
+// once.
 func RunIngest(ctx context.Context, cfg IngestConfig, log *slog.Logger, reg *prometheus.Registry) (*Ingest, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	if err := cfg.Load(); err != nil {
+	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {

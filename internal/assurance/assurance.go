@@ -37,6 +37,7 @@
 package assurance
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -83,22 +84,19 @@ type Config struct {
 	Now func() time.Time
 }
 
+// DefaultConfig is re-verification as shipped. Tick and Now are left to
+// setDefaults: the tick follows the interval.
+func DefaultConfig() Config {
+	return Config{Days: 30, Interval: 24 * time.Hour, Budget: 0.05, Action: ActionAlert}
+}
+
 func (c *Config) setDefaults() {
-	if c.Days == 0 {
-		c.Days = 30
-	}
-	if c.Interval == 0 {
-		c.Interval = 24 * time.Hour
-	}
-	if c.Budget == 0 {
-		c.Budget = 0.05
-	}
-	if c.Action == "" {
-		c.Action = ActionAlert
-	}
-	if c.Tick == 0 {
-		c.Tick = min(max(c.Interval/1000, 100*time.Millisecond), time.Minute)
-	}
+	d := DefaultConfig()
+	c.Days = cmp.Or(c.Days, d.Days)
+	c.Interval = cmp.Or(c.Interval, d.Interval)
+	c.Budget = cmp.Or(c.Budget, d.Budget)
+	c.Action = cmp.Or(c.Action, d.Action)
+	c.Tick = cmp.Or(c.Tick, min(max(c.Interval/1000, 100*time.Millisecond), time.Minute))
 	if c.Now == nil {
 		c.Now = time.Now
 	}

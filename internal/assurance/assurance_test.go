@@ -121,12 +121,10 @@ func TestDriftIsFoundAndRemoved(t *testing.T) {
 		return r
 	}
 	// The offboard, then a clean re-verification.
-	if err := testenv.WaitFor(20*time.Second, func() bool {
+	testenv.Eventually(t, 20*time.Second, func() bool {
 		r := rec()
 		return (r.State == leaver.Offboarded || r.State == leaver.Verified) && !r.LastCheckAt.IsZero() && m.get("clean") > 0
-	}, func() string { return fmt.Sprintf("record %+v, checks %v", rec(), m.snapshot()) }); err != nil {
-		t.Fatal(err)
-	}
+	}, func() string { return fmt.Sprintf("record %+v, checks %v", rec(), m.snapshot()) })
 	if m.get("clean") == 0 || m.get("drift") != 0 {
 		t.Fatalf("checks %v", m.snapshot())
 	}
@@ -153,12 +151,10 @@ func TestDriftIsFoundAndRemoved(t *testing.T) {
 	}
 	// The offboard the checker published removes the factor and closes the
 	// record again.
-	if err := testenv.WaitFor(20*time.Second, func() bool {
+	testenv.Eventually(t, 20*time.Second, func() bool {
 		r := rec()
 		return len(bed.Sim.Devices(user)) == 0 && r.JobID == ev.JobID && (r.State == leaver.Offboarded || r.State == leaver.Verified)
-	}, func() string { return fmt.Sprintf("devices %v, record %+v", bed.Sim.Devices(user), rec()) }); err != nil {
-		t.Fatal(err)
-	}
+	}, func() string { return fmt.Sprintf("devices %v, record %+v", bed.Sim.Devices(user), rec()) })
 }
 
 // TestDriftAlertOnlyLeavesTheRecordOpen: with the default action the
@@ -250,9 +246,7 @@ func TestEachLeaverCheckedOncePerIntervalAcrossReplicas(t *testing.T) {
 	}
 	// The same slot again (both replicas, after the view caught up):
 	// nothing more.
-	if err := testenv.WaitFor(5*time.Second, func() bool { return claimed(svc) == n }, func() string { return "claims not seen" }); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Eventually(t, 5*time.Second, func() bool { return claimed(svc) == n }, func() string { return "claims not seen" })
 	if got := pass(slotEnd); got != 0 || reads() != n {
 		t.Fatalf("the same interval again: %d checked, %d reads", got, reads())
 	}
@@ -298,9 +292,7 @@ func offboarded(tb testing.TB, svc *leaver.Service, user int64, t time.Time) {
 
 func waitView(tb testing.TB, svc *leaver.Service, n int) {
 	tb.Helper()
-	if err := testenv.WaitFor(10*time.Second, func() bool { return svc.View.Len() >= n }, func() string {
+	testenv.Eventually(tb, 10*time.Second, func() bool { return svc.View.Len() >= n }, func() string {
 		return fmt.Sprintf("the view holds %d records, want %d", svc.View.Len(), n)
-	}); err != nil {
-		tb.Fatal(err)
-	}
+	})
 }

@@ -104,11 +104,9 @@ func BenchmarkReverify10000(b *testing.B) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- c.Run(ctx) }()
-		if err := testenv.WaitFor(5*time.Minute, func() bool { return claimed(svc) == leavers }, func() string {
+		testenv.Eventually(b, 5*time.Minute, func() bool { return claimed(svc) == leavers }, func() string {
 			return fmt.Sprintf("%d of %d leavers checked", claimed(svc), leavers)
-		}); err != nil {
-			b.Fatal(err)
-		}
+		})
 		took := time.Since(start)
 		cancel()
 		if err := <-done; err != nil {

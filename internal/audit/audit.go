@@ -11,6 +11,7 @@
 package audit
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -65,14 +66,15 @@ type Config struct {
 	MaxAge   time.Duration
 }
 
-// Provision creates or updates MFA_AUDIT; idempotent.
+// DefaultConfig is the stream of a single-node deployment.
+func DefaultConfig() Config { return Config{Replicas: 1, MaxAge: DefaultMaxAge} }
+
+// Provision creates or updates MFA_AUDIT; idempotent. Zero fields take
+// DefaultConfig's.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) error {
-	if cfg.Replicas == 0 {
-		cfg.Replicas = 1
-	}
-	if cfg.MaxAge == 0 {
-		cfg.MaxAge = DefaultMaxAge
-	}
+	d := DefaultConfig()
+	cfg.Replicas = cmp.Or(cfg.Replicas, d.Replicas)
+	cfg.MaxAge = cmp.Or(cfg.MaxAge, d.MaxAge)
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        Stream,
 		Description: "Operators' actions: hold releases and discards, people record clears",

@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -53,9 +54,7 @@ func DefaultConfig() Config { return Config{Limit: DefaultLimit, Window: Default
 // WithDefaults returns c with a zero Window set to DefaultWindow. A zero
 // Limit stays 0 (off): only DefaultConfig turns the guard on.
 func (c Config) WithDefaults() Config {
-	if c.Window == 0 {
-		c.Window = DefaultWindow
-	}
+	c.Window = cmp.Or(c.Window, DefaultConfig().Window)
 	return c
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/config"
 	"github.com/mfa-worker/mfa-worker/internal/guard"
 	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
 // server is an embedded JetStream server on a fixed port and store, so that
@@ -438,18 +439,11 @@ func TestHoldsSurviveANATSRestart(t *testing.T) {
 	want(t, g2, offboard("d", "hr.scim"), t0.Add(2*time.Hour), guard.Hold)
 	// The first client reconnects and sees the same.
 	var hs []guard.Held
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var err error
+	var err error
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		hs, err = g.List(context.Background(), guard.Filter{})
-		if err == nil || time.Now().After(deadline) {
-			if err != nil {
-				t.Fatal(err)
-			}
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil
+	}, func() string { return fmt.Sprintf("list after the restart: %v", err) })
 	if len(hs) != 2 || hs[0].JobID != "c" || hs[1].JobID != "d" {
 		t.Fatalf("held after the restart: %+v", hs)
 	}
@@ -494,17 +488,19 @@ func TestWatchHeldCountsPerSource(t *testing.T) {
 	go func() { done <- g.WatchHeld(ctx, func(m map[string]int) { got <- m }) }()
 	wait := func(want map[string]int) {
 		t.Helper()
-		timeout := time.After(10 * time.Second)
-		for {
-			select {
-			case m := <-got:
-				if fmt.Sprint(m) == fmt.Sprint(want) {
-					return
+		var last map[string]int
+		testenv.Eventually(t, 10*time.Second, func() bool {
+			for {
+				select {
+				case last = <-got:
+					if fmt.Sprint(last) == fmt.Sprint(want) {
+						return true
+					}
+				default:
+					return false
 				}
-			case <-timeout:
-				t.Fatalf("never saw %v", want)
 			}
-		}
+		}, func() string { return fmt.Sprintf("never saw %v; the last count was %v", want, last) })
 	}
 	wait(map[string]int{"s1": 1})
 	want(t, g, offboard("c", "s1"), t0, guard.Hold)
@@ -639,40 +635,29 @@ func TestHeldGaugeFollowsThroughANATSRestart(t *testing.T) {
 		}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}()
 	defer func() { cancel(); <-done }()
+	gauge := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return last["s"]
+	}
 	waitFor := func(n int) {
 		t.Helper()
 		// After a restart the watch's ordered consumer notices its missed
 		// heartbeats (5 s apart) and resumes: about 20 s.
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			mu.Lock()
-			got := last["s"]
-			mu.Unlock()
-			if got == n {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("gauge of s: %d, want %d", got, n)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		testenv.Eventually(t, 60*time.Second, func() bool { return gauge() == n }, func() string {
+			return fmt.Sprintf("gauge of s: %d, want %d", gauge(), n)
+		})
 	}
 	waitFor(1)
 	s.stop()
 	s.start()
 	restarted := time.Now()
 	// The same client reconnects; holds made after the restart are seen.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		_, err := g.Admit(context.Background(), offboard("c", "s"), t0)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("admit after the restart: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	var err error
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		_, err = g.Admit(context.Background(), offboard("c", "s"), t0)
+		return err == nil
+	}, func() string { return fmt.Sprintf("admit after the restart: %v", err) })
 	t.Logf("admitting again %v after the restart", time.Since(restarted))
 	want(t, g, offboard("d", "s"), t0, guard.Hold)
 	waitFor(3)

@@ -86,20 +86,8 @@ type Entry struct {
 // schemas/result.v1.json), leaving its data behind.
 func EntryFromResult(body []byte) (Entry, error) {
 	var r struct {
-		JobID         string    `json:"job_id"`
-		Type          string    `json:"type"`
-		UserID        int64     `json:"user_id"`
-		User          *Selector `json:"user"`
-		Outcome       string    `json:"outcome"`
-		Attempts      int       `json:"attempts"`
-		StartedAt     time.Time `json:"started_at"`
-		FinishedAt    time.Time `json:"finished_at"`
-		DurationMS    int64     `json:"duration_ms"`
-		CorrelationID string    `json:"correlation_id"`
-		Source        string    `json:"source"`
-		Error         *struct {
-			Code string `json:"code"`
-		} `json:"error"`
+		job.Result
+		// Data stays raw: only a cancelled result's is read.
 		Data json.RawMessage `json:"data"`
 	}
 	if err := json.Unmarshal(body, &r); err != nil {
@@ -109,21 +97,20 @@ func EntryFromResult(body []byte) (Entry, error) {
 		return Entry{}, errors.New("history: result lacks job_id, type or outcome")
 	}
 	e := Entry{
-		JobID: r.JobID, Type: r.Type, UserID: r.UserID, Outcome: r.Outcome, Attempts: r.Attempts,
+		JobID: r.JobID, Type: string(r.Type), UserID: r.UserID, Outcome: string(r.Outcome), Attempts: r.Attempts,
 		StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, DurationMS: r.DurationMS,
 		CorrelationID: r.CorrelationID, Source: r.Source,
 	}
-	if r.Outcome == "cancelled" && len(r.Data) > 0 {
-		var d struct {
-			CancelledBy string `json:"cancelled_by"`
-			CancelScope string `json:"cancel_scope"`
-		}
+	if r.Outcome == job.Cancelled && len(r.Data) > 0 {
+		var d job.CancelledData
 		if json.Unmarshal(r.Data, &d) == nil {
 			e.CancelledBy, e.CancelScope = d.CancelledBy, d.CancelScope
 		}
 	}
-	if r.User != nil && !r.User.IsZero() {
-		e.User = r.User
+	if r.User != nil {
+		if u := Selector(*r.User); !u.IsZero() {
+			e.User = &u
+		}
 	}
 	if r.Error != nil {
 		e.ErrorCode = r.Error.Code

@@ -428,6 +428,11 @@ func TestAppendKeepsNoDataAndDeduplicates(t *testing.T) {
 	if d, err := history.EntryFromResult([]byte(`{"job_id":"d","type":"offboard","user_id":9,"outcome":"succeeded","data":{"cancelled_by":"x"}}`)); err != nil || d.CancelledBy != "" {
 		t.Fatalf("a succeeded entry %+v, %v", d, err)
 	}
+	// Data is left behind unread unless the job was cancelled, whatever
+	// its shape.
+	if d, err := history.EntryFromResult([]byte(`{"job_id":"d","type":"offboard","user_id":9,"outcome":"succeeded","data":[1]}`)); err != nil || d.JobID != "d" {
+		t.Fatalf("an entry whose data is not an object %+v, %v", d, err)
+	}
 	if _, err := history.EntryFromResult([]byte(`{"job_id":"x"}`)); err == nil {
 		t.Fatal("a result without type and outcome was accepted")
 	}

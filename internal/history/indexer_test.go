@@ -58,13 +58,11 @@ func TestIndexReadsResultsIntoTheHistory(t *testing.T) {
 	publishResult(t, e, "b", 7, base.Add(time.Second))
 	publishResult(t, e, "c", 8, base.Add(2*time.Second))
 	var es []history.Entry
-	if err := testenv.WaitFor(10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		var err error
 		es, err = e.store.Query(context.Background(), 7, 10)
 		return err == nil && len(es) == 2
-	}, func() string { return fmt.Sprintf("user 7 has %d entries", len(es)) }); err != nil {
-		t.Fatal(err)
-	}
+	}, func() string { return fmt.Sprintf("user 7 has %d entries", len(es)) })
 	if es[0].JobID != "b" || es[1].JobID != "a" {
 		t.Fatalf("entries %+v, want b then a", es)
 	}
@@ -84,12 +82,10 @@ func BenchmarkIndex(b *testing.B) {
 	}
 	last := int64(1 + (b.N-1)%1000)
 	want := (b.N-1)/1000 + 1
-	if err := testenv.WaitFor(5*time.Minute, func() bool {
+	testenv.Eventually(b, 5*time.Minute, func() bool {
 		es, err := e.store.Query(context.Background(), last, history.MaxLimit)
 		return err == nil && len(es) >= min(want, history.MaxLimit) && es[0].JobID == fmt.Sprintf("j%d", b.N-1)
-	}, func() string { return "not indexed" }); err != nil {
-		b.Fatal(err)
-	}
+	}, func() string { return "not indexed" })
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "results/s")
 }
 
@@ -123,14 +119,12 @@ func TestIndexKeepsTheOffboardThroughARejectedBurst(t *testing.T) {
 		t.Fatal("publishing the burst did not complete")
 	}
 	var es, sel []history.Entry
-	if err := testenv.WaitFor(60*time.Second, func() bool {
+	testenv.Eventually(t, 60*time.Second, func() bool {
 		var err, serr error
 		es, err = e.store.Query(ctx, 40, history.DefaultLimit)
 		sel, serr = e.store.QuerySelector(ctx, history.Selector{Email: "gone@example.com"}, history.DefaultLimit)
 		return err == nil && serr == nil && len(es) > 0 && es[0].JobID == "rej-1000" && len(sel) > 0 && sel[0].JobID == "rej-1000"
-	}, func() string { return fmt.Sprintf("user 40 has %d entries, the selector %d", len(es), len(sel)) }); err != nil {
-		t.Fatal(err)
-	}
+	}, func() string { return fmt.Sprintf("user 40 has %d entries, the selector %d", len(es), len(sel)) })
 	for name, got := range map[string][]history.Entry{"user id": es, "selector": sel} {
 		want := "leaver-off"
 		if name == "selector" {

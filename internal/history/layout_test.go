@@ -113,12 +113,10 @@ func TestIndexUpgradesTheLayout(t *testing.T) {
 	}
 	var kept uint64
 	var gerr error
-	if err := testenv.WaitFor(10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		_, gerr = stream.GetLastMsgForSubject(ctx, "mfa.history.layout")
 		return gerr == nil
-	}, func() string { return fmt.Sprintf("no layout marker: %v", gerr) }); err != nil {
-		t.Fatal(err)
-	}
+	}, func() string { return fmt.Sprintf("no layout marker: %v", gerr) })
 	info, err := stream.Info(ctx, jetstream.WithSubjectFilter("mfa.history.kept.>"))
 	if err != nil {
 		t.Fatal(err)

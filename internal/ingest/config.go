@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"cmp"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -82,37 +83,35 @@ type Config struct {
 	RuleSettings rules.Settings
 }
 
-func (c *Config) setDefaults() {
-	if c.Addr == "" {
-		c.Addr = ":8480"
+// DefaultConfig is the receiver as shipped; its nil Rules mean the built-in
+// rules.
+func DefaultConfig() Config {
+	return Config{
+		Addr: ":8480",
+		Topology: Topology{
+			Replicas: 1, EventsMaxAge: 30 * 24 * time.Hour, DuplicateWindow: 24 * time.Hour, AckWait: 30 * time.Second,
+		},
+		Concurrency: 4,
+		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, StoreTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second,
+		MaxConnections: 4096, BodyBytesInFlight: 8 << 20, AuthFailureBudget: 20,
 	}
+}
+
+// setDefaults gives zero and negative fields their defaults.
+func (c *Config) setDefaults() {
+	d := DefaultConfig()
+	c.Addr = cmp.Or(c.Addr, d.Addr)
 	if c.Rules == nil {
 		c.Rules = rules.Builtin()
 	}
-	if c.Concurrency <= 0 {
-		c.Concurrency = 4
-	}
-	if c.ReadTimeout <= 0 {
-		c.ReadTimeout = 10 * time.Second
-	}
-	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = 30 * time.Second
-	}
-	if c.StoreTimeout <= 0 {
-		c.StoreTimeout = 5 * time.Second
-	}
-	if c.IdleTimeout <= 0 {
-		c.IdleTimeout = 30 * time.Second
-	}
-	if c.MaxConnections <= 0 {
-		c.MaxConnections = 4096
-	}
-	if c.BodyBytesInFlight <= 0 {
-		c.BodyBytesInFlight = 8 << 20
-	}
-	if c.AuthFailureBudget <= 0 {
-		c.AuthFailureBudget = 20
-	}
+	c.Concurrency = cmp.Or(max(c.Concurrency, 0), d.Concurrency)
+	c.ReadTimeout = cmp.Or(max(c.ReadTimeout, 0), d.ReadTimeout)
+	c.WriteTimeout = cmp.Or(max(c.WriteTimeout, 0), d.WriteTimeout)
+	c.StoreTimeout = cmp.Or(max(c.StoreTimeout, 0), d.StoreTimeout)
+	c.IdleTimeout = cmp.Or(max(c.IdleTimeout, 0), d.IdleTimeout)
+	c.MaxConnections = cmp.Or(max(c.MaxConnections, 0), d.MaxConnections)
+	c.BodyBytesInFlight = cmp.Or(max(c.BodyBytesInFlight, 0), d.BodyBytesInFlight)
+	c.AuthFailureBudget = cmp.Or(max(c.AuthFailureBudget, 0), d.AuthFailureBudget)
 	c.Topology.setDefaults()
 }
 

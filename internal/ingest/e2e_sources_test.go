@@ -190,10 +190,8 @@ func runE2ELeaver(t *testing.T, c e2eCase, set *rules.Set) {
 	b.kill()
 	// The watcher's own subscription may see the publish a moment after the
 	// mapper had its PubAck.
-	if err := testenv.WaitFor(5*time.Second, func() bool { return pubs.count(jobID) >= 1 },
-		func() string { return "the second mapper reached its ack without publishing " + jobID }); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Eventually(t, 5*time.Second, func() bool { return pubs.count(jobID) >= 1 },
+		func() string { return "the second mapper reached its ack without publishing " + jobID })
 	events := consumerState(t, bed.JS)
 	if events.AckFloor.Stream != 0 {
 		t.Fatalf("the event was acknowledged (ack floor %d) by a mapper that died before its ack", events.AckFloor.Stream)
@@ -203,25 +201,19 @@ func runE2ELeaver(t *testing.T, c e2eCase, set *rules.Set) {
 	// keeps once.
 	reg := prometheus.NewRegistry()
 	startIngestProc(t, bed, cfg, log, func(rules.Event) bool { return true }, withMetrics(metrics.NewIngest(reg)))
-	if err := testenv.WaitFor(30*time.Second, func() bool {
+	testenv.Eventually(t, 30*time.Second, func() bool {
 		return counterValue(reg, "mfa_hr_events_total", "source", c.source, "result", "mapped") >= 1
-	}, func() string { return "the third mapper to map the event" }); err != nil {
-		t.Fatal(err)
-	}
-	if err := testenv.WaitFor(20*time.Second, func() bool {
+	}, func() string { return "the third mapper to map the event" })
+	testenv.Eventually(t, 20*time.Second, func() bool {
 		info, err := consumerInfo(bed.JS)
 		return err == nil && info.NumAckPending == 0 && info.NumPending == 0 && info.AckFloor.Stream >= 1
-	}, func() string { return "mfa-ingest to acknowledge the event" }); err != nil {
-		t.Fatal(err)
-	}
+	}, func() string { return "mfa-ingest to acknowledge the event" })
 	// The worker has taken and finished the one job message.
-	if err := testenv.WaitFor(30*time.Second, func() bool {
+	testenv.Eventually(t, 30*time.Second, func() bool {
 		return bed.Count(topology.StreamResults) >= 1 && bed.Count(topology.StreamJobs) == 0
 	}, func() string {
 		return fmt.Sprintf("%d results, %d jobs waiting", bed.Count(topology.StreamResults), bed.Count(topology.StreamJobs))
-	}); err != nil {
-		t.Fatal(err)
-	}
+	})
 
 	// One event, stored as the source sent it.
 	stored, err := testenv.ReadStream(context.Background(), bed.JS, ingest.StreamEvents)

@@ -29,6 +29,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/broker"
 	"github.com/mfa-worker/mfa-worker/internal/ingest"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
 // docSnippet returns the shell block of docs/hr-sources.md that follows the
@@ -216,19 +217,22 @@ func (st *stack) sendLeaver(t testing.TB, id string, data string) {
 // waitResult waits for the result of a job whose id starts with prefix.
 func (st *stack) waitResult(t testing.TB, prefix string) map[string]any {
 	t.Helper()
-	deadline := time.After(20 * time.Second)
-	for {
-		select {
-		case id := <-st.arrived:
-			if strings.HasPrefix(id, prefix) {
-				st.mu.Lock()
-				defer st.mu.Unlock()
-				return st.results[id]
+	var id string
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		for {
+			select {
+			case id = <-st.arrived:
+				if strings.HasPrefix(id, prefix) {
+					return true
+				}
+			default:
+				return false
 			}
-		case <-deadline:
-			t.Fatalf("no result for %s", prefix)
 		}
-	}
+	}, func() string { return "no result for " + prefix })
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.results[id]
 }
 
 // TestLeaverByExternalIDRemovesTheFactors: an HR system knows people by

@@ -232,11 +232,9 @@ func runVendorFixture(t *testing.T, bed *testenv.Bed, base string, pubs *jobPubl
 	waitResults := func(n int) []job.Result {
 		t.Helper()
 		var got []job.Result
-		if err := testenv.WaitFor(30*time.Second, func() bool { got = mine(); return len(got) >= n }, func() string {
+		testenv.Eventually(t, 30*time.Second, func() bool { got = mine(); return len(got) >= n }, func() string {
 			return fmt.Sprintf("%d results of %s jobs, want %d", len(got), fx.Vendor, n)
-		}); err != nil {
-			t.Fatal(err)
-		}
+		})
 		return got
 	}
 	// removedSoFar: every offboard result must remove exactly the factors
@@ -361,12 +359,10 @@ func runVendorFixture(t *testing.T, bed *testenv.Bed, base string, pubs *jobPubl
 		checkOffboards(fx.Expect.Offboards)
 	}
 	// Nothing more: every stored event mapped, and no other result.
-	if err := testenv.WaitFor(20*time.Second, func() bool {
+	testenv.Eventually(t, 20*time.Second, func() bool {
 		info, err := consumerInfo(bed.JS)
 		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
-	}, func() string { return "mfa-ingest to acknowledge every event" }); err != nil {
-		t.Fatal(err)
-	}
+	}, func() string { return "mfa-ingest to acknowledge every event" })
 	want := fx.Expect.Offboards
 	if fx.Expect.Outcome != "" {
 		want = 1
@@ -390,12 +386,10 @@ func runVendorFixture(t *testing.T, bed *testenv.Bed, base string, pubs *jobPubl
 			t.Fatalf("job %q, stream: %v", jobID, err)
 		}
 		var m *jetstream.RawStreamMsg
-		if err := testenv.WaitFor(10*time.Second, func() bool {
+		testenv.Eventually(t, 10*time.Second, func() bool {
 			m, err = st.GetLastMsgForSubject(context.Background(), job.ScheduledSubject(job.TypeOffboard, jobID))
 			return err == nil
-		}, func() string { return "the offboard's schedule: " + fmt.Sprint(err) }); err != nil {
-			t.Fatal(err)
-		}
+		}, func() string { return "the offboard's schedule: " + fmt.Sprint(err) })
 		if at, ok := jobs.ScheduleDue(m); !ok || at.Format(time.RFC3339) != due {
 			t.Errorf("the offboard's schedule is due at %v, want %s", at, due)
 		}

@@ -260,16 +260,10 @@ func (e *env) jobs() []map[string]any {
 	return out
 }
 
-// waitFor polls cond until it holds or 15 s pass.
+// waitFor waits up to 15 s for cond; a failure shows the receiver's logs.
 func (e *env) waitFor(what string, cond func() bool) {
 	e.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			e.t.Fatalf("timed out waiting for %s; logs:\n%s", what, e.logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.Eventually(e.t, 15*time.Second, cond, func() string { return "waiting for " + what + "; logs:\n" + e.logs.String() })
 }
 
 // waitMapped waits until mfa-ingest has acknowledged every stored event.

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -51,18 +52,11 @@ type Topology struct {
 }
 
 func (t *Topology) setDefaults() {
-	if t.Replicas == 0 {
-		t.Replicas = 1
-	}
-	if t.EventsMaxAge == 0 {
-		t.EventsMaxAge = 30 * 24 * time.Hour
-	}
-	if t.DuplicateWindow == 0 {
-		t.DuplicateWindow = 24 * time.Hour
-	}
-	if t.AckWait == 0 {
-		t.AckWait = 30 * time.Second
-	}
+	d := DefaultConfig().Topology
+	t.Replicas = cmp.Or(t.Replicas, d.Replicas)
+	t.EventsMaxAge = cmp.Or(t.EventsMaxAge, d.EventsMaxAge)
+	t.DuplicateWindow = cmp.Or(t.DuplicateWindow, d.DuplicateWindow)
+	t.AckWait = cmp.Or(t.AckWait, d.AckWait)
 }
 
 // Provisioned are the objects Provision created or found.

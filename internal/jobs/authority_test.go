@@ -58,7 +58,7 @@ func TestCancelAuthorityIsTheSubject(t *testing.T) {
 	// After it arrives: a scheduled HR offboard.
 	nb := time.Now().Add(time.Hour)
 	e.publish("offboard", sourcedBody("off-s", "offboard", sched, src, map[string]time.Time{"not_before": nb}), "off-s")
-	waitUntil(t, 3*time.Second, func() bool { return e.jobState("off-s").State == ops.JobScheduled }, func() string {
+	testenv.Eventually(t, 3*time.Second, func() bool { return e.jobState("off-s").State == ops.JobScheduled }, func() string {
 		return fmt.Sprintf("off-s %+v", e.jobState("off-s"))
 	})
 	e.publishCancel("hr.other", "c-other", "off-s")
@@ -129,7 +129,7 @@ func TestCancelAuthorityIsTheSubject(t *testing.T) {
 	if len(e.sim.Devices(notBound)) != 0 {
 		t.Fatal("the offboard left factors")
 	}
-	waitUntil(t, 3*time.Second, func() bool { return e.jobState("off-n2").State == ops.JobScheduled }, func() string {
+	testenv.Eventually(t, 3*time.Second, func() bool { return e.jobState("off-n2").State == ops.JobScheduled }, func() string {
 		return fmt.Sprintf("off-n2 %+v (a foreign tombstone held it?)", e.jobState("off-n2"))
 	})
 	// The source's own scope may end it once scheduled.
@@ -300,7 +300,7 @@ func TestJobsStreamLimit(t *testing.T) {
 		e.publish("enroll", timedBody(id, "enroll", int64(500+i), map[string]any{"factor_name": "OneLogin SMS", "display_name": "x", "number": "+15551230001"},
 			map[string]time.Time{"not_before": later}), id)
 	}
-	waitUntil(t, 20*time.Second, func() bool { return e.count(topology.StreamJobs) == limit && e.ackPending() == 0 }, func() string {
+	testenv.Eventually(t, 20*time.Second, func() bool { return e.count(topology.StreamJobs) == limit && e.ackPending() == 0 }, func() string {
 		return fmt.Sprintf("%d messages in MFA_JOBS, %d ack pending", e.count(topology.StreamJobs), e.ackPending())
 	})
 	first.stop(t)
@@ -311,7 +311,7 @@ func TestJobsStreamLimit(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = w.Stop() })
 	usage := func() float64 { return testutil.ToFloat64(e.m.JobsStreamUsage()) }
-	waitUntil(t, 20*time.Second, func() bool { return usage() >= 1 }, func() string {
+	testenv.Eventually(t, 20*time.Second, func() bool { return usage() >= 1 }, func() string {
 		return fmt.Sprintf("usage %v with %d messages in MFA_JOBS", usage(), e.count(topology.StreamJobs))
 	})
 	e.publish("offboard", timedBody("off-over", "offboard", 900, nil, map[string]time.Time{"not_before": later}), "off-over")
@@ -332,7 +332,7 @@ func TestJobsStreamLimit(t *testing.T) {
 	}
 	// The same message again is answered from the ledger: one result.
 	e.publish("offboard", timedBody("off-over", "offboard", 900, nil, map[string]time.Time{"not_before": later}), "")
-	waitUntil(t, 5*time.Second, func() bool { return e.count(topology.StreamJobs) == limit && e.ackPending() == 0 }, func() string {
+	testenv.Eventually(t, 5*time.Second, func() bool { return e.count(topology.StreamJobs) == limit && e.ackPending() == 0 }, func() string {
 		return fmt.Sprintf("%d messages in MFA_JOBS, %d ack pending", e.count(topology.StreamJobs), e.ackPending())
 	})
 	if st := e.jobState("off-over"); st.State != ops.JobFinished {

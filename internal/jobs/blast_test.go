@@ -118,13 +118,13 @@ func TestGuardHoldsReleasesAndDiscardsOffboards(t *testing.T) {
 		ids[i] = fmt.Sprintf("guarded-%d", i)
 		e.publish("offboard", sourced(ids[i], "offboard", user, "hr.scim", nil), ids[i])
 	}
-	waitUntil(t, 20*time.Second, func() bool {
+	testenv.Eventually(t, 20*time.Second, func() bool {
 		return len(e.held()) == n-2 && e.count(topology.StreamResults) >= 2 && e.ackPending() == 0
 	},
 		func() string {
 			return fmt.Sprintf("%d held, %d results, %d pending", len(e.held()), e.count(topology.StreamResults), e.ackPending())
 		})
-	waitUntil(t, 10*time.Second, func() bool { return e.heldGauge() == n-2 }, func() string { return fmt.Sprintf("mfa_jobs_held %v", e.heldGauge()) })
+	testenv.Eventually(t, 10*time.Second, func() bool { return e.heldGauge() == n-2 }, func() string { return fmt.Sprintf("mfa_jobs_held %v", e.heldGauge()) })
 	// MfaOffboardsHeld fires on max by (source) (mfa_jobs_held) > 0.
 	if v := testutil.ToFloat64(e.m.HeldGauge("hr.scim")); v != n-2 {
 		t.Errorf("mfa_jobs_held{source=hr.scim} = %v, want %d", v, n-2)
@@ -191,14 +191,14 @@ func TestGuardHoldsReleasesAndDiscardsOffboards(t *testing.T) {
 		t.Fatalf("release: %+v %v", rep, err)
 	}
 	// The cancel's own result, the cancelled job's and the released one's.
-	if err := testenv.WaitFor(20*time.Second, func() bool { return e.count(topology.StreamResults) >= 5 }, func() string { return "5 results" }); err != nil {
-		t.Fatalf("%v\n%s", err, e.logs.String())
-	}
+	testenv.Eventually(t, 20*time.Second, func() bool { return e.count(topology.StreamResults) >= 5 }, func() string {
+		return fmt.Sprintf("%d of 5 results; logs:\n%s", e.count(topology.StreamResults), e.logs.String())
+	})
 	if rep, err := g.Discard(ctx, guard.Filter{Source: "hr.scim", BySource: true}, guard.Operator{By: "test", Reason: "misfire"}, time.Now()); err != nil || len(rep.Done) != n-4 {
 		t.Fatalf("discard: %+v %v", rep, err)
 	}
 	all := e.waitResults(n+1, 20*time.Second)
-	waitUntil(t, 10*time.Second, func() bool { return e.ackPending() == 0 && e.heldGauge() == 0 && len(e.held()) == 0 },
+	testenv.Eventually(t, 10*time.Second, func() bool { return e.ackPending() == 0 && e.heldGauge() == 0 && len(e.held()) == 0 },
 		func() string { return fmt.Sprintf("%d pending, gauge %v", e.ackPending(), e.heldGauge()) })
 	if v := testutil.ToFloat64(e.m.HeldGauge("hr.scim")); v != 0 {
 		t.Errorf("mfa_jobs_held{source=hr.scim} = %v after the decisions, want 0", v)

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"time"
 
 	"github.com/mfa-worker/mfa-worker/internal/config"
@@ -80,35 +81,22 @@ func DefaultConfig() Config {
 // WithDefaults returns c with its zero fields set from DefaultConfig.
 func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
-	or := func(v *time.Duration, def time.Duration) {
-		if *v == 0 {
-			*v = def
-		}
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = d.Concurrency
-	}
-	if c.MaxDeliver == 0 {
-		c.MaxDeliver = d.MaxDeliver
-	}
-	if c.MaxPerUser == 0 {
-		c.MaxPerUser = d.MaxPerUser
-	}
-	if c.MaxJobBytes == 0 {
-		c.MaxJobBytes = d.MaxJobBytes
-	}
-	or(&c.AckWait, d.AckWait)
-	or(&c.Lease, d.Lease)
-	or(&c.RetryInitial, d.RetryInitial)
-	or(&c.RetryMax, d.RetryMax)
-	or(&c.RetryWithin, d.RetryWithin)
-	or(&c.NakBase, d.NakBase)
-	or(&c.NakMax, d.NakMax)
-	or(&c.ShutdownGrace, d.ShutdownGrace)
-	or(&c.FactorCacheTTL, d.FactorCacheTTL)
-	or(&c.UserCacheTTL, d.UserCacheTTL)
-	or(&c.CredentialsRetryMin, d.CredentialsRetryMin)
-	or(&c.CredentialsRetryMax, d.CredentialsRetryMax)
+	c.Concurrency = cmp.Or(c.Concurrency, d.Concurrency)
+	c.MaxDeliver = cmp.Or(c.MaxDeliver, d.MaxDeliver)
+	c.MaxPerUser = cmp.Or(c.MaxPerUser, d.MaxPerUser)
+	c.MaxJobBytes = cmp.Or(c.MaxJobBytes, d.MaxJobBytes)
+	c.AckWait = cmp.Or(c.AckWait, d.AckWait)
+	c.Lease = cmp.Or(c.Lease, d.Lease)
+	c.RetryInitial = cmp.Or(c.RetryInitial, d.RetryInitial)
+	c.RetryMax = cmp.Or(c.RetryMax, d.RetryMax)
+	c.RetryWithin = cmp.Or(c.RetryWithin, d.RetryWithin)
+	c.NakBase = cmp.Or(c.NakBase, d.NakBase)
+	c.NakMax = cmp.Or(c.NakMax, d.NakMax)
+	c.ShutdownGrace = cmp.Or(c.ShutdownGrace, d.ShutdownGrace)
+	c.FactorCacheTTL = cmp.Or(c.FactorCacheTTL, d.FactorCacheTTL)
+	c.UserCacheTTL = cmp.Or(c.UserCacheTTL, d.UserCacheTTL)
+	c.CredentialsRetryMin = cmp.Or(c.CredentialsRetryMin, d.CredentialsRetryMin)
+	c.CredentialsRetryMax = cmp.Or(c.CredentialsRetryMax, d.CredentialsRetryMax)
 	return c
 }
 

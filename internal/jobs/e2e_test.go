@@ -9,6 +9,7 @@ import (
 
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
@@ -185,5 +186,5 @@ func TestEveryJobTypeEndToEnd(t *testing.T) {
 	if len(want) != 0 {
 		t.Errorf("no DLQ copy for %v", want)
 	}
-	waitUntil(t, 5*time.Second, func() bool { return e.count(topology.StreamJobs) == 0 }, func() string { return "job stream not empty" })
+	testenv.Eventually(t, 5*time.Second, func() bool { return e.count(topology.StreamJobs) == 0 }, func() string { return "job stream not empty" })
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/dlq"
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
@@ -67,7 +68,7 @@ func TestOutageExhaustsRetriesThenReplaySucceeds(t *testing.T) {
 			t.Fatalf("%s: %s attempts %d %+v", p.id, r.Outcome, r.Attempts, r.Error)
 		}
 	}
-	waitUntil(t, 10*time.Second, func() bool { return e.count(topology.StreamDLQ) == len(planned) }, func() string {
+	testenv.Eventually(t, 10*time.Second, func() bool { return e.count(topology.StreamDLQ) == len(planned) }, func() string {
 		return fmt.Sprintf("%d dead letters", e.count(topology.StreamDLQ))
 	})
 	if n := len(e.sim.Effects()); n != 0 {
@@ -89,7 +90,7 @@ func TestOutageExhaustsRetriesThenReplaySucceeds(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitUntil(t, 30*time.Second, func() bool { return e.count(topology.StreamResults) == 2*len(planned) }, func() string {
+	testenv.Eventually(t, 30*time.Second, func() bool { return e.count(topology.StreamResults) == 2*len(planned) }, func() string {
 		return fmt.Sprintf("%d results", e.count(topology.StreamResults))
 	})
 	ok := 0
@@ -118,12 +119,12 @@ func TestHardStopMidBatchThenFreshWorker(t *testing.T) {
 		e.publish(p.typ, p.body, p.id)
 	}
 	w := e.start(testConfig())
-	waitUntil(t, 30*time.Second, func() bool { return e.count(topology.StreamResults) >= 100 }, func() string { return "first results" })
+	testenv.Eventually(t, 30*time.Second, func() bool { return e.count(topology.StreamResults) >= 100 }, func() string { return "first results" })
 	w.kill(t)
 	killedAt := e.count(topology.StreamResults)
 	e.start(testConfig())
 	e.waitResults(len(planned), 60*time.Second)
-	waitUntil(t, 20*time.Second, func() bool { return e.count(topology.StreamJobs) == 0 }, func() string { return "job stream not empty" })
+	testenv.Eventually(t, 20*time.Second, func() bool { return e.count(topology.StreamJobs) == 0 }, func() string { return "job stream not empty" })
 	seen := map[string]int{}
 	for _, m := range e.streamMsgs(topology.StreamResults) {
 		seen[m.Result.JobID]++

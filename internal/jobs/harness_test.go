@@ -139,7 +139,7 @@ func (e *env) count(stream string) int { return e.bed.Count(stream) }
 // them by job id (the last one per id).
 func (e *env) waitResults(n int, timeout time.Duration) map[string]stored {
 	e.t.Helper()
-	waitUntil(e.t, timeout, func() bool { return e.count(topology.StreamResults) >= n }, func() string {
+	testenv.Eventually(e.t, timeout, func() bool { return e.count(topology.StreamResults) >= n }, func() string {
 		return fmt.Sprintf("%d of %d results", e.count(topology.StreamResults), n)
 	})
 	out := map[string]stored{}
@@ -147,13 +147,6 @@ func (e *env) waitResults(n int, timeout time.Duration) map[string]stored {
 		out[m.Result.JobID] = m
 	}
 	return out
-}
-
-func waitUntil(t *testing.T, timeout time.Duration, cond func() bool, what func() string) {
-	t.Helper()
-	if err := testenv.WaitFor(timeout, cond, what); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // validResult checks a result body against schemas/result.v1.json.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
@@ -122,7 +123,7 @@ func TestThousandJobsPublishedTwiceRunOnce(t *testing.T) {
 		t.Fatalf("JetStream dropped %d of %d in-window duplicates", dupInWindow, n)
 	}
 	e.waitResults(n, 90*time.Second)
-	waitUntil(t, 60*time.Second, func() bool { return e.count(topology.StreamJobs) == 0 }, func() string {
+	testenv.Eventually(t, 60*time.Second, func() bool { return e.count(topology.StreamJobs) == 0 }, func() string {
 		return fmt.Sprintf("%d job messages left", e.count(topology.StreamJobs))
 	})
 	// The duplicates' stored results were published again with the same

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
@@ -163,7 +164,7 @@ func TestJobsThatNamePeople(t *testing.T) {
 	calls := e.sim.ResourceCalls()
 	e.sim.DeleteUser(201)
 	e.publish("offboard", personBody(t, "by-email", "offboard", map[string]string{"email": "ADA@example.com"}, nil), "")
-	waitUntil(t, 20*time.Second, func() bool {
+	testenv.Eventually(t, 20*time.Second, func() bool {
 		return testutil.ToFloat64(e.m.DuplicateCounter("offboard")) == 1 && e.count(topology.StreamJobs) == 0
 	}, func() string { return "the duplicate was not answered" })
 	rs = e.waitResults(len(jobs), time.Second)

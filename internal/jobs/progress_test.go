@@ -8,6 +8,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/ops"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
 // A job given back for a retry tells the job query its deliveries so far,
@@ -23,7 +24,7 @@ func TestRetryingJobTellsItsProgress(t *testing.T) {
 	e.publish("offboard", jobBody("progress-1", "offboard", 7, nil), "progress-1")
 
 	var s *ops.JobState
-	waitUntil(t, 20*time.Second, func() bool {
+	testenv.Eventually(t, 20*time.Second, func() bool {
 		s = e.jobState("progress-1")
 		return s.State == ops.JobRunning && s.Attempts >= 1
 	}, func() string { return fmt.Sprintf("job state %+v", s) })

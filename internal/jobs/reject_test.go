@@ -9,6 +9,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/job/jobtest"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
@@ -33,7 +34,7 @@ func TestBadJobsAreRejected(t *testing.T) {
 			withID++
 		}
 	}
-	waitUntil(t, 20*time.Second, func() bool { return e.count(topology.StreamDLQ) == len(jobtest.BadJobs)+1 }, func() string {
+	testenv.Eventually(t, 20*time.Second, func() bool { return e.count(topology.StreamDLQ) == len(jobtest.BadJobs)+1 }, func() string {
 		return fmt.Sprintf("%d of %d dead letters", e.count(topology.StreamDLQ), len(jobtest.BadJobs)+1)
 	})
 	rs := e.waitResults(1+withID, 10*time.Second)
@@ -97,7 +98,7 @@ func TestBadJobsAreRejected(t *testing.T) {
 	if rs["after-bad"].Result.Outcome != job.Noop {
 		t.Fatalf("job after the bad ones: %+v", rs["after-bad"].Result)
 	}
-	waitUntil(t, 5*time.Second, func() bool { return e.count(topology.StreamJobs) == 0 }, func() string { return "jobs left in the stream" })
+	testenv.Eventually(t, 5*time.Second, func() bool { return e.count(topology.StreamJobs) == 0 }, func() string { return "jobs left in the stream" })
 	w.stop(t)
 }
 
@@ -113,7 +114,7 @@ func TestRejectionIsFinalForItsID(t *testing.T) {
 	e.waitResults(1, 10*time.Second)
 	e.publish("remove", bad, "r-1:again")
 	e.publish("remove", `{"id":"r-1","type":"remove","user_id":5,"params":{"device_id":9}}`, "r-1:fixed")
-	waitUntil(t, 10*time.Second, func() bool { return e.count(topology.StreamJobs) == 0 && e.count(topology.StreamDLQ) == 2 }, func() string {
+	testenv.Eventually(t, 10*time.Second, func() bool { return e.count(topology.StreamJobs) == 0 && e.count(topology.StreamDLQ) == 2 }, func() string {
 		return fmt.Sprintf("%d jobs, %d dead letters", e.count(topology.StreamJobs), e.count(topology.StreamDLQ))
 	})
 	rs := e.streamMsgs(topology.StreamResults)

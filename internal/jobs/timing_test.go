@@ -15,6 +15,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/ops"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
@@ -49,6 +50,20 @@ func (e *env) jobState(id string) *ops.JobState {
 		e.t.Fatal(err)
 	}
 	return s
+}
+
+// hasSchedule reports whether MFA_JOBS holds a schedule for job id.
+func (e *env) hasSchedule(id string) bool {
+	e.t.Helper()
+	st, err := e.js.Stream(context.Background(), topology.StreamJobs)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	m, err := jobs.FindSchedule(context.Background(), st, id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return m != nil
 }
 
 func (e *env) ackPending() int {
@@ -87,7 +102,7 @@ func TestTimeline(t *testing.T) {
 	nb2 := time.Now().Add(4 * time.Second)
 	e.publish("offboard", timedBody("off-1", "offboard", leaver, nil, map[string]time.Time{"not_before": nb1}), "off-1")
 	e.publish("offboard", timedBody("off-2", "offboard", moved, nil, map[string]time.Time{"not_before": nb2}), "off-2")
-	waitUntil(t, 2*time.Second, func() bool {
+	testenv.Eventually(t, 2*time.Second, func() bool {
 		return e.jobState("off-1").State == ops.JobScheduled && e.jobState("off-2").State == ops.JobScheduled
 	}, func() string { return fmt.Sprintf("states %+v %+v", e.jobState("off-1"), e.jobState("off-2")) })
 	if s := e.jobState("off-1"); !s.DueAt.Equal(jobs.DueAt(nb1)) || s.DueAt.Before(nb1) || s.DueAt.Sub(nb1) >= time.Second {
@@ -95,14 +110,25 @@ func TestTimeline(t *testing.T) {
 	}
 	// The ledger shows the job scheduled a moment before its message is
 	// acked (the schedule is published in between).
-	waitUntil(t, 2*time.Second, func() bool { return e.ackPending() == 0 }, func() string {
+	testenv.Eventually(t, 2*time.Second, func() bool { return e.ackPending() == 0 }, func() string {
 		return fmt.Sprintf("ack pending %d while jobs are scheduled", e.ackPending())
 	})
+	if !e.hasSchedule("off-2") {
+		t.Fatal("off-2 is scheduled but MFA_JOBS holds no schedule for it")
+	}
 	e.publish("cancel", timedBody("cancel-2", "cancel", 0, map[string]any{"job_id": "off-2"}, nil), "cancel-2")
 	results += 2
 	rs := e.waitResults(results, 3*time.Second)
 	if time.Now().After(nb1) {
 		t.Fatal("the cancel took until off-1 was due; the timeline is void")
+	}
+	// The cancel removes off-2's schedule long before it is due; one left
+	// behind would go only when it fires at nb2.
+	testenv.Eventually(t, time.Until(nb2), func() bool { return !e.hasSchedule("off-2") }, func() string {
+		return "off-2's schedule is still in MFA_JOBS as it falls due"
+	})
+	if !time.Now().Before(nb2) {
+		t.Fatal("off-2's schedule stayed until it was due")
 	}
 	c := expectResult(t, rs, "cancel-2", "cancel", job.Succeeded, "")
 	if c.Data["job_id"] != "off-2" || c.Data["target_outcome"] != "cancelled" {
@@ -134,13 +160,27 @@ func TestTimeline(t *testing.T) {
 	if s := e.jobState("off-1"); s.State != ops.JobFinished || len(s.Result) == 0 {
 		t.Fatalf("off-1 state %+v", s)
 	}
-	// off-2 never ran, and its schedule is gone.
-	time.Sleep(time.Until(nb2.Add(1500 * time.Millisecond)))
+	// off-2 never ran: once MFA_JOBS is empty and the worker holds
+	// nothing, nothing is left that could run it. A schedule left behind
+	// stays in the stream until it fires at nb2 and its job has been
+	// handled, so the wait outlasts it.
+	testenv.Eventually(t, time.Until(nb2)+5*time.Second, func() bool {
+		return e.count(topology.StreamJobs) == 0 && e.ackPending() == 0
+	}, func() string {
+		var left []string
+		for _, m := range e.streamMsgs(topology.StreamJobs) {
+			left = append(left, m.Subject)
+		}
+		return fmt.Sprintf("left in MFA_JOBS: %v; ack pending %d", left, e.ackPending())
+	})
 	if len(e.sim.Devices(moved)) != 1 {
 		t.Fatal("the cancelled offboard ran")
 	}
-	for _, m := range e.streamMsgs(topology.StreamJobs) {
-		t.Errorf("left in MFA_JOBS: %s", m.Subject)
+	if n := e.count(topology.StreamResults); n != results {
+		t.Fatalf("%d results, want %d: the cancelled offboard ended twice", n, results)
+	}
+	if s := e.jobState("off-2"); s.State != ops.JobFinished {
+		t.Fatalf("off-2 is %s, want finished (cancelled)", s.State)
 	}
 
 	// A cancel before its target: the target, when it arrives, ends
@@ -260,7 +300,7 @@ func TestScheduledGauge(t *testing.T) {
 	}
 	gauge := func(want float64) {
 		t.Helper()
-		waitUntil(t, 12*time.Second, func() bool { return testutil.ToFloat64(e.m.ScheduledGauge("enroll")) == want }, func() string {
+		testenv.Eventually(t, 12*time.Second, func() bool { return testutil.ToFloat64(e.m.ScheduledGauge("enroll")) == want }, func() string {
 			return fmt.Sprintf("mfa_jobs_scheduled{enroll} = %v, want %v", testutil.ToFloat64(e.m.ScheduledGauge("enroll")), want)
 		})
 	}

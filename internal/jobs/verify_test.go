@@ -10,6 +10,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
 // A push that is never approved answers 200 "pending": the verify is
@@ -33,7 +34,7 @@ func TestVerifyPendingPushIsNeverActive(t *testing.T) {
 	e.publish("verify", jobBody("push-later", "verify", 62, map[string]any{"device_id": later}), "push-later")
 	e.start(cfg)
 	// Approve the second push once its first poll was answered pending.
-	waitUntil(t, 10*time.Second, func() bool { return len(e.sim.VerifyAttempts()) >= 2 }, func() string { return "no verify polled" })
+	testenv.Eventually(t, 10*time.Second, func() bool { return len(e.sim.VerifyAttempts()) >= 2 }, func() string { return "no verify polled" })
 	e.sim.ApprovePush(62, later)
 	rs := e.waitResults(2, 20*time.Second)
 	r := rs["push-never"].Result

@@ -77,13 +77,11 @@ func (e *env) result(tb testing.TB, body, msgID string, outcome string) {
 func (e *env) waitState(tb testing.TB, key string, st leaver.State, reason string) leaver.Record {
 	tb.Helper()
 	var r leaver.Record
-	if err := testenv.WaitFor(10*time.Second, func() bool {
+	testenv.Eventually(tb, 10*time.Second, func() bool {
 		var err error
 		r, _, err = e.svc.Store.Get(context.Background(), key)
 		return err == nil && r.State == st && r.Reason == reason
-	}, func() string { return fmt.Sprintf("%s is %s/%s, want %s/%s", key, r.State, r.Reason, st, reason) }); err != nil {
-		tb.Fatal(err)
-	}
+	}, func() string { return fmt.Sprintf("%s is %s/%s, want %s/%s", key, r.State, r.Reason, st, reason) })
 	return r
 }
 
@@ -136,9 +134,7 @@ func TestSelectorRecordMergesIntoTheUser(t *testing.T) {
 	}
 	e.waitState(t, leaver.UserKey(42), leaver.Scheduled, "")
 	// The view drops it too.
-	if err := testenv.WaitFor(5*time.Second, func() bool { return svc.View.Len() == 1 }, func() string { return fmt.Sprint(svc.View.Len(), " records in the view") }); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Eventually(t, 5*time.Second, func() bool { return svc.View.Len() == 1 }, func() string { return fmt.Sprint(svc.View.Len(), " records in the view") })
 }
 
 // TestRedeliveryChangesNothing: a result delivered again after a later
@@ -204,12 +200,10 @@ func TestQueryLeavers(t *testing.T) {
 		}
 		return rep, m
 	}
-	if err := testenv.WaitFor(5*time.Second, func() bool {
+	testenv.Eventually(t, 5*time.Second, func() bool {
 		rep, _ := ask(`{"state":"open"}`)
 		return rep.Data != nil && rep.Data.Total == 2
-	}, func() string { return "the view does not show two open records" }); err != nil {
-		t.Fatal(err)
-	}
+	}, func() string { return "the view does not show two open records" })
 	rep, _ := ask(`{"state":"open","limit":1}`)
 	if len(rep.Data.Leavers) != 1 || rep.Data.Total != 2 || rep.Data.Counts[leaver.Offboarded] != 1 || rep.Data.Counts[leaver.Held] != 0 {
 		t.Fatalf("reply %+v", rep.Data)

@@ -87,17 +87,11 @@ func TestLedgerRecordsExpire(t *testing.T) {
 	if _, err := l.Create(ctx, "short", ledger.Record{State: ledger.Running}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, err := l.Get(ctx, "short")
-		if errors.Is(err, ledger.ErrNotFound) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("record still there after its TTL: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	var err error
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		_, err = l.Get(ctx, "short")
+		return errors.Is(err, ledger.ErrNotFound)
+	}, func() string { return fmt.Sprintf("record still there after its TTL: %v", err) })
 	// An expired id can be claimed afresh.
 	if _, err := l.Create(ctx, "short", ledger.Record{State: ledger.Running}); err != nil {
 		t.Fatalf("create after expiry: %v", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
 const tokenBody = `{"access_token":"tok-1","created_at":"2015-11-11T03:36:18.714Z","expires_in":36000,"refresh_token":"r","token_type":"bearer","account_id":555555}`
@@ -570,6 +572,10 @@ func TestReplayRoundThree(t *testing.T) {
 				// The budget is still unknown: the next v1 calls go one at a
 				// time until an answer carries the headers.
 				var wg sync.WaitGroup
+				var once sync.Once
+				free := func() { once.Do(func() { close(release) }) }
+				// A failed wait still lets the held calls finish.
+				defer func() { free(); wg.Wait() }()
 				for range 3 {
 					wg.Add(1)
 					go func() {
@@ -577,24 +583,19 @@ func TestReplayRoundThree(t *testing.T) {
 						_, _, _ = c.EnrolledFactors(ctx, 1)
 					}()
 				}
-				deadline := time.Now().Add(5 * time.Second)
-				for {
+				inFlight := func() int {
 					mu.Lock()
-					n := inflight
-					mu.Unlock()
-					if n+p.Waiting() == 3 {
-						if n != 1 {
-							t.Errorf("%d calls sent at once while the budget was unknown; want one probe", n)
-						}
-						break
-					}
-					if time.Now().After(deadline) {
-						t.Errorf("in flight %d, waiting %d", n, p.Waiting())
-						break
-					}
-					time.Sleep(time.Millisecond)
+					defer mu.Unlock()
+					return inflight
 				}
-				close(release)
+				var n int
+				testenv.Eventually(t, 5*time.Second, func() bool { n = inFlight(); return n+p.Waiting() == 3 }, func() string {
+					return fmt.Sprintf("in flight %d, waiting %d, want 3 in all", inFlight(), p.Waiting())
+				})
+				if n != 1 {
+					t.Errorf("%d calls sent at once while the budget was unknown; want one probe", n)
+				}
+				free()
 				wg.Wait()
 				if r := c.BudgetResetsAt(); time.Until(r) < 1100*time.Second {
 					t.Fatalf("budget window after the v1 answers: %v", r)

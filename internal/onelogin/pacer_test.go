@@ -3,6 +3,7 @@ package onelogin_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
 // The pacer's tests run on a settable clock: a window passes when the test
@@ -44,7 +46,9 @@ func TestPacerKeepsConcurrentCallsUnderBudget(t *testing.T) {
 		}(i)
 	}
 	// The first window's 50 calls go; the other 50 wait for its reset.
-	waitFor(t, func() bool { return done.Load() == 50 && p.Waiting() == 50 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return done.Load() == 50 && p.Waiting() == 50 }, func() string {
+		return fmt.Sprintf("%d calls done and %d waiting, want 50 and 50", done.Load(), p.Waiting())
+	})
 	if n := sim.Stats().Requests["enrolled_factors"]; n != 50 {
 		t.Fatalf("%d calls sent in the first window, want 50", n)
 	}
@@ -119,11 +123,13 @@ func grantOrder(t *testing.T, batches ...[]onelogin.Priority) (got []onelogin.Pr
 			}()
 		}
 		queued += len(batch)
-		waitFor(t, func() bool { return p.Waiting() == queued })
+		waitQueued(t, p, queued)
 	}
 	clk.Advance(300*time.Millisecond + resetMargin)
 	for i := int32(1); i <= int32(queued); i++ {
-		waitFor(t, func() bool { return observed.Load() == i })
+		testenv.Eventually(t, 5*time.Second, func() bool { return observed.Load() == i }, func() string {
+			return fmt.Sprintf("%d grants observed, want %d", observed.Load(), i)
+		})
 		if p.Waiting() != queued-int(i) {
 			t.Fatalf("after grant %d, %d waiting; grants must come one per window", i, p.Waiting())
 		}
@@ -165,7 +171,7 @@ func TestPacerWaitGivesUpWithContext(t *testing.T) {
 	defer cancel()
 	res := make(chan error, 1)
 	go func() { res <- p.Wait(ctx, onelogin.PriorityUrgent) }()
-	waitFor(t, func() bool { return p.Waiting() == 1 })
+	waitQueued(t, p, 1)
 	cancel()
 	if err := <-res; err == nil {
 		t.Fatal("Wait returned without budget")
@@ -194,7 +200,9 @@ func TestPacerUnpacedWithoutHeaders(t *testing.T) {
 		}
 		granted <- nil
 	}()
-	waitFor(t, func() bool { return len(granted) == 1 || p.Waiting() > 0 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return len(granted) == 1 || p.Waiting() > 0 }, func() string {
+		return "the ten calls neither went nor waited"
+	})
 	if p.Waiting() > 0 {
 		cancel()
 		t.Fatalf("a call waits with nothing to pace by: %v", <-granted)
@@ -204,16 +212,12 @@ func TestPacerUnpacedWithoutHeaders(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds, failing the test after 5s.
-func waitFor(t *testing.T, cond func() bool) {
+// waitQueued waits until n calls wait in p.
+func waitQueued(t *testing.T, p *onelogin.Pacer, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 5s")
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testenv.Eventually(t, 5*time.Second, func() bool { return p.Waiting() == n }, func() string {
+		return fmt.Sprintf("%d calls waiting, want %d", p.Waiting(), n)
+	})
 }
 
 func TestPacerTrustsAnEarlierResetFromA429(t *testing.T) {
@@ -233,7 +237,7 @@ func TestPacerTrustsAnEarlierResetFromA429(t *testing.T) {
 	defer cancel()
 	res := make(chan error, 1)
 	go func() { res <- p.Wait(ctx, onelogin.PriorityNormal) }()
-	waitFor(t, func() bool { return p.Waiting() == 1 })
+	waitQueued(t, p, 1)
 	clk.Advance(150 * time.Millisecond)
 	if p.Waiting() != 1 {
 		t.Fatal("granted before the reset")
@@ -264,7 +268,7 @@ func TestPacerLeavesTheReserveUnspent(t *testing.T) {
 	defer cancel()
 	res := make(chan error, 1)
 	go func() { res <- p.Wait(ctx, onelogin.PriorityUrgent) }()
-	waitFor(t, func() bool { return p.Waiting() == 1 })
+	waitQueued(t, p, 1)
 	clk.Advance(59 * time.Minute)
 	if p.Waiting() != 1 {
 		t.Fatal("the pacer spent a reserved call")
@@ -339,7 +343,7 @@ func TestPacerQueuedQueryRefusedAtReserve(t *testing.T) {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- p.Wait(ctx, onelogin.PriorityQuery) }()
-	waitFor(t, func() bool { return p.Waiting() == 1 })
+	waitQueued(t, p, 1)
 	p.Observe(onelogin.RateLimit{Limit: 10, Remaining: 4, Reset: time.Now().Add(time.Hour)}, true)
 	select {
 	case err := <-errc:
@@ -382,7 +386,7 @@ func TestPacerBackgroundRefusedAtReserve(t *testing.T) {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- p.Wait(ctx, onelogin.PriorityBackground) }()
-	waitFor(t, func() bool { return p.Waiting() == 1 })
+	waitQueued(t, p, 1)
 	p.Observe(onelogin.RateLimit{Limit: 10, Remaining: 4, Reset: time.Now().Add(time.Hour)}, true)
 	select {
 	case err := <-errc:

@@ -80,6 +80,11 @@ type Config struct {
 	Version string
 }
 
+// DefaultConfig is the page as shipped.
+func DefaultConfig() Config {
+	return Config{Refresh: 15 * time.Second, RecentLimit: 20, HistoryLimit: history.DefaultLimit}
+}
+
 // Deps are where the page's numbers come from. Gatherer is required; a nil
 // other field hides its part of the page.
 type Deps struct {
@@ -124,9 +129,10 @@ func New(cfg Config, deps Deps) (http.Handler, error) {
 		deps.Now = time.Now
 	}
 	// Zero and negative values take the defaults.
-	cfg.Refresh = cmp.Or(max(cfg.Refresh, 0), 15*time.Second)
-	cfg.RecentLimit = min(cmp.Or(max(cfg.RecentLimit, 0), 20), 500)
-	cfg.HistoryLimit = min(cmp.Or(max(cfg.HistoryLimit, 0), history.DefaultLimit), history.MaxLimit)
+	d := DefaultConfig()
+	cfg.Refresh = cmp.Or(max(cfg.Refresh, 0), d.Refresh)
+	cfg.RecentLimit = min(cmp.Or(max(cfg.RecentLimit, 0), d.RecentLimit), 500)
+	cfg.HistoryLimit = min(cmp.Or(max(cfg.HistoryLimit, 0), d.HistoryLimit), history.MaxLimit)
 	t, err := template.New("page").Funcs(template.FuncMap{
 		"num":   formatNum,
 		"deref": func(p *float64) float64 { return *p },

@@ -3,6 +3,7 @@ package security
 import (
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/people"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
@@ -137,7 +139,12 @@ func TestSecGuardAndPeoplePermissions(t *testing.T) {
 	if err := ejs.Conn().Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if err := waitDenied(&peopleDenied, "$KV.MFA_LEDGER.job."); err != nil {
+	const ledgerKeys = "$KV.MFA_LEDGER.job."
+	if err := testenv.WaitFor(5*time.Second, func() bool {
+		return slices.ContainsFunc(peopleDenied.list(), func(e string) bool { return strings.Contains(e, ledgerKeys) })
+	}, func() string {
+		return "the server did not deny a publish to " + ledgerKeys + ": " + strings.Join(peopleDenied.list(), "; ")
+	}); err != nil {
 		t.Error(err)
 	}
 	for who, d := range map[string]*secDenials{"worker": &workerDenied, "hold operator": &holdDenied} {
@@ -145,28 +152,6 @@ func TestSecGuardAndPeoplePermissions(t *testing.T) {
 			t.Errorf("%s was denied: %v", who, l)
 		}
 	}
-}
-
-func waitDenied(d *secDenials, subject string) error {
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, e := range d.list() {
-			if strings.Contains(e, subject) {
-				return nil
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return &deniedError{subject: subject, got: d.list()}
-}
-
-type deniedError struct {
-	subject string
-	got     []string
-}
-
-func (e *deniedError) Error() string {
-	return "the server did not deny a publish to " + e.subject + ": " + strings.Join(e.got, "; ")
 }
 
 func TestSecGuardPermissionDocsMatch(t *testing.T) {
