@@ -180,9 +180,13 @@ func (r *Runner) fetch(ctx, work context.Context, l lane) {
 	held := make(chan struct{}, heldPerLane*r.cfg.Concurrency)
 	for r.gate.wait(ctx) {
 		it, err := l.cons.Messages(
-			// A small buffer: a message waiting in it has its ack timer
-			// running and nobody sending InProgress for it.
-			jetstream.PullMaxMessages(max(1, r.cfg.Concurrency/4)),
+			// A buffer close to the concurrency: a message waiting in it
+			// has its ack timer running and nobody sending InProgress for
+			// it, so it holds no more than the slots can start soon; a
+			// smaller one makes the client ask again every few messages,
+			// a pull request (and its reply) for every two jobs at a
+			// quarter of the concurrency.
+			jetstream.PullMaxMessages(max(1, r.cfg.Concurrency)),
 			jetstream.PullExpiry(5*time.Second),
 		)
 		if err != nil {
