@@ -14,12 +14,13 @@ import (
 // floorTimeout bounds a floor run.
 const floorTimeout = 10 * time.Minute
 
-// floorBatch is the floor's pull batch. internal/bench pulls
-// concurrency/4 (4 here) with the default 30 s expiry; over 10,000 jobs
-// such a consumer, with nats.go 1.55 and nats-server 2.15, at times stops
-// with no pull request waiting on the server and nothing acked pending,
-// until the expiry. A batch of 100 with a 2 s expiry did not stall in
-// repeated runs, so the floor stays the physical limit it is meant to be.
+// floorBatch is the floor's pull batch. internal/bench pulls the
+// concurrency with a 5 s expiry, as the worker does; a batch of
+// concurrency/4 with the default 30 s expiry, over 10,000 jobs with
+// nats.go 1.55 and nats-server 2.15, at times stopped with no pull request
+// waiting on the server and nothing acked pending, until the expiry. A
+// batch of 100 with a 2 s expiry did not stall in repeated runs, so the
+// floor stays the physical limit it is meant to be.
 const floorBatch = 100
 
 // Floor is the least any JetStream consumer doing this job pays, measured

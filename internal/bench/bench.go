@@ -103,7 +103,7 @@ func floorOf(b *Bed, ol *OneLogin, mix []Job, concurrency int) (float64, time.Du
 	if err := publishAll(b, mix, "floor.jobs.", "FLOOR"); err != nil {
 		return 0, 0, err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(max(1, concurrency/4)))
+	it, err := cons.Messages(jetstream.PullMaxMessages(max(1, concurrency)), jetstream.PullExpiry(5*time.Second)) // as the worker pulls
 	if err != nil {
 		return 0, 0, err
 	}
