@@ -35,16 +35,8 @@ var writeDocs = flag.Bool("docs", false, "write the example evidence export of T
 // evidence` exports them.
 func TestLeaversFallingThroughAreOpen(t *testing.T) {
 	clearEnv(t)
-	bed, err := testenv.NewBed(simulator.Config{FirstUser: 1, LastUser: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bed.Close()
-	w, err := bed.StartWorker(jobs.DefaultConfig(), testenv.WorkerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
+	bed := testenv.StartBed(t, simulator.Config{FirstUser: 1, LastUser: 1000})
+	bed.RunWorker(t, jobs.DefaultConfig(), testenv.WorkerOptions{})
 	ctx, cancel := context.WithCancel(context.Background())
 	svc, err := leaver.Start(ctx, bed.JS, 1, nil, testenv.Quiet())
 	if err != nil {

@@ -85,16 +85,8 @@ func runChecker(tb testing.TB, c *assurance.Checker) {
 // removed by the offboard the checker publishes; the record is closed
 // again by that offboard's result.
 func TestDriftIsFoundAndRemoved(t *testing.T) {
-	bed, err := testenv.NewBed(simulator.Config{FirstUser: 1, LastUser: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bed.Close()
-	w, err := bed.StartWorker(jobs.DefaultConfig(), testenv.WorkerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
+	bed := testenv.StartBed(t, simulator.Config{FirstUser: 1, LastUser: 100})
+	bed.RunWorker(t, jobs.DefaultConfig(), testenv.WorkerOptions{})
 	svc := registry(t, bed.JS)
 	m := &counts{n: map[string]int{}}
 	c, err := assurance.New(assurance.Config{Interval: time.Second, Tick: 20 * time.Millisecond, Action: assurance.ActionOffboard},

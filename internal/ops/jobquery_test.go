@@ -26,20 +26,8 @@ import (
 // beside it. The tombstones are the worker's own, left by cancels sent
 // before their target.
 func TestJobQueryNamesTheWaitingCancels(t *testing.T) {
-	bed, err := testenv.NewBed(simulator.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bed.Close()
-	w, err := bed.StartWorker(jobs.DefaultConfig(), testenv.WorkerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := w.Stop(); err != nil {
-			t.Error(err)
-		}
-	}()
+	bed := testenv.StartBed(t, simulator.Config{})
+	bed.RunWorker(t, jobs.DefaultConfig(), testenv.WorkerOptions{})
 	ctx := context.Background()
 	for _, c := range []struct{ scope, id, target string }{
 		{"hr.cloudevents", "c-own", "off-late"},

@@ -116,3 +116,32 @@ func (b *Bed) Provision(cfg jobs.Config) error {
 	_, err := topology.Provision(context.Background(), b.JS, topology.Config{}, cfg.Consumers())
 	return err
 }
+
+// StartBed is NewBed for a test: it fails the test when the bed does not
+// start and closes it when the test ends.
+func StartBed(tb testing.TB, simCfg simulator.Config) *Bed {
+	tb.Helper()
+	b, err := NewBed(simCfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(b.Close)
+	return b
+}
+
+// RunWorker is StartWorker for a test: it fails the test when the replica
+// does not start, and stops it when the test ends (before the bed closes),
+// failing the test if it ended with an error.
+func (b *Bed) RunWorker(tb testing.TB, cfg jobs.Config, o WorkerOptions) *Worker {
+	tb.Helper()
+	w, err := b.StartWorker(cfg, o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := w.Stop(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return w
+}
