@@ -2,7 +2,6 @@ package peers
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,8 +17,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/mfa-worker/mfa-worker/internal/broker"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 )
 
 // The stand-in's client credentials: the simulator's own, not a secret.
@@ -110,76 +109,22 @@ func (s *Standin) Close() {
 	}
 }
 
-// Bed is an embedded NATS JetStream server (file storage) and a client.
-type Bed struct {
-	dir string
-	srv *broker.Server
-	nc  *nats.Conn
-	JS  jetstream.JetStream
-}
+// Bed is an embedded NATS JetStream server (file storage) and a client:
+// internal/testenv's, without the simulator (the peers' runs in a child
+// process, see Standin).
+type Bed struct{ *testenv.Broker }
 
 // NewBed starts a server whose data lives under a fresh folder.
 func NewBed() (*Bed, error) {
-	dir, err := os.MkdirTemp("", "mfa-peers-*")
+	br, err := testenv.StartBroker()
 	if err != nil {
 		return nil, err
 	}
-	srv, err := broker.Start(broker.Options{Port: -1, StoreDir: dir})
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		srv.Stop()
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		srv.Stop()
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	return &Bed{dir: dir, srv: srv, nc: nc, JS: js}, nil
+	return &Bed{br}, nil
 }
 
 // URL is the server's client URL.
-func (b *Bed) URL() string { return b.srv.ClientURL() }
-
-// Close stops the server and removes its data.
-func (b *Bed) Close() {
-	b.nc.Close()
-	b.srv.Stop()
-	os.RemoveAll(b.dir)
-}
-
-// Count returns a stream's message count, -1 when it cannot be read.
-func (b *Bed) Count(stream string) int {
-	s, err := b.JS.Stream(context.Background(), stream)
-	if err != nil {
-		return -1
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		return -1
-	}
-	return int(info.State.Msgs)
-}
-
-// WaitCount polls a stream until it holds at least n messages, as
-// internal/bench does.
-func (b *Bed) WaitCount(stream string, n int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for b.Count(stream) < n {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: %d of %d messages after %v", stream, b.Count(stream), n, timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return nil
-}
+func (b *Bed) URL() string { return b.NATSURL() }
 
 // Job is one offboard job.
 type Job struct {

@@ -27,9 +27,6 @@ func Count(js jetstream.JetStream, stream string) int {
 	return int(info.State.Msgs)
 }
 
-// Count returns a stream's message count on the bed's server.
-func (b *Bed) Count(stream string) int { return Count(b.JS, stream) }
-
 // Msg is a message read back from a stream.
 type Msg struct {
 	Seq     uint64

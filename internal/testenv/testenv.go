@@ -27,26 +27,18 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
-// Bed is a JetStream server and a OneLogin simulator.
-type Bed struct {
+// Broker is an embedded NATS JetStream server (file storage) whose data
+// lives under a folder of its own, and a client of it.
+type Broker struct {
 	dir string
 	srv *broker.Server
 	nc  *nats.Conn
-	// JS is a client of the bed's server.
+	// JS is a client of the server.
 	JS jetstream.JetStream
-	// Sim is the simulator; SimURL its base URL.
-	Sim    *simulator.Server
-	SimURL string
-	hs     *httptest.Server
-	// Logs receives the workers' logs (JSON lines, debug level).
-	Logs *SyncBuffer
-	// Reg and M are the metrics the bed's workers share.
-	Reg *prometheus.Registry
-	M   *metrics.Metrics
 }
 
-// NewBed starts a bed whose JetStream data lives under a fresh folder.
-func NewBed(simCfg simulator.Config) (*Bed, error) {
+// StartBroker starts a server whose data lives under a fresh folder.
+func StartBroker() (*Broker, error) {
 	dir, err := os.MkdirTemp("", "mfa-testenv-*")
 	if err != nil {
 		return nil, err
@@ -69,10 +61,47 @@ func NewBed(simCfg simulator.Config) (*Bed, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
+	return &Broker{dir: dir, srv: srv, nc: nc, JS: js}, nil
+}
+
+// Close stops the server and removes its data.
+func (b *Broker) Close() {
+	b.nc.Close()
+	b.srv.Stop()
+	os.RemoveAll(b.dir)
+}
+
+// NATSURL is the server's client URL.
+func (b *Broker) NATSURL() string { return b.srv.ClientURL() }
+
+// Count returns a stream's message count on the server, -1 when it cannot
+// be read.
+func (b *Broker) Count(stream string) int { return Count(b.JS, stream) }
+
+// Bed is a JetStream server and a OneLogin simulator.
+type Bed struct {
+	*Broker
+	// Sim is the simulator; SimURL its base URL.
+	Sim    *simulator.Server
+	SimURL string
+	hs     *httptest.Server
+	// Logs receives the workers' logs (JSON lines, debug level).
+	Logs *SyncBuffer
+	// Reg and M are the metrics the bed's workers share.
+	Reg *prometheus.Registry
+	M   *metrics.Metrics
+}
+
+// NewBed starts a bed whose JetStream data lives under a fresh folder.
+func NewBed(simCfg simulator.Config) (*Bed, error) {
+	br, err := StartBroker()
+	if err != nil {
+		return nil, err
+	}
 	sim := simulator.New(simCfg)
 	hs := httptest.NewServer(sim)
 	reg := prometheus.NewRegistry()
-	return &Bed{dir: dir, srv: srv, nc: nc, JS: js, Sim: sim, SimURL: hs.URL, hs: hs, Logs: &SyncBuffer{}, Reg: reg, M: metrics.New(reg)}, nil
+	return &Bed{Broker: br, Sim: sim, SimURL: hs.URL, hs: hs, Logs: &SyncBuffer{}, Reg: reg, M: metrics.New(reg)}, nil
 }
 
 // JetStream starts a bare embedded JetStream server, its data under a
@@ -100,16 +129,8 @@ func JetStream(tb testing.TB) (*broker.Server, *nats.Conn, jetstream.JetStream) 
 // Close stops everything and removes the data.
 func (b *Bed) Close() {
 	b.hs.Close()
-	b.nc.Close()
-	b.srv.Stop()
-	os.RemoveAll(b.dir)
+	b.Broker.Close()
 }
-
-// NATSURL is the bed's client URL.
-func (b *Bed) NATSURL() string { return b.srv.ClientURL() }
-
-// Server is the embedded NATS server.
-func (b *Bed) Server() *broker.Server { return b.srv }
 
 // Provision creates the worker's streams, buckets and consumers.
 func (b *Bed) Provision(cfg jobs.Config) error {

@@ -35,7 +35,7 @@ func Eventually(tb testing.TB, timeout time.Duration, cond func() bool, what fun
 }
 
 // WaitCount waits until a stream holds at least n messages.
-func (b *Bed) WaitCount(stream string, n int, timeout time.Duration) error {
+func (b *Broker) WaitCount(stream string, n int, timeout time.Duration) error {
 	return WaitFor(timeout, func() bool { return b.Count(stream) >= n }, func() string {
 		return fmt.Sprintf("%s: %d of %d messages", stream, b.Count(stream), n)
 	})
