@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -334,33 +335,41 @@ func TestPacerQueryReserve(t *testing.T) {
 // A queued query is refused when an answer shows the budget down to the
 // reserve.
 func TestPacerQueuedQueryRefusedAtReserve(t *testing.T) {
+	refusedOnceQueued(t, onelogin.PriorityQuery)
+}
+
+// refusedOnceQueued queues a call of priority prio behind a job's probe of
+// the budget (query reserve 0.5) and checks that the answer showing the
+// budget down to the reserve refuses it. It returns the pacer.
+func refusedOnceQueued(t *testing.T, prio onelogin.Priority) *onelogin.Pacer {
+	t.Helper()
 	p := onelogin.NewPacer(0)
 	p.SetQueryReserve(0.5)
 	ctx := context.Background()
-	// The first call probes the budget; the query queues behind it.
+	// The first call probes the budget; the call queues behind it.
 	if err := p.Wait(ctx, onelogin.PriorityNormal); err != nil {
 		t.Fatal(err)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- p.Wait(ctx, onelogin.PriorityQuery) }()
+	go func() { errc <- p.Wait(ctx, prio) }()
 	waitQueued(t, p, 1)
 	p.Observe(onelogin.RateLimit{Limit: 10, Remaining: 4, Reset: time.Now().Add(time.Hour)}, true)
 	select {
 	case err := <-errc:
 		if !errors.Is(err, onelogin.ErrBusy) {
-			t.Fatalf("queued query: err = %v, want ErrBusy", err)
+			t.Fatalf("queued call of priority %v: err = %v, want ErrBusy", prio, err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("queued query neither granted nor refused")
+		t.Fatalf("queued call of priority %v neither granted nor refused", prio)
 	}
+	return p
 }
 
 // Queries queue behind every job: queued first, granted last.
 func TestPacerServesQueriesLast(t *testing.T) {
 	q, n, u := onelogin.PriorityQuery, onelogin.PriorityNormal, onelogin.PriorityUrgent
 	got, _ := grantOrder(t, []onelogin.Priority{q}, []onelogin.Priority{n, u})
-	want := []onelogin.Priority{u, n, q}
-	if len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+	if want := []onelogin.Priority{u, n, q}; !slices.Equal(got, want) {
 		t.Fatalf("grant order = %v, want urgent, normal, query", got)
 	}
 }
@@ -370,33 +379,15 @@ func TestPacerServesQueriesLast(t *testing.T) {
 func TestPacerServesBackgroundAfterQueries(t *testing.T) {
 	b, q, n := onelogin.PriorityBackground, onelogin.PriorityQuery, onelogin.PriorityNormal
 	got, _ := grantOrder(t, []onelogin.Priority{b}, []onelogin.Priority{q, n})
-	want := []onelogin.Priority{n, q, b}
-	if len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+	if want := []onelogin.Priority{n, q, b}; !slices.Equal(got, want) {
 		t.Fatalf("grant order = %v, want normal, query, background", got)
 	}
 }
 
 // Below the query reserve a background call is refused like a query.
 func TestPacerBackgroundRefusedAtReserve(t *testing.T) {
-	p := onelogin.NewPacer(0)
-	p.SetQueryReserve(0.5)
-	ctx := context.Background()
-	if err := p.Wait(ctx, onelogin.PriorityNormal); err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- p.Wait(ctx, onelogin.PriorityBackground) }()
-	waitQueued(t, p, 1)
-	p.Observe(onelogin.RateLimit{Limit: 10, Remaining: 4, Reset: time.Now().Add(time.Hour)}, true)
-	select {
-	case err := <-errc:
-		if !errors.Is(err, onelogin.ErrBusy) {
-			t.Fatalf("queued background call: err = %v, want ErrBusy", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("queued background call neither granted nor refused")
-	}
-	if err := p.Wait(ctx, onelogin.PriorityBackground); !errors.Is(err, onelogin.ErrBusy) {
+	p := refusedOnceQueued(t, onelogin.PriorityBackground)
+	if err := p.Wait(context.Background(), onelogin.PriorityBackground); !errors.Is(err, onelogin.ErrBusy) {
 		t.Fatalf("background call below the reserve: err = %v, want ErrBusy", err)
 	}
 }
