@@ -222,40 +222,11 @@ func TestJobTimeIsBounded(t *testing.T) {
 	results++
 	rs = e.waitResults(results, 3*time.Second)
 	expectResult(t, rs, "off-later", "offboard", job.Noop, "")
-	dls, err := dlq.ListDeadLetters(context.Background(), e.js, dlq.DeadLetterFilter{Type: "enroll"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dl *dlq.DeadLetter
-	for i := range dls {
-		if dls[i].JobID == "enr-2099" {
-			dl = &dls[i]
-		}
-	}
-	if dl == nil {
-		t.Fatalf("no dead letter of enr-2099 in %+v", dls)
-	}
+	dl := e.deadLetterOf(t, "enroll", "enr-2099")
 	if jt, err := time.Parse(time.RFC3339Nano, dl.JobTime); err != nil || jt.Year() == 2099 {
 		t.Fatalf("the dead letter carries job time %q", dl.JobTime)
 	}
-	calls := e.sim.ResourceCalls()
-	if err := dlq.Replay(context.Background(), e.js, *dl); err != nil {
-		t.Fatal(err)
-	}
-	results++
-	e.waitResults(results, 3*time.Second)
-	var replayed *stored
-	for _, m := range e.streamMsgs(topology.StreamResults) {
-		if m.Result.JobID == "enr-2099" && m.Header.Get("Nats-Msg-Id") != "enr-2099:result" {
-			replayed = &m
-		}
-	}
-	if replayed == nil || replayed.Result.Outcome != job.Cancelled || replayed.Result.Error.Code != job.CodeSupersededByOffboard {
-		t.Fatalf("replayed enroll dated 2099: %+v", replayed)
-	}
-	if n := e.sim.ResourceCalls() - calls; n != 0 {
-		t.Fatalf("the superseded enroll made %d OneLogin calls", n)
-	}
+	e.replaySuperseded(t, dl, results)
 }
 
 // A publisher's own Mfa-Job-Time header is bounded like a declared time.

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/mfa-worker/mfa-worker/internal/dlq"
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
@@ -198,4 +199,50 @@ func openToken(t *testing.T, kp nkeys.KeyPair, r job.Result) string {
 		t.Fatal(err)
 	}
 	return string(tok)
+}
+
+// deadLetterOf is the one dead letter of job id of type typ.
+func (e *env) deadLetterOf(t *testing.T, typ, id string) dlq.DeadLetter {
+	t.Helper()
+	all, err := dlq.ListDeadLetters(context.Background(), e.js, dlq.DeadLetterFilter{Type: typ})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dls []dlq.DeadLetter
+	for _, d := range all {
+		if d.JobID == id {
+			dls = append(dls, d)
+		}
+	}
+	if len(dls) != 1 {
+		t.Fatalf("%d dead letters of %s in %+v, want 1", len(dls), id, all)
+	}
+	return dls[0]
+}
+
+// replaySuperseded replays the dead letter of an enroll that an offboard
+// stored later supersedes: its new result (results is the count before it,
+// returned with it) is cancelled superseded_by_offboard, without a
+// OneLogin call.
+func (e *env) replaySuperseded(t *testing.T, dl dlq.DeadLetter, results int) int {
+	t.Helper()
+	calls := e.sim.ResourceCalls()
+	if err := dlq.Replay(context.Background(), e.js, dl); err != nil {
+		t.Fatal(err)
+	}
+	results++
+	e.waitResults(results, 3*time.Second)
+	var replayed *stored
+	for _, m := range e.streamMsgs(topology.StreamResults) {
+		if m.Result.JobID == dl.JobID && m.Header.Get("Nats-Msg-Id") != dl.JobID+":result" {
+			replayed = &m
+		}
+	}
+	if replayed == nil || replayed.Result.Outcome != job.Cancelled || replayed.Result.Error.Code != job.CodeSupersededByOffboard {
+		t.Fatalf("replayed %s: %+v", dl.JobID, replayed)
+	}
+	if n := e.sim.ResourceCalls() - calls; n != 0 {
+		t.Fatalf("the superseded %s made %d OneLogin calls", dl.JobID, n)
+	}
+	return results
 }

@@ -228,34 +228,11 @@ func TestTimeline(t *testing.T) {
 	results++
 	rs = e.waitResults(results, 3*time.Second)
 	expectResult(t, rs, "off-4", "offboard", job.Noop, "")
-	all, err := dlq.ListDeadLetters(context.Background(), e.js, dlq.DeadLetterFilter{Type: "enroll"})
-	var dls []dlq.DeadLetter
-	for _, d := range all {
-		if d.JobID == "enr-dlq" {
-			dls = append(dls, d)
-		}
+	dl := e.deadLetterOf(t, "enroll", "enr-dlq")
+	if dl.JobTime == "" {
+		t.Fatalf("the dead letter carries no job time: %+v", dl)
 	}
-	if err != nil || len(dls) != 1 || dls[0].JobTime == "" {
-		t.Fatalf("dead letters %+v %v", dls, err)
-	}
-	calls = e.sim.ResourceCalls()
-	if err := dlq.Replay(context.Background(), e.js, dls[0]); err != nil {
-		t.Fatal(err)
-	}
-	results++
-	e.waitResults(results, 3*time.Second)
-	var replayed *stored
-	for _, m := range e.streamMsgs(topology.StreamResults) {
-		if m.Result.JobID == "enr-dlq" && m.Header.Get("Nats-Msg-Id") != "enr-dlq:result" {
-			replayed = &m
-		}
-	}
-	if replayed == nil || replayed.Result.Outcome != job.Cancelled || replayed.Result.Error.Code != job.CodeSupersededByOffboard {
-		t.Fatalf("replayed enroll: %+v", replayed)
-	}
-	if n := e.sim.ResourceCalls() - calls; n != 0 {
-		t.Fatalf("the replayed stale enroll made %d OneLogin calls", n)
-	}
+	results = e.replaySuperseded(t, dl, results)
 
 	// A rehire: the enroll's time is a day after the offboard.
 	e.publish("enroll", timedBody("enr-rehire", "enroll", leaver, sms, map[string]time.Time{"requested_at": nb1.Add(24 * time.Hour)}), "enr-rehire")
