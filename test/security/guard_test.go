@@ -40,26 +40,10 @@ var (
 )
 
 func secGuardServer(t *testing.T) *server.Server {
-	t.Helper()
-	user := func(name string, p server.Permissions) *server.User {
-		return &server.User{Username: name, Password: name + "-pw", Permissions: &p}
-	}
-	s, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true, MaxPayload: 1 << 20,
-		Users: []*server.User{
-			user("worker", secWorkerPerms), user("publisher", secPublisherPerms),
-			user("holdop", secHoldOperatorPerms), user("peopleop", secPeopleOperatorPerms),
-		},
+	return secServerOf(t, map[string]server.Permissions{
+		"worker": secWorkerPerms, "publisher": secPublisherPerms,
+		"holdop": secHoldOperatorPerms, "peopleop": secPeopleOperatorPerms,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	return s
 }
 
 // The worker holds with its own block; a hold operator lists, releases and

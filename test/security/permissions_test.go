@@ -69,16 +69,23 @@ var (
 )
 
 func secPermServer(t *testing.T) *server.Server {
+	return secServerOf(t, map[string]server.Permissions{
+		"worker": secWorkerPerms, "publisher": secPublisherPerms,
+		"query": secQueryPerms, "operator": secOperatorPerms, "hr": secHRPerms,
+	})
+}
+
+// secServerOf starts a JetStream server whose users are the given names,
+// each with its permission block and the password name + "-pw".
+func secServerOf(t *testing.T, users map[string]server.Permissions) *server.Server {
 	t.Helper()
-	user := func(name string, p server.Permissions) *server.User {
-		return &server.User{Username: name, Password: name + "-pw", Permissions: &p}
+	var us []*server.User
+	for name, p := range users {
+		us = append(us, &server.User{Username: name, Password: name + "-pw", Permissions: &p})
 	}
 	s, err := server.NewServer(&server.Options{
 		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true, MaxPayload: 1 << 20,
-		Users: []*server.User{
-			user("worker", secWorkerPerms), user("publisher", secPublisherPerms),
-			user("query", secQueryPerms), user("operator", secOperatorPerms), user("hr", secHRPerms),
-		},
+		Users: us,
 	})
 	if err != nil {
 		t.Fatal(err)
