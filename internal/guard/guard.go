@@ -16,6 +16,7 @@ import (
 
 	"github.com/mfa-worker/mfa-worker/internal/config"
 	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/pause"
 )
 
 // Bucket is the guard's KV bucket.
@@ -245,19 +246,7 @@ var errBusy = errors.New("guard: the record keeps changing; try again")
 // and at random, so that replicas holding a burst of jobs at once do not
 // retry in lockstep. It reports false when ctx ended.
 func backoff(ctx context.Context, try int) bool {
-	return sleep(ctx, time.Duration(rand.Int64N(int64(min(try+1, 20))*int64(time.Millisecond))))
-}
-
-// sleep pauses for d; it reports false, at once, when ctx ends first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return pause.For(ctx, time.Duration(rand.Int64N(int64(min(try+1, 20))*int64(time.Millisecond))))
 }
 
 func isConflict(err error) bool {

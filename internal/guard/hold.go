@@ -15,6 +15,7 @@ import (
 
 	"github.com/mfa-worker/mfa-worker/internal/audit"
 	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/pause"
 )
 
 // Filter selects held jobs: by source, by job id, or all of them.
@@ -342,7 +343,7 @@ func (g *Guard) TrippedSources(ctx context.Context) (map[string]time.Time, error
 // by that much. It returns when ctx ends; run it in a goroutine that the
 // worker waits for.
 func (g *Guard) RunHeldGauge(ctx context.Context, set func(map[string]int), log *slog.Logger) {
-	pause := 100 * time.Millisecond
+	wait := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := g.WatchHeld(ctx, set)
@@ -350,12 +351,12 @@ func (g *Guard) RunHeldGauge(ctx context.Context, set func(map[string]int), log 
 			return
 		}
 		if time.Since(start) > time.Minute {
-			pause = 100 * time.Millisecond
+			wait = 100 * time.Millisecond
 		}
-		log.Warn("watching the held jobs failed; watching again", "err", err, "in", pause)
-		if !sleep(ctx, pause) {
+		log.Warn("watching the held jobs failed; watching again", "err", err, "in", wait)
+		if !pause.For(ctx, wait) {
 			return
 		}
-		pause = min(2*pause, 10*time.Second)
+		wait = min(2*wait, 10*time.Second)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/pause"
 )
 
 // Index reads results from cons (a durable consumer on MFA_RESULTS) and
@@ -58,12 +60,8 @@ func Index(ctx context.Context, cons jetstream.Consumer, store *Store, log *slog
 				return
 			}
 			readErr <- err
-			t := time.NewTimer(time.Second)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !pause.For(ctx, time.Second) {
 				return
-			case <-t.C:
 			}
 		}
 	}()

@@ -66,20 +66,3 @@ func (b budgets) worstCase(lastAttempt time.Duration) time.Duration {
 func (x *executor) settleContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), x.budgets.settle)
 }
-
-// sleep waits d, or until ctx ends (false).
-func sleep(ctx context.Context, d time.Duration) bool { return sleepUnless(ctx, nil, d) }
-
-// sleepUnless waits d, or until ctx ends or stop is closed (false).
-func sleepUnless(ctx context.Context, stop <-chan struct{}, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-stop:
-		return false
-	case <-t.C:
-		return true
-	}
-}

@@ -11,6 +11,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
+	"github.com/mfa-worker/mfa-worker/internal/pause"
 )
 
 // The ledger's side of a delivery: what the record of a job id says to a
@@ -140,7 +141,7 @@ func (x *executor) claim(ctx context.Context, t *task) (end ending, ok bool) {
 			if time.Now().After(deadline) {
 				return retry(fmt.Errorf("job is running elsewhere (lease until %s)", e.LeaseUntil.UTC().Format(time.RFC3339)))
 			}
-			if !sleep(ctx, min(time.Until(e.LeaseUntil)+10*time.Millisecond, time.Second)) {
+			if !pause.For(ctx, min(time.Until(e.LeaseUntil)+10*time.Millisecond, time.Second)) {
 				return retry(ctx.Err())
 			}
 			continue

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
+	"github.com/mfa-worker/mfa-worker/internal/pause"
 )
 
 // tokenProver is what the gate needs of the OneLogin client.
@@ -168,7 +169,7 @@ func (g *credGate) run(ctx context.Context, ol tokenProver, minDelay, maxDelay t
 				g.set(open, false, "no OneLogin token yet: "+err.Error())
 			}
 			g.log.Warn("cannot obtain a OneLogin token; jobs wait", "err", err, "retry_in", delay.String())
-			if !sleep(ctx, delay) {
+			if !pause.For(ctx, delay) {
 				return
 			}
 		}

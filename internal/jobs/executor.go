@@ -17,6 +17,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
+	"github.com/mfa-worker/mfa-worker/internal/pause"
 )
 
 // ledgerStore is what the executor needs of the job ledger.
@@ -301,7 +302,7 @@ func (x *executor) attempts(ctx context.Context, t *task, once bool) (outcome, e
 				return out, &RetryLaterError{Err: err}
 			}
 		}
-		if !sleep(ctx, wait) {
+		if !pause.For(ctx, wait) {
 			return out, &RetryLaterError{Err: err, Delay: x.budgets.cancelledDelay}
 		}
 	}
@@ -376,7 +377,7 @@ func (x *executor) lockUser(ctx context.Context, t *task, giveUp <-chan struct{}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return err
 		}
-		if !sleepUnless(ctx, giveUp, b.NextBackOff()) {
+		if !pause.Unless(ctx, giveUp, b.NextBackOff()) {
 			return err
 		}
 	}

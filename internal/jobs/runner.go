@@ -17,6 +17,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/onelogin"
+	"github.com/mfa-worker/mfa-worker/internal/pause"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
@@ -191,7 +192,7 @@ func (r *Runner) fetch(ctx, work context.Context, l lane) {
 		)
 		if err != nil {
 			r.log.Warn("consuming jobs failed; retrying", "consumer", l.name, "err", err)
-			if !sleep(ctx, time.Second) {
+			if !pause.For(ctx, time.Second) {
 				return
 			}
 			continue
@@ -226,7 +227,7 @@ func (r *Runner) take(ctx, work context.Context, l lane, it jetstream.MessagesCo
 				return
 			}
 			r.log.Warn("fetching jobs failed; retrying", "consumer", l.name, "err", err)
-			if !sleep(ctx, time.Second) {
+			if !pause.For(ctx, time.Second) {
 				return
 			}
 			continue

@@ -14,6 +14,7 @@ import (
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/leaver"
 	"github.com/mfa-worker/mfa-worker/internal/ledger"
+	"github.com/mfa-worker/mfa-worker/internal/pause"
 )
 
 // Time is part of a job: this file parks jobs whose not_before is ahead as
@@ -106,7 +107,7 @@ func (x *executor) notDue(ctx context.Context, t *task) bool {
 		return false
 	}
 	if t.fired && wait <= firedSkew {
-		sleep(ctx, wait)
+		pause.For(ctx, wait)
 		return time.Now().Before(nb)
 	}
 	return true
@@ -205,7 +206,7 @@ func (x *executor) publishSchedule(ctx context.Context, subject string, body []b
 		if _, err = x.pub.PublishMsg(ctx, m, jetstream.WithScheduleAt(due), jetstream.WithScheduleTarget(target)); err == nil {
 			return nil
 		}
-		if !sleep(ctx, time.Duration(50<<i)*time.Millisecond) {
+		if !pause.For(ctx, time.Duration(50<<i)*time.Millisecond) {
 			break
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mfa-worker/mfa-worker/internal/job"
+	"github.com/mfa-worker/mfa-worker/internal/pause"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
@@ -168,18 +169,6 @@ func (ix *Indexer) Run(ctx context.Context) error {
 	return errors.Join(all...)
 }
 
-// sleep pauses for d; it reports false, at once, when ctx ends first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 // errSkip marks a message that cannot be applied ever: it is acked (Term)
 // after a log line.
 var errSkip = errors.New("not applicable")
@@ -199,7 +188,7 @@ func (ix *Indexer) consume(ctx context.Context, cons jetstream.Consumer, apply f
 				return nil
 			}
 			ix.log.Warn("reading messages for the leaver registry failed; retrying", "err", err)
-			if !sleep(ctx, time.Second) {
+			if !pause.For(ctx, time.Second) {
 				return nil
 			}
 			continue

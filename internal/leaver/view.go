@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mfa-worker/mfa-worker/internal/pause"
 )
 
 // Summary is what the View keeps of a record, and what mfa.query.leavers
@@ -73,7 +75,7 @@ func (v *View) Run(ctx context.Context) error {
 			return nil
 		}
 		v.log.Warn("watching the leaver registry failed; watching again", "err", err)
-		if !sleep(ctx, time.Second) {
+		if !pause.For(ctx, time.Second) {
 			return nil
 		}
 	}
