@@ -27,7 +27,7 @@ type blastGuard interface {
 
 // leaverNotes is what the executor tells the leaver registry.
 type leaverNotes interface {
-	NoteJob(ctx context.Context, st leaver.State, body []byte, ev leaver.HREvent) error
+	NoteParsed(ctx context.Context, st leaver.State, j *job.Job) error
 }
 
 // admit asks the guard whether t's job runs now. ok reports that it does
@@ -91,7 +91,7 @@ func (x *executor) noteLeaver(ctx context.Context, t *task, st leaver.State) {
 	}
 	ctx, cancel := x.settleContext(ctx)
 	defer cancel()
-	if err := x.leavers.NoteJob(ctx, st, t.msg.Data(), leaver.HREvent{}); err != nil {
+	if err := x.leavers.NoteParsed(ctx, st, t.job); err != nil {
 		x.log.Warn("telling the leaver registry failed; the result updates it later", "job_id", t.job.ID, "step", string(st), "err", err)
 	}
 }

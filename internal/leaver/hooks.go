@@ -24,12 +24,21 @@ func JobAcceptance(body []byte) (a Acceptance, ok bool) {
 		RequestedAt time.Time `json:"requested_at"`
 		NotBefore   time.Time `json:"not_before"`
 	}
-	if json.Unmarshal(body, &j) != nil || j.Type != "offboard" || j.ID == "" {
+	if json.Unmarshal(body, &j) != nil {
 		return Acceptance{}, false
 	}
-	a = Acceptance{JobID: j.ID, UserID: j.UserID, User: j.User, Source: j.Source, EffectiveAt: j.RequestedAt}
-	if !j.NotBefore.IsZero() {
-		a.EffectiveAt, a.DueAt = j.NotBefore, j.NotBefore
+	return acceptance(j.ID, j.Type, j.UserID, j.User, j.Source, j.RequestedAt, j.NotBefore)
+}
+
+// acceptance is the acceptance of an offboard with these fields; ok is
+// false for any other type, or a job that names no one.
+func acceptance(id, typ string, userID int64, user *Selector, source string, requestedAt, notBefore time.Time) (a Acceptance, ok bool) {
+	if typ != string(job.TypeOffboard) || id == "" {
+		return Acceptance{}, false
+	}
+	a = Acceptance{JobID: id, UserID: userID, User: user, Source: source, EffectiveAt: requestedAt}
+	if !notBefore.IsZero() {
+		a.EffectiveAt, a.DueAt = notBefore, notBefore
 	}
 	if _, ok := a.key(); !ok {
 		return Acceptance{}, false
@@ -45,14 +54,25 @@ type HREvent struct {
 }
 
 // NoteJob records step st (Scheduled, Held or Running) of the job whose
-// body is given; a job that is not an offboard is ignored. It is the one
-// line the door (with the HR event) and the job path (with a zero HREvent)
-// call.
+// body is given; a job that is not an offboard is ignored. The door calls
+// it with the HR event; the job path, which has the job parsed, calls
+// NoteParsed.
 func (s *Store) NoteJob(ctx context.Context, st State, body []byte, ev HREvent) error {
+	a, ok := JobAcceptance(body)
+	return s.note(ctx, st, a, ok, ev)
+}
+
+// NoteParsed is NoteJob for a job already parsed (the job path's), without
+// reading its body again.
+func (s *Store) NoteParsed(ctx context.Context, st State, j *job.Job) error {
+	a, ok := acceptance(j.ID, string(j.Type), j.UserID, (*Selector)(j.User), j.Source, j.RequestedAt, j.NotBefore)
+	return s.note(ctx, st, a, ok, HREvent{})
+}
+
+func (s *Store) note(ctx context.Context, st State, a Acceptance, ok bool, ev HREvent) error {
 	if st != Scheduled && st != Held && st != Running {
 		return fmt.Errorf("leaver: %s is not a step of a job", st)
 	}
-	a, ok := JobAcceptance(body)
 	if !ok {
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/leaver"
 	"github.com/mfa-worker/mfa-worker/internal/testenv"
 	"github.com/mfa-worker/mfa-worker/internal/testenv/leak"
@@ -334,6 +336,22 @@ func TestRunningNoteOfADirectJob(t *testing.T) {
 	}
 	if r := e.waitState(t, leaver.UserKey(71), leaver.Running, ""); r.JobID != "off-71" || r.UserID != 71 {
 		t.Fatalf("record of a new direct offboard %+v", r)
+	}
+	// The job path's form, from the parsed job, makes the same record.
+	at := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	if err := svc.Store.NoteParsed(ctx, leaver.Running, &job.Job{ID: "off-73", Type: job.TypeOffboard, UserID: 73, Source: "offboarding-service", RequestedAt: at}); err != nil {
+		t.Fatal(err)
+	}
+	r71, _, _ := svc.Store.Get(ctx, leaver.UserKey(71))
+	r73 := e.waitState(t, leaver.UserKey(73), leaver.Running, "")
+	if r73.JobID != "off-73" || r73.UserID != 73 || !r73.EffectiveAt.Equal(r71.EffectiveAt) || r73.Source != r71.Source {
+		t.Fatalf("record from the parsed job %+v, from the body %+v", r73, r71)
+	}
+	if err := svc.Store.NoteParsed(ctx, leaver.Running, &job.Job{ID: "enr-74", Type: job.TypeEnroll, UserID: 74}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := svc.Store.Get(ctx, leaver.UserKey(74)); !errors.Is(err, leaver.ErrNotFound) {
+		t.Fatalf("an enroll noted as running made a record: %v", err)
 	}
 	held := `{"id":"off-72","type":"offboard","user_id":72,"source":"offboarding-service","requested_at":"2026-12-01T09:00:00Z"}`
 	if err := svc.Store.NoteJob(ctx, leaver.Held, []byte(held), leaver.HREvent{}); err != nil {
