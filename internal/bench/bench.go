@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
+	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/metrics"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 	"github.com/mfa-worker/mfa-worker/internal/testenv"
@@ -60,6 +61,34 @@ func FloorReply(ctx context.Context, ol *OneLogin, m jetstream.Msg) (*nats.Msg, 
 	return r, nil
 }
 
+// claimedReply is FloorReply between a claim of the job id (a ledger
+// create) and the record of its result (a compare-and-set update of the
+// claim), the records shaped as the worker's.
+func claimedReply(ctx context.Context, claims *ledger.Ledger, ol *OneLogin, m jetstream.Msg) (*nats.Msg, error) {
+	var j struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(m.Data(), &j); err != nil || j.ID == "" {
+		return nil, fmt.Errorf("floor: a job without an id: %.80q", m.Data())
+	}
+	now := time.Now()
+	rec := ledger.Record{State: ledger.Running, Hash: j.ID, Owner: "floor", LeaseUntil: now.Add(30 * time.Second), JobTime: now, Type: "offboard", UpdatedAt: now}
+	rev, err := claims.Create(ctx, j.ID, rec)
+	if err != nil {
+		return nil, err
+	}
+	r, err := FloorReply(ctx, ol, m)
+	if err != nil {
+		return nil, err
+	}
+	rec.State, rec.Owner, rec.LeaseUntil, rec.UpdatedAt = ledger.Finished, "", time.Time{}, time.Now()
+	rec.Outcome, rec.Result, rec.ResultMsgID = "noop", r.Data, r.Header.Get(jetstream.MsgIDHeader)
+	if _, err := claims.Update(ctx, j.ID, rec, rev); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
 // Bed is the test bed the measurements run on.
 type Bed = testenv.Bed
 
@@ -88,6 +117,14 @@ func Floor(b *Bed, n, concurrency int) (float64, error) {
 // floorOf runs the floor over the given jobs and returns messages per
 // second and the process's CPU time from the first fetch to the last ack.
 func floorOf(b *Bed, ol *OneLogin, mix []Job, concurrency int) (float64, time.Duration, error) {
+	return floorClaiming(b, ol, nil, mix, concurrency)
+}
+
+// floorClaiming is floorOf, and with claims set each job is also claimed
+// in a ledger before its call and its result recorded there before it is
+// published, as the worker's ledger does (claim.go, settle.go): the two
+// writes that no consumer giving one effect per job id can leave out.
+func floorClaiming(b *Bed, ol *OneLogin, claims *ledger.Ledger, mix []Job, concurrency int) (float64, time.Duration, error) {
 	n := len(mix)
 	ctx := context.Background()
 	if _, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "FLOOR", Subjects: []string{"floor.jobs.*"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute}); err != nil {
@@ -119,7 +156,13 @@ func floorOf(b *Bed, ol *OneLogin, mix []Job, concurrency int) (float64, time.Du
 		go func() {
 			defer wg.Done()
 			for m := range msgs {
-				r, err := FloorReply(ctx, ol, m)
+				var r *nats.Msg
+				var err error
+				if claims == nil {
+					r, err = FloorReply(ctx, ol, m)
+				} else {
+					r, err = claimedReply(ctx, claims, ol, m)
+				}
 				if err == nil {
 					_, err = b.JS.PublishMsg(ctx, r)
 				}

@@ -1,11 +1,15 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/jobs"
+	"github.com/mfa-worker/mfa-worker/internal/ledger"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
 	"github.com/mfa-worker/mfa-worker/internal/testenv"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
@@ -21,17 +25,22 @@ type OffboardResult struct {
 	// ack), TransportRuns the transport's alone (fetch, result, ack; no
 	// call): jobs/s.
 	FloorRuns, TransportRuns []float64
-	WorkerRuns               []float64
+	// ClaimedRuns are the floor's with the ledger's two writes per job
+	// (a claim before the call, the result recorded after it): the least
+	// a consumer giving one effect per job id does.
+	ClaimedRuns []float64
+	WorkerRuns  []float64
 	// FloorCPU, TransportCPU and WorkerCPU are CPU seconds per 1,000 jobs
 	// of the whole process (consumer or worker, the embedded NATS server
 	// and the simulator), from the start until every result is out and,
 	// for the worker, indexed in MFA_HISTORY.
-	FloorCPU, TransportCPU, WorkerCPU []float64
-	Floor, Transport, Worker          float64 // medians, jobs/s
-	FloorCPUMedian                    float64
-	TransportCPUMedian                float64
-	WorkerCPUMedian                   float64
-	Ratio                             float64 // Worker / Floor
+	FloorCPU, TransportCPU, ClaimedCPU, WorkerCPU []float64
+	Floor, Transport, Claimed, Worker             float64 // medians, jobs/s
+	FloorCPUMedian                                float64
+	TransportCPUMedian                            float64
+	ClaimedCPUMedian                              float64
+	WorkerCPUMedian                               float64
+	Ratio                                         float64 // Worker / Floor
 }
 
 // offboards builds n offboard jobs for users from base on, none of whom
@@ -72,16 +81,39 @@ func OffboardVsFloor(n, concurrency, rounds int) (OffboardResult, error) {
 		}
 		res.FloorRuns, res.FloorCPU = append(res.FloorRuns, f), append(res.FloorCPU, perK(cpu))
 
+		c, cpu, err := claimedFloor(n, concurrency)
+		if err != nil {
+			return res, fmt.Errorf("floor with claims: %w", err)
+		}
+		res.ClaimedRuns, res.ClaimedCPU = append(res.ClaimedRuns, c), append(res.ClaimedCPU, perK(cpu))
+
 		w, cpu, err := offboardWorker(n, concurrency)
 		if err != nil {
 			return res, fmt.Errorf("worker: %w", err)
 		}
 		res.WorkerRuns, res.WorkerCPU = append(res.WorkerRuns, w), append(res.WorkerCPU, perK(cpu))
 	}
-	res.Floor, res.Transport, res.Worker = Median(res.FloorRuns), Median(res.TransportRuns), Median(res.WorkerRuns)
+	res.Floor, res.Transport, res.Claimed, res.Worker = Median(res.FloorRuns), Median(res.TransportRuns), Median(res.ClaimedRuns), Median(res.WorkerRuns)
 	res.FloorCPUMedian, res.TransportCPUMedian, res.WorkerCPUMedian = Median(res.FloorCPU), Median(res.TransportCPU), Median(res.WorkerCPU)
+	res.ClaimedCPUMedian = Median(res.ClaimedCPU)
 	res.Ratio = res.Worker / res.Floor
 	return res, nil
+}
+
+// claimedFloor runs the floor with claims on a fresh bed, the ledger a
+// bucket configured as MFA_LEDGER is.
+func claimedFloor(n, concurrency int) (float64, time.Duration, error) {
+	b, err := NewBed(simulator.Config{RateLimit: Unlimited})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer b.Close()
+	kv, err := b.JS.CreateOrUpdateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: "FLOOR_LEDGER", TTL: 7 * 24 * time.Hour, History: 1, Storage: jetstream.FileStorage})
+	if err != nil {
+		return 0, 0, err
+	}
+	sc := b.Sim.Config()
+	return floorClaiming(b, NewOneLogin(b.SimURL, sc.ClientID, sc.ClientSecret, concurrency), ledger.New(kv), offboards(n, 1), concurrency)
 }
 
 // offboardWorker runs one replica over n offboards: jobs per second until
