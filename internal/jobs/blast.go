@@ -27,7 +27,7 @@ type blastGuard interface {
 
 // leaverNotes is what the executor tells the leaver registry.
 type leaverNotes interface {
-	NoteParsed(ctx context.Context, st leaver.State, j *job.Job) error
+	NoteParsed(ctx context.Context, st leaver.State, j *job.Job, at time.Time) error
 }
 
 // admit asks the guard whether t's job runs now. ok reports that it does
@@ -91,7 +91,7 @@ func (x *executor) noteLeaver(ctx context.Context, t *task, st leaver.State) {
 	}
 	ctx, cancel := x.settleContext(ctx)
 	defer cancel()
-	if err := x.leavers.NoteParsed(ctx, st, t.job); err != nil {
+	if err := x.leavers.NoteParsed(ctx, st, t.job, t.jobTime); err != nil {
 		x.log.Warn("telling the leaver registry failed; the result updates it later", "job_id", t.job.ID, "step", string(st), "err", err)
 	}
 }

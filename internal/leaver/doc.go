@@ -45,7 +45,8 @@
 // (mfa.results.offboard.>) and mfa-leavers-dlq on MFA_DLQ (mfa.dlq.ingest).
 // The door and the job path tell it what only they know through Accepted,
 // Scheduled, Held and Running (or NoteJob, from a job's body), each one KV
-// update. An offboard nobody announced gets its effective time from
+// update. The job path's notes carry the job's time (the
+// effective time); a result whose record lacks it reads it from
 // MFA_PEOPLE (JobTimes). Every update is a
 // compare-and-set on the record's revision, retried on conflict, and a
 // record remembers the last result and dead-letter stream sequences it

@@ -63,9 +63,11 @@ func (s *Store) NoteJob(ctx context.Context, st State, body []byte, ev HREvent) 
 }
 
 // NoteParsed is NoteJob for a job already parsed (the job path's), without
-// reading its body again.
-func (s *Store) NoteParsed(ctx context.Context, st State, j *job.Job) error {
-	a, ok := acceptance(j.ID, string(j.Type), j.UserID, (*Selector)(j.User), j.Source, j.RequestedAt, j.NotBefore)
+// reading its body again. at is the job's time as the job path bounds it
+// (the time it records in MFA_PEOPLE), which becomes the record's
+// effective time; zero: the job's requested_at, bounded here.
+func (s *Store) NoteParsed(ctx context.Context, st State, j *job.Job, at time.Time) error {
+	a, ok := acceptance(j.ID, string(j.Type), j.UserID, (*Selector)(j.User), j.Source, cmp.Or(at, j.RequestedAt), j.NotBefore)
 	return s.note(ctx, st, a, ok, HREvent{})
 }
 

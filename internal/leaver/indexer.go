@@ -218,14 +218,7 @@ func (ix *Indexer) applyResult(ctx context.Context, msg jetstream.Msg, seq uint6
 	if err != nil {
 		return fmt.Errorf("%w: %v", errSkip, err)
 	}
-	if res.EffectiveAt.IsZero() && ix.times != nil && res.UserID > 0 && (res.Outcome == "succeeded" || res.Outcome == "noop") {
-		// The result does not carry the job's time; MFA_PEOPLE does, for
-		// the user's latest offboard.
-		if at, jobID, err := ix.times.Offboarded(ctx, res.UserID); err == nil && jobID == res.JobID {
-			res.EffectiveAt = at
-		}
-	}
-	r, applied, err := ix.store.ApplyResult(ctx, res)
+	r, applied, err := ix.store.applyResult(ctx, res, ix.times)
 	if err != nil {
 		return err
 	}

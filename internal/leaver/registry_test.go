@@ -44,13 +44,16 @@ func newEnv(tb testing.TB) *env {
 	return &env{nc: nc, js: js}
 }
 
-// start runs the registry until the test ends.
-func (e *env) start(tb testing.TB) *leaver.Service {
+// start runs the registry until the test ends; before each runs first.
+func (e *env) start(tb testing.TB, before ...func(*leaver.Service)) *leaver.Service {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	svc, err := leaver.Start(ctx, e.js, 1, nil, testenv.Quiet())
 	if err != nil {
 		tb.Fatal(err)
+	}
+	for _, f := range before {
+		f(svc)
 	}
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
@@ -339,7 +342,7 @@ func TestRunningNoteOfADirectJob(t *testing.T) {
 	}
 	// The job path's form, from the parsed job, makes the same record.
 	at := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
-	if err := svc.Store.NoteParsed(ctx, leaver.Running, &job.Job{ID: "off-73", Type: job.TypeOffboard, UserID: 73, Source: "offboarding-service", RequestedAt: at}); err != nil {
+	if err := svc.Store.NoteParsed(ctx, leaver.Running, &job.Job{ID: "off-73", Type: job.TypeOffboard, UserID: 73, Source: "offboarding-service", RequestedAt: at}, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	r71, _, _ := svc.Store.Get(ctx, leaver.UserKey(71))
@@ -347,7 +350,7 @@ func TestRunningNoteOfADirectJob(t *testing.T) {
 	if r73.JobID != "off-73" || r73.UserID != 73 || !r73.EffectiveAt.Equal(r71.EffectiveAt) || r73.Source != r71.Source {
 		t.Fatalf("record from the parsed job %+v, from the body %+v", r73, r71)
 	}
-	if err := svc.Store.NoteParsed(ctx, leaver.Running, &job.Job{ID: "enr-74", Type: job.TypeEnroll, UserID: 74}); err != nil {
+	if err := svc.Store.NoteParsed(ctx, leaver.Running, &job.Job{ID: "enr-74", Type: job.TypeEnroll, UserID: 74}, at); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := svc.Store.Get(ctx, leaver.UserKey(74)); !errors.Is(err, leaver.ErrNotFound) {
@@ -364,5 +367,56 @@ func TestRunningNoteOfADirectJob(t *testing.T) {
 	r := e.waitState(t, leaver.UserKey(72), leaver.Running, "")
 	if !r.CreatedAt.Equal(first.CreatedAt) || r.JobID != "off-72" {
 		t.Fatalf("a held record noted running lost what it held: %+v, first %+v", r, first)
+	}
+}
+
+// jobTimes is MFA_PEOPLE for the indexer: the job time of each user's
+// latest offboard, counting the reads.
+type jobTimes struct {
+	mu    sync.Mutex
+	times map[int64]time.Time
+	reads map[int64]int
+}
+
+func (j *jobTimes) Offboarded(_ context.Context, userID int64) (time.Time, string, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.reads[userID]++
+	return j.times[userID], fmt.Sprintf("off-%d", userID), nil
+}
+
+func (j *jobTimes) readsOf(userID int64) int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.reads[userID]
+}
+
+// TestJobTimeFromTheRunningNote: the job path's running note gives the
+// record the job's time, so the indexer reads MFA_PEOPLE for the result
+// only when the record does not hold the time of that job.
+func TestJobTimeFromTheRunningNote(t *testing.T) {
+	e := newEnv(t)
+	noted, unnoted := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC), time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	times := &jobTimes{times: map[int64]time.Time{81: noted, 82: unnoted}, reads: map[int64]int{}}
+	svc := e.start(t, func(s *leaver.Service) { s.SetJobTimes(times) })
+	ctx := context.Background()
+	if err := svc.Store.NoteParsed(ctx, leaver.Running, &job.Job{ID: "off-81", Type: job.TypeOffboard, UserID: 81}, noted); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.waitState(t, leaver.UserKey(81), leaver.Running, ""); !r.EffectiveAt.Equal(noted) {
+		t.Fatalf("running note without requested_at: effective %v, want the job time %v", r.EffectiveAt, noted)
+	}
+	e.result(t, offboardResult("off-81", 81, "", "noop", ""), "off-81:result", "noop")
+	e.result(t, offboardResult("off-82", 82, "", "noop", ""), "off-82:result", "noop")
+	r81 := e.waitState(t, leaver.UserKey(81), leaver.Offboarded, "")
+	r82 := e.waitState(t, leaver.UserKey(82), leaver.Offboarded, "")
+	if !r81.EffectiveAt.Equal(noted) || !r82.EffectiveAt.Equal(unnoted) {
+		t.Fatalf("effective times %v and %v, want %v and %v", r81.EffectiveAt, r82.EffectiveAt, noted, unnoted)
+	}
+	if n := times.readsOf(81); n != 0 {
+		t.Errorf("MFA_PEOPLE read %d times for a job whose time the record held", n)
+	}
+	if n := times.readsOf(82); n != 1 {
+		t.Errorf("MFA_PEOPLE read %d times for a job the registry had not heard of, want 1", n)
 	}
 }

@@ -284,6 +284,14 @@ func (s *Store) Running(ctx context.Context, a Acceptance) error { return s.step
 // ApplyResult records an offboard's result. applied is false when the
 // record had already seen it (a redelivery) or a later one.
 func (s *Store) ApplyResult(ctx context.Context, res Result) (rec Record, applied bool, err error) {
+	return s.applyResult(ctx, res, nil)
+}
+
+// applyResult is ApplyResult, and with times the job's time of a
+// succeeded or noop result that carries none (most do not) is read from
+// there, only when the record does not hold it already: the job path's
+// running note gives it the time before the result comes.
+func (s *Store) applyResult(ctx context.Context, res Result, times JobTimes) (rec Record, applied bool, err error) {
 	key, ok := personKey(res.UserID, res.User)
 	if !ok {
 		key = JobKey(res.JobID)
@@ -297,7 +305,16 @@ func (s *Store) ApplyResult(ctx context.Context, res Result) (rec Record, applie
 			return Record{}, false, err
 		}
 	}
+	looked := times == nil || res.UserID <= 0 || !res.EffectiveAt.IsZero() || (res.Outcome != "succeeded" && res.Outcome != "noop")
 	rec, err = s.update(ctx, key, func(r *Record, now time.Time) (bool, error) {
+		if !looked && (r.EffectiveAt.IsZero() || r.JobID != res.JobID) {
+			// MFA_PEOPLE holds the job time of the user's latest
+			// offboard, recorded by the job path before the result.
+			looked = true
+			if at, jobID, err := times.Offboarded(ctx, res.UserID); err == nil && jobID == res.JobID {
+				res.EffectiveAt = at
+			}
+		}
 		applied = applyResult(r, res, now)
 		return applied, nil
 	})
