@@ -33,7 +33,9 @@
 //   - executor.go: process and execute. Parse (no I/O; an invalid job is
 //     rejected, OneLogin is never called); a job whose not_before is ahead
 //     is parked as a JetStream message schedule (timing.go); take the
-//     user's lock in MFA_LOCKS, claim the job id in MFA_LEDGER (claim.go),
+//     user's lock in MFA_LOCKS (a job whose result the ledger holds leaves
+//     its lock in place, naming it, for the user's next job to take over:
+//     one write less per job), claim the job id in MFA_LEDGER (claim.go),
 //     then make the handler's attempts. Transient failures are
 //     retried in the delivery with exponential backoff and jitter;
 //     rate-limit answers are waited out and are not retries. Types whose
@@ -109,7 +111,7 @@
 //	               3 calls for enroll, 1 + devices for offboard
 //	settlement     ledger write, DLQ and result publishes
 //	               (5s of retries each), ack: one 10s limit  10s
-//	lock release                                            10s
+//	lock release (unless the job finished)                  10s
 //
 // that is 155s plus 80s per OneLogin call of the last attempt, not counting
 // waits for the OneLogin rate-limit window: a call waits for the window's

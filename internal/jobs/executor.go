@@ -34,9 +34,11 @@ type grantStore interface {
 
 // userLocks is what the executor needs of the per-user locks.
 type userLocks interface {
-	TryAcquire(ctx context.Context, userID int64) (rev uint64, ok bool, err error)
-	Renew(ctx context.Context, userID int64, rev uint64) (uint64, error)
+	TryAcquire(ctx context.Context, userID int64, job string) (rev uint64, ok bool, holder ledger.Holder, err error)
+	TakeOver(ctx context.Context, userID int64, job string, from uint64) (rev uint64, ok bool, err error)
+	Renew(ctx context.Context, userID int64, job string, rev uint64) (uint64, error)
 	Release(ctx context.Context, userID int64, rev uint64) error
+	Keep(userID int64, rev uint64)
 }
 
 // publisher publishes results and DLQ copies.
@@ -357,14 +359,20 @@ func (x *executor) lockAndClaim(ctx context.Context, t *task) (ending, bool) {
 }
 
 // lockUser takes the user's lock, waiting in place (the heartbeat keeps the
-// message alive) while another replica holds it, unless giveUp is closed
-// meanwhile. An attempt under way is never cut short, so that a lock the
-// server granted is always known, and released.
+// message alive) while another job holds it, unless giveUp is closed
+// meanwhile. A lock left by a job that finished (see unlockUser) is taken
+// over, as is one taken for this same job id by an earlier delivery: the
+// ledger's claim keeps two deliveries of one job apart. An attempt under
+// way is never cut short, so that a lock the server granted is always
+// known, and released.
 func (x *executor) lockUser(ctx context.Context, t *task, giveUp <-chan struct{}) error {
 	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(20*time.Millisecond), backoff.WithMaxInterval(500*time.Millisecond), backoff.WithMaxElapsedTime(0))
 	deadline := time.Now().Add(x.budgets.lockWait)
 	for {
-		rev, ok, err := x.locks.TryAcquire(ctx, t.job.UserID)
+		rev, ok, h, err := x.locks.TryAcquire(ctx, t.job.UserID, t.job.ID)
+		if err == nil && !ok && h.Job != "" && x.finished(ctx, h.Job, t.job.ID) {
+			rev, ok, err = x.locks.TakeOver(ctx, t.job.UserID, t.job.ID, h.Rev)
+		}
 		if err == nil && ok {
 			t.mu.Lock()
 			t.lockRev = rev
@@ -383,12 +391,30 @@ func (x *executor) lockUser(ctx context.Context, t *task, giveUp <-chan struct{}
 	}
 }
 
+// finished reports whether the lock held for job holder is free for job:
+// holder is job itself, or the ledger holds holder finished.
+func (x *executor) finished(ctx context.Context, holder, job string) bool {
+	if holder == job {
+		return true
+	}
+	e, err := x.ledger.Get(ctx, holder)
+	return err == nil && e.State == ledger.Finished
+}
+
+// unlockUser gives the user's lock back after the settlement. A job whose
+// ledger record is finished leaves the lock in place, naming it: the next
+// job of the user takes it over (lockUser), and on this replica with one
+// write. Any other ending deletes it.
 func (x *executor) unlockUser(ctx context.Context, t *task) {
 	t.mu.Lock()
-	rev := t.lockRev
+	rev, done := t.lockRev, t.recorded
 	t.lockRev = 0
 	t.mu.Unlock()
 	if rev == 0 {
+		return
+	}
+	if done {
+		x.locks.Keep(t.job.UserID, rev)
 		return
 	}
 	ctx, cancel := x.settleContext(ctx)

@@ -77,7 +77,7 @@ func NewRunner(cfg Config, log *slog.Logger, js jetstream.JetStream, objs *topol
 		policy: newPolicy(&r.cfg),
 		ledger: led,
 		grants: led,
-		locks:  ledger.NewLocks(objs.Locks, cfg.Owner),
+		locks:  ledger.NewLocks(objs.Locks, cfg.Owner, cfg.Lease),
 		finder: ol,
 		users:  newUserCache(cfg.UserCacheTTL, defaultUserCacheSize),
 		h:      &handlers{ol: ol, factors: newFactorCache(cfg.FactorCacheTTL)},

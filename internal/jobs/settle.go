@@ -114,6 +114,9 @@ func (x *executor) finish(ctx context.Context, t *task, v verdict, data job.Data
 		x.log.Warn("job taken over by another replica; result not published", "job_id", j.ID)
 		return
 	}
+	t.mu.Lock()
+	t.recorded = err == nil && t.claim != nil && t.claim.Record.State == ledger.Finished
+	t.mu.Unlock()
 	if err != nil {
 		if f := x.policy.unrecorded(v, t.attempts); f.action == actNak {
 			x.release(ctx, t)
@@ -140,6 +143,9 @@ func (x *executor) redeliver(ctx context.Context, t *task, end ending) {
 	e, res := end.entry, end.result
 	ctx, cancel := x.settleContext(ctx)
 	defer cancel()
+	t.mu.Lock()
+	t.recorded = true // the ledger holds the job finished
+	t.mu.Unlock()
 	same := e.Seq == t.seq
 	if !same {
 		x.m.Duplicate(string(t.jobType()))

@@ -33,7 +33,10 @@ type task struct {
 
 	mu      sync.Mutex
 	lockRev uint64 // 0: the user's lock is not held
-	claim   *ledger.Entry
+	// recorded: the ledger holds the job finished (this delivery wrote its
+	// result, or found it there), so its lock may be left in place.
+	recorded bool
+	claim    *ledger.Entry
 	// firstClaim: this delivery created the job id's ledger record (no
 	// earlier delivery of the id claimed it within the ledger's TTL).
 	firstClaim bool
@@ -162,7 +165,7 @@ func (x *executor) renewLock(ctx context.Context, t *task) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.lockRev != 0 {
-		rev, err := x.locks.Renew(ctx, t.job.UserID, t.lockRev)
+		rev, err := x.locks.Renew(ctx, t.job.UserID, t.job.ID, t.lockRev)
 		switch {
 		case err == nil:
 			t.lockRev = rev

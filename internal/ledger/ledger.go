@@ -5,7 +5,8 @@
 // or finished (with the stored result). Records change only by
 // compare-and-set on the KV revision, so two replicas can never both believe
 // they own a job. Per-user locks are short leases in a second bucket whose
-// age limit frees a lock whose owner died.
+// age limit frees a lock whose owner died; a finished job's lock is left
+// for the next job to take (Locks.Keep).
 package ledger
 
 import (
@@ -14,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -215,36 +218,91 @@ func (l *Ledger) Update(ctx context.Context, jobID string, rec Record, rev uint6
 // ErrKeyExists is for Create only (see jetstream/errors.go).
 func isConflict(err error) bool { return errors.Is(err, jetstream.ErrKeyRevisionMismatch) }
 
-// Locks are per-user leases shared by every replica.
+// Locks are per-user leases shared by every replica. A lock's value names
+// its owner and the job it was taken for. A job that finished leaves its
+// lock in place (Keep) instead of deleting it: the lock then names a job
+// whose ledger record is finished, which frees it for anyone (TakeOver),
+// and the replica that kept it takes it again with one write. Either way
+// it lapses with the bucket's age limit.
 type Locks struct {
 	kv    jetstream.KeyValue
 	owner string
+	lease time.Duration
+
+	mu   sync.Mutex
+	kept map[int64]keptLock
+}
+
+type keptLock struct {
+	rev uint64
+	at  time.Time
+}
+
+// Holder is who holds a user's lock: the job it was taken for (empty for a
+// lock of an earlier version, which names only its owner) and the lock's
+// revision.
+type Holder struct {
+	Job string
+	Rev uint64
 }
 
 // NewLocks returns the locks on kv, taken in the name of owner. The bucket's
-// age limit is the lease: a lock not renewed within it disappears.
-func NewLocks(kv jetstream.KeyValue, owner string) *Locks {
-	return &Locks{kv: kv, owner: owner}
+// age limit, lease, is the lease: a lock not renewed within it disappears.
+func NewLocks(kv jetstream.KeyValue, owner string, lease time.Duration) *Locks {
+	return &Locks{kv: kv, owner: owner, lease: lease, kept: map[int64]keptLock{}}
 }
 
 func lockKey(userID int64) string { return "user." + strconv.FormatInt(userID, 10) }
 
-// TryAcquire takes the user's lock if nobody holds it. ok is false when
-// another holder has it.
-func (l *Locks) TryAcquire(ctx context.Context, userID int64) (rev uint64, ok bool, err error) {
-	rev, err = l.kv.Create(ctx, lockKey(userID), []byte(l.owner))
-	if errors.Is(err, jetstream.ErrKeyExists) {
+func (l *Locks) value(job string) []byte { return []byte(l.owner + "\n" + job) }
+
+// TryAcquire takes the user's lock for job if nobody holds it, or if this
+// replica kept it (Keep) less than half a lease ago. ok is false when it is
+// held; holder then says by which job, for TakeOver.
+func (l *Locks) TryAcquire(ctx context.Context, userID int64, job string) (rev uint64, ok bool, holder Holder, err error) {
+	if k, found := l.takeKept(userID); found {
+		if rev, err := l.kv.Update(ctx, lockKey(userID), l.value(job), k.rev); err == nil {
+			return rev, true, Holder{}, nil
+		}
+	}
+	rev, err = l.kv.Create(ctx, lockKey(userID), l.value(job))
+	if err == nil {
+		return rev, true, Holder{}, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, false, Holder{}, fmt.Errorf("lock user %d: %w", userID, err)
+	}
+	e, err := l.kv.Get(ctx, lockKey(userID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return 0, false, Holder{}, nil // released meanwhile: the next try takes it
+	}
+	if err != nil {
+		return 0, false, Holder{}, fmt.Errorf("lock user %d: %w", userID, err)
+	}
+	h := Holder{Rev: e.Revision()}
+	if _, j, found := strings.Cut(string(e.Value()), "\n"); found {
+		h.Job = j
+	}
+	return 0, false, h, nil
+}
+
+// TakeOver takes the user's lock from its holder at revision from, for a
+// caller who found the holder's job finished; ok is false when the lock
+// changed meanwhile.
+func (l *Locks) TakeOver(ctx context.Context, userID int64, job string, from uint64) (rev uint64, ok bool, err error) {
+	rev, err = l.kv.Update(ctx, lockKey(userID), l.value(job), from)
+	if isConflict(err) || errors.Is(err, jetstream.ErrKeyNotFound) {
 		return 0, false, nil
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("lock user %d: %w", userID, err)
+		return 0, false, fmt.Errorf("take over lock of user %d: %w", userID, err)
 	}
 	return rev, true, nil
 }
 
 // Renew extends a held lock; ErrConflict means it was lost.
-func (l *Locks) Renew(ctx context.Context, userID int64, rev uint64) (uint64, error) {
-	n, err := l.kv.Update(ctx, lockKey(userID), []byte(l.owner), rev)
+func (l *Locks) Renew(ctx context.Context, userID int64, job string, rev uint64) (uint64, error) {
+	n, err := l.kv.Update(ctx, lockKey(userID), l.value(job), rev)
 	if isConflict(err) {
 		return 0, ErrConflict
 	}
@@ -261,6 +319,31 @@ func (l *Locks) Release(ctx context.Context, userID int64, rev uint64) error {
 		return fmt.Errorf("release lock of user %d: %w", userID, err)
 	}
 	return nil
+}
+
+// Keep gives up a lock whose job's ledger record is finished without a
+// write: the lock stays, free for TakeOver, and this replica takes it
+// again at revision rev while it is less than half a lease old.
+func (l *Locks) Keep(userID int64, rev uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.kept) >= maxKept {
+		// Forgetting is safe: a forgotten lock is taken over like
+		// another replica's, with a read of it and of the ledger.
+		clear(l.kept)
+	}
+	l.kept[userID] = keptLock{rev: rev, at: time.Now()}
+}
+
+// maxKept bounds the locks a replica remembers keeping.
+const maxKept = 4096
+
+func (l *Locks) takeKept(userID int64) (keptLock, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k, ok := l.kept[userID]
+	delete(l.kept, userID)
+	return k, ok && time.Since(k.at) < l.lease/2
 }
 
 // People records, per OneLogin user id, the job time of the user's latest

@@ -101,31 +101,74 @@ func TestLedgerRecordsExpire(t *testing.T) {
 func TestLocks(t *testing.T) {
 	ctx := context.Background()
 	kv := bucket(t, time.Hour)
-	a, b := ledger.NewLocks(kv, "a"), ledger.NewLocks(kv, "b")
-	rev, ok, err := a.TryAcquire(ctx, 7)
+	a, b := ledger.NewLocks(kv, "a", time.Hour), ledger.NewLocks(kv, "b", time.Hour)
+	rev, ok, _, err := a.TryAcquire(ctx, 7, "j1")
 	if err != nil || !ok {
 		t.Fatalf("acquire: %v %v", ok, err)
 	}
-	if _, ok, err := b.TryAcquire(ctx, 7); err != nil || ok {
-		t.Fatalf("second holder: %v %v", ok, err)
+	if _, ok, h, err := b.TryAcquire(ctx, 7, "j2"); err != nil || ok || h.Job != "j1" || h.Rev != rev {
+		t.Fatalf("second holder: ok %v, holder %+v (want j1 at %d), %v", ok, h, rev, err)
 	}
-	rev2, err := a.Renew(ctx, 7, rev)
+	rev2, err := a.Renew(ctx, 7, "j1", rev)
 	if err != nil || rev2 <= rev {
 		t.Fatalf("renew: %v", err)
 	}
-	if _, err := a.Renew(ctx, 7, rev); !errors.Is(err, ledger.ErrConflict) {
+	if _, err := a.Renew(ctx, 7, "j1", rev); !errors.Is(err, ledger.ErrConflict) {
 		t.Fatalf("renew at a stale revision: %v", err)
 	}
 	if err := a.Release(ctx, 7, rev); err != nil {
 		t.Fatalf("release at a stale revision is a no-op: %v", err)
 	}
-	if _, ok, _ := b.TryAcquire(ctx, 7); ok {
+	if _, ok, _, _ := b.TryAcquire(ctx, 7, "j2"); ok {
 		t.Fatal("a stale release freed the lock")
 	}
 	if err := a.Release(ctx, 7, rev2); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, err := b.TryAcquire(ctx, 7); err != nil || !ok {
+	if _, ok, _, err := b.TryAcquire(ctx, 7, "j2"); err != nil || !ok {
+		t.Fatalf("acquire after release: %v %v", ok, err)
+	}
+}
+
+// A kept lock stays, naming its finished job: its replica takes it again
+// with one write, another takes it over only at its current revision.
+func TestKeptLocks(t *testing.T) {
+	ctx := context.Background()
+	kv := bucket(t, time.Hour)
+	a, b := ledger.NewLocks(kv, "a", time.Hour), ledger.NewLocks(kv, "b", time.Hour)
+	rev, ok, _, err := a.TryAcquire(ctx, 8, "j1")
+	if err != nil || !ok {
+		t.Fatalf("acquire: %v %v", ok, err)
+	}
+	a.Keep(8, rev)
+	_, ok, h, err := b.TryAcquire(ctx, 8, "j2")
+	if err != nil || ok || h.Job != "j1" || h.Rev != rev {
+		t.Fatalf("a kept lock: ok %v, holder %+v, %v", ok, h, err)
+	}
+	again, ok, _, err := a.TryAcquire(ctx, 8, "j3")
+	if err != nil || !ok || again != rev+1 {
+		t.Fatalf("the keeper takes its lock again: rev %d (want %d), ok %v, %v", again, rev+1, ok, err)
+	}
+	if _, ok, err := b.TakeOver(ctx, 8, "j2", h.Rev); err != nil || ok {
+		t.Fatalf("take-over at a stale revision: ok %v, %v", ok, err)
+	}
+	a.Keep(8, again)
+	_, _, h, _ = b.TryAcquire(ctx, 8, "j2")
+	if h.Job != "j3" {
+		t.Fatalf("holder %+v, want j3", h)
+	}
+	took, ok, err := b.TakeOver(ctx, 8, "j2", h.Rev)
+	if err != nil || !ok {
+		t.Fatalf("take-over: ok %v, %v", ok, err)
+	}
+	// The keeper's revision is stale now: it finds the lock held by j2.
+	if _, ok, h, err := a.TryAcquire(ctx, 8, "j4"); err != nil || ok || h.Job != "j2" || h.Rev != took {
+		t.Fatalf("after a take-over: ok %v, holder %+v, %v", ok, h, err)
+	}
+	if err := b.Release(ctx, 8, took); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _, err := a.TryAcquire(ctx, 8, "j4"); err != nil || !ok {
 		t.Fatalf("acquire after release: %v %v", ok, err)
 	}
 }
