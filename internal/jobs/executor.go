@@ -361,16 +361,15 @@ func (x *executor) lockAndClaim(ctx context.Context, t *task) (ending, bool) {
 // lockUser takes the user's lock, waiting in place (the heartbeat keeps the
 // message alive) while another job holds it, unless giveUp is closed
 // meanwhile. A lock left by a job that finished (see unlockUser) is taken
-// over, as is one taken for this same job id by an earlier delivery: the
-// ledger's claim keeps two deliveries of one job apart. An attempt under
-// way is never cut short, so that a lock the server granted is always
-// known, and released.
+// over; any other lapses with its lease when its holder dies. An attempt
+// under way is never cut short, so that a lock the server granted is
+// always known, and released.
 func (x *executor) lockUser(ctx context.Context, t *task, giveUp <-chan struct{}) error {
 	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(20*time.Millisecond), backoff.WithMaxInterval(500*time.Millisecond), backoff.WithMaxElapsedTime(0))
 	deadline := time.Now().Add(x.budgets.lockWait)
 	for {
 		rev, ok, h, err := x.locks.TryAcquire(ctx, t.job.UserID, t.job.ID)
-		if err == nil && !ok && h.Job != "" && x.finished(ctx, h.Job, t.job.ID) {
+		if err == nil && !ok && h.Job != "" && x.finished(ctx, h.Job) {
 			rev, ok, err = x.locks.TakeOver(ctx, t.job.UserID, t.job.ID, h.Rev)
 		}
 		if err == nil && ok {
@@ -391,13 +390,10 @@ func (x *executor) lockUser(ctx context.Context, t *task, giveUp <-chan struct{}
 	}
 }
 
-// finished reports whether the lock held for job holder is free for job:
-// holder is job itself, or the ledger holds holder finished.
-func (x *executor) finished(ctx context.Context, holder, job string) bool {
-	if holder == job {
-		return true
-	}
-	e, err := x.ledger.Get(ctx, holder)
+// finished reports whether the ledger holds job finished, which frees the
+// lock it left.
+func (x *executor) finished(ctx context.Context, job string) bool {
+	e, err := x.ledger.Get(ctx, job)
 	return err == nil && e.State == ledger.Finished
 }
 
