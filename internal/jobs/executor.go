@@ -361,15 +361,15 @@ func (x *executor) lockAndClaim(ctx context.Context, t *task) (ending, bool) {
 // lockUser takes the user's lock, waiting in place (the heartbeat keeps the
 // message alive) while another job holds it, unless giveUp is closed
 // meanwhile. A lock left by a job that finished (see unlockUser) is taken
-// over; any other lapses with its lease when its holder dies. An attempt
-// under way is never cut short, so that a lock the server granted is
-// always known, and released.
+// over (lockFree); any other lapses with its lease when its holder dies.
+// An attempt under way is never cut short, so that a lock the server
+// granted is always known, and released.
 func (x *executor) lockUser(ctx context.Context, t *task, giveUp <-chan struct{}) error {
 	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(20*time.Millisecond), backoff.WithMaxInterval(500*time.Millisecond), backoff.WithMaxElapsedTime(0))
 	deadline := time.Now().Add(x.budgets.lockWait)
 	for {
 		rev, ok, h, err := x.locks.TryAcquire(ctx, t.job.UserID, t.job.ID)
-		if err == nil && !ok && h.Job != "" && x.finished(ctx, h.Job) {
+		if err == nil && !ok && h.Job != "" && x.lockFree(ctx, t, h.Job) {
 			rev, ok, err = x.locks.TakeOver(ctx, t.job.UserID, t.job.ID, h.Rev)
 		}
 		if err == nil && ok {
@@ -390,10 +390,21 @@ func (x *executor) lockUser(ctx context.Context, t *task, giveUp <-chan struct{}
 	}
 }
 
-// finished reports whether the ledger holds job finished, which frees the
-// lock it left.
-func (x *executor) finished(ctx context.Context, job string) bool {
-	e, err := x.ledger.Get(ctx, job)
+// lockFree reports whether the lock that job holder left is free for t:
+// the ledger holds holder finished, or holder is t's own job and t holds
+// its claim. The second is a replay of a finished job whose claim (taken
+// at the same time as the lock) came first and made the record running
+// again; the claim keeps any other delivery of the job out.
+func (x *executor) lockFree(ctx context.Context, t *task, holder string) bool {
+	if holder == t.job.ID {
+		t.mu.Lock()
+		claimed := t.claim != nil && t.claim.Record.State == ledger.Running && t.claim.Record.Owner == x.owner
+		t.mu.Unlock()
+		if claimed {
+			return true
+		}
+	}
+	e, err := x.ledger.Get(ctx, holder)
 	return err == nil && e.State == ledger.Finished
 }
 

@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mfa-worker/mfa-worker/internal/dlq"
 	"github.com/mfa-worker/mfa-worker/internal/job"
 	"github.com/mfa-worker/mfa-worker/internal/simulator"
+	"github.com/mfa-worker/mfa-worker/internal/testenv"
 	"github.com/mfa-worker/mfa-worker/internal/topology"
 )
 
@@ -73,5 +75,42 @@ func TestOnePersonsJobsNeverOverlap(t *testing.T) {
 		if _, holder, _ := strings.Cut(string(ent.Value()), "\n"); !strings.HasPrefix(holder, fmt.Sprintf("rm-%d-", u)) {
 			t.Errorf("user %d: the lock names %q", 7000+u, holder)
 		}
+	}
+}
+
+// TestReplayTakesItsOwnLeftLock: a job that dead-lettered leaves its lock
+// naming it; the operator's replay of it, once it holds the job's claim,
+// takes that lock at once instead of waiting for it to lapse (a lease of
+// 10 s here, 30 s by default).
+func TestReplayTakesItsOwnLeftLock(t *testing.T) {
+	e := newEnv(t, simulator.Config{})
+	cfg := testConfig()
+	cfg.Lease = 10 * time.Second
+	dev, err := e.sim.EnrollDevice(7100, "Google Authenticator", "d", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.sim.SetFaults(simulator.Faults{OutageUntil: time.Now().Add(time.Hour)})
+	e.provision()
+	e.publish("remove", jobBody("rm-replayed", "remove", 7100, map[string]any{"device_id": dev}), "rm-replayed")
+	e.start(cfg)
+	if r := e.waitResults(1, 30*time.Second)["rm-replayed"].Result; r.Outcome != job.Failed {
+		t.Fatalf("during the outage: %s %+v", r.Outcome, r.Error)
+	}
+	dls, err := dlq.ListDeadLetters(context.Background(), e.js, dlq.DeadLetterFilter{})
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("dead letters: %d, %v", len(dls), err)
+	}
+	// Past half a lease the replica no longer takes its kept lock by
+	// revision: the replay meets the lock as another replica would.
+	time.Sleep(cfg.Lease/2 + 500*time.Millisecond)
+	e.sim.SetFaults(simulator.Faults{})
+	replayed := time.Now()
+	if err := dlq.Replay(context.Background(), e.js, dls[0]); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool { return e.count(topology.StreamResults) == 2 }, func() string { return "the replay's result" })
+	if took := time.Since(replayed); took > 3*time.Second {
+		t.Errorf("the replay took %v: it waited for the lock its own job left", took)
 	}
 }
