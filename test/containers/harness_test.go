@@ -514,26 +514,19 @@ func (w *world) unacked() int {
 	return n
 }
 
-// settled runs a read of the harness's own, trying again for up to two
-// minutes while the cluster settles: right after a server is killed, the
-// JetStream API can answer "no responders" until a new leader is elected,
-// which says nothing about the worker.
+// settled runs a read of the harness's own until it succeeds, for up to
+// two minutes while the cluster settles: right after a server is killed,
+// the JetStream API can answer "no responders" until a new leader is
+// elected, which says nothing about the worker.
 func (w *world) settled(what string, read func(ctx context.Context) error) {
 	w.t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
+	var last error
+	testenv.Eventually(w.t, 2*time.Minute, func() bool {
 		ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
-		err := read(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) || w.ctx.Err() != nil {
-			w.t.Fatalf("%s: %v", what, err)
-		}
-		w.t.Logf("%s: %v; trying again", what, err)
-		time.Sleep(time.Second)
-	}
+		defer cancel()
+		last = read(ctx)
+		return last == nil
+	}, func() string { return fmt.Sprintf("%s: %v", what, last) })
 }
 
 // readResults reads every stored result, by job id.
