@@ -248,14 +248,7 @@ func keptFilter(subj string) string {
 // could be read) and is not stored. A kept entry (see Kept) goes to a
 // subject of its own, every other entry to the person's routine subject.
 func (s *Store) Append(ctx context.Context, e Entry, msgID string) error {
-	m, err := s.entryMsg(e, msgID)
-	if err != nil || m == nil {
-		return err
-	}
-	if _, err := s.js.PublishMsg(ctx, m); err != nil {
-		return fmt.Errorf("history: append job %s: %w", e.JobID, err)
-	}
-	return nil
+	return s.AppendAll(ctx, []Pending{{Entry: e, MsgID: msgID}})[0]
 }
 
 // Pending is one entry to append with AppendAll, and its message id.
