@@ -371,19 +371,24 @@ func runVendorFixture(t *testing.T, bed *testenv.Bed, base string, pubs *jobPubl
 		// The offboard waits as a schedule on mfa.scheduled.offboard.<id>
 		// in MFA_JOBS, due at the end of the termination date.
 		*scheduled++
+		// The watcher sees the publish on its own connection, which may
+		// be a moment after ingest acknowledged the event.
 		var jobID string
-		for _, b := range pubs.bodies("") {
-			var j struct {
-				ID   string   `json:"id"`
-				User job.User `json:"user"`
+		testenv.Eventually(t, 10*time.Second, func() bool {
+			for _, b := range pubs.bodies("") {
+				var j struct {
+					ID   string   `json:"id"`
+					User job.User `json:"user"`
+				}
+				if json.Unmarshal(b, &j) == nil && j.User.ExternalID == fx.Person.ExternalID {
+					jobID = j.ID
+				}
 			}
-			if json.Unmarshal(b, &j) == nil && j.User.ExternalID == fx.Person.ExternalID {
-				jobID = j.ID
-			}
-		}
+			return jobID != ""
+		}, func() string { return "the published offboard of external id " + fx.Person.ExternalID })
 		st, err := bed.JS.Stream(context.Background(), "MFA_JOBS")
-		if err != nil || jobID == "" {
-			t.Fatalf("job %q, stream: %v", jobID, err)
+		if err != nil {
+			t.Fatal(err)
 		}
 		var m *jetstream.RawStreamMsg
 		testenv.Eventually(t, 10*time.Second, func() bool {
