@@ -267,6 +267,8 @@ func runVendorFixture(t *testing.T, bed *testenv.Bed, base string, pubs *jobPubl
 				}
 			}
 			if want := fillFixture(fx.Expect.NotBefore, now, nil); want != "" {
+				testenv.Eventually(t, 5*time.Second, func() bool { return pubs.count(r.JobID) > 0 },
+					func() string { return "the publish of job " + r.JobID })
 				for _, b := range pubs.bodies(r.JobID) {
 					var j struct {
 						NotBefore string `json:"not_before"`
