@@ -188,10 +188,7 @@ func runE2ELeaver(t *testing.T, c e2eCase, set *rules.Set) {
 		t.Fatalf("the second mapper never mapped event %s; logs:\n%s", l.eventID, logs)
 	}
 	b.kill()
-	// The watcher's own subscription may see the publish a moment after the
-	// mapper had its PubAck.
-	testenv.Eventually(t, 5*time.Second, func() bool { return pubs.count(jobID) >= 1 },
-		func() string { return "the second mapper reached its ack without publishing " + jobID })
+	pubs.await(t, jobID, "the second mapper reached its ack without publishing "+jobID)
 	events := consumerState(t, bed.JS)
 	if events.AckFloor.Stream != 0 {
 		t.Fatalf("the event was acknowledged (ack floor %d) by a mapper that died before its ack", events.AckFloor.Stream)
@@ -594,6 +591,30 @@ func watchJobPublishes(t *testing.T, natsURL string) *jobPublishes {
 		t.Fatal(err)
 	}
 	return jp
+}
+
+// await waits until the watcher holds a publish of job id; what names the
+// failure. The watcher's own connection may see a publish a moment after
+// its publisher had the PubAck.
+func (jp *jobPublishes) await(t testing.TB, id, what string) {
+	t.Helper()
+	testenv.Eventually(t, 5*time.Second, func() bool { return jp.count(id) > 0 }, func() string { return what })
+}
+
+// jobOf is the id of the last job published for the person of externalID,
+// "" while there is none.
+func (jp *jobPublishes) jobOf(externalID string) string {
+	var id string
+	for _, b := range jp.bodies("") {
+		var j struct {
+			ID   string   `json:"id"`
+			User job.User `json:"user"`
+		}
+		if json.Unmarshal(b, &j) == nil && j.User.ExternalID == externalID {
+			id = j.ID
+		}
+	}
+	return id
 }
 
 // count is how many publishes carried job id (any job when "").

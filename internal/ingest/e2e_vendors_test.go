@@ -267,8 +267,7 @@ func runVendorFixture(t *testing.T, bed *testenv.Bed, base string, pubs *jobPubl
 				}
 			}
 			if want := fillFixture(fx.Expect.NotBefore, now, nil); want != "" {
-				testenv.Eventually(t, 5*time.Second, func() bool { return pubs.count(r.JobID) > 0 },
-					func() string { return "the publish of job " + r.JobID })
+				pubs.await(t, r.JobID, "the publish of job "+r.JobID)
 				for _, b := range pubs.bodies(r.JobID) {
 					var j struct {
 						NotBefore string `json:"not_before"`
@@ -376,18 +375,8 @@ func runVendorFixture(t *testing.T, bed *testenv.Bed, base string, pubs *jobPubl
 		// The watcher sees the publish on its own connection, which may
 		// be a moment after ingest acknowledged the event.
 		var jobID string
-		testenv.Eventually(t, 10*time.Second, func() bool {
-			for _, b := range pubs.bodies("") {
-				var j struct {
-					ID   string   `json:"id"`
-					User job.User `json:"user"`
-				}
-				if json.Unmarshal(b, &j) == nil && j.User.ExternalID == fx.Person.ExternalID {
-					jobID = j.ID
-				}
-			}
-			return jobID != ""
-		}, func() string { return "the published offboard of external id " + fx.Person.ExternalID })
+		testenv.Eventually(t, 10*time.Second, func() bool { jobID = pubs.jobOf(fx.Person.ExternalID); return jobID != "" },
+			func() string { return "the published offboard of external id " + fx.Person.ExternalID })
 		st, err := bed.JS.Stream(context.Background(), "MFA_JOBS")
 		if err != nil {
 			t.Fatal(err)
